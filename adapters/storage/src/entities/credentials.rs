@@ -1,0 +1,42 @@
+//! `credentials`: authentication credentials of users, one row per credential,
+//! told apart by `kind`. A user has at most one `password` row (partial unique
+//! index `uq_credentials_password_user`); other kinds may have several.
+
+use idp_core::domain::{PasswordCredential, UserId};
+use sea_orm::entity::prelude::*;
+
+/// `kind` of a password credential; `secret` holds its argon2 PHC string.
+pub const KIND_PASSWORD: &str = "password";
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "credentials")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// `password` now; `totp`, `webauthn`, `recovery_code` later.
+    #[sea_orm(column_type = "Text")]
+    pub kind: String,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub label: Option<String>,
+    #[sea_orm(column_type = "Text")]
+    pub secret: String,
+    pub created_at: TimeDateTimeWithTimeZone,
+    pub updated_at: TimeDateTimeWithTimeZone,
+    pub last_used_at: Option<TimeDateTimeWithTimeZone>,
+    #[sea_orm(belongs_to, from = "user_id", to = "id", on_delete = "Cascade")]
+    pub user: BelongsTo<super::users::Entity>,
+}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl From<Model> for PasswordCredential {
+    fn from(m: Model) -> Self {
+        PasswordCredential {
+            user_id: UserId(m.user_id),
+            phc: m.secret,
+            updated_at: m.updated_at,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! sea-orm entities: one module per table of the schema created by
+//! `idp_migrations` (the migrations own the schema; these mirror it). Each
+//! converts to and from its domain type in `idp_core::domain`; stored values
+//! that do not parse back give `RepoError::Corrupt`.
+
+pub mod audit_events;
+pub mod client_states;
+pub mod consents;
+pub mod credentials;
+pub mod refresh_tokens;
+pub mod signing_keys;
+pub mod token_families;
+pub mod users;

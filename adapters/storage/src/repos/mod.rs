@@ -1,0 +1,10 @@
+//! The repository ports of `idp_core::ports`, implemented for
+//! [`SeaStorage`](crate::SeaStorage): one module per port.
+
+mod audit;
+mod client_states;
+mod consents;
+mod credentials;
+mod signing_keys;
+mod token_families;
+mod users;

@@ -1,0 +1,380 @@
+//! Domain types: identifiers and records the core works with. Raw strings from
+//! requests and config become these types at the edge ("parse, don't validate").
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A user's stable internal id; also the `sub` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A relying party's client id, as registered in config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct ClientId(pub String);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An email address, trimmed, stored as typed; compared case-insensitively
+/// through [`Email::normalized`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid email address")]
+pub struct InvalidEmail;
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
+        let s = raw.trim();
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(InvalidEmail);
+        }
+        let (local, domain) = s.rsplit_once('@').ok_or(InvalidEmail)?;
+        if local.is_empty()
+            || local.len() > 64
+            || domain.is_empty()
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+            || domain.contains('@')
+        {
+            return Err(InvalidEmail);
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The lookup key: lower-cased. Two addresses that differ only by case are
+    /// the same account.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = InvalidEmail;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The customer identifier shown on a user's account and usable to log in:
+/// two lower-case letters, five digits, a dash and a configured suffix
+/// (`ab12345-xyz`). Stored and compared lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    /// Parses what a user typed; `None` when it does not have the shape.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let s = raw.trim().to_ascii_lowercase();
+        let (head, suffix) = s.split_once('-')?;
+        let b = head.as_bytes();
+        let shape_ok = b.len() == 7
+            && b[..2].iter().all(u8::is_ascii_lowercase)
+            && b[2..].iter().all(u8::is_ascii_digit)
+            && !suffix.is_empty()
+            && suffix.len() <= 16
+            && suffix
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        shape_ok.then_some(Self(s))
+    }
+
+    /// A fresh random identifier with the given suffix.
+    pub fn generate(suffix: &str) -> Self {
+        let letters: String = (0..2)
+            .map(|_| char::from(b'a' + crate::random::below(26) as u8))
+            .collect();
+        let digits = crate::random::below(100_000);
+        Self(format!(
+            "{letters}{digits:05}-{}",
+            suffix.to_ascii_lowercase()
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Account state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub customer_id: CustomerId,
+    pub email: Email,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub locale: Option<String>,
+    pub status: UserStatus,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A stored password credential: an argon2 PHC string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordCredential {
+    pub user_id: UserId,
+    pub phc: String,
+    pub updated_at: OffsetDateTime,
+}
+
+impl fmt::Debug for PasswordCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordCredential")
+            .field("user_id", &self.user_id)
+            .field("phc", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The SHA-256 of a high-entropy secret (authorization code, refresh token,
+/// session id, opaque access token), hex-encoded. Only this is stored.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    pub fn of(secret: &str) -> Self {
+        let digest = Sha256::digest(secret.as_bytes());
+        let mut hex = String::with_capacity(64);
+        for b in digest {
+            use fmt::Write;
+            let _ = write!(hex, "{b:02x}");
+        }
+        Self(hex)
+    }
+
+    /// Rebuilds from the stored hex form.
+    pub fn from_stored(hex: String) -> Self {
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}…)", &self.0[..8.min(self.0.len())])
+    }
+}
+
+/// Authentication method reference values (RFC 8176).
+pub type Amr = String;
+
+/// A grant: everything a chain of refresh tokens (and the access tokens minted
+/// with them) stands for. Revoking the family revokes all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenFamily {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub client_id: ClientId,
+    pub scope: String,
+    /// The SSO session the grant came from, for logout.
+    pub sid: Option<String>,
+    pub auth_time: OffsetDateTime,
+    pub acr: Option<String>,
+    pub amr: Vec<Amr>,
+    pub created_at: OffsetDateTime,
+    /// Absolute end of the family: no refresh token of it outlives this.
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_reason: Option<String>,
+}
+
+/// One refresh token of a family. The token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshTokenRecord {
+    pub id: Uuid,
+    pub family_id: Uuid,
+    pub token_hash: TokenHash,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Set when rotated; a used token presented again is a reuse.
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// A signing key as stored: the private JWK is encrypted (compact JWE).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    /// `ES256` or `RS256`.
+    pub alg: String,
+    /// Private JWK encrypted with the key-encryption key.
+    pub private_jwe: String,
+    /// Public JWK (JSON text), as published.
+    pub public_jwk: String,
+    pub created_at: OffsetDateTime,
+    /// Set when a newer key of the same alg took over; still published until
+    /// tokens it signed have expired.
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredSigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Scopes a user granted a client (first-party clients record it implicitly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub user_id: UserId,
+    pub client_id: ClientId,
+    pub scope: String,
+    pub granted_at: OffsetDateTime,
+}
+
+/// A security-relevant event, as written to the audit table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    /// Stable event name, e.g. `login.succeeded`, `login.failed`, `token.reuse_detected`.
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub client_id: Option<ClientId>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Event-specific facts (never secrets).
+    pub detail: serde_json::Value,
+}
+
+/// Runtime state of a registered client (the registration itself is config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub client_id: ClientId,
+    pub first_seen_at: OffsetDateTime,
+    pub last_token_at: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_compared_case_insensitively() {
+        let a = Email::parse("  Alice@Example.COM ").unwrap();
+        assert_eq!(a.as_str(), "Alice@Example.COM");
+        assert_eq!(a.normalized(), "alice@example.com");
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "a b@example.com",
+            "a@.x",
+            "a@x..y",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn customer_id_has_the_documented_shape() {
+        for _ in 0..200 {
+            let id = CustomerId::generate("xyz");
+            assert_eq!(CustomerId::parse(id.as_str()), Some(id.clone()));
+            assert_eq!(id.as_str().len(), 11);
+        }
+        assert_eq!(
+            CustomerId::parse(" AB12345-XYZ ").unwrap().as_str(),
+            "ab12345-xyz"
+        );
+        for bad in [
+            "ab1234-xyz",
+            "a123456-xyz",
+            "ab12345",
+            "ab12345-",
+            "ab12345-x_z",
+            "alice@example.com",
+        ] {
+            assert!(CustomerId::parse(bad).is_none(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn token_hash_is_sha256_hex() {
+        assert_eq!(
+            TokenHash::of("abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

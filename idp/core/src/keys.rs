@@ -1,0 +1,324 @@
+//! Token signing keys: generation (ES256, RS256), encryption at rest, the
+//! in-memory set used to sign and verify, and the published JWKS.
+//!
+//! One active key per algorithm signs; a rotated-out key is "retired" and stays
+//! published (and accepted) until tokens it signed have expired.
+
+use crate::domain::StoredSigningKey;
+use crate::error::CoreError;
+use crate::ports::SigningKeyRepo;
+use crate::secret::KeyEncryptionKey;
+use josekit::jwk::Jwk;
+use josekit::jwk::KeyPair as _;
+use josekit::jws::{ES256, JwsHeader, JwsSigner, JwsVerifier, RS256};
+use josekit::jwt::{self, JwtPayload};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use time::OffsetDateTime;
+
+/// A JWS algorithm we sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum SigningAlg {
+    ES256,
+    RS256,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::ES256, SigningAlg::RS256];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(Self::ES256),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Makes a new key pair, its private half sealed with `kek`.
+pub fn generate_key(
+    alg: SigningAlg,
+    kek: &KeyEncryptionKey,
+    now: OffsetDateTime,
+) -> Result<StoredSigningKey, CoreError> {
+    let kid = crate::random::token()[..22].to_owned();
+    let (mut private, mut public) = match alg {
+        SigningAlg::ES256 => {
+            let kp = ES256.generate_key_pair()?;
+            (kp.to_jwk_key_pair(), kp.to_jwk_public_key())
+        }
+        SigningAlg::RS256 => {
+            let kp = RS256.generate_key_pair(2048)?;
+            (kp.to_jwk_key_pair(), kp.to_jwk_public_key())
+        }
+    };
+    for jwk in [&mut private, &mut public] {
+        jwk.set_key_id(&kid);
+        jwk.set_algorithm(alg.as_str());
+        jwk.set_key_use("sig");
+    }
+    Ok(StoredSigningKey {
+        kid,
+        alg: alg.as_str().to_owned(),
+        private_jwe: kek.seal(private.to_string().as_bytes())?,
+        public_jwk: public.to_string(),
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// Ensures one active key per algorithm exists (first start). Returns all keys.
+pub async fn ensure_keys(
+    repo: &dyn SigningKeyRepo,
+    kek: &KeyEncryptionKey,
+    now: OffsetDateTime,
+) -> Result<Vec<StoredSigningKey>, CoreError> {
+    let mut keys = repo.list().await?;
+    for alg in SigningAlg::ALL {
+        let has_active = keys
+            .iter()
+            .any(|k| k.alg == alg.as_str() && k.retired_at.is_none());
+        if !has_active {
+            let key = generate_key(alg, kek, now)?;
+            repo.create(&key).await?;
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Adds a new active key for `alg` and retires the previous one(s). Returns the new kid.
+pub async fn rotate_key(
+    repo: &dyn SigningKeyRepo,
+    kek: &KeyEncryptionKey,
+    alg: SigningAlg,
+    now: OffsetDateTime,
+) -> Result<String, CoreError> {
+    let old: Vec<String> = repo
+        .list()
+        .await?
+        .into_iter()
+        .filter(|k| k.alg == alg.as_str() && k.retired_at.is_none())
+        .map(|k| k.kid)
+        .collect();
+    let key = generate_key(alg, kek, now)?;
+    repo.create(&key).await?;
+    for kid in old {
+        repo.retire(&kid, now).await?;
+    }
+    Ok(key.kid)
+}
+
+struct ActiveKey {
+    kid: String,
+    signer: Box<dyn JwsSigner>,
+}
+
+/// The keys in memory: signers for the active keys, verifiers and the JWKS
+/// document for every published key. Built once per refresh, shared read-only.
+pub struct SigningKeys {
+    active: HashMap<SigningAlg, ActiveKey>,
+    verifiers: HashMap<String, Box<dyn JwsVerifier>>,
+    jwks_json: String,
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field(
+                "active",
+                &self
+                    .active
+                    .iter()
+                    .map(|(a, k)| (a, &k.kid))
+                    .collect::<Vec<_>>(),
+            )
+            .field("published", &self.verifiers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SigningKeys {
+    /// Builds the set from stored keys. Retired keys stay published while
+    /// `retired_at + keep_published > now`.
+    pub fn from_stored(
+        keys: &[StoredSigningKey],
+        kek: &KeyEncryptionKey,
+        now: OffsetDateTime,
+        keep_published: time::Duration,
+    ) -> Result<Self, CoreError> {
+        let mut active = HashMap::new();
+        let mut verifiers: HashMap<String, Box<dyn JwsVerifier>> = HashMap::new();
+        let mut published = Vec::new();
+        for k in keys {
+            let alg = SigningAlg::parse(&k.alg).ok_or_else(|| {
+                CoreError::Crypto(format!("key {} has unknown alg {}", k.kid, k.alg))
+            })?;
+            let is_published = k.retired_at.is_none_or(|r| r + keep_published > now);
+            if !is_published {
+                continue;
+            }
+            let public = Jwk::from_bytes(k.public_jwk.as_bytes())?;
+            let verifier: Box<dyn JwsVerifier> = match alg {
+                SigningAlg::ES256 => Box::new(ES256.verifier_from_jwk(&public)?),
+                SigningAlg::RS256 => Box::new(RS256.verifier_from_jwk(&public)?),
+            };
+            verifiers.insert(k.kid.clone(), verifier);
+            published.push(public);
+            if k.retired_at.is_none() {
+                // The newest active key of an alg wins (keys come oldest first).
+                let private = Jwk::from_bytes(kek.open(&k.private_jwe)?)?;
+                let signer: Box<dyn JwsSigner> = match alg {
+                    SigningAlg::ES256 => Box::new(ES256.signer_from_jwk(&private)?),
+                    SigningAlg::RS256 => Box::new(RS256.signer_from_jwk(&private)?),
+                };
+                active.insert(
+                    alg,
+                    ActiveKey {
+                        kid: k.kid.clone(),
+                        signer,
+                    },
+                );
+            }
+        }
+        let jwks_json = serde_json::json!({
+            "keys": published.iter().map(|j| serde_json::Value::Object(j.as_ref().clone())).collect::<Vec<_>>()
+        })
+        .to_string();
+        Ok(Self {
+            active,
+            verifiers,
+            jwks_json,
+        })
+    }
+
+    /// The JWKS document (public keys only).
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks_json
+    }
+
+    pub fn active_kid(&self, alg: SigningAlg) -> Option<&str> {
+        self.active.get(&alg).map(|k| k.kid.as_str())
+    }
+
+    /// Signs `claims` as a JWT with the active key of `alg`, header `typ`.
+    pub fn sign(
+        &self,
+        alg: SigningAlg,
+        typ: &str,
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, CoreError> {
+        let key = self
+            .active
+            .get(&alg)
+            .ok_or_else(|| CoreError::Crypto(format!("no active {alg} key")))?;
+        let mut header = JwsHeader::new();
+        header.set_token_type(typ);
+        header.set_key_id(&key.kid);
+        let payload = JwtPayload::from_map(claims)?;
+        Ok(jwt::encode_with_signer(
+            &payload,
+            &header,
+            key.signer.as_ref(),
+        )?)
+    }
+
+    /// Verifies a JWT signed by one of our published keys (signature only:
+    /// the caller checks claims). Returns the claims and the `typ` header.
+    pub fn verify(
+        &self,
+        token: &str,
+    ) -> Result<(serde_json::Map<String, serde_json::Value>, Option<String>), CoreError> {
+        let (payload, header) = jwt::decode_with_verifier_selector(token, |header| {
+            Ok(header
+                .key_id()
+                .and_then(|kid| self.verifiers.get(kid))
+                .map(|v| v.as_ref()))
+        })?;
+        Ok((
+            payload.claims_set().clone(),
+            header.token_type().map(str::to_owned),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_publish_both_algorithms() {
+        let kek = KeyEncryptionKey::generate();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let stored = vec![
+            generate_key(SigningAlg::ES256, &kek, now).unwrap(),
+            generate_key(SigningAlg::RS256, &kek, now).unwrap(),
+        ];
+        assert!(
+            !stored[0].public_jwk.contains("\"d\""),
+            "public JWK must not hold the private part"
+        );
+        let keys = SigningKeys::from_stored(&stored, &kek, now, time::Duration::hours(1)).unwrap();
+        for alg in SigningAlg::ALL {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), "u1".into());
+            let jwt = keys.sign(alg, "JWT", claims).unwrap();
+            let (claims, typ) = keys.verify(&jwt).unwrap();
+            assert_eq!(claims["sub"], "u1");
+            assert_eq!(typ.as_deref(), Some("JWT"));
+        }
+        let jwks: serde_json::Value = serde_json::from_str(keys.jwks_json()).unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        assert!(!keys.jwks_json().contains("\"d\""));
+    }
+
+    #[test]
+    fn retired_key_stays_published_then_disappears_and_tampering_fails() {
+        let kek = KeyEncryptionKey::generate();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mut old = generate_key(SigningAlg::ES256, &kek, t0).unwrap();
+        let new = generate_key(SigningAlg::ES256, &kek, t0).unwrap();
+        let before = SigningKeys::from_stored(
+            std::slice::from_ref(&old),
+            &kek,
+            t0,
+            time::Duration::hours(1),
+        )
+        .unwrap();
+        let jwt = before
+            .sign(SigningAlg::ES256, "JWT", serde_json::Map::new())
+            .unwrap();
+        old.retired_at = Some(t0);
+        let keep = time::Duration::hours(1);
+        let during = SigningKeys::from_stored(
+            &[old.clone(), new.clone()],
+            &kek,
+            t0 + time::Duration::minutes(30),
+            keep,
+        )
+        .unwrap();
+        assert!(during.verify(&jwt).is_ok());
+        assert_eq!(during.active_kid(SigningAlg::ES256), Some(new.kid.as_str()));
+        let after =
+            SigningKeys::from_stored(&[old, new], &kek, t0 + time::Duration::hours(2), keep)
+                .unwrap();
+        assert!(after.verify(&jwt).is_err());
+        let mut tampered = jwt.clone();
+        tampered.insert(tampered.len() - 3, 'A');
+        assert!(during.verify(&tampered).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! idp-core: everything of the identity provider that is not HTTP, SQL or Redis.
+//!
+//! The domain types, the ports (traits) the adapters implement, the short-lived
+//! store contract with its in-process implementation, the OAuth 2.0 / OpenID
+//! Connect protocol checks, token minting and password hashing.
+
+pub mod clock;
+pub mod domain;
+pub mod ephemeral;
+pub mod error;
+pub mod keys;
+pub mod oidc;
+pub mod password;
+pub mod ports;
+pub mod random;
+pub mod secret;

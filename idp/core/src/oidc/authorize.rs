@@ -1,0 +1,450 @@
+//! The authorization request (RFC 6749 §4.1.1, OIDC Core §3.1.2.1): parsed
+//! from the raw parameters and checked by a visible pipeline of `check_*`
+//! functions, in order. Until the client and redirect URI are known good,
+//! errors are shown on a page and never redirected (RFC 6749 §4.1.2.1).
+
+use super::client::{Client, ClientRegistry};
+use super::error::{ErrorCode, OAuthError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `prompt` values we act on (OIDC Core §3.1.2.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prompt {
+    pub none: bool,
+    pub login: bool,
+}
+
+/// A checked authorization request: everything the login flow and the code
+/// need, nothing raw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Granted scope values, in request order, de-duplicated.
+    pub scope: Vec<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    /// S256 challenge (the only method we accept).
+    pub code_challenge: Option<String>,
+    pub prompt: Prompt,
+    pub max_age: Option<u64>,
+    pub login_hint: Option<String>,
+    pub ui_locales: Option<String>,
+    pub id_token_hint: Option<String>,
+    pub acr_values: Vec<String>,
+}
+
+impl AuthorizeRequest {
+    pub fn scope_string(&self) -> String {
+        self.scope.join(" ")
+    }
+
+    pub fn is_openid(&self) -> bool {
+        self.scope.iter().any(|s| s == "openid")
+    }
+}
+
+/// Where an authorization error goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeError {
+    /// Shown on an error page: the client or redirect URI cannot be trusted.
+    Page(OAuthError),
+    /// Sent back to the (validated) redirect URI.
+    Redirect {
+        redirect_uri: String,
+        state: Option<String>,
+        error: OAuthError,
+    },
+}
+
+/// The raw parameters, with duplicates detected (RFC 6749 §3.1: parameters
+/// MUST NOT be included more than once).
+pub struct RawParams {
+    map: HashMap<String, String>,
+    duplicated: Option<String>,
+}
+
+impl RawParams {
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut map = HashMap::new();
+        let mut duplicated = None;
+        for (k, v) in pairs {
+            if map.contains_key(&k) {
+                duplicated.get_or_insert(k);
+            } else {
+                map.insert(k, v);
+            }
+        }
+        Self { map, duplicated }
+    }
+
+    /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.map.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+/// Runs the pipeline. Order matters: client and redirect URI first (page
+/// errors), then everything else (redirected errors).
+pub fn check_authorize_request(
+    params: &RawParams,
+    clients: &ClientRegistry,
+) -> Result<(Arc<Client>, AuthorizeRequest), AuthorizeError> {
+    let client = check_client_id(params, clients).map_err(AuthorizeError::Page)?;
+    let redirect_uri = check_redirect_uri(params, &client).map_err(AuthorizeError::Page)?;
+    let state = params.get("state").map(str::to_owned);
+    let redirect = |error: OAuthError| AuthorizeError::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        state: state.clone(),
+        error,
+    };
+    check_no_duplicates(params).map_err(redirect)?;
+    check_request_objects(params).map_err(redirect)?;
+    check_response_type(params, &client).map_err(redirect)?;
+    check_response_mode(params).map_err(redirect)?;
+    let scope = check_scope(params, &client).map_err(redirect)?;
+    let code_challenge = check_pkce(params, &client).map_err(redirect)?;
+    let prompt = check_prompt(params).map_err(redirect)?;
+    let max_age = check_max_age(params).map_err(redirect)?;
+    Ok((
+        client.clone(),
+        AuthorizeRequest {
+            client_id: client.id.0.clone(),
+            redirect_uri: redirect_uri.clone(),
+            scope,
+            state: state.clone(),
+            nonce: params.get("nonce").map(str::to_owned),
+            code_challenge,
+            prompt,
+            max_age,
+            login_hint: params.get("login_hint").map(str::to_owned),
+            ui_locales: params.get("ui_locales").map(str::to_owned),
+            id_token_hint: params.get("id_token_hint").map(str::to_owned),
+            acr_values: params
+                .get("acr_values")
+                .map(|v| v.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+        },
+    ))
+}
+
+/// RFC 6749 §4.1.2.1: an unknown or missing client_id is shown, never redirected.
+pub fn check_client_id(
+    params: &RawParams,
+    clients: &ClientRegistry,
+) -> Result<Arc<Client>, OAuthError> {
+    let id = params
+        .get("client_id")
+        .ok_or_else(|| OAuthError::invalid_request("client_id is missing"))?;
+    let client = clients.get(id).ok_or_else(|| {
+        OAuthError::new(ErrorCode::InvalidRequest, "unknown client").with_detail(format!("client_id={id}"))
+    })?;
+    if !client.allow_authorization_code {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code flow",
+        ));
+    }
+    Ok(client)
+}
+
+/// RFC 9700 §2.1 / OIDC Core §3.1.2.1: redirect_uri is required and must equal
+/// a registered value exactly (no normalization, no prefix, no added query).
+pub fn check_redirect_uri(params: &RawParams, client: &Client) -> Result<String, OAuthError> {
+    let uri = params
+        .get("redirect_uri")
+        .ok_or_else(|| OAuthError::invalid_request("redirect_uri is missing"))?;
+    if client.redirect_uris.iter().any(|r| r == uri) {
+        Ok(uri.to_owned())
+    } else {
+        Err(OAuthError::invalid_request("redirect_uri is not registered for this client")
+            .with_detail(format!("redirect_uri={uri}")))
+    }
+}
+
+/// RFC 6749 §3.1: no parameter may appear twice.
+pub fn check_no_duplicates(params: &RawParams) -> Result<(), OAuthError> {
+    match &params.duplicated {
+        Some(k) => Err(OAuthError::invalid_request("a parameter was sent more than once")
+            .with_detail(format!("duplicate parameter {k}"))),
+        None => Ok(()),
+    }
+}
+
+/// OIDC Core §6: request objects are not supported.
+pub fn check_request_objects(params: &RawParams) -> Result<(), OAuthError> {
+    if params.get("request").is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported",
+        ));
+    }
+    if params.get("request_uri").is_some() {
+        return Err(OAuthError::new(
+            ErrorCode::RequestUriNotSupported,
+            "request_uri is not supported",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 6749 §4.1.1 and RFC 9700 §2.1.2: only `code`.
+pub fn check_response_type(params: &RawParams, _client: &Client) -> Result<(), OAuthError> {
+    match params.get("response_type") {
+        None => Err(OAuthError::invalid_request("response_type is missing")),
+        Some("code") => Ok(()),
+        Some(_) => Err(OAuthError::new(
+            ErrorCode::UnsupportedResponseType,
+            "only response_type=code is supported",
+        )),
+    }
+}
+
+/// OAuth 2.0 Multiple Response Types §2.1: only the `query` mode.
+pub fn check_response_mode(params: &RawParams) -> Result<(), OAuthError> {
+    match params.get("response_mode") {
+        None | Some("query") => Ok(()),
+        Some(_) => Err(OAuthError::invalid_request("only response_mode=query is supported")),
+    }
+}
+
+/// RFC 6749 §3.3: every requested scope must be allowed for the client.
+pub fn check_scope(params: &RawParams, client: &Client) -> Result<Vec<String>, OAuthError> {
+    let raw = params
+        .get("scope")
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidScope, "scope is missing"))?;
+    let mut scope: Vec<String> = Vec::new();
+    for s in raw.split(' ').filter(|s| !s.is_empty()) {
+        if !client.scopes.contains(s) {
+            return Err(OAuthError::new(ErrorCode::InvalidScope, "a requested scope is not allowed for this client")
+                .with_detail(format!("scope {s}")));
+        }
+        if !scope.iter().any(|x| x == s) {
+            scope.push(s.to_owned());
+        }
+    }
+    if scope.is_empty() {
+        return Err(OAuthError::new(ErrorCode::InvalidScope, "scope is empty"));
+    }
+    Ok(scope)
+}
+
+/// RFC 7636 §4.3 and RFC 9700 §2.1.1: S256 only; required for public clients
+/// (and confidential ones configured so); a challenge has 43–128 characters of
+/// the unreserved set.
+pub fn check_pkce(params: &RawParams, client: &Client) -> Result<Option<String>, OAuthError> {
+    let challenge = params.get("code_challenge");
+    let method = params.get("code_challenge_method");
+    match (challenge, method) {
+        (None, None) if client.pkce_required() => Err(OAuthError::invalid_request(
+            "code_challenge is required (PKCE with S256)",
+        )),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(OAuthError::invalid_request("code_challenge is missing")),
+        (Some(_), None | Some("plain")) => Err(OAuthError::invalid_request(
+            "code_challenge_method must be S256",
+        )),
+        (Some(_), Some(m)) if m != "S256" => Err(OAuthError::invalid_request(
+            "code_challenge_method must be S256",
+        )),
+        (Some(c), Some(_)) => {
+            let ok = (43..=128).contains(&c.len())
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if ok {
+                Ok(Some(c.to_owned()))
+            } else {
+                Err(OAuthError::invalid_request("code_challenge is malformed"))
+            }
+        }
+    }
+}
+
+/// OIDC Core §3.1.2.1: `none` must stand alone; unknown values are refused.
+pub fn check_prompt(params: &RawParams) -> Result<Prompt, OAuthError> {
+    let mut p = Prompt::default();
+    let Some(raw) = params.get("prompt") else {
+        return Ok(p);
+    };
+    let mut count = 0;
+    for v in raw.split(' ').filter(|s| !s.is_empty()) {
+        count += 1;
+        match v {
+            "none" => p.none = true,
+            "login" => p.login = true,
+            // First-party portals: consent is implicit, one account per session.
+            "consent" | "select_account" => {}
+            _ => return Err(OAuthError::invalid_request("unsupported prompt value")),
+        }
+    }
+    if p.none && count > 1 {
+        return Err(OAuthError::invalid_request("prompt=none cannot be combined with other values"));
+    }
+    Ok(p)
+}
+
+/// OIDC Core §3.1.2.1: max_age is a non-negative number of seconds.
+pub fn check_max_age(params: &RawParams) -> Result<Option<u64>, OAuthError> {
+    params
+        .get("max_age")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| OAuthError::invalid_request("max_age must be a non-negative integer"))
+        })
+        .transpose()
+}
+
+/// The redirect URI with `params` appended to its query (keeping any query it had).
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut url) => {
+            {
+                let mut q = url.query_pairs_mut();
+                for (k, v) in params {
+                    q.append_pair(k, v);
+                }
+            }
+            url.into()
+        }
+        // Registered URIs are validated as absolute at start-up.
+        Err(_) => redirect_uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ClientId;
+    use crate::oidc::client::{AccessTokenFormat, Lifetimes, TokenEndpointAuthMethod};
+    use crate::keys::SigningAlg;
+
+    fn client(public: bool) -> Client {
+        Client {
+            id: ClientId("portal".into()),
+            name: "Portal".into(),
+            auth_method: if public { TokenEndpointAuthMethod::None } else { TokenEndpointAuthMethod::ClientSecretBasic },
+            secret_hash: None,
+            redirect_uris: vec!["https://rp.example/cb".into(), "https://rp.example/cb?x=1".into()],
+            post_logout_redirect_uris: vec![],
+            allow_authorization_code: true,
+            allow_refresh_token: true,
+            allow_client_credentials: false,
+            scopes: ["openid", "email", "profile"].iter().map(|s| s.to_string()).collect(),
+            theme: "default".into(),
+            access_token_format: AccessTokenFormat::Jwt,
+            id_token_alg: SigningAlg::ES256,
+            access_token_alg: SigningAlg::ES256,
+            require_pkce: false,
+            lifetimes: Lifetimes::default(),
+        }
+    }
+
+    const CH: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn params(extra: &[(&str, &str)]) -> RawParams {
+        let mut v: Vec<(String, String)> = [
+            ("client_id", "portal"),
+            ("redirect_uri", "https://rp.example/cb"),
+            ("response_type", "code"),
+            ("scope", "openid email"),
+            ("state", "st"),
+            ("code_challenge", CH),
+            ("code_challenge_method", "S256"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, val) in extra {
+            v.retain(|(kk, _)| kk != k);
+            if !val.is_empty() {
+                v.push((k.to_string(), val.to_string()));
+            }
+        }
+        RawParams::new(v)
+    }
+
+    fn reg(public: bool) -> ClientRegistry {
+        ClientRegistry::new([client(public)])
+    }
+
+    fn code_of(r: Result<(Arc<Client>, AuthorizeRequest), AuthorizeError>) -> (bool, ErrorCode) {
+        match r {
+            Err(AuthorizeError::Page(e)) => (false, e.code),
+            Err(AuthorizeError::Redirect { error, .. }) => (true, error.code),
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn happy_request_parses() {
+        let (_, req) = check_authorize_request(&params(&[("extra", "foobar"), ("display", "page")]), &reg(true)).unwrap();
+        assert_eq!(req.scope, vec!["openid", "email"]);
+        assert_eq!(req.code_challenge.as_deref(), Some(CH));
+        assert_eq!(req.state.as_deref(), Some("st"));
+    }
+
+    #[test]
+    fn untrusted_client_or_redirect_uri_is_never_redirected() {
+        for extra in [
+            [("client_id", "nope")],
+            [("client_id", "")],
+            [("redirect_uri", "https://evil.example/cb")],
+            [("redirect_uri", "https://rp.example/cb/")],
+            [("redirect_uri", "https://RP.example/cb")],
+            [("redirect_uri", "https://rp.example/cb?x=2")],
+            [("redirect_uri", "https://rp.example/cb?x=1&y=2")],
+            [("redirect_uri", "")],
+        ] {
+            assert_eq!(code_of(check_authorize_request(&params(&extra), &reg(true))), (false, ErrorCode::InvalidRequest), "{extra:?}");
+        }
+        // A registered URI with a query is fine.
+        assert!(check_authorize_request(&params(&[("redirect_uri", "https://rp.example/cb?x=1")]), &reg(true)).is_ok());
+    }
+
+    #[test]
+    fn other_errors_are_redirected_with_their_codes() {
+        let cases: &[(&[(&str, &str)], ErrorCode)] = &[
+            (&[("response_type", "")], ErrorCode::InvalidRequest),
+            (&[("response_type", "token")], ErrorCode::UnsupportedResponseType),
+            (&[("response_type", "code id_token")], ErrorCode::UnsupportedResponseType),
+            (&[("scope", "openid admin")], ErrorCode::InvalidScope),
+            (&[("code_challenge", "")], ErrorCode::InvalidRequest),
+            (&[("code_challenge_method", "plain")], ErrorCode::InvalidRequest),
+            (&[("code_challenge_method", "")], ErrorCode::InvalidRequest),
+            (&[("code_challenge", "short")], ErrorCode::InvalidRequest),
+            (&[("prompt", "none login")], ErrorCode::InvalidRequest),
+            (&[("prompt", "bogus")], ErrorCode::InvalidRequest),
+            (&[("max_age", "-1")], ErrorCode::InvalidRequest),
+            (&[("request", "eyJ...")], ErrorCode::RequestNotSupported),
+            (&[("request_uri", "https://x")], ErrorCode::RequestUriNotSupported),
+            (&[("response_mode", "fragment")], ErrorCode::InvalidRequest),
+        ];
+        for (extra, code) in cases {
+            assert_eq!(code_of(check_authorize_request(&params(extra), &reg(true))), (true, *code), "{extra:?}");
+        }
+        let dup = RawParams::new(vec![
+            ("client_id".into(), "portal".into()),
+            ("redirect_uri".into(), "https://rp.example/cb".into()),
+            ("response_type".into(), "code".into()),
+            ("scope".into(), "openid".into()),
+            ("scope".into(), "email".into()),
+        ]);
+        assert_eq!(code_of(check_authorize_request(&dup, &reg(false))), (true, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn pkce_optional_for_confidential_but_honoured() {
+        let no_pkce = params(&[("code_challenge", ""), ("code_challenge_method", "")]);
+        assert!(check_authorize_request(&no_pkce, &reg(false)).unwrap().1.code_challenge.is_none());
+        assert_eq!(code_of(check_authorize_request(&no_pkce, &reg(true))), (true, ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn redirect_keeps_existing_query() {
+        assert_eq!(
+            redirect_with("https://rp.example/cb?x=1", &[("code", "a b"), ("state", "s")]),
+            "https://rp.example/cb?x=1&code=a+b&state=s"
+        );
+    }
+}

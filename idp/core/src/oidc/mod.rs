@@ -1,0 +1,15 @@
+//! OAuth 2.0 / OpenID Connect: request checks, the provider's services
+//! (authorize, login, token, userinfo, introspection, revocation, logout) and
+//! token minting. Web-free: the server crate parses HTTP into these types and
+//! renders what comes back.
+
+pub mod authorize;
+pub mod client;
+pub mod error;
+pub mod login;
+pub mod logout;
+pub mod provider;
+pub mod token;
+
+pub use error::{ErrorCode, OAuthError};
+pub use provider::{Provider, ProviderPorts, ProviderSettings, RequestMeta};

@@ -1,0 +1,257 @@
+//! The provider: the ports, the clients, the keys and the settings every
+//! endpoint works with, plus account creation shared by the CLI and the demo.
+
+use super::client::ClientRegistry;
+use crate::clock::SharedClock;
+use crate::domain::{AuditEvent, ClientId, CustomerId, Email, PasswordCredential, User, UserId, UserStatus};
+use crate::ephemeral::EphemeralStore;
+use crate::error::CoreError;
+use crate::keys::SigningKeys;
+use crate::password::PasswordHasher;
+use crate::ports::{
+    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, RepoError, SigningKeyRepo,
+    TokenFamilyRepo, UserRepo,
+};
+use crate::secret::{KeyEncryptionKey, Secret};
+use serde::Deserialize;
+use std::sync::{Arc, RwLock};
+
+/// Failed-login throttling: fixed windows counted in the short-lived store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    /// Failures per identifier (known or not) before it is locked for the window.
+    pub account_max_failures: u32,
+    /// Failures per client IP before it is locked for the window.
+    pub ip_max_failures: u32,
+    pub window_secs: u32,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        Self {
+            account_max_failures: 5,
+            ip_max_failures: 50,
+            window_secs: 900,
+        }
+    }
+}
+
+/// Provider-wide settings (per-client ones live on [`super::client::Client`]).
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Exactly as published in discovery (no trailing slash).
+    pub issuer: String,
+    /// Absolute lifetime of a single sign-on session, seconds.
+    pub session_lifetime_secs: u32,
+    /// How long a login page may stay open, seconds.
+    pub flow_lifetime_secs: u32,
+    pub customer_id_suffix: String,
+    pub throttle: ThrottleSettings,
+}
+
+/// Durable storage ports.
+#[derive(Clone)]
+pub struct ProviderPorts {
+    pub users: Arc<dyn UserRepo>,
+    pub credentials: Arc<dyn CredentialRepo>,
+    pub families: Arc<dyn TokenFamilyRepo>,
+    pub signing_keys: Arc<dyn SigningKeyRepo>,
+    pub consents: Arc<dyn ConsentRepo>,
+    pub audit: Arc<dyn AuditRepo>,
+    pub client_states: Arc<dyn ClientStateRepo>,
+}
+
+/// Facts about the HTTP request, for throttling and the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub struct Provider {
+    pub settings: ProviderSettings,
+    pub clients: Arc<ClientRegistry>,
+    pub store: Arc<dyn EphemeralStore>,
+    pub ports: ProviderPorts,
+    pub hasher: PasswordHasher,
+    pub clock: SharedClock,
+    kek: KeyEncryptionKey,
+    keys: RwLock<Arc<SigningKeys>>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.settings.issuer)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// Builds the provider, creating signing keys on first start.
+    pub async fn new(
+        settings: ProviderSettings,
+        clients: ClientRegistry,
+        store: Arc<dyn EphemeralStore>,
+        ports: ProviderPorts,
+        hasher: PasswordHasher,
+        clock: SharedClock,
+        kek: KeyEncryptionKey,
+    ) -> Result<Self, CoreError> {
+        let stored = crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
+        let clients = Arc::new(clients);
+        let keys = SigningKeys::from_stored(&stored, &kek, clock.now(), keep_published(&clients))?;
+        Ok(Self {
+            settings,
+            clients,
+            store,
+            ports,
+            hasher,
+            clock,
+            kek,
+            keys: RwLock::new(Arc::new(keys)),
+        })
+    }
+
+    /// The current key set.
+    pub fn keys(&self) -> Arc<SigningKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads keys from the database (after `idp keys rotate` on any node).
+    pub async fn reload_keys(&self) -> Result<(), CoreError> {
+        let stored = self.ports.signing_keys.list().await?;
+        let keys = SigningKeys::from_stored(&stored, &self.kek, self.clock.now(), keep_published(&self.clients))?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+
+    pub(crate) async fn audit(
+        &self,
+        kind: &str,
+        user: Option<UserId>,
+        client: Option<&ClientId>,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) {
+        let ev = AuditEvent {
+            id: uuid::Uuid::now_v7(),
+            at: self.clock.now(),
+            kind: kind.to_owned(),
+            user_id: user,
+            client_id: client.cloned(),
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+            detail,
+        };
+        if let Err(e) = self.ports.audit.record(&ev).await {
+            tracing::error!(error = %e, kind, "audit event not recorded");
+        }
+    }
+
+    /// Creates an account with a password. Refuses a duplicate email.
+    pub async fn create_user(
+        &self,
+        email: Email,
+        name: Option<String>,
+        password: &Secret,
+    ) -> Result<User, CreateUserError> {
+        check_password_policy(password)?;
+        let phc = self.hasher.hash(password).await?;
+        let now = self.clock.now();
+        for _ in 0..8 {
+            let user = User {
+                id: UserId::new_v7(),
+                customer_id: CustomerId::generate(&self.settings.customer_id_suffix),
+                email: email.clone(),
+                email_verified: false,
+                name: name.clone(),
+                locale: None,
+                status: UserStatus::Active,
+                created_at: now,
+                updated_at: now,
+            };
+            match self.ports.users.create(&user).await {
+                Ok(()) => {
+                    self.ports
+                        .credentials
+                        .set_password(&PasswordCredential {
+                            user_id: user.id,
+                            phc,
+                            updated_at: now,
+                        })
+                        .await?;
+                    self.audit("user.created", Some(user.id), None, &RequestMeta::default(), serde_json::json!({})).await;
+                    return Ok(user);
+                }
+                Err(RepoError::Conflict(_)) => {
+                    if self.ports.users.find_by_email(&email).await?.is_some() {
+                        return Err(CreateUserError::EmailTaken);
+                    }
+                    // A customer id collision: draw another.
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CreateUserError::Core(CoreError::Internal(
+            "could not draw a free customer identifier".into(),
+        )))
+    }
+
+    /// Replaces a user's password (CLI, demo reset).
+    pub async fn set_password(&self, user: UserId, password: &Secret) -> Result<(), CreateUserError> {
+        check_password_policy(password)?;
+        let phc = self.hasher.hash(password).await?;
+        self.ports
+            .credentials
+            .set_password(&PasswordCredential {
+                user_id: user,
+                phc,
+                updated_at: self.clock.now(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// How long a retired key stays published: the longest token lifetime of any
+/// client, plus a margin for clock skew.
+fn keep_published(clients: &ClientRegistry) -> time::Duration {
+    let longest = clients
+        .iter()
+        .map(|c| c.lifetimes.access_token.max(c.lifetimes.id_token))
+        .max()
+        .unwrap_or(3600);
+    time::Duration::seconds(i64::from(longest) + 300)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("{0}")]
+    WeakPassword(&'static str),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl From<RepoError> for CreateUserError {
+    fn from(e: RepoError) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+/// Minimal policy until per-organization policies land: 8 to 128 characters
+/// (NIST 800-63B §5.1.1.2: at least 8, accept at least 64).
+pub fn check_password_policy(pw: &Secret) -> Result<(), CreateUserError> {
+    let n = pw.expose().chars().count();
+    if n < 8 {
+        return Err(CreateUserError::WeakPassword("the password must have at least 8 characters"));
+    }
+    if n > 128 {
+        return Err(CreateUserError::WeakPassword("the password must have at most 128 characters"));
+    }
+    Ok(())
+}

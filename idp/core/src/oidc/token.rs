@@ -1,0 +1,684 @@
+//! The token endpoint (RFC 6749 §3.2, §4.1.3, §6, §4.4), token minting (ID
+//! token per OIDC Core §2, access token per RFC 9068 or opaque), and the
+//! endpoints that read tokens back: userinfo, introspection (RFC 7662),
+//! revocation (RFC 7009).
+
+use super::authorize::RawParams;
+use super::client::Client;
+use super::error::{ErrorCode, OAuthError};
+use super::login::{CodeRecord, code_key, code_used_key};
+use super::provider::{Provider, RequestMeta};
+use crate::domain::{ClientId, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId, UserStatus};
+use crate::ephemeral::{get_json, put_json, take_json};
+use crate::error::CoreError;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// How long a redeemed code is remembered, to detect and punish its replay.
+const CODE_REPLAY_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// Client credentials as presented: HTTP Basic, or form fields.
+#[derive(Debug, Default, Clone)]
+pub struct ClientAuthInput {
+    /// Already URL-decoded (RFC 6749 §2.3.1).
+    pub basic: Option<(String, crate::secret::Secret)>,
+    pub form_client_id: Option<String>,
+    pub form_client_secret: Option<crate::secret::Secret>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    pub scope: String,
+}
+
+/// What an access token stands for once validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessTokenInfo {
+    pub client_id: String,
+    /// User id, or the client id for client_credentials.
+    pub sub: String,
+    pub user_id: Option<UserId>,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub family_id: Option<Uuid>,
+}
+
+/// Everything a minted grant needs.
+struct GrantFacts<'a> {
+    client: &'a Client,
+    user: &'a User,
+    scope: &'a str,
+    sid: Option<&'a str>,
+    auth_time: i64,
+    acr: Option<&'a str>,
+    amr: &'a [String],
+    family_id: Option<Uuid>,
+    nonce: Option<&'a str>,
+}
+
+fn s256(v: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes()))
+}
+
+/// Left half of SHA-256 of the access token (OIDC Core §3.1.3.6; ES256 and RS256 both use SHA-256).
+fn at_hash(access_token: &str) -> String {
+    let d = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&d[..16])
+}
+
+fn has_scope(scope: &str, s: &str) -> bool {
+    scope.split(' ').any(|x| x == s)
+}
+
+impl Provider {
+    /// Client authentication at the token, introspection and revocation
+    /// endpoints. Confidential clients may use client_secret_basic or
+    /// client_secret_post; public clients send only their client_id.
+    pub fn authenticate_client(&self, auth: &ClientAuthInput) -> Result<Arc<Client>, OAuthError> {
+        let (id, secret) = match (&auth.basic, &auth.form_client_secret) {
+            (Some(_), Some(_)) => {
+                return Err(OAuthError::invalid_request("use only one client authentication method"));
+            }
+            (Some((id, secret)), None) => {
+                if auth.form_client_id.as_ref().is_some_and(|f| f != id) {
+                    return Err(OAuthError::invalid_request("client_id does not match the authenticated client"));
+                }
+                (id.as_str(), Some(secret))
+            }
+            (None, secret) => (
+                auth.form_client_id
+                    .as_deref()
+                    .ok_or_else(|| OAuthError::invalid_client().with_detail("no client credentials"))?,
+                secret.as_ref(),
+            ),
+        };
+        let client = self
+            .clients
+            .get(id)
+            .ok_or_else(|| OAuthError::invalid_client().with_detail(format!("unknown client {id}")))?;
+        match (&client.secret_hash, secret) {
+            (Some(hash), Some(s)) if hash.matches(s.expose()) => Ok(client),
+            (None, None) => Ok(client),
+            _ => Err(OAuthError::invalid_client().with_detail(format!("bad credentials for {id}"))),
+        }
+    }
+
+    /// The token endpoint, after client authentication.
+    pub async fn token(
+        &self,
+        client: Arc<Client>,
+        form: &RawParams,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse, OAuthError> {
+        match form.get("grant_type") {
+            None => Err(OAuthError::invalid_request("grant_type is missing")),
+            Some("authorization_code") => self.grant_authorization_code(&client, form, meta).await,
+            Some("refresh_token") => self.grant_refresh_token(&client, form, meta).await,
+            Some("client_credentials") => self.grant_client_credentials(&client, form).await,
+            Some(_) => Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "unsupported grant_type")),
+        }
+    }
+
+    async fn grant_authorization_code(
+        &self,
+        client: &Client,
+        form: &RawParams,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse, OAuthError> {
+        if !client.allow_authorization_code {
+            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "grant not allowed for this client"));
+        }
+        let code = form.get("code").ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+        let Some(record) = take_json::<CodeRecord>(self.store.as_ref(), &code_key(code)).await.map_err(CoreError::from)? else {
+            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+            let used: Option<Uuid> = get_json(self.store.as_ref(), &code_used_key(code)).await.map_err(CoreError::from)?;
+            if let Some(family) = used {
+                self.ports.families.revoke_family(family, self.clock.now(), "code_reuse").await.map_err(CoreError::from)?;
+                self.audit("token.code_reuse", None, Some(&client.id), meta, json!({"family": family})).await;
+            }
+            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+        };
+        put_json(self.store.as_ref(), &code_used_key(code), &record.family_id, CODE_REPLAY_MEMORY)
+            .await
+            .map_err(CoreError::from)?;
+        let now = self.clock.now();
+        if record.client_id != client.id.0 {
+            return Err(OAuthError::invalid_grant("the code was issued to another client"));
+        }
+        if record.expires_at <= now.unix_timestamp() {
+            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+        }
+        if form.get("redirect_uri") != Some(record.redirect_uri.as_str()) {
+            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        }
+        check_code_verifier(record.code_challenge.as_deref(), form.get("code_verifier"))?;
+        let user = self.active_user(record.user_id).await?;
+        let facts = GrantFacts {
+            client,
+            user: &user,
+            scope: &record.scope,
+            sid: Some(&record.sid),
+            auth_time: record.auth_time,
+            acr: Some(&record.acr),
+            amr: &record.amr,
+            family_id: Some(record.family_id),
+            nonce: record.nonce.as_deref(),
+        };
+        let refresh = if client.allow_refresh_token {
+            Some(crate::random::token())
+        } else {
+            None
+        };
+        let family = TokenFamily {
+            id: record.family_id,
+            user_id: user.id,
+            client_id: client.id.clone(),
+            scope: record.scope.clone(),
+            sid: Some(record.sid.clone()),
+            auth_time: OffsetDateTime::from_unix_timestamp(record.auth_time).map_err(|e| CoreError::Internal(e.to_string()))?,
+            acr: Some(record.acr.clone()),
+            amr: record.amr.clone(),
+            created_at: now,
+            expires_at: now + time::Duration::seconds(i64::from(client.lifetimes.refresh_token)),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        let first = refresh.as_ref().map(|r| RefreshTokenRecord {
+            id: Uuid::now_v7(),
+            family_id: family.id,
+            token_hash: TokenHash::of(r),
+            created_at: now,
+            expires_at: family.expires_at,
+            used_at: None,
+        });
+        self.ports.families.create_family(&family, first.as_ref()).await.map_err(CoreError::from)?;
+        let response = self.mint(&facts, refresh).await?;
+        self.ports.client_states.touch(&client.id, now).await.map_err(CoreError::from)?;
+        Ok(response)
+    }
+
+    async fn grant_refresh_token(
+        &self,
+        client: &Client,
+        form: &RawParams,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse, OAuthError> {
+        if !client.allow_refresh_token {
+            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "grant not allowed for this client"));
+        }
+        let presented = form
+            .get("refresh_token")
+            .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+        let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let token = self
+            .ports
+            .families
+            .find_refresh_token(&TokenHash::of(presented))
+            .await
+            .map_err(CoreError::from)?
+            .ok_or_else(invalid)?;
+        let family = self
+            .ports
+            .families
+            .find_family(token.family_id)
+            .await
+            .map_err(CoreError::from)?
+            .ok_or_else(invalid)?;
+        if family.client_id != client.id {
+            return Err(invalid().with_detail("refresh token of another client"));
+        }
+        let now = self.clock.now();
+        if family.revoked_at.is_some() || family.expires_at <= now || token.expires_at <= now {
+            return Err(invalid());
+        }
+        if token.used_at.is_some() {
+            self.revoke_for_reuse(&family, meta).await?;
+            return Err(invalid().with_detail("refresh token reuse"));
+        }
+        let scope = match form.get("scope") {
+            None => family.scope.clone(),
+            Some(requested) => {
+                let all_granted = requested.split(' ').filter(|s| !s.is_empty()).all(|s| has_scope(&family.scope, s));
+                if !all_granted {
+                    return Err(OAuthError::new(ErrorCode::InvalidScope, "scope exceeds the original grant"));
+                }
+                requested.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+            }
+        };
+        let new_token = crate::random::token();
+        let next = RefreshTokenRecord {
+            id: Uuid::now_v7(),
+            family_id: family.id,
+            token_hash: TokenHash::of(&new_token),
+            created_at: now,
+            expires_at: family.expires_at,
+            used_at: None,
+        };
+        let rotated = self
+            .ports
+            .families
+            .rotate_refresh_token(token.id, now, &next)
+            .await
+            .map_err(CoreError::from)?;
+        if !rotated {
+            self.revoke_for_reuse(&family, meta).await?;
+            return Err(invalid().with_detail("concurrent refresh token reuse"));
+        }
+        let user = self.active_user(family.user_id).await?;
+        let facts = GrantFacts {
+            client,
+            user: &user,
+            scope: &scope,
+            sid: family.sid.as_deref(),
+            auth_time: family.auth_time.unix_timestamp(),
+            acr: family.acr.as_deref(),
+            amr: &family.amr,
+            family_id: Some(family.id),
+            nonce: None,
+        };
+        let response = self.mint(&facts, Some(new_token)).await?;
+        self.ports.client_states.touch(&client.id, now).await.map_err(CoreError::from)?;
+        Ok(response)
+    }
+
+    async fn revoke_for_reuse(&self, family: &TokenFamily, meta: &RequestMeta) -> Result<(), OAuthError> {
+        self.ports
+            .families
+            .revoke_family(family.id, self.clock.now(), "refresh_token_reuse")
+            .await
+            .map_err(CoreError::from)?;
+        self.audit("token.refresh_reuse", Some(family.user_id), Some(&family.client_id), meta, json!({"family": family.id}))
+            .await;
+        Ok(())
+    }
+
+    async fn grant_client_credentials(&self, client: &Client, form: &RawParams) -> Result<TokenResponse, OAuthError> {
+        if client.is_public() || !client.allow_client_credentials {
+            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "grant not allowed for this client"));
+        }
+        let scope = match form.get("scope") {
+            None => String::new(),
+            Some(requested) => {
+                let mut out: Vec<&str> = Vec::new();
+                for s in requested.split(' ').filter(|s| !s.is_empty()) {
+                    if s == "openid" || !client.scopes.contains(s) {
+                        return Err(OAuthError::new(ErrorCode::InvalidScope, "a requested scope is not allowed for this client"));
+                    }
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+                out.join(" ")
+            }
+        };
+        let now = self.clock.now();
+        let (access_token, _) = self
+            .mint_access_token(client, &client.id.0, None, &scope, None, None, None, &[], None)
+            .await?;
+        self.ports.client_states.touch(&client.id, now).await.map_err(CoreError::from)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: client.lifetimes.access_token,
+            refresh_token: None,
+            id_token: None,
+            scope,
+        })
+    }
+
+    async fn active_user(&self, id: UserId) -> Result<User, OAuthError> {
+        self.ports
+            .users
+            .find_by_id(id)
+            .await
+            .map_err(CoreError::from)?
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or_else(|| OAuthError::invalid_grant("the account is not active"))
+    }
+
+    async fn mint(&self, f: &GrantFacts<'_>, refresh_token: Option<String>) -> Result<TokenResponse, OAuthError> {
+        let sub = f.user.id.to_string();
+        let (access_token, _) = self
+            .mint_access_token(f.client, &sub, Some(f.user.id), f.scope, f.sid, Some(f.auth_time), f.acr, f.amr, f.family_id)
+            .await?;
+        let id_token = if has_scope(f.scope, "openid") {
+            Some(self.mint_id_token(f, &access_token)?)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: f.client.lifetimes.access_token,
+            refresh_token,
+            id_token,
+            scope: f.scope.to_owned(),
+        })
+    }
+
+    fn mint_id_token(&self, f: &GrantFacts<'_>, access_token: &str) -> Result<String, OAuthError> {
+        let now = self.clock.now().unix_timestamp();
+        let mut c = Map::new();
+        c.insert("iss".into(), self.settings.issuer.clone().into());
+        c.insert("sub".into(), f.user.id.to_string().into());
+        c.insert("aud".into(), f.client.id.0.clone().into());
+        c.insert("azp".into(), f.client.id.0.clone().into());
+        c.insert("iat".into(), now.into());
+        c.insert("exp".into(), (now + i64::from(f.client.lifetimes.id_token)).into());
+        c.insert("auth_time".into(), f.auth_time.into());
+        if let Some(n) = f.nonce {
+            c.insert("nonce".into(), n.into());
+        }
+        if let Some(acr) = f.acr {
+            c.insert("acr".into(), acr.into());
+        }
+        c.insert("amr".into(), json!(f.amr));
+        if let Some(sid) = f.sid {
+            c.insert("sid".into(), sid.into());
+        }
+        c.insert("at_hash".into(), at_hash(access_token).into());
+        user_claims(f.user, f.scope, &mut c);
+        Ok(self.keys().sign(f.client.id_token_alg, "JWT", c)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn mint_access_token(
+        &self,
+        client: &Client,
+        sub: &str,
+        user_id: Option<UserId>,
+        scope: &str,
+        sid: Option<&str>,
+        auth_time: Option<i64>,
+        acr: Option<&str>,
+        amr: &[String],
+        family_id: Option<Uuid>,
+    ) -> Result<(String, AccessTokenInfo), OAuthError> {
+        let now = self.clock.now().unix_timestamp();
+        let info = AccessTokenInfo {
+            client_id: client.id.0.clone(),
+            sub: sub.to_owned(),
+            user_id,
+            scope: scope.to_owned(),
+            iat: now,
+            exp: now + i64::from(client.lifetimes.access_token),
+            jti: Uuid::new_v4().to_string(),
+            family_id,
+        };
+        let token = match client.access_token_format {
+            super::client::AccessTokenFormat::Jwt => {
+                let mut c = Map::new();
+                c.insert("iss".into(), self.settings.issuer.clone().into());
+                c.insert("sub".into(), sub.into());
+                c.insert("aud".into(), client.id.0.clone().into());
+                c.insert("client_id".into(), client.id.0.clone().into());
+                c.insert("iat".into(), now.into());
+                c.insert("exp".into(), info.exp.into());
+                c.insert("jti".into(), info.jti.clone().into());
+                c.insert("scope".into(), scope.into());
+                if let Some(t) = auth_time {
+                    c.insert("auth_time".into(), t.into());
+                }
+                if let Some(a) = acr {
+                    c.insert("acr".into(), a.into());
+                }
+                if !amr.is_empty() {
+                    c.insert("amr".into(), json!(amr));
+                }
+                if let Some(s) = sid {
+                    c.insert("sid".into(), s.into());
+                }
+                if let Some(f) = family_id {
+                    c.insert("grant_id".into(), f.to_string().into());
+                }
+                self.keys().sign(client.access_token_alg, "at+jwt", c)?
+            }
+            super::client::AccessTokenFormat::Opaque => {
+                let t = crate::random::token();
+                put_json(
+                    self.store.as_ref(),
+                    &format!("at:{}", TokenHash::of(&t).as_str()),
+                    &info,
+                    Duration::from_secs(u64::from(client.lifetimes.access_token)),
+                )
+                .await
+                .map_err(CoreError::from)?;
+                t
+            }
+        };
+        Ok((token, info))
+    }
+
+    /// Validates an access token we issued: signature or handle, expiry,
+    /// revocation of the token itself and of its grant.
+    pub async fn validate_access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, CoreError> {
+        let now = self.clock.now().unix_timestamp();
+        let info = if token.split('.').count() == 3 {
+            let Ok((c, typ)) = self.keys().verify(token) else {
+                return Ok(None);
+            };
+            if typ.as_deref() != Some("at+jwt") || c.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer) {
+                return Ok(None);
+            }
+            let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+            let i = |k: &str| c.get(k).and_then(Value::as_i64);
+            let (Some(client_id), Some(sub), Some(jti), Some(iat), Some(exp)) = (s("client_id"), s("sub"), s("jti"), i("iat"), i("exp")) else {
+                return Ok(None);
+            };
+            let family_id = s("grant_id").and_then(|g| Uuid::parse_str(&g).ok());
+            AccessTokenInfo {
+                user_id: family_id.and_then(|_| Uuid::parse_str(&sub).ok().map(UserId)),
+                client_id,
+                sub,
+                scope: s("scope").unwrap_or_default(),
+                iat,
+                exp,
+                jti,
+                family_id,
+            }
+        } else {
+            match get_json::<AccessTokenInfo>(self.store.as_ref(), &format!("at:{}", TokenHash::of(token).as_str())).await? {
+                Some(i) => i,
+                None => return Ok(None),
+            }
+        };
+        if info.exp <= now {
+            return Ok(None);
+        }
+        if self.store.get(&format!("revoked_jti:{}", info.jti)).await?.is_some() {
+            return Ok(None);
+        }
+        if let Some(f) = info.family_id {
+            let family = self.ports.families.find_family(f).await?;
+            if family.is_none_or(|f| f.revoked_at.is_some()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(info))
+    }
+
+    /// Userinfo (OIDC Core §5.3): claims of the token's user, by scope.
+    pub async fn userinfo(&self, token: &str) -> Result<Map<String, Value>, OAuthError> {
+        let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is invalid or expired");
+        let info = self.validate_access_token(token).await?.ok_or_else(invalid)?;
+        if !has_scope(&info.scope, "openid") {
+            return Err(OAuthError::new(ErrorCode::InvalidToken, "the access token lacks the openid scope"));
+        }
+        let user = match info.user_id {
+            Some(id) => self.ports.users.find_by_id(id).await.map_err(CoreError::from)?,
+            None => None,
+        }
+        .filter(|u| u.status == UserStatus::Active)
+        .ok_or_else(invalid)?;
+        let mut c = Map::new();
+        c.insert("sub".into(), user.id.to_string().into());
+        user_claims(&user, &info.scope, &mut c);
+        Ok(c)
+    }
+
+    /// Introspection (RFC 7662). Only confidential clients may ask; a refresh
+    /// token is described only to the client it belongs to.
+    pub async fn introspect(&self, client: &Client, form: &RawParams) -> Result<Value, OAuthError> {
+        if client.is_public() {
+            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "public clients may not introspect tokens"));
+        }
+        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+        if let Some(info) = self.validate_access_token(token).await? {
+            let mut v = json!({
+                "active": true,
+                "token_type": "Bearer",
+                "client_id": info.client_id,
+                "sub": info.sub,
+                "scope": info.scope,
+                "iat": info.iat,
+                "exp": info.exp,
+                "iss": self.settings.issuer,
+                "aud": info.client_id,
+                "jti": info.jti,
+            });
+            if let Some(u) = info.user_id {
+                if let Some(user) = self.ports.users.find_by_id(u).await.map_err(CoreError::from)? {
+                    v["username"] = user.customer_id.as_str().into();
+                }
+            }
+            return Ok(v);
+        }
+        if let Some((family, rt)) = self.live_refresh_token(token).await? {
+            if family.client_id == client.id {
+                return Ok(json!({
+                    "active": true,
+                    "token_type": "refresh_token",
+                    "client_id": family.client_id.0,
+                    "sub": family.user_id.to_string(),
+                    "scope": family.scope,
+                    "iat": rt.created_at.unix_timestamp(),
+                    "exp": rt.expires_at.unix_timestamp(),
+                    "iss": self.settings.issuer,
+                }));
+            }
+        }
+        Ok(json!({"active": false}))
+    }
+
+    async fn live_refresh_token(&self, token: &str) -> Result<Option<(TokenFamily, RefreshTokenRecord)>, CoreError> {
+        let Some(rt) = self.ports.families.find_refresh_token(&TokenHash::of(token)).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let Some(family) = self.ports.families.find_family(rt.family_id).await? else {
+            return Ok(None);
+        };
+        let live = rt.used_at.is_none() && rt.expires_at > now && family.revoked_at.is_none() && family.expires_at > now;
+        Ok(live.then_some((family, rt)))
+    }
+
+    /// Revocation (RFC 7009). Unknown tokens and tokens of other clients are
+    /// answered with success and left alone. Revoking a refresh token revokes
+    /// its whole grant, access tokens included.
+    pub async fn revoke(&self, client: &Client, form: &RawParams, meta: &RequestMeta) -> Result<(), OAuthError> {
+        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+        if let Some(info) = self.validate_access_token(token).await? {
+            if info.client_id == client.id.0 {
+                let left = (info.exp - self.clock.now().unix_timestamp()).max(1) as u64;
+                self.store
+                    .put(&format!("revoked_jti:{}", info.jti), b"1", Duration::from_secs(left))
+                    .await
+                    .map_err(CoreError::from)?;
+                self.store
+                    .delete(&format!("at:{}", TokenHash::of(token).as_str()))
+                    .await
+                    .map_err(CoreError::from)?;
+                self.audit("token.revoked", info.user_id, Some(&client.id), meta, json!({"type": "access_token"})).await;
+            }
+            return Ok(());
+        }
+        if let Some(rt) = self.ports.families.find_refresh_token(&TokenHash::of(token)).await.map_err(CoreError::from)? {
+            if let Some(family) = self.ports.families.find_family(rt.family_id).await.map_err(CoreError::from)? {
+                if family.client_id == client.id {
+                    self.ports.families.revoke_family(family.id, self.clock.now(), "revoked").await.map_err(CoreError::from)?;
+                    self.audit("token.revoked", Some(family.user_id), Some(&ClientId(client.id.0.clone())), meta, json!({"type": "refresh_token"}))
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RFC 7636 §4.6 and RFC 9700 §2.1.1 (no downgrade: a verifier without a
+/// challenge is refused).
+pub fn check_code_verifier(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
+    match (challenge, verifier) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(OAuthError::invalid_grant("code_verifier sent but no code_challenge was")),
+        (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is missing")),
+        (Some(c), Some(v)) => {
+            let well_formed =
+                (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if well_formed && s256(v) == c {
+                Ok(())
+            } else {
+                Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"))
+            }
+        }
+    }
+}
+
+/// Claims about the user allowed by `scope` (OIDC Core §5.4).
+fn user_claims(user: &User, scope: &str, c: &mut Map<String, Value>) {
+    if has_scope(scope, "email") {
+        c.insert("email".into(), user.email.as_str().into());
+        c.insert("email_verified".into(), user.email_verified.into());
+    }
+    if has_scope(scope, "profile") {
+        if let Some(n) = &user.name {
+            c.insert("name".into(), n.clone().into());
+        }
+        c.insert("preferred_username".into(), user.customer_id.as_str().into());
+        c.insert("customer_id".into(), user.customer_id.as_str().into());
+        if let Some(l) = &user.locale {
+            c.insert("locale".into(), l.clone().into());
+        }
+        c.insert("updated_at".into(), user.updated_at.unix_timestamp().into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_verifier_rules() {
+        // RFC 7636 appendix B.
+        let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let c = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(check_code_verifier(Some(c), Some(v)).is_ok());
+        assert!(check_code_verifier(None, None).is_ok());
+        for (ch, ve) in [(Some(c), None), (None, Some(v)), (Some(c), Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK")), (Some(c), Some("short"))] {
+            assert_eq!(check_code_verifier(ch, ve).unwrap_err().code, ErrorCode::InvalidGrant);
+        }
+    }
+
+    #[test]
+    fn at_hash_is_left_half_of_sha256() {
+        // OIDC Core example value for "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y".
+        assert_eq!(at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+}

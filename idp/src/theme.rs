@@ -1,0 +1,1487 @@
+//! Themes: loading, template rendering, message catalogs and locale negotiation.
+//!
+//! A theme is a folder with three optional parts:
+//!
+//! ```text
+//! <name>/templates/*.html     minijinja templates (auto-escaped as HTML)
+//! <name>/static/*             style sheets, images, fonts, served under /assets/<name>/
+//! <name>/messages/en.toml     message catalogs: flat dotted ids -> text
+//! <name>/messages/fr.toml
+//! ```
+//!
+//! The `default` theme (`themes/default/` in the repository) is compiled into the
+//! binary, so the server runs from any folder. Every other theme comes from the
+//! configured themes folder, and every file it lacks falls back to the default
+//! theme's: a theme holding only `static/style.css` is complete. Catalogs fall back
+//! per message id, so a theme's `fr.toml` may override a single message. A folder
+//! named `default` in the themes folder overrides the embedded default theme's files
+//! (and so the fallback of every other theme).
+//!
+//! Everything is read, parsed and compiled once, in [`Themes::load`]; rendering only
+//! looks things up. A syntax error in a template or catalog is a [`ThemeError`]
+//! naming the file, so a bad theme stops the start-up instead of a page.
+//!
+//! Inside templates:
+//! - `t("message.id")` is the message in the page's locale, falling back to English,
+//!   then to the id itself (logged as a warning); `t("id", name="x")` fills `{name}`.
+//! - `asset("style.css")` is the URL of a static file of the theme being rendered:
+//!   `/assets/<theme>/style.css`.
+//! - `lang` (`"en"`/`"fr"`) and `theme` (the theme actually rendered) are always set,
+//!   on top of the context the handler passes.
+//!
+//! Undefined variables may be tested (`{% if error %}`) but not printed: a template
+//! printing a key its handler does not pass fails to render instead of showing a blank.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minijinja::value::Kwargs;
+use minijinja::{AutoEscape, Environment, State, UndefinedBehavior, Value, context};
+
+/// Name of the theme compiled into the binary, and the fallback of every other theme.
+pub(crate) const DEFAULT_THEME: &str = "default";
+
+/// Static files of the embedded default theme. A test checks this list against
+/// `themes/default/static/`, so a file added there without a line here fails the tests.
+const EMBEDDED_ASSETS: &[(&str, &[u8])] = &[
+    (
+        "style.css",
+        include_bytes!("../../themes/default/static/style.css"),
+    ),
+    (
+        "logo.svg",
+        include_bytes!("../../themes/default/static/logo.svg"),
+    ),
+];
+
+/// Message catalogs of the embedded default theme: locale, name for errors, text.
+const EMBEDDED_CATALOGS: [(Locale, &str, &str); 2] = [
+    (
+        Locale::En,
+        "themes/default/messages/en.toml (embedded)",
+        include_str!("../../themes/default/messages/en.toml"),
+    ),
+    (
+        Locale::Fr,
+        "themes/default/messages/fr.toml (embedded)",
+        include_str!("../../themes/default/messages/fr.toml"),
+    ),
+];
+
+/// A language the pages are translated into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Locale {
+    En,
+    Fr,
+}
+
+impl Locale {
+    const ALL: [Locale; 2] = [Locale::En, Locale::Fr];
+
+    /// The BCP 47 primary language subtag: `"en"` or `"fr"`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Locale::En => "en",
+            Locale::Fr => "fr",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Locale::En => 0,
+            Locale::Fr => 1,
+        }
+    }
+
+    /// The supported locale of a language tag, by its primary subtag: `fr-CA` is French.
+    fn from_tag(tag: &str) -> Option<Locale> {
+        let primary = tag.trim().split(['-', '_']).next()?;
+        Locale::ALL
+            .into_iter()
+            .find(|locale| primary.eq_ignore_ascii_case(locale.as_str()))
+    }
+}
+
+/// Chooses the locale of a page.
+///
+/// `ui_locales` is the OpenID Connect parameter (Core 1.0 §3.1.2.1): a space-separated
+/// list of BCP 47 tags in order of preference; its first supported tag wins. Otherwise
+/// the `Accept-Language` header decides (RFC 9110 §12.5.4): the supported locale with
+/// the highest q-value, the earlier one on a tie, `*` standing for any locale not
+/// listed and `q=0` meaning "not this one". Otherwise English.
+pub(crate) fn negotiate_locale(ui_locales: Option<&str>, accept_language: Option<&str>) -> Locale {
+    ui_locales
+        .and_then(|list| list.split_whitespace().find_map(Locale::from_tag))
+        .or_else(|| accept_language.and_then(locale_from_accept_language))
+        .unwrap_or(Locale::En)
+}
+
+/// The preferred supported locale of an `Accept-Language` header, if it names one.
+fn locale_from_accept_language(header: &str) -> Option<Locale> {
+    // Per locale (and for `*`): the highest q-value given and the position it was given at.
+    let mut explicit: [Option<(u16, usize)>; 2] = [None, None];
+    let mut wildcard: Option<(u16, usize)> = None;
+    for (position, item) in header.split(',').enumerate() {
+        let mut parts = item.split(';');
+        let tag = parts.next().unwrap_or_default().trim();
+        let mut quality = Some(1000);
+        for parameter in parts {
+            let parameter = parameter.trim();
+            if let Some(value) = parameter
+                .strip_prefix("q=")
+                .or_else(|| parameter.strip_prefix("Q="))
+            {
+                quality = parse_qvalue(value.trim());
+            }
+        }
+        let Some(quality) = quality else { continue };
+        let slot = if tag == "*" {
+            &mut wildcard
+        } else if let Some(locale) = Locale::from_tag(tag) {
+            &mut explicit[locale.index()]
+        } else {
+            continue;
+        };
+        if slot.is_none_or(|(best, _)| quality > best) {
+            *slot = Some((quality, position));
+        }
+    }
+    Locale::ALL
+        .into_iter()
+        .filter_map(|locale| {
+            let (quality, position) = explicit[locale.index()].or(wildcard)?;
+            (quality > 0).then_some((quality, position, locale))
+        })
+        .min_by_key(|&(quality, position, _)| (std::cmp::Reverse(quality), position))
+        .map(|(_, _, locale)| locale)
+}
+
+/// An RFC 9110 qvalue (`0`, `0.5`, `1.000`) in thousandths; `None` if malformed.
+fn parse_qvalue(value: &str) -> Option<u16> {
+    let (integer, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match integer {
+        "0" => format!("{fraction:0<3}").parse().ok(),
+        "1" if fraction.bytes().all(|b| b == b'0') => Some(1000),
+        _ => None,
+    }
+}
+
+/// Why the themes could not be loaded or a page rendered.
+///
+/// The messages carry the underlying error's text (and the file it is about), so
+/// logging the error with `%` is enough.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ThemeError {
+    #[error("cannot read {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "theme folder {}: a theme name is 1 to 64 characters among a-z, 0-9, '-' and '_', starting with a letter or digit",
+        path.display()
+    )]
+    InvalidThemeName { path: PathBuf },
+    #[error("template {}: {error}", path.display())]
+    Template {
+        path: PathBuf,
+        error: minijinja::Error,
+    },
+    #[error("message catalog {}: {error}", path.display())]
+    CatalogSyntax {
+        path: PathBuf,
+        error: Box<toml::de::Error>,
+    },
+    #[error("message catalog {}: the value of `{key}` must be a string", path.display())]
+    CatalogValue { path: PathBuf, key: String },
+    #[error("unknown theme `{0}`")]
+    UnknownTheme(String),
+    #[error("theme `{theme}` has no template `{template}`")]
+    MissingTemplate { theme: String, template: String },
+    #[error("cannot render template `{template}` of theme `{theme}`: {error}")]
+    Render {
+        theme: String,
+        template: String,
+        error: minijinja::Error,
+    },
+}
+
+/// Every loaded theme, ready to render. Immutable once loaded: share it behind an `Arc`.
+pub(crate) struct Themes {
+    default: Theme,
+    others: HashMap<String, Theme>,
+}
+
+/// One theme with its fallbacks already applied: a complete set of templates,
+/// static files and messages.
+struct Theme {
+    env: Environment<'static>,
+    assets: HashMap<String, Asset>,
+}
+
+/// The content of a static file.
+#[derive(Clone)]
+enum Asset {
+    Embedded(&'static [u8]),
+    Loaded(Arc<[u8]>),
+}
+
+/// Message id -> text, per locale.
+#[derive(Clone, Default)]
+struct Catalogs {
+    by_locale: [HashMap<String, String>; 2],
+}
+
+/// The files one theme folder provides, before fallback.
+#[derive(Default)]
+struct ThemeFiles {
+    /// Template name (path under `templates/`, with `/`), file path, source.
+    templates: Vec<(String, PathBuf, String)>,
+    assets: Vec<(String, Arc<[u8]>)>,
+    catalogs: Catalogs,
+}
+
+impl Themes {
+    /// Loads the embedded default theme and, if `themes_dir` is given, every theme folder in it.
+    ///
+    /// Each subfolder of `themes_dir` is a theme named after it (hidden folders and plain
+    /// files are ignored); `default` overrides the embedded default theme.
+    pub(crate) fn load(themes_dir: Option<&Path>) -> Result<Themes, ThemeError> {
+        let mut embedded = Catalogs::default();
+        for (locale, name, text) in EMBEDDED_CATALOGS {
+            embedded.by_locale[locale.index()] = parse_catalog(Path::new(name), text)?;
+        }
+        let mut folders = match themes_dir {
+            Some(dir) => read_themes_dir(dir)?,
+            None => BTreeMap::new(),
+        };
+        let default_override = folders.remove(DEFAULT_THEME);
+        let default_layers: Vec<&ThemeFiles> = default_override.iter().collect();
+        let default = build_theme(DEFAULT_THEME, &embedded, &default_layers)?;
+        let mut others = HashMap::with_capacity(folders.len());
+        for (name, files) in &folders {
+            let mut layers = default_layers.clone();
+            layers.push(files);
+            others.insert(name.clone(), build_theme(name, &embedded, &layers)?);
+        }
+        Ok(Themes { default, others })
+    }
+
+    /// Whether a theme of that name was loaded (`default` always is).
+    pub(crate) fn has_theme(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Checks that a theme exists and has every named template (`"password.html"`),
+    /// its own or inherited from the default theme. For start-up checks of client config.
+    pub(crate) fn check_templates(&self, theme: &str, names: &[&str]) -> Result<(), ThemeError> {
+        let found = self
+            .get(theme)
+            .ok_or_else(|| ThemeError::UnknownTheme(theme.to_owned()))?;
+        for name in names {
+            if found.env.get_template(name).is_err() {
+                return Err(ThemeError::MissingTemplate {
+                    theme: theme.to_owned(),
+                    template: (*name).to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders a template of a theme in a locale; an unknown theme renders the default one.
+    ///
+    /// `ctx` is the template's context (a map, usually built with `minijinja::context!`);
+    /// `lang` and `theme` are added to it and win over keys of the same name.
+    pub(crate) fn render(
+        &self,
+        theme: &str,
+        template: &str,
+        locale: Locale,
+        ctx: Value,
+    ) -> Result<String, ThemeError> {
+        let (name, found) = match self.others.get_key_value(theme) {
+            Some((name, found)) => (name.as_str(), found),
+            None => {
+                if theme != DEFAULT_THEME {
+                    tracing::debug!(theme, "unknown theme, rendering the default theme");
+                }
+                (DEFAULT_THEME, &self.default)
+            }
+        };
+        let render_error = |error| ThemeError::Render {
+            theme: name.to_owned(),
+            template: template.to_owned(),
+            error,
+        };
+        found
+            .env
+            .get_template(template)
+            .map_err(render_error)?
+            .render(context! { lang => locale.as_str(), theme => name, ..ctx })
+            .map_err(render_error)
+    }
+
+    /// A static file of a theme, with its content type, for `/assets/<theme>/<path>`.
+    ///
+    /// `None` for an unknown theme or file, and for any path that is not a plain
+    /// relative one (`..`, `.` or empty segments, hidden files, absolute paths,
+    /// backslashes, colons).
+    pub(crate) fn asset(
+        &self,
+        theme: &str,
+        path: &str,
+    ) -> Option<(&'static str, Cow<'static, [u8]>)> {
+        if !is_plain_relative_path(path) {
+            return None;
+        }
+        let content = match self.get(theme)?.assets.get(path)? {
+            Asset::Embedded(bytes) => Cow::Borrowed(*bytes),
+            Asset::Loaded(bytes) => Cow::Owned(bytes.to_vec()),
+        };
+        Some((content_type(path), content))
+    }
+
+    fn get(&self, name: &str) -> Option<&Theme> {
+        if name == DEFAULT_THEME {
+            Some(&self.default)
+        } else {
+            self.others.get(name)
+        }
+    }
+}
+
+/// Assembles a theme: the embedded default theme, then each layer's files over it.
+fn build_theme(
+    name: &str,
+    embedded_catalogs: &Catalogs,
+    layers: &[&ThemeFiles],
+) -> Result<Theme, ThemeError> {
+    let mut catalogs = embedded_catalogs.clone();
+    let mut assets: HashMap<String, Asset> = EMBEDDED_ASSETS
+        .iter()
+        .map(|&(path, bytes)| (path.to_owned(), Asset::Embedded(bytes)))
+        .collect();
+    for layer in layers {
+        for (merged, own) in catalogs.by_locale.iter_mut().zip(&layer.catalogs.by_locale) {
+            merged.extend(own.iter().map(|(id, text)| (id.clone(), text.clone())));
+        }
+        for (path, bytes) in &layer.assets {
+            assets.insert(path.clone(), Asset::Loaded(bytes.clone()));
+        }
+    }
+
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_auto_escape_callback(|template| {
+        if template.ends_with(".html") || template.ends_with(".htm") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        if *state.auto_escape() == AutoEscape::Html && !value.is_safe() {
+            write_html_escaped(out, &value.to_string()).map_err(minijinja::Error::from)
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    let theme_name = name.to_owned();
+    env.add_function("asset", move |path: &str| {
+        format!("/assets/{theme_name}/{path}")
+    });
+    let catalogs = Arc::new(catalogs);
+    env.add_function(
+        "t",
+        move |state: &State, id: &str, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+            let locale = state
+                .lookup("lang")
+                .and_then(|lang| lang.as_str().and_then(Locale::from_tag))
+                .unwrap_or(Locale::En);
+            catalogs.translate(locale, id, &kwargs)
+        },
+    );
+    minijinja_embed::load_templates!(&mut env);
+    for layer in layers {
+        for (template, path, source) in &layer.templates {
+            env.add_template_owned(template.clone(), source.clone())
+                .map_err(|error| ThemeError::Template {
+                    path: path.clone(),
+                    error,
+                })?;
+        }
+    }
+    Ok(Theme { env, assets })
+}
+
+/// Escapes `&`, `<`, `>`, `"` and `'`: enough for text and quoted attributes.
+///
+/// minijinja's own HTML escaping also turns `/` into `&#x2f;`, which is harmless to
+/// browsers but makes every URL in the pages unreadable to people and simple tests.
+fn write_html_escaped(out: &mut minijinja::Output, text: &str) -> std::fmt::Result {
+    let mut rest = text;
+    while let Some(index) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.write_str(&rest[..index])?;
+        out.write_str(match rest.as_bytes()[index] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        })?;
+        rest = &rest[index + 1..];
+    }
+    out.write_str(rest)
+}
+
+impl Catalogs {
+    /// The message in `locale`, else in English.
+    fn message(&self, locale: Locale, id: &str) -> Option<&str> {
+        self.by_locale[locale.index()]
+            .get(id)
+            .or_else(|| self.by_locale[Locale::En.index()].get(id))
+            .map(String::as_str)
+    }
+
+    /// The message with its `{name}` placeholders filled from the keyword arguments;
+    /// a placeholder without an argument stays as it is. A missing id gives the id.
+    fn translate(
+        &self,
+        locale: Locale,
+        id: &str,
+        kwargs: &Kwargs,
+    ) -> Result<String, minijinja::Error> {
+        let Some(text) = self.message(locale, id) else {
+            tracing::warn!(message_id = id, "no message with this id in any catalog");
+            return Ok(id.to_owned());
+        };
+        let mut filled = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            filled.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find('}') {
+                Some(close) if kwargs.has(&after[..close]) => {
+                    let value: Value = kwargs.get(&after[..close])?;
+                    filled.push_str(&value.to_string());
+                    rest = &after[close + 1..];
+                }
+                _ => {
+                    filled.push('{');
+                    rest = after;
+                }
+            }
+        }
+        filled.push_str(rest);
+        Ok(filled)
+    }
+}
+
+/// Parses a catalog: TOML whose dotted keys (or tables) flatten to message ids.
+fn parse_catalog(path: &Path, text: &str) -> Result<HashMap<String, String>, ThemeError> {
+    let table: toml::Table = text.parse().map_err(|error| ThemeError::CatalogSyntax {
+        path: path.to_owned(),
+        error: Box::new(error),
+    })?;
+    let mut messages = HashMap::new();
+    flatten_catalog(path, "", &table, &mut messages)?;
+    Ok(messages)
+}
+
+fn flatten_catalog(
+    path: &Path,
+    prefix: &str,
+    table: &toml::Table,
+    messages: &mut HashMap<String, String>,
+) -> Result<(), ThemeError> {
+    for (key, value) in table {
+        let id = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::String(text) => {
+                messages.insert(id, text.clone());
+            }
+            toml::Value::Table(nested) => flatten_catalog(path, &id, nested, messages)?,
+            _ => {
+                return Err(ThemeError::CatalogValue {
+                    path: path.to_owned(),
+                    key: id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every theme folder of the themes folder, by name.
+fn read_themes_dir(dir: &Path) -> Result<BTreeMap<String, ThemeFiles>, ThemeError> {
+    let mut themes = BTreeMap::new();
+    for (name, path) in list_dir(dir)? {
+        if name.starts_with('.') || !path.is_dir() {
+            continue;
+        }
+        if !is_valid_theme_name(&name) {
+            return Err(ThemeError::InvalidThemeName { path });
+        }
+        themes.insert(name, read_theme_dir(&path)?);
+    }
+    Ok(themes)
+}
+
+fn read_theme_dir(dir: &Path) -> Result<ThemeFiles, ThemeError> {
+    let mut files = ThemeFiles::default();
+    for (name, path) in list_files(&dir.join("templates"))? {
+        let source = std::fs::read_to_string(&path).map_err(|error| ThemeError::Io {
+            path: path.clone(),
+            error,
+        })?;
+        files.templates.push((name, path, source));
+    }
+    for (name, path) in list_files(&dir.join("static"))? {
+        let bytes = std::fs::read(&path).map_err(|error| ThemeError::Io {
+            path: path.clone(),
+            error,
+        })?;
+        files.assets.push((name, bytes.into()));
+    }
+    for locale in Locale::ALL {
+        let path = dir
+            .join("messages")
+            .join(format!("{}.toml", locale.as_str()));
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|error| ThemeError::Io {
+                path: path.clone(),
+                error,
+            })?;
+            files.catalogs.by_locale[locale.index()] = parse_catalog(&path, &text)?;
+        }
+    }
+    Ok(files)
+}
+
+/// The entries of a folder as (file name, path), sorted; names that are not UTF-8 are skipped.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, ThemeError> {
+    let io_error = |error| ThemeError::Io {
+        path: dir.to_owned(),
+        error,
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error)? {
+        let path = entry.map_err(io_error)?.path();
+        match path.file_name().and_then(|name| name.to_str()) {
+            Some(name) => entries.push((name.to_owned(), path.clone())),
+            None => {
+                tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8")
+            }
+        }
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// Every file under `root`, recursively, as (path relative to `root` joined with `/`, path).
+/// Hidden files and folders are skipped; a missing `root` has no files.
+fn list_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ThemeError> {
+    let mut files = Vec::new();
+    if root.is_dir() {
+        collect_files(root, "", &mut files)?;
+    }
+    Ok(files)
+}
+
+fn collect_files(
+    dir: &Path,
+    prefix: &str,
+    files: &mut Vec<(String, PathBuf)>,
+) -> Result<(), ThemeError> {
+    for (name, path) in list_dir(dir)? {
+        if name.starts_with('.') {
+            continue;
+        }
+        let relative = format!("{prefix}{name}");
+        if path.is_dir() {
+            collect_files(&path, &format!("{relative}/"), files)?;
+        } else {
+            files.push((relative, path));
+        }
+    }
+    Ok(())
+}
+
+/// Theme names appear in URLs (`/assets/<theme>/`) and config: keep them plain.
+fn is_valid_theme_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A relative path made of plain segments: no traversal, no absolute or Windows paths.
+fn is_plain_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 512
+        && !path.contains(['\\', ':', '\0'])
+        && path
+            .split('/')
+            .all(|segment| !segment.is_empty() && !segment.starts_with('.'))
+}
+
+fn content_type(path: &str) -> &'static str {
+    let extension = path.rsplit_once('.').map_or("", |(_, extension)| extension);
+    match extension.to_ascii_lowercase().as_str() {
+        "css" => "text/css; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "txt" => "text/plain; charset=utf-8",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every template of the default theme.
+    const DEFAULT_TEMPLATES: &[&str] = &[
+        "layout.html",
+        "identifier.html",
+        "password.html",
+        "error.html",
+        "logout.html",
+        "logged_out.html",
+        "demo_home.html",
+    ];
+
+    /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
+    /// scan of the templates cannot see.
+    const IDS_PASSED_BY_HANDLERS: &[&str] = &[
+        "login.invalid_credentials",
+        "login.locked",
+        "login.session_expired",
+        "login.invalid_identifier",
+        "error.title",
+        "error.invalid_request",
+        "error.unknown_client",
+        "error.invalid_redirect_uri",
+        "error.flow_expired",
+        "error.csrf",
+        "error.internal",
+        "error.not_found",
+        "lang.en",
+        "lang.fr",
+    ];
+
+    /// A folder under the system temp folder, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("idp-theme-test-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            TempDir(path)
+        }
+
+        fn write(&self, relative: &str, content: &str) {
+            let path = self.0.join(relative);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+            std::fs::write(path, content).expect("write file");
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn themes() -> Themes {
+        Themes::load(None).expect("embedded themes load")
+    }
+
+    fn embedded_catalogs() -> [HashMap<String, String>; 2] {
+        EMBEDDED_CATALOGS
+            .map(|(_, name, text)| parse_catalog(Path::new(name), text).expect("catalog parses"))
+    }
+
+    fn lang_links() -> Value {
+        Value::from(vec![
+            context! { lang => "en", label => "English", href => "?ui_locales=en" },
+            context! { lang => "fr", label => "Français", href => "?ui_locales=fr" },
+        ])
+    }
+
+    /// A complete sample context for each template.
+    fn sample_context(template: &str) -> Value {
+        match template {
+            "layout.html" => context! { client_name => "Marketplace", lang_links => lang_links() },
+            "identifier.html" => context! {
+                action => "/login/flow-1",
+                csrf => "csrf-token",
+                identifier => "",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                forgot_password_url => "/forgot-password?flow=1",
+                forgot_identifier_url => "/forgot-identifier?flow=1",
+                lang_links => lang_links(),
+            },
+            "password.html" => context! {
+                action => "/login/flow-1",
+                csrf => "csrf-token",
+                identifier => "alice@example.com",
+                change_identifier_url => "/login/flow-1/identifier",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                forgot_password_url => "/forgot-password?flow=1",
+            },
+            "error.html" => context! {
+                title => "error.title",
+                message => "error.unknown_client",
+                detail => "client_id `shop` is not registered",
+                status => 400,
+            },
+            "logout.html" => {
+                context! { action => "/logout", csrf => "csrf-token", client_name => "Marketplace" }
+            }
+            "logged_out.html" => context! {},
+            "demo_home.html" => context! {
+                login_url => "/login",
+                logout_url => "/logout",
+                provider_url => "http://127.0.0.1:8080",
+                demo_email => "demo@example.com",
+            },
+            other => panic!("no sample context for {other}"),
+        }
+    }
+
+    /// The text a page must show, per template and locale (as it appears in HTML).
+    fn expected_text(template: &str, locale: Locale) -> &'static [&'static str] {
+        match (template, locale) {
+            ("layout.html", Locale::En) => &["Marketplace", "Skip to main content", "Français"],
+            ("layout.html", Locale::Fr) => {
+                &["Marketplace", "Aller au contenu principal", "English"]
+            }
+            ("identifier.html", Locale::En) => &[
+                "Email or customer identifier",
+                ">Continue</button>",
+                "Forgot password?",
+                "Forgot your customer identifier?",
+                "to continue to Marketplace",
+            ],
+            ("identifier.html", Locale::Fr) => &[
+                "Adresse e-mail ou identifiant client",
+                ">Continuer</button>",
+                "Mot de passe oublié\u{a0}?",
+                "Identifiant client oublié\u{a0}?",
+                "pour accéder à Marketplace",
+            ],
+            ("password.html", Locale::En) => &[
+                "Enter your password",
+                ">Sign in</button>",
+                "Not you? Use another identifier",
+                "alice@example.com",
+            ],
+            ("password.html", Locale::Fr) => &[
+                "Saisissez votre mot de passe",
+                ">Se connecter</button>",
+                "Ce n’est pas vous\u{a0}? Utiliser un autre identifiant",
+                "alice@example.com",
+            ],
+            ("error.html", Locale::En) => &[
+                "Something went wrong",
+                "not registered with us",
+                "client_id `shop` is not registered",
+                "Error 400",
+            ],
+            ("error.html", Locale::Fr) => &[
+                "Une erreur est survenue",
+                "n’est pas enregistrée chez nous",
+                "client_id `shop` is not registered",
+                "Erreur 400",
+            ],
+            ("logout.html", Locale::En) => &[
+                "Do you want to sign out?",
+                ">Sign out</button>",
+                "Requested by Marketplace.",
+            ],
+            ("logout.html", Locale::Fr) => &[
+                "Voulez-vous vous déconnecter\u{a0}?",
+                ">Se déconnecter</button>",
+                "Demande envoyée par Marketplace.",
+            ],
+            ("logged_out.html", Locale::En) => &["You are signed out."],
+            ("logged_out.html", Locale::Fr) => &["Votre session est fermée."],
+            ("demo_home.html", Locale::En) => &[
+                "Sign in with the identity provider",
+                "Demo account: demo@example.com",
+                "http://127.0.0.1:8080",
+            ],
+            ("demo_home.html", Locale::Fr) => &[
+                "Se connecter avec le fournisseur d’identité",
+                "Compte de démonstration\u{a0}: demo@example.com",
+                "http://127.0.0.1:8080",
+            ],
+            (other, _) => panic!("no expected text for {other}"),
+        }
+    }
+
+    /// The quoted message ids of `t("...")` calls in a template source.
+    fn literal_message_ids(source: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut rest = source;
+        while let Some(found) = rest.find("t(") {
+            let is_call = rest[..found]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+            rest = &rest[found + 2..];
+            if !is_call {
+                continue;
+            }
+            let argument = rest.trim_start();
+            let Some(quote) = argument.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            let Some(end) = argument[1..].find(quote) else {
+                continue;
+            };
+            // `t("lang." ~ code)` builds the id at render time: not a literal id.
+            if !argument[2 + end..].trim_start().starts_with('~') {
+                ids.push(argument[1..1 + end].to_owned());
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn ui_locales_take_precedence_over_accept_language() {
+        assert_eq!(negotiate_locale(Some("fr"), Some("en")), Locale::Fr);
+        assert_eq!(negotiate_locale(Some("en"), Some("fr")), Locale::En);
+        assert_eq!(
+            negotiate_locale(Some("de fr-CA en"), Some("en")),
+            Locale::Fr
+        );
+        assert_eq!(negotiate_locale(Some("  de   es "), Some("fr")), Locale::Fr);
+        assert_eq!(negotiate_locale(Some(""), Some("fr")), Locale::Fr);
+    }
+
+    #[test]
+    fn regional_variants_match_their_language() {
+        assert_eq!(negotiate_locale(Some("fr-CA"), None), Locale::Fr);
+        assert_eq!(negotiate_locale(Some("FR_be"), None), Locale::Fr);
+        assert_eq!(negotiate_locale(Some("en-GB"), Some("fr")), Locale::En);
+        assert_eq!(negotiate_locale(None, Some("fr-CH, en;q=0.8")), Locale::Fr);
+    }
+
+    #[test]
+    fn accept_language_q_values_decide() {
+        assert_eq!(
+            negotiate_locale(None, Some("en;q=0.4, fr;q=0.9")),
+            Locale::Fr
+        );
+        assert_eq!(
+            negotiate_locale(None, Some("de-DE, fr;q=0.5, en;q=0.3")),
+            Locale::Fr
+        );
+        assert_eq!(
+            negotiate_locale(None, Some("fr;q=0.5, en;q=0.5")),
+            Locale::Fr
+        );
+        assert_eq!(negotiate_locale(None, Some("fr;q=0, en;q=0.1")), Locale::En);
+        assert_eq!(negotiate_locale(None, Some("en;q=0, *;q=0.5")), Locale::Fr);
+        assert_eq!(
+            negotiate_locale(None, Some("fr;q=0.4, *;q=0.8")),
+            Locale::En
+        );
+        assert_eq!(
+            negotiate_locale(None, Some("fr ; q=0.900 , en;q=1.0")),
+            Locale::En
+        );
+        assert_eq!(
+            negotiate_locale(None, Some("fr-CA;q=0.2, fr;q=0.9, en;q=0.5")),
+            Locale::Fr
+        );
+    }
+
+    #[test]
+    fn garbage_gives_english() {
+        assert_eq!(negotiate_locale(None, None), Locale::En);
+        assert_eq!(
+            negotiate_locale(Some("xx yy"), Some("de, es;q=0.5")),
+            Locale::En
+        );
+        assert_eq!(negotiate_locale(Some("!!!"), Some(";;;,,,q=")), Locale::En);
+        assert_eq!(negotiate_locale(None, Some("fr;q=2")), Locale::En);
+        assert_eq!(negotiate_locale(None, Some("fr;q=abc")), Locale::En);
+        assert_eq!(negotiate_locale(None, Some("fr;q=0.12345")), Locale::En);
+        assert_eq!(negotiate_locale(None, Some("français")), Locale::En);
+    }
+
+    #[test]
+    fn locale_serializes_as_its_tag() {
+        assert_eq!(Locale::En.as_str(), "en");
+        assert_eq!(Locale::Fr.as_str(), "fr");
+        assert_eq!(
+            Value::from(minijinja::value::Serde(Locale::Fr)).to_string(),
+            "fr"
+        );
+    }
+
+    #[test]
+    fn english_and_french_catalogs_have_the_same_ids() {
+        let [en, fr] = embedded_catalogs();
+        let en_ids: BTreeSet<_> = en.keys().collect();
+        let fr_ids: BTreeSet<_> = fr.keys().collect();
+        assert_eq!(
+            en_ids.difference(&fr_ids).collect::<Vec<_>>(),
+            Vec::<&&String>::new(),
+            "ids in en.toml but not in fr.toml"
+        );
+        assert_eq!(
+            fr_ids.difference(&en_ids).collect::<Vec<_>>(),
+            Vec::<&&String>::new(),
+            "ids in fr.toml but not in en.toml"
+        );
+        assert!(
+            en.values()
+                .chain(fr.values())
+                .all(|text| !text.trim().is_empty())
+        );
+    }
+
+    #[test]
+    fn every_message_id_used_by_the_default_templates_exists() {
+        let [en, fr] = embedded_catalogs();
+        let themes = themes();
+        let mut checked = 0;
+        let mut names = Vec::new();
+        for (name, template) in themes.default.env.templates() {
+            names.push(name.to_owned());
+            for id in literal_message_ids(template.source()) {
+                assert!(en.contains_key(&id), "{name}: `{id}` missing from en.toml");
+                assert!(fr.contains_key(&id), "{name}: `{id}` missing from fr.toml");
+                checked += 1;
+            }
+        }
+        for id in IDS_PASSED_BY_HANDLERS {
+            assert!(
+                en.contains_key(*id) && fr.contains_key(*id),
+                "`{id}` missing"
+            );
+        }
+        assert!(checked > 40, "the scan found only {checked} ids");
+        names.sort();
+        let mut expected: Vec<_> = DEFAULT_TEMPLATES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn the_scan_finds_literal_ids_only() {
+        let ids = literal_message_ids(
+            r#"{{ t("a.b") }} {{ asset("style.css") }} {{ t( 'c' , x=1) }} {{ t(error) }} {{ x.t("no") }} {{ t("lang." ~ x) }}"#,
+        );
+        assert_eq!(ids, ["a.b", "c"]);
+    }
+
+    #[test]
+    fn every_template_renders_in_both_locales() {
+        let themes = themes();
+        themes
+            .check_templates(DEFAULT_THEME, DEFAULT_TEMPLATES)
+            .expect("all templates present");
+        for template in DEFAULT_TEMPLATES {
+            for locale in Locale::ALL {
+                let html = themes
+                    .render(DEFAULT_THEME, template, locale, sample_context(template))
+                    .unwrap_or_else(|e| panic!("{template} in {locale:?}: {e}"));
+                assert!(
+                    html.contains(&format!("<html lang=\"{}\">", locale.as_str())),
+                    "{template}: {html}"
+                );
+                assert!(html.contains("/assets/default/style.css"), "{template}");
+                assert_eq!(html.matches("<main").count(), 1, "{template}");
+                if *template != "layout.html" {
+                    assert_eq!(html.matches("<h1").count(), 1, "{template}");
+                }
+                assert!(!html.contains("style="), "{template}: inline style");
+                assert!(!html.contains("<script"), "{template}: script");
+                assert!(!html.contains("<style"), "{template}: style element");
+                for text in expected_text(template, locale) {
+                    assert!(
+                        html.contains(text),
+                        "{template} in {locale:?}: `{text}` not in {html}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_input_has_a_label() {
+        let themes = themes();
+        for template in DEFAULT_TEMPLATES {
+            let html = themes
+                .render(
+                    DEFAULT_THEME,
+                    template,
+                    Locale::En,
+                    sample_context(template),
+                )
+                .expect("renders");
+            for input in html.split("<input").skip(1) {
+                let tag = &input[..input.find('>').expect("closed tag")];
+                if tag.contains("type=\"hidden\"") {
+                    continue;
+                }
+                let id = tag
+                    .split("id=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_else(|| panic!("{template}: input without id: {tag}"));
+                assert!(
+                    html.contains(&format!("<label class=\"field__label\" for=\"{id}\">")),
+                    "{template}: #{id}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn identifier_form_has_its_fields_and_links_errors() {
+        let themes = themes();
+        let mut ctx = sample_context("identifier.html");
+        ctx = context! { error => "login.invalid_identifier", identifier => "bob", ..ctx };
+        let html = themes
+            .render(DEFAULT_THEME, "identifier.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(html.contains(r#"<input type="hidden" name="csrf" value="csrf-token">"#));
+        assert!(html.contains(r#"action="/login/flow-1""#));
+        assert!(
+            html.contains(r#"name="identifier" type="text" value="bob" autocomplete="username""#)
+        );
+        assert!(html.contains(r#"<p class="field__error" id="identifier-error">Enter a valid email address or customer identifier.</p>"#));
+        assert!(html.contains(
+            r#"aria-describedby="identifier-help identifier-error" aria-invalid="true""#
+        ));
+        assert!(
+            html.contains("<title>Error: Sign in · Marketplace</title>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn password_form_pairs_the_username_and_shows_the_lock_time() {
+        let themes = themes();
+        let ctx = context! { error => "login.locked", retry_after => "10:42", ..sample_context("password.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "password.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(html.contains(r#"name="username" type="text" value="alice@example.com" autocomplete="username" readonly"#));
+        assert!(
+            html.contains(r#"name="password" type="password" autocomplete="current-password""#)
+        );
+        assert!(
+            html.contains("Too many attempts. Try again after 10:42."),
+            "{html}"
+        );
+        assert!(html.contains(r#"aria-describedby="password-error""#));
+        assert!(html.contains(r#"href="/login/flow-1/identifier""#));
+
+        let ctx = context! { error => "login.locked", ..sample_context("password.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "password.html", Locale::Fr, ctx)
+            .expect("renders");
+        assert!(
+            html.contains("Trop de tentatives. Réessayez plus tard."),
+            "{html}"
+        );
+
+        let ctx =
+            context! { error => "login.invalid_credentials", ..sample_context("password.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "password.html", Locale::Fr, ctx)
+            .expect("renders");
+        assert!(
+            html.contains("Identifiant ou mot de passe incorrect."),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn demo_home_shows_verified_claims_when_signed_in() {
+        let themes = themes();
+        let ctx = context! {
+            user => vec![
+                context! { name => "sub", value => "0192-abc" },
+                context! { name => "email", value => "demo@example.com" },
+            ],
+            id_token_claims => "{\n  \"sub\": \"0192-abc\"\n}",
+            error => "state mismatch",
+            ..sample_context("demo_home.html")
+        };
+        let html = themes
+            .render(DEFAULT_THEME, "demo_home.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(
+            html.contains("<code>email</code></th><td>demo@example.com</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&quot;sub&quot;: &quot;0192-abc&quot;"),
+            "{html}"
+        );
+        assert!(html.contains(r#"href="/logout">Sign out</a>"#));
+        assert!(html.contains("Sign-in failed") && html.contains("state mismatch"));
+        assert!(!html.contains("Sign in with the identity provider"));
+        assert!(
+            html.contains("<title>You are signed in · Demo portal</title>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn language_links_mark_the_current_language() {
+        let html = themes()
+            .render(
+                DEFAULT_THEME,
+                "logged_out.html",
+                Locale::Fr,
+                context! { lang_links => lang_links() },
+            )
+            .expect("renders");
+        assert!(
+            html.contains(r#"<nav class="lang-switch" aria-label="Langue">"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<a class="lang-switch__link" href="?ui_locales=en" hreflang="en" lang="en">English</a>"#), "{html}");
+        assert!(html.contains(r#"<span class="lang-switch__current" lang="fr" aria-current="true">Français</span>"#), "{html}");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let themes = themes();
+        let ctx = context! {
+            identifier => "<script>alert(1)</script>\"",
+            client_name => "A & B <i>",
+            ..sample_context("identifier.html")
+        };
+        let html = themes
+            .render(DEFAULT_THEME, "identifier.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("value=\"&lt;script&gt;alert(1)&lt;/script&gt;&quot;\""),
+            "{html}"
+        );
+        assert!(!html.contains("<i>"));
+        assert!(html.contains("A &amp; B &lt;i&gt;"));
+        assert!(!html.contains("&amp;amp;"), "double escaping: {html}");
+
+        let ctx = context! { detail => "<script>x</script>", ..sample_context("error.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "error.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(!html.contains("<script>"));
+    }
+
+    #[test]
+    fn messages_fill_placeholders_and_fall_back() {
+        let themes = themes();
+        let render = |source: &str, locale: Locale| {
+            let env = &themes.default.env;
+            env.render_str(source, context! { lang => locale.as_str() })
+                .expect("renders")
+        };
+        assert_eq!(
+            render(r#"{{ t("login.locked", retry_after="9:30") }}"#, Locale::Fr),
+            "Trop de tentatives. Réessayez après 9:30."
+        );
+        assert_eq!(
+            render(r#"{{ t("error.status", status=404) }}"#, Locale::En),
+            "Error 404"
+        );
+        assert_eq!(
+            render(r#"{{ t("login.locked") }}"#, Locale::En),
+            "Too many attempts. Try again after {retry_after}."
+        );
+        assert_eq!(render(r#"{{ t("no.such.id") }}"#, Locale::Fr), "no.such.id");
+        assert_eq!(render(r#"{{ t("lang.fr") }}"#, Locale::En), "Français");
+    }
+
+    #[test]
+    fn unknown_theme_renders_the_default_theme() {
+        let themes = themes();
+        assert!(themes.has_theme("default"));
+        assert!(!themes.has_theme("acme"));
+        let html = themes
+            .render("acme", "logged_out.html", Locale::En, context! {})
+            .expect("renders");
+        assert!(html.contains("/assets/default/style.css"));
+        assert!(matches!(
+            themes.render("default", "nope.html", Locale::En, context! {}),
+            Err(ThemeError::Render { .. })
+        ));
+    }
+
+    #[test]
+    fn check_templates_reports_missing_templates_and_themes() {
+        let themes = themes();
+        assert!(
+            themes
+                .check_templates("default", &["password.html"])
+                .is_ok()
+        );
+        let error = themes
+            .check_templates("default", &["password.html", "totp.html"])
+            .expect_err("totp.html is missing");
+        assert!(
+            matches!(&error, ThemeError::MissingTemplate { template, .. } if template == "totp.html")
+        );
+        assert!(matches!(
+            themes.check_templates("acme", &["password.html"]),
+            Err(ThemeError::UnknownTheme(name)) if name == "acme"
+        ));
+    }
+
+    #[test]
+    fn embedded_assets_are_served_with_their_type() {
+        let themes = themes();
+        let (content_type, css) = themes.asset("default", "style.css").expect("style.css");
+        assert_eq!(content_type, "text/css; charset=utf-8");
+        assert!(matches!(css, Cow::Borrowed(_)));
+        assert!(std::str::from_utf8(&css).expect("utf-8").contains(".card"));
+        assert_eq!(
+            themes.asset("default", "logo.svg").expect("logo").0,
+            "image/svg+xml"
+        );
+        assert!(themes.asset("default", "missing.css").is_none());
+        assert!(themes.asset("acme", "style.css").is_none());
+    }
+
+    #[test]
+    fn embedded_asset_list_matches_the_static_folder() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes/default/static");
+        let on_disk: BTreeSet<String> = list_files(&folder)
+            .expect("static folder")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let embedded: BTreeSet<String> = EMBEDDED_ASSETS
+            .iter()
+            .map(|(name, _)| (*name).to_owned())
+            .collect();
+        assert_eq!(on_disk, embedded, "update EMBEDDED_ASSETS");
+    }
+
+    #[test]
+    fn asset_paths_cannot_escape_the_theme() {
+        let dir = TempDir::new();
+        dir.write("acme/static/img/logo.png", "png");
+        dir.write("secret.txt", "secret");
+        dir.write("acme/static/.hidden", "hidden");
+        let themes = Themes::load(Some(&dir.0)).expect("loads");
+        assert_eq!(
+            themes.asset("acme", "img/logo.png").expect("nested file").0,
+            "image/png"
+        );
+        for path in [
+            "../secret.txt",
+            "../../secret.txt",
+            "img/../../secret.txt",
+            "img/../logo.png",
+            "./style.css",
+            "/style.css",
+            "/etc/passwd",
+            "img\\logo.png",
+            "..\\secret.txt",
+            "C:/style.css",
+            "img//logo.png",
+            "",
+            ".hidden",
+            "style.css\0",
+        ] {
+            assert!(themes.asset("acme", path).is_none(), "{path:?} was served");
+            assert!(
+                themes.asset("default", path).is_none(),
+                "{path:?} was served"
+            );
+        }
+        assert!(themes.asset("..", "secret.txt").is_none());
+    }
+
+    #[test]
+    fn a_theme_overrides_only_what_it_provides() {
+        let dir = TempDir::new();
+        dir.write(
+            "acme/static/style.css",
+            ".card { border-color: rebeccapurple; }",
+        );
+        dir.write(
+            "acme/messages/fr.toml",
+            "login.identifier.submit = \"Suivant\"\n",
+        );
+        dir.write("README.md", "not a theme");
+        dir.write(".git/config", "not a theme");
+        let themes = Themes::load(Some(&dir.0)).expect("loads");
+        assert!(themes.has_theme("acme"));
+        assert!(!themes.has_theme(".git"));
+
+        let (_, css) = themes.asset("acme", "style.css").expect("own style.css");
+        assert_eq!(&*css, b".card { border-color: rebeccapurple; }");
+        let (_, logo) = themes.asset("acme", "logo.svg").expect("inherited logo");
+        assert_eq!(
+            &*logo,
+            themes
+                .asset("default", "logo.svg")
+                .expect("logo")
+                .1
+                .as_ref()
+        );
+        let (_, default_css) = themes.asset("default", "style.css").expect("default css");
+        assert!(
+            std::str::from_utf8(&default_css)
+                .expect("utf-8")
+                .contains("--color-primary")
+        );
+
+        let ctx = sample_context("identifier.html");
+        let html = themes
+            .render("acme", "identifier.html", Locale::Fr, ctx.clone())
+            .expect("renders");
+        assert!(html.contains(">Suivant</button>"), "{html}");
+        assert!(
+            html.contains("Adresse e-mail ou identifiant client"),
+            "fallback message"
+        );
+        assert!(html.contains(r#"href="/assets/acme/style.css""#));
+        assert!(html.contains(r#"src="/assets/acme/logo.svg""#));
+        let english = themes
+            .render("acme", "identifier.html", Locale::En, ctx.clone())
+            .expect("renders");
+        assert!(
+            english.contains(">Continue</button>"),
+            "English keeps the default"
+        );
+        let default = themes
+            .render("default", "identifier.html", Locale::Fr, ctx)
+            .expect("renders");
+        assert!(
+            default.contains(">Continuer</button>"),
+            "default theme unchanged"
+        );
+        themes
+            .check_templates("acme", DEFAULT_TEMPLATES)
+            .expect("inherited templates");
+    }
+
+    #[test]
+    fn a_theme_template_overrides_and_extends_the_default_layout() {
+        let dir = TempDir::new();
+        dir.write(
+            "acme/templates/logged_out.html",
+            r#"{% extends "layout.html" %}{% block content %}<h1>Bye from {{ theme }}</h1>{% endblock %}"#,
+        );
+        dir.write(
+            "default/messages/en.toml",
+            "brand.name = \"Example Corp\"\n",
+        );
+        let themes = Themes::load(Some(&dir.0)).expect("loads");
+        let html = themes
+            .render("acme", "logged_out.html", Locale::En, context! {})
+            .expect("renders");
+        assert!(html.contains("<h1>Bye from acme</h1>"), "{html}");
+        assert!(
+            html.contains("Example Corp"),
+            "the default folder overrides the embedded default"
+        );
+        let html = themes
+            .render("default", "logged_out.html", Locale::En, context! {})
+            .expect("renders");
+        assert!(html.contains("You are signed out.") && html.contains("Example Corp"));
+    }
+
+    #[test]
+    fn a_broken_template_names_its_file() {
+        let dir = TempDir::new();
+        dir.write("acme/templates/password.html", "{% if error %}unclosed");
+        let error = Themes::load(Some(&dir.0)).err().expect("syntax error");
+        assert!(matches!(error, ThemeError::Template { .. }));
+        let text = error.to_string();
+        assert!(
+            text.contains("acme") && text.contains("password.html"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_broken_catalog_names_its_file() {
+        let dir = TempDir::new();
+        dir.write(
+            "acme/messages/fr.toml",
+            "login.identifier.submit = \"Suivant\n",
+        );
+        let error = Themes::load(Some(&dir.0)).err().expect("syntax error");
+        assert!(matches!(error, ThemeError::CatalogSyntax { .. }));
+        assert!(error.to_string().contains("fr.toml"), "{error}");
+
+        let dir = TempDir::new();
+        dir.write("acme/messages/en.toml", "login.identifier.submit = 3\n");
+        let error = Themes::load(Some(&dir.0)).err().expect("not a string");
+        assert!(error.to_string().contains("en.toml"), "{error}");
+        assert!(
+            error.to_string().contains("login.identifier.submit"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn theme_folder_names_are_checked() {
+        let dir = TempDir::new();
+        dir.write("Acme Corp/static/style.css", "");
+        let error = Themes::load(Some(&dir.0)).err().expect("invalid name");
+        assert!(matches!(error, ThemeError::InvalidThemeName { .. }));
+        assert!(error.to_string().contains("Acme Corp"));
+
+        let missing =
+            std::env::temp_dir().join(format!("idp-theme-missing-{}", uuid::Uuid::new_v4()));
+        assert!(matches!(
+            Themes::load(Some(&missing)),
+            Err(ThemeError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn themes_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Themes>();
+        assert_send_sync::<ThemeError>();
+    }
+}

@@ -1,0 +1,22 @@
+//! Database migrations of the identity provider, run by `idp migrate` and by
+//! `idp_storage::SeaStorage::migrate` (sea-orm-migration).
+//!
+//! One module per migration, named `mYYYYMMDD_NNNNNN_what`, listed in order in
+//! [`Migrator::migrations`]. A migration that has landed is never edited: a
+//! schema change is a new migration. Every migration must run on both SQLite
+//! and PostgreSQL, so they are written with sea-query builders and no
+//! backend-specific SQL.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+/// Applies the migrations in order; `seaql_migrations` records which ran.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}
