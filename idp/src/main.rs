@@ -1,1 +1,5 @@
-fn main() {}
+//! The `idp` binary: see `idp --help`.
+
+fn main() -> std::process::ExitCode {
+    idp::cli::main()
+}

@@ -218,6 +218,15 @@ pub(crate) struct Themes {
     others: HashMap<String, Theme>,
 }
 
+impl std::fmt::Debug for Themes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.others.keys().map(String::as_str).collect();
+        names.push(DEFAULT_THEME);
+        names.sort_unstable();
+        f.debug_struct("Themes").field("names", &names).finish()
+    }
+}
+
 /// One theme with its fallbacks already applied: a complete set of templates,
 /// static files and messages.
 struct Theme {
@@ -1432,7 +1441,7 @@ mod tests {
     fn a_broken_template_names_its_file() {
         let dir = TempDir::new();
         dir.write("acme/templates/password.html", "{% if error %}unclosed");
-        let error = Themes::load(Some(&dir.0)).err().expect("syntax error");
+        let error = Themes::load(Some(&dir.0)).expect_err("syntax error");
         assert!(matches!(error, ThemeError::Template { .. }));
         let text = error.to_string();
         assert!(
@@ -1448,13 +1457,13 @@ mod tests {
             "acme/messages/fr.toml",
             "login.identifier.submit = \"Suivant\n",
         );
-        let error = Themes::load(Some(&dir.0)).err().expect("syntax error");
+        let error = Themes::load(Some(&dir.0)).expect_err("syntax error");
         assert!(matches!(error, ThemeError::CatalogSyntax { .. }));
         assert!(error.to_string().contains("fr.toml"), "{error}");
 
         let dir = TempDir::new();
         dir.write("acme/messages/en.toml", "login.identifier.submit = 3\n");
-        let error = Themes::load(Some(&dir.0)).err().expect("not a string");
+        let error = Themes::load(Some(&dir.0)).expect_err("not a string");
         assert!(error.to_string().contains("en.toml"), "{error}");
         assert!(
             error.to_string().contains("login.identifier.submit"),
@@ -1466,7 +1475,7 @@ mod tests {
     fn theme_folder_names_are_checked() {
         let dir = TempDir::new();
         dir.write("Acme Corp/static/style.css", "");
-        let error = Themes::load(Some(&dir.0)).err().expect("invalid name");
+        let error = Themes::load(Some(&dir.0)).expect_err("invalid name");
         assert!(matches!(error, ThemeError::InvalidThemeName { .. }));
         assert!(error.to_string().contains("Acme Corp"));
 
@@ -1483,5 +1492,9 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Themes>();
         assert_send_sync::<ThemeError>();
+        assert_eq!(
+            format!("{:?}", themes()),
+            r#"Themes { names: ["default"] }"#
+        );
     }
 }

@@ -13,7 +13,8 @@
 //! - **Ordering by time is exact.** SQLite keeps `timestamp with time zone` as
 //!   RFC 3339 text whose fraction has a variable length (`…:05Z` and
 //!   `…:05.5Z`), which does not sort as text; on SQLite queries order by a key
-//!   that does ([`SeaStorage::time_order`]).
+//!   that does (`SeaStorage::time_order`). A new query that compares or
+//!   orders timestamp columns in SQL must go through such a key too.
 
 use idp_core::ports::RepoError;
 use sea_orm::sea_query::{Expr, Func, IntoColumnRef};
@@ -121,7 +122,7 @@ fn is_sqlite_memory(url: &str) -> bool {
 
 /// How a timestamp is stored: in UTC, truncated to microseconds, so that both
 /// backends give back the same value and SQLite's text sorts (see
-/// [`SeaStorage::time_order`]).
+/// `SeaStorage::time_order`).
 pub fn stored_time(t: OffsetDateTime) -> OffsetDateTime {
     let t = t.to_offset(UtcOffset::UTC);
     t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
@@ -140,7 +141,8 @@ pub(crate) fn db_err(e: DbErr) -> RepoError {
             DbErr::Type(_) | DbErr::TryIntoErr { .. } | DbErr::Json(_) => {
                 RepoError::Corrupt(e.to_string())
             }
-            DbErr::Query(RuntimeErr::SqlxError(inner)) | DbErr::Exec(RuntimeErr::SqlxError(inner))
+            DbErr::Query(RuntimeErr::SqlxError(inner))
+            | DbErr::Exec(RuntimeErr::SqlxError(inner))
                 if matches!(
                     **inner,
                     sea_orm::sqlx::Error::ColumnDecode { .. } | sea_orm::sqlx::Error::Decode(_)

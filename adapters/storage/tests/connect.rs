@@ -53,8 +53,8 @@ async fn sqlite_file_uses_wal_and_keeps_data_across_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_file_concurrent_rotation_has_one_winner() {
-    use idp_core::domain::{CustomerId, Email, RefreshTokenRecord, TokenFamily, User, UserId};
     use idp_core::domain::UserStatus;
+    use idp_core::domain::{CustomerId, Email, RefreshTokenRecord, TokenFamily, User, UserId};
     use idp_core::ports::{TokenFamilyRepo, UserRepo};
 
     let dir = TempDir::new();
@@ -141,10 +141,13 @@ async fn each_in_memory_database_is_its_own() {
 
 #[tokio::test]
 async fn unreachable_database_is_unavailable() {
-    let res = SeaStorage::connect("postgres://postgres@127.0.0.1:1/none").await;
-    assert!(matches!(res, Err(RepoError::Unavailable(_))), "{res:?}");
-    let res = SeaStorage::connect("sqlite:///nonexistent-dir/for/sure/idp.db").await;
-    assert!(matches!(res, Err(RepoError::Unavailable(_))), "{res:?}");
+    // Each retries until the connect timeout, so both at once.
+    let (pg, lite) = tokio::join!(
+        SeaStorage::connect("postgres://postgres@127.0.0.1:1/none"),
+        SeaStorage::connect("sqlite:///nonexistent-dir/for/sure/idp.db"),
+    );
+    assert!(matches!(pg, Err(RepoError::Unavailable(_))), "{pg:?}");
+    assert!(matches!(lite, Err(RepoError::Unavailable(_))), "{lite:?}");
 }
 
 #[tokio::test]
@@ -160,17 +163,43 @@ async fn postgres_storage_pings_and_reports_its_backend() {
 }
 
 #[tokio::test]
-#[should_panic(expected = "PostgreSQL for the tests is unreachable at postgres://postgres@127.0.0.1:1/test")]
+#[should_panic(
+    expected = "PostgreSQL for the tests is unreachable at postgres://postgres@127.0.0.1:1/test"
+)]
 async fn missing_postgres_fails_the_test() {
     fresh_postgres_at("postgres://postgres@127.0.0.1:1/test").await;
 }
 
-/// Whether database `name` exists, asked through a fresh test database's
-/// server (the admin URL is not public).
-async fn database_exists(probe: &SeaStorage, name: &str) -> bool {
-    use sea_orm::{ConnectionTrait, Statement};
-    let _ = (probe, name);
-    let _: Option<Statement> = None;
-    let _ = <sea_orm::DatabaseConnection as ConnectionTrait>::get_database_backend;
-    unreachable!()
+#[tokio::test]
+async fn dropping_a_test_database_removes_it_in_the_background() {
+    use idp_storage::testing::{DEFAULT_POSTGRES_URL, POSTGRES_URL_ENV};
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    let db = fresh_postgres().await;
+    let name = db.name().to_owned();
+    // A connection still open to it does not keep it alive.
+    let s = SeaStorage::connect(db.url()).await.unwrap();
+    s.ping().await.unwrap();
+    drop(db);
+
+    let admin_url = std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let admin = Database::connect(admin_url).await.unwrap();
+    let exists = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT 1 AS one FROM pg_database WHERE datname = $1",
+        [name.clone().into()],
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if admin.query_one_raw(exists.clone()).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "{name} still exists 10 s after its TestDatabase was dropped"
+    );
+    assert!(s.ping().await.is_err());
 }

@@ -126,11 +126,17 @@ async fn user_create_and_find(s: &SeaStorage) {
         "ALICE.MARTIN@EXAMPLE.COM",
         "Alice.Martin@Example.COM",
     ] {
-        let found = s.find_by_email(&Email::parse(typed).unwrap()).await.unwrap();
+        let found = s
+            .find_by_email(&Email::parse(typed).unwrap())
+            .await
+            .unwrap();
         assert_eq!(found, Some(u.clone()), "lookup by {typed}");
     }
-    let found = s.find_by_customer_id(&CustomerId::parse(" AB12345-XYZ ").unwrap());
-    assert_eq!(found.await.unwrap(), Some(u.clone()));
+    let typed = CustomerId::parse(" AB12345-XYZ ").unwrap();
+    assert_eq!(
+        s.find_by_customer_id(&typed).await.unwrap(),
+        Some(u.clone())
+    );
     // The address is kept as typed.
     let back = s.find_by_id(u.id).await.unwrap().unwrap();
     assert_eq!(back.email.as_str(), "Alice.Martin@Example.COM");
@@ -235,7 +241,10 @@ async fn password_set_and_replace(s: &SeaStorage) {
         updated_at: at(10.0),
     };
     s.set_password(&first).await.unwrap();
-    assert_eq!(s.find_password(alice.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        s.find_password(alice.id).await.unwrap(),
+        Some(first.clone())
+    );
     assert_eq!(s.find_password(bob.id).await.unwrap(), None);
 
     let second = PasswordCredential {
@@ -286,7 +295,11 @@ async fn concurrent_password_sets_keep_one_row(s: &SeaStorage) {
         t.await.unwrap().unwrap();
     }
     let stored = s.find_password(alice.id).await.unwrap().unwrap();
-    assert!(stored.phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$"));
+    assert!(
+        stored
+            .phc
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$")
+    );
     // The partial unique index allows one password row per user; `find`
     // would hide a second one, so set once more and check the value moved.
     let last = PasswordCredential {
@@ -307,10 +320,10 @@ async fn family_create_with_first_token(s: &SeaStorage) {
     s.create_family(&fam, Some(&token)).await.unwrap();
 
     assert_eq!(s.find_family(fam.id).await.unwrap(), Some(fam.clone()));
-    let found = s.find_refresh_token(&TokenHash::of("refresh-secret-1"));
-    assert_eq!(found.await.unwrap(), Some(token));
-    let unknown = s.find_refresh_token(&TokenHash::of("another secret"));
-    assert_eq!(unknown.await.unwrap(), None);
+    let hash = TokenHash::of("refresh-secret-1");
+    assert_eq!(s.find_refresh_token(&hash).await.unwrap(), Some(token));
+    let unknown = TokenHash::of("another secret");
+    assert_eq!(s.find_refresh_token(&unknown).await.unwrap(), None);
     assert_eq!(s.find_family(Uuid::now_v7()).await.unwrap(), None);
 
     // A family without a refresh token (no offline_access), and without sid.
@@ -352,26 +365,50 @@ async fn rotate_once_then_refused(s: &SeaStorage) {
     s.create_family(&fam, Some(&old)).await.unwrap();
 
     let new = refresh_token(&fam, "new");
-    assert!(s.rotate_refresh_token(old.id, at(60.0), &new).await.unwrap());
-    let old_now = s.find_refresh_token(&old.token_hash).await.unwrap().unwrap();
+    assert!(
+        s.rotate_refresh_token(old.id, at(60.0), &new)
+            .await
+            .unwrap()
+    );
+    let old_now = s
+        .find_refresh_token(&old.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(old_now.used_at, Some(at(60.0)));
     let new_now = s.find_refresh_token(&new.token_hash).await.unwrap();
     assert_eq!(new_now, Some(new.clone()));
 
     // The same old token again: refused, nothing inserted, first use kept.
     let again = refresh_token(&fam, "again");
-    assert!(!s.rotate_refresh_token(old.id, at(90.0), &again).await.unwrap());
+    assert!(
+        !s.rotate_refresh_token(old.id, at(90.0), &again)
+            .await
+            .unwrap()
+    );
     assert_eq!(s.find_refresh_token(&again.token_hash).await.unwrap(), None);
-    let old_now = s.find_refresh_token(&old.token_hash).await.unwrap().unwrap();
+    let old_now = s
+        .find_refresh_token(&old.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(old_now.used_at, Some(at(60.0)));
 
     // The new token rotates in turn.
     let newer = refresh_token(&fam, "newer");
-    assert!(s.rotate_refresh_token(new.id, at(120.0), &newer).await.unwrap());
+    assert!(
+        s.rotate_refresh_token(new.id, at(120.0), &newer)
+            .await
+            .unwrap()
+    );
 
     // An unknown token id.
     let stray = refresh_token(&fam, "stray");
-    assert!(!s.rotate_refresh_token(Uuid::now_v7(), at(130.0), &stray).await.unwrap());
+    assert!(
+        !s.rotate_refresh_token(Uuid::now_v7(), at(130.0), &stray)
+            .await
+            .unwrap()
+    );
     assert_eq!(s.find_refresh_token(&stray.token_hash).await.unwrap(), None);
 }
 
@@ -424,10 +461,18 @@ async fn revoke_family_once(s: &SeaStorage) {
     assert_eq!(revoked.revoked_reason.as_deref(), Some("logout"));
 
     // The first reason wins.
-    assert!(!s.revoke_family(fam.id, at(60.0), "reuse_detected").await.unwrap());
+    assert!(
+        !s.revoke_family(fam.id, at(60.0), "reuse_detected")
+            .await
+            .unwrap()
+    );
     assert_eq!(s.find_family(fam.id).await.unwrap(), Some(revoked));
 
-    assert!(!s.revoke_family(Uuid::now_v7(), at(60.0), "logout").await.unwrap());
+    assert!(
+        !s.revoke_family(Uuid::now_v7(), at(60.0), "logout")
+            .await
+            .unwrap()
+    );
 }
 
 async fn revoke_families_of_session(s: &SeaStorage) {
@@ -441,7 +486,11 @@ async fn revoke_families_of_session(s: &SeaStorage) {
     for f in [&live_1, &live_2, &already, &other_session, &no_session] {
         s.create_family(f, None).await.unwrap();
     }
-    assert!(s.revoke_family(already.id, at(10.0), "admin").await.unwrap());
+    assert!(
+        s.revoke_family(already.id, at(10.0), "admin")
+            .await
+            .unwrap()
+    );
 
     let n = s.revoke_families_of_session("sid-1", at(20.0), "logout");
     assert_eq!(n.await.unwrap(), 2);
@@ -499,7 +548,10 @@ async fn consents_upsert_and_replace(s: &SeaStorage) {
     let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
     let marketplace = ClientId("marketplace".into());
     let console = ClientId("console".into());
-    assert_eq!(ConsentRepo::find(s, alice.id, &marketplace).await.unwrap(), None);
+    assert_eq!(
+        ConsentRepo::find(s, alice.id, &marketplace).await.unwrap(),
+        None
+    );
 
     let first = Consent {
         user_id: alice.id,
@@ -508,7 +560,10 @@ async fn consents_upsert_and_replace(s: &SeaStorage) {
         granted_at: at(1.0),
     };
     s.upsert(&first).await.unwrap();
-    assert_eq!(ConsentRepo::find(s, alice.id, &marketplace).await.unwrap(), Some(first));
+    assert_eq!(
+        ConsentRepo::find(s, alice.id, &marketplace).await.unwrap(),
+        Some(first)
+    );
 
     let widened = Consent {
         user_id: alice.id,
@@ -526,7 +581,10 @@ async fn consents_upsert_and_replace(s: &SeaStorage) {
         ..widened.clone()
     };
     s.upsert(&other).await.unwrap();
-    assert_eq!(ConsentRepo::find(s, alice.id, &console).await.unwrap(), Some(other));
+    assert_eq!(
+        ConsentRepo::find(s, alice.id, &console).await.unwrap(),
+        Some(other)
+    );
     let found = ConsentRepo::find(s, alice.id, &marketplace).await.unwrap();
     assert_eq!(found, Some(widened));
 
@@ -631,9 +689,13 @@ macro_rules! on_both_backends {
                 .await
                 .expect("connecting to the test database");
             storage.migrate().await.expect("migrating the test database");
-            $case(&storage).await;
-            drop(storage);
+            // Run in a task so a failing case still drops the database
+            // before the panic is passed on.
+            let outcome = tokio::spawn(async move { $case(&storage).await }).await;
             db.drop_database().await;
+            if let Err(e) = outcome {
+                std::panic::resume_unwind(e.into_panic());
+            }
         }
     )+};
 }
@@ -719,12 +781,18 @@ fn stored_garbage_is_corrupt() {
         revoked_at: None,
         revoked_reason: None,
     };
-    assert_eq!(TokenFamily::try_from(fam.clone()).unwrap().amr, ["pwd", "otp"]);
+    assert_eq!(
+        TokenFamily::try_from(fam.clone()).unwrap().amr,
+        ["pwd", "otp"]
+    );
     let bad = entities::token_families::Model {
         amr: "pwd".into(),
         ..fam
     };
-    assert!(matches!(TokenFamily::try_from(bad), Err(RepoError::Corrupt(_))));
+    assert!(matches!(
+        TokenFamily::try_from(bad),
+        Err(RepoError::Corrupt(_))
+    ));
 
     let event = entities::audit_events::Model {
         id: Uuid::now_v7(),
@@ -736,5 +804,8 @@ fn stored_garbage_is_corrupt() {
         user_agent: None,
         detail: "{not json".into(),
     };
-    assert!(matches!(AuditEvent::try_from(event), Err(RepoError::Corrupt(_))));
+    assert!(matches!(
+        AuditEvent::try_from(event),
+        Err(RepoError::Corrupt(_))
+    ));
 }

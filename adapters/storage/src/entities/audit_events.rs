@@ -52,9 +52,8 @@ impl TryFrom<Model> for AuditEvent {
     type Error = RepoError;
 
     fn try_from(m: Model) -> Result<Self, RepoError> {
-        let detail = serde_json::from_str(&m.detail).map_err(|e| {
-            RepoError::Corrupt(format!("audit_events {}: bad detail: {e}", m.id))
-        })?;
+        let detail = serde_json::from_str(&m.detail)
+            .map_err(|e| RepoError::Corrupt(format!("audit_events {}: bad detail: {e}", m.id)))?;
         Ok(AuditEvent {
             id: m.id,
             at: m.at,

@@ -38,7 +38,10 @@ impl SigningKeyRepo for SeaStorage {
         // A key already retired keeps its first retirement time; an unknown
         // kid changes nothing.
         signing_keys::Entity::update_many()
-            .col_expr(signing_keys::Column::RetiredAt, Expr::value(stored_time(at)))
+            .col_expr(
+                signing_keys::Column::RetiredAt,
+                Expr::value(stored_time(at)),
+            )
             .filter(signing_keys::Column::Kid.eq(kid))
             .filter(signing_keys::Column::RetiredAt.is_null())
             .exec(&self.db)

@@ -71,10 +71,13 @@ impl RawParams {
         let mut map = HashMap::new();
         let mut duplicated = None;
         for (k, v) in pairs {
-            if map.contains_key(&k) {
-                duplicated.get_or_insert(k);
-            } else {
-                map.insert(k, v);
+            match map.entry(k) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    duplicated.get_or_insert_with(|| e.key().clone());
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
             }
         }
         Self { map, duplicated }
@@ -82,7 +85,10 @@ impl RawParams {
 
     /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.map.get(k).map(String::as_str).filter(|v| !v.is_empty())
+        self.map
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -124,7 +130,12 @@ pub fn check_authorize_request(
             id_token_hint: params.get("id_token_hint").map(str::to_owned),
             acr_values: params
                 .get("acr_values")
-                .map(|v| v.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .map(|v| {
+                    v.split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default(),
         },
     ))
@@ -139,7 +150,8 @@ pub fn check_client_id(
         .get("client_id")
         .ok_or_else(|| OAuthError::invalid_request("client_id is missing"))?;
     let client = clients.get(id).ok_or_else(|| {
-        OAuthError::new(ErrorCode::InvalidRequest, "unknown client").with_detail(format!("client_id={id}"))
+        OAuthError::new(ErrorCode::InvalidRequest, "unknown client")
+            .with_detail(format!("client_id={id}"))
     })?;
     if !client.allow_authorization_code {
         return Err(OAuthError::new(
@@ -159,16 +171,20 @@ pub fn check_redirect_uri(params: &RawParams, client: &Client) -> Result<String,
     if client.redirect_uris.iter().any(|r| r == uri) {
         Ok(uri.to_owned())
     } else {
-        Err(OAuthError::invalid_request("redirect_uri is not registered for this client")
-            .with_detail(format!("redirect_uri={uri}")))
+        Err(
+            OAuthError::invalid_request("redirect_uri is not registered for this client")
+                .with_detail(format!("redirect_uri={uri}")),
+        )
     }
 }
 
 /// RFC 6749 §3.1: no parameter may appear twice.
 pub fn check_no_duplicates(params: &RawParams) -> Result<(), OAuthError> {
     match &params.duplicated {
-        Some(k) => Err(OAuthError::invalid_request("a parameter was sent more than once")
-            .with_detail(format!("duplicate parameter {k}"))),
+        Some(k) => Err(
+            OAuthError::invalid_request("a parameter was sent more than once")
+                .with_detail(format!("duplicate parameter {k}")),
+        ),
         None => Ok(()),
     }
 }
@@ -206,7 +222,9 @@ pub fn check_response_type(params: &RawParams, _client: &Client) -> Result<(), O
 pub fn check_response_mode(params: &RawParams) -> Result<(), OAuthError> {
     match params.get("response_mode") {
         None | Some("query") => Ok(()),
-        Some(_) => Err(OAuthError::invalid_request("only response_mode=query is supported")),
+        Some(_) => Err(OAuthError::invalid_request(
+            "only response_mode=query is supported",
+        )),
     }
 }
 
@@ -218,8 +236,11 @@ pub fn check_scope(params: &RawParams, client: &Client) -> Result<Vec<String>, O
     let mut scope: Vec<String> = Vec::new();
     for s in raw.split(' ').filter(|s| !s.is_empty()) {
         if !client.scopes.contains(s) {
-            return Err(OAuthError::new(ErrorCode::InvalidScope, "a requested scope is not allowed for this client")
-                .with_detail(format!("scope {s}")));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "a requested scope is not allowed for this client",
+            )
+            .with_detail(format!("scope {s}")));
         }
         if !scope.iter().any(|x| x == s) {
             scope.push(s.to_owned());
@@ -251,7 +272,8 @@ pub fn check_pkce(params: &RawParams, client: &Client) -> Result<Option<String>,
         )),
         (Some(c), Some(_)) => {
             let ok = (43..=128).contains(&c.len())
-                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             if ok {
                 Ok(Some(c.to_owned()))
             } else {
@@ -279,7 +301,9 @@ pub fn check_prompt(params: &RawParams) -> Result<Prompt, OAuthError> {
         }
     }
     if p.none && count > 1 {
-        return Err(OAuthError::invalid_request("prompt=none cannot be combined with other values"));
+        return Err(OAuthError::invalid_request(
+            "prompt=none cannot be combined with other values",
+        ));
     }
     Ok(p)
 }
@@ -316,21 +340,31 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
 mod tests {
     use super::*;
     use crate::domain::ClientId;
-    use crate::oidc::client::{AccessTokenFormat, Lifetimes, TokenEndpointAuthMethod};
     use crate::keys::SigningAlg;
+    use crate::oidc::client::{AccessTokenFormat, Lifetimes, TokenEndpointAuthMethod};
 
     fn client(public: bool) -> Client {
         Client {
             id: ClientId("portal".into()),
             name: "Portal".into(),
-            auth_method: if public { TokenEndpointAuthMethod::None } else { TokenEndpointAuthMethod::ClientSecretBasic },
+            auth_method: if public {
+                TokenEndpointAuthMethod::None
+            } else {
+                TokenEndpointAuthMethod::ClientSecretBasic
+            },
             secret_hash: None,
-            redirect_uris: vec!["https://rp.example/cb".into(), "https://rp.example/cb?x=1".into()],
+            redirect_uris: vec![
+                "https://rp.example/cb".into(),
+                "https://rp.example/cb?x=1".into(),
+            ],
             post_logout_redirect_uris: vec![],
             allow_authorization_code: true,
             allow_refresh_token: true,
             allow_client_credentials: false,
-            scopes: ["openid", "email", "profile"].iter().map(|s| s.to_string()).collect(),
+            scopes: ["openid", "email", "profile"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             theme: "default".into(),
             access_token_format: AccessTokenFormat::Jwt,
             id_token_alg: SigningAlg::ES256,
@@ -378,7 +412,11 @@ mod tests {
 
     #[test]
     fn happy_request_parses() {
-        let (_, req) = check_authorize_request(&params(&[("extra", "foobar"), ("display", "page")]), &reg(true)).unwrap();
+        let (_, req) = check_authorize_request(
+            &params(&[("extra", "foobar"), ("display", "page")]),
+            &reg(true),
+        )
+        .unwrap();
         assert_eq!(req.scope, vec!["openid", "email"]);
         assert_eq!(req.code_challenge.as_deref(), Some(CH));
         assert_eq!(req.state.as_deref(), Some("st"));
@@ -396,32 +434,58 @@ mod tests {
             [("redirect_uri", "https://rp.example/cb?x=1&y=2")],
             [("redirect_uri", "")],
         ] {
-            assert_eq!(code_of(check_authorize_request(&params(&extra), &reg(true))), (false, ErrorCode::InvalidRequest), "{extra:?}");
+            assert_eq!(
+                code_of(check_authorize_request(&params(&extra), &reg(true))),
+                (false, ErrorCode::InvalidRequest),
+                "{extra:?}"
+            );
         }
         // A registered URI with a query is fine.
-        assert!(check_authorize_request(&params(&[("redirect_uri", "https://rp.example/cb?x=1")]), &reg(true)).is_ok());
+        assert!(
+            check_authorize_request(
+                &params(&[("redirect_uri", "https://rp.example/cb?x=1")]),
+                &reg(true)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn other_errors_are_redirected_with_their_codes() {
         let cases: &[(&[(&str, &str)], ErrorCode)] = &[
             (&[("response_type", "")], ErrorCode::InvalidRequest),
-            (&[("response_type", "token")], ErrorCode::UnsupportedResponseType),
-            (&[("response_type", "code id_token")], ErrorCode::UnsupportedResponseType),
+            (
+                &[("response_type", "token")],
+                ErrorCode::UnsupportedResponseType,
+            ),
+            (
+                &[("response_type", "code id_token")],
+                ErrorCode::UnsupportedResponseType,
+            ),
             (&[("scope", "openid admin")], ErrorCode::InvalidScope),
             (&[("code_challenge", "")], ErrorCode::InvalidRequest),
-            (&[("code_challenge_method", "plain")], ErrorCode::InvalidRequest),
+            (
+                &[("code_challenge_method", "plain")],
+                ErrorCode::InvalidRequest,
+            ),
             (&[("code_challenge_method", "")], ErrorCode::InvalidRequest),
             (&[("code_challenge", "short")], ErrorCode::InvalidRequest),
             (&[("prompt", "none login")], ErrorCode::InvalidRequest),
             (&[("prompt", "bogus")], ErrorCode::InvalidRequest),
             (&[("max_age", "-1")], ErrorCode::InvalidRequest),
             (&[("request", "eyJ...")], ErrorCode::RequestNotSupported),
-            (&[("request_uri", "https://x")], ErrorCode::RequestUriNotSupported),
+            (
+                &[("request_uri", "https://x")],
+                ErrorCode::RequestUriNotSupported,
+            ),
             (&[("response_mode", "fragment")], ErrorCode::InvalidRequest),
         ];
         for (extra, code) in cases {
-            assert_eq!(code_of(check_authorize_request(&params(extra), &reg(true))), (true, *code), "{extra:?}");
+            assert_eq!(
+                code_of(check_authorize_request(&params(extra), &reg(true))),
+                (true, *code),
+                "{extra:?}"
+            );
         }
         let dup = RawParams::new(vec![
             ("client_id".into(), "portal".into()),
@@ -430,20 +494,35 @@ mod tests {
             ("scope".into(), "openid".into()),
             ("scope".into(), "email".into()),
         ]);
-        assert_eq!(code_of(check_authorize_request(&dup, &reg(false))), (true, ErrorCode::InvalidRequest));
+        assert_eq!(
+            code_of(check_authorize_request(&dup, &reg(false))),
+            (true, ErrorCode::InvalidRequest)
+        );
     }
 
     #[test]
     fn pkce_optional_for_confidential_but_honoured() {
         let no_pkce = params(&[("code_challenge", ""), ("code_challenge_method", "")]);
-        assert!(check_authorize_request(&no_pkce, &reg(false)).unwrap().1.code_challenge.is_none());
-        assert_eq!(code_of(check_authorize_request(&no_pkce, &reg(true))), (true, ErrorCode::InvalidRequest));
+        assert!(
+            check_authorize_request(&no_pkce, &reg(false))
+                .unwrap()
+                .1
+                .code_challenge
+                .is_none()
+        );
+        assert_eq!(
+            code_of(check_authorize_request(&no_pkce, &reg(true))),
+            (true, ErrorCode::InvalidRequest)
+        );
     }
 
     #[test]
     fn redirect_keeps_existing_query() {
         assert_eq!(
-            redirect_with("https://rp.example/cb?x=1", &[("code", "a b"), ("state", "s")]),
+            redirect_with(
+                "https://rp.example/cb?x=1",
+                &[("code", "a b"), ("state", "s")]
+            ),
             "https://rp.example/cb?x=1&code=a+b&state=s"
         );
     }

@@ -124,7 +124,7 @@ pub enum AuthorizeOutcome {
     /// 303 to this URL (a code, or an error for the client).
     Redirect(String),
     /// Show the login flow with this id.
-    Login(LoginFlow),
+    Login(Box<LoginFlow>),
 }
 
 /// An authorization code as stored under `code:<hash>`.
@@ -174,7 +174,11 @@ impl Provider {
     }
 
     /// Ends the session a cookie points to and revokes the grants born of it.
-    pub async fn end_session(&self, cookie: &str, meta: &RequestMeta) -> Result<Option<SsoSession>, CoreError> {
+    pub async fn end_session(
+        &self,
+        cookie: &str,
+        meta: &RequestMeta,
+    ) -> Result<Option<SsoSession>, CoreError> {
         let session: Option<SsoSession> =
             crate::ephemeral::take_json(self.store.as_ref(), &session_key(cookie)).await?;
         if let Some(s) = &session {
@@ -182,7 +186,14 @@ impl Provider {
                 .families
                 .revoke_families_of_session(&s.sid, self.clock.now(), "logout")
                 .await?;
-            self.audit("logout", Some(s.user_id), None, meta, serde_json::json!({"sid": s.sid})).await;
+            self.audit(
+                "logout",
+                Some(s.user_id),
+                None,
+                meta,
+                serde_json::json!({"sid": s.sid}),
+            )
+            .await;
         }
         Ok(session)
     }
@@ -217,15 +228,16 @@ impl Provider {
         let usable = session.filter(|s| {
             !req.prompt.login
                 && req.max_age.is_none_or(|m| now - s.auth_time <= m as i64)
-                && hint_sub.as_ref().is_none_or(|sub| *sub == s.user_id.to_string())
+                && hint_sub
+                    .as_ref()
+                    .is_none_or(|sub| *sub == s.user_id.to_string())
         });
-        if let Some(s) = usable {
-            if let Some(user) = self.ports.users.find_by_id(s.user_id).await? {
-                if user.status == UserStatus::Active {
-                    let redirect = self.issue_code(&client, &req, &s).await?;
-                    return Ok(AuthorizeOutcome::Redirect(redirect));
-                }
-            }
+        if let Some(s) = usable
+            && let Some(user) = self.ports.users.find_by_id(s.user_id).await?
+            && user.status == UserStatus::Active
+        {
+            let redirect = self.issue_code(&client, &req, &s).await?;
+            return Ok(AuthorizeOutcome::Redirect(redirect));
         }
         if req.prompt.none {
             return Ok(AuthorizeOutcome::Redirect(error_redirect(
@@ -250,7 +262,7 @@ impl Provider {
             secs(i64::from(self.settings.flow_lifetime_secs)),
         )
         .await?;
-        Ok(AuthorizeOutcome::Login(flow))
+        Ok(AuthorizeOutcome::Login(Box::new(flow)))
     }
 
     /// `sub` of an ID token we issued to this client (expired ones included,
@@ -269,12 +281,18 @@ impl Provider {
     }
 
     /// Loads a flow for this browser.
-    pub async fn load_flow(&self, flow_id: &str, browser_cookie: Option<&str>) -> Result<LoginFlow, FlowError> {
+    pub async fn load_flow(
+        &self,
+        flow_id: &str,
+        browser_cookie: Option<&str>,
+    ) -> Result<LoginFlow, FlowError> {
         let flow: LoginFlow = get_json(self.store.as_ref(), &flow_key(flow_id))
             .await
             .map_err(CoreError::from)?
             .ok_or(FlowError::NotFound)?;
-        if flow.expires_at <= self.clock.now().unix_timestamp() || flow.stage == FlowStage::Completed {
+        if flow.expires_at <= self.clock.now().unix_timestamp()
+            || flow.stage == FlowStage::Completed
+        {
             return Err(FlowError::NotFound);
         }
         let Some(browser) = browser_cookie else {
@@ -310,7 +328,11 @@ impl Provider {
             .replace_if(&flow_key(&new.id), &old_bytes, &new_bytes, ttl)
             .await
             .map_err(CoreError::from)?;
-        if swapped { Ok(new) } else { Err(FlowError::Conflict) }
+        if swapped {
+            Ok(new)
+        } else {
+            Err(FlowError::Conflict)
+        }
     }
 
     /// Identifier screen: accepts an email or a customer identifier. Whether an
@@ -385,14 +407,28 @@ impl Provider {
         meta: &RequestMeta,
     ) -> Result<PasswordOutcome, FlowError> {
         let flow = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
-        let FlowStage::Password { identifier, user_id } = &flow.stage else {
+        let FlowStage::Password {
+            identifier,
+            user_id,
+        } = &flow.stage
+        else {
             return Err(FlowError::WrongStage);
         };
         let client_id = crate::domain::ClientId(flow.request.client_id.clone());
-        let acct_key = format!("throttle:acct:{}", TokenHash::of(&identifier.trim().to_lowercase()).as_str());
+        let acct_key = format!(
+            "throttle:acct:{}",
+            TokenHash::of(&identifier.trim().to_lowercase()).as_str()
+        );
         let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
         if let Some(until) = self.locked_until(&acct_key, ip_key.as_deref()).await? {
-            self.audit("login.locked", *user_id, Some(&client_id), meta, serde_json::json!({})).await;
+            self.audit(
+                "login.locked",
+                *user_id,
+                Some(&client_id),
+                meta,
+                serde_json::json!({}),
+            )
+            .await;
             return Ok(PasswordOutcome::Locked(flow.clone(), until));
         }
         let user = match user_id {
@@ -412,18 +448,26 @@ impl Provider {
             (PasswordCheck::Match { needs_rehash }, Some(u)) => (u, needs_rehash),
             _ => {
                 let window = Duration::from_secs(u64::from(self.settings.throttle.window_secs));
-                self.store.incr(&acct_key, window).await.map_err(CoreError::from)?;
+                self.store
+                    .incr(&acct_key, window)
+                    .await
+                    .map_err(CoreError::from)?;
                 if let Some(k) = &ip_key {
                     self.store.incr(k, window).await.map_err(CoreError::from)?;
                 }
-                self.audit("login.failed", *user_id, Some(&client_id), meta, serde_json::json!({"method": "pwd"})).await;
+                self.audit(
+                    "login.failed",
+                    *user_id,
+                    Some(&client_id),
+                    meta,
+                    serde_json::json!({"method": "pwd"}),
+                )
+                .await;
                 return Ok(PasswordOutcome::Rejected(flow.clone()));
             }
         };
-        if needs_rehash {
-            if let Err(e) = self.set_password(user.id, password).await {
-                tracing::warn!(error = %e, "password rehash failed");
-            }
+        if needs_rehash && let Err(e) = self.set_password(user.id, password).await {
+            tracing::warn!(error = %e, "password rehash failed");
         }
         // Only one submit may complete the flow.
         let done = LoginFlow {
@@ -431,8 +475,14 @@ impl Provider {
             ..flow.clone()
         };
         self.save_flow(&flow, done).await?;
-        self.store.delete(&flow_key(&flow.id)).await.map_err(CoreError::from)?;
-        self.store.delete(&acct_key).await.map_err(CoreError::from)?;
+        self.store
+            .delete(&flow_key(&flow.id))
+            .await
+            .map_err(CoreError::from)?;
+        self.store
+            .delete(&acct_key)
+            .await
+            .map_err(CoreError::from)?;
 
         let now = self.clock.now().unix_timestamp();
         let session = SsoSession {
@@ -448,7 +498,14 @@ impl Provider {
         put_json(self.store.as_ref(), &session_key(&cookie), &session, ttl)
             .await
             .map_err(CoreError::from)?;
-        self.audit("login.succeeded", Some(user.id), Some(&client_id), meta, serde_json::json!({"amr": session.amr, "sid": session.sid})).await;
+        self.audit(
+            "login.succeeded",
+            Some(user.id),
+            Some(&client_id),
+            meta,
+            serde_json::json!({"amr": session.amr, "sid": session.sid}),
+        )
+        .await;
         let client = self
             .clients
             .get(&flow.request.client_id)
@@ -461,9 +518,16 @@ impl Provider {
         })
     }
 
-    async fn locked_until(&self, acct_key: &str, ip_key: Option<&str>) -> Result<Option<OffsetDateTime>, CoreError> {
+    async fn locked_until(
+        &self,
+        acct_key: &str,
+        ip_key: Option<&str>,
+    ) -> Result<Option<OffsetDateTime>, CoreError> {
         let t = self.settings.throttle;
-        for (key, max) in [(Some(acct_key), t.account_max_failures), (ip_key, t.ip_max_failures)] {
+        for (key, max) in [
+            (Some(acct_key), t.account_max_failures),
+            (ip_key, t.ip_max_failures),
+        ] {
             let Some(key) = key else { continue };
             let count = self
                 .store
@@ -490,7 +554,11 @@ impl Provider {
     ) -> Result<String, CoreError> {
         let now = self.clock.now();
         let scope = req.scope_string();
-        let consent = self.ports.consents.find(session.user_id, &client.id).await?;
+        let consent = self
+            .ports
+            .consents
+            .find(session.user_id, &client.id)
+            .await?;
         if consent.as_ref().is_none_or(|c| c.scope != scope) {
             self.ports
                 .consents
@@ -518,7 +586,13 @@ impl Provider {
             family_id: Uuid::now_v7(),
             expires_at: now.unix_timestamp() + lifetime,
         };
-        put_json(self.store.as_ref(), &code_key(&code), &record, secs(lifetime)).await?;
+        put_json(
+            self.store.as_ref(),
+            &code_key(&code),
+            &record,
+            secs(lifetime),
+        )
+        .await?;
         let mut params: Vec<(&str, &str)> = vec![("code", &code)];
         if let Some(s) = &req.state {
             params.push(("state", s));
@@ -533,8 +607,16 @@ pub fn error_redirect(issuer: &str, req: &AuthorizeRequest, e: &OAuthError) -> S
     authorize_error_redirect(issuer, &req.redirect_uri, req.state.as_deref(), e)
 }
 
-pub fn authorize_error_redirect(issuer: &str, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> String {
-    let mut params: Vec<(&str, &str)> = vec![("error", e.code.as_str()), ("error_description", &e.description)];
+pub fn authorize_error_redirect(
+    issuer: &str,
+    redirect_uri: &str,
+    state: Option<&str>,
+    e: &OAuthError,
+) -> String {
+    let mut params: Vec<(&str, &str)> = vec![
+        ("error", e.code.as_str()),
+        ("error_description", &e.description),
+    ];
     if let Some(s) = state {
         params.push(("state", s));
     }

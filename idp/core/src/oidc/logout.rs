@@ -51,7 +51,9 @@ impl Provider {
         if let Some(id) = params.get("client_id") {
             match (&client, self.clients.get(id)) {
                 (Some(c), _) if c.id.0 != id => {
-                    return Err(OAuthError::invalid_request("client_id does not match id_token_hint"));
+                    return Err(OAuthError::invalid_request(
+                        "client_id does not match id_token_hint",
+                    ));
                 }
                 (None, Some(c)) => client = Some(c),
                 (None, None) => return Err(OAuthError::invalid_request("unknown client")),
@@ -62,10 +64,14 @@ impl Provider {
             None => None,
             Some(uri) => {
                 let c = client.as_ref().ok_or_else(|| {
-                    OAuthError::invalid_request("post_logout_redirect_uri needs id_token_hint or client_id")
+                    OAuthError::invalid_request(
+                        "post_logout_redirect_uri needs id_token_hint or client_id",
+                    )
                 })?;
                 if !c.post_logout_redirect_uris.iter().any(|r| r == uri) {
-                    return Err(OAuthError::invalid_request("post_logout_redirect_uri is not registered for this client"));
+                    return Err(OAuthError::invalid_request(
+                        "post_logout_redirect_uri is not registered for this client",
+                    ));
                 }
                 Some(match params.get("state") {
                     Some(s) => redirect_with(uri, &[("state", s)]),

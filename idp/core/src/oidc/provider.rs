@@ -3,7 +3,9 @@
 
 use super::client::ClientRegistry;
 use crate::clock::SharedClock;
-use crate::domain::{AuditEvent, ClientId, CustomerId, Email, PasswordCredential, User, UserId, UserStatus};
+use crate::domain::{
+    AuditEvent, ClientId, CustomerId, Email, PasswordCredential, User, UserId, UserStatus,
+};
 use crate::ephemeral::EphemeralStore;
 use crate::error::CoreError;
 use crate::keys::SigningKeys;
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use std::sync::{Arc, RwLock};
 
 /// Failed-login throttling: fixed windows counted in the short-lived store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ThrottleSettings {
     /// Failures per identifier (known or not) before it is locked for the window.
@@ -100,7 +102,8 @@ impl Provider {
         clock: SharedClock,
         kek: KeyEncryptionKey,
     ) -> Result<Self, CoreError> {
-        let stored = crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
+        let stored =
+            crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
         let clients = Arc::new(clients);
         let keys = SigningKeys::from_stored(&stored, &kek, clock.now(), keep_published(&clients))?;
         Ok(Self {
@@ -123,7 +126,12 @@ impl Provider {
     /// Re-reads keys from the database (after `idp keys rotate` on any node).
     pub async fn reload_keys(&self) -> Result<(), CoreError> {
         let stored = self.ports.signing_keys.list().await?;
-        let keys = SigningKeys::from_stored(&stored, &self.kek, self.clock.now(), keep_published(&self.clients))?;
+        let keys = SigningKeys::from_stored(
+            &stored,
+            &self.kek,
+            self.clock.now(),
+            keep_published(&self.clients),
+        )?;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(())
     }
@@ -183,7 +191,14 @@ impl Provider {
                             updated_at: now,
                         })
                         .await?;
-                    self.audit("user.created", Some(user.id), None, &RequestMeta::default(), serde_json::json!({})).await;
+                    self.audit(
+                        "user.created",
+                        Some(user.id),
+                        None,
+                        &RequestMeta::default(),
+                        serde_json::json!({}),
+                    )
+                    .await;
                     return Ok(user);
                 }
                 Err(RepoError::Conflict(_)) => {
@@ -201,7 +216,11 @@ impl Provider {
     }
 
     /// Replaces a user's password (CLI, demo reset).
-    pub async fn set_password(&self, user: UserId, password: &Secret) -> Result<(), CreateUserError> {
+    pub async fn set_password(
+        &self,
+        user: UserId,
+        password: &Secret,
+    ) -> Result<(), CreateUserError> {
         check_password_policy(password)?;
         let phc = self.hasher.hash(password).await?;
         self.ports
@@ -248,10 +267,14 @@ impl From<RepoError> for CreateUserError {
 pub fn check_password_policy(pw: &Secret) -> Result<(), CreateUserError> {
     let n = pw.expose().chars().count();
     if n < 8 {
-        return Err(CreateUserError::WeakPassword("the password must have at least 8 characters"));
+        return Err(CreateUserError::WeakPassword(
+            "the password must have at least 8 characters",
+        ));
     }
     if n > 128 {
-        return Err(CreateUserError::WeakPassword("the password must have at most 128 characters"));
+        return Err(CreateUserError::WeakPassword(
+            "the password must have at most 128 characters",
+        ));
     }
     Ok(())
 }

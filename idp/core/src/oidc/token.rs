@@ -8,7 +8,9 @@ use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
 use super::login::{CodeRecord, code_key, code_used_key};
 use super::provider::{Provider, RequestMeta};
-use crate::domain::{ClientId, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId, UserStatus};
+use crate::domain::{
+    ClientId, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId, UserStatus,
+};
 use crate::ephemeral::{get_json, put_json, take_json};
 use crate::error::CoreError;
 use base64::Engine;
@@ -94,25 +96,28 @@ impl Provider {
     pub fn authenticate_client(&self, auth: &ClientAuthInput) -> Result<Arc<Client>, OAuthError> {
         let (id, secret) = match (&auth.basic, &auth.form_client_secret) {
             (Some(_), Some(_)) => {
-                return Err(OAuthError::invalid_request("use only one client authentication method"));
+                return Err(OAuthError::invalid_request(
+                    "use only one client authentication method",
+                ));
             }
             (Some((id, secret)), None) => {
                 if auth.form_client_id.as_ref().is_some_and(|f| f != id) {
-                    return Err(OAuthError::invalid_request("client_id does not match the authenticated client"));
+                    return Err(OAuthError::invalid_request(
+                        "client_id does not match the authenticated client",
+                    ));
                 }
                 (id.as_str(), Some(secret))
             }
             (None, secret) => (
-                auth.form_client_id
-                    .as_deref()
-                    .ok_or_else(|| OAuthError::invalid_client().with_detail("no client credentials"))?,
+                auth.form_client_id.as_deref().ok_or_else(|| {
+                    OAuthError::invalid_client().with_detail("no client credentials")
+                })?,
                 secret.as_ref(),
             ),
         };
-        let client = self
-            .clients
-            .get(id)
-            .ok_or_else(|| OAuthError::invalid_client().with_detail(format!("unknown client {id}")))?;
+        let client = self.clients.get(id).ok_or_else(|| {
+            OAuthError::invalid_client().with_detail(format!("unknown client {id}"))
+        })?;
         match (&client.secret_hash, secret) {
             (Some(hash), Some(s)) if hash.matches(s.expose()) => Ok(client),
             (None, None) => Ok(client),
@@ -132,7 +137,10 @@ impl Provider {
             Some("authorization_code") => self.grant_authorization_code(&client, form, meta).await,
             Some("refresh_token") => self.grant_refresh_token(&client, form, meta).await,
             Some("client_credentials") => self.grant_client_credentials(&client, form).await,
-            Some(_) => Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "unsupported grant_type")),
+            Some(_) => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "unsupported grant_type",
+            )),
         }
     }
 
@@ -143,30 +151,64 @@ impl Provider {
         meta: &RequestMeta,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.allow_authorization_code {
-            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "grant not allowed for this client"));
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "grant not allowed for this client",
+            ));
         }
-        let code = form.get("code").ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-        let Some(record) = take_json::<CodeRecord>(self.store.as_ref(), &code_key(code)).await.map_err(CoreError::from)? else {
-            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-            let used: Option<Uuid> = get_json(self.store.as_ref(), &code_used_key(code)).await.map_err(CoreError::from)?;
-            if let Some(family) = used {
-                self.ports.families.revoke_family(family, self.clock.now(), "code_reuse").await.map_err(CoreError::from)?;
-                self.audit("token.code_reuse", None, Some(&client.id), meta, json!({"family": family})).await;
-            }
-            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
-        };
-        put_json(self.store.as_ref(), &code_used_key(code), &record.family_id, CODE_REPLAY_MEMORY)
+        let code = form
+            .get("code")
+            .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+        let Some(record) = take_json::<CodeRecord>(self.store.as_ref(), &code_key(code))
             .await
-            .map_err(CoreError::from)?;
+            .map_err(CoreError::from)?
+        else {
+            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+            let used: Option<Uuid> = get_json(self.store.as_ref(), &code_used_key(code))
+                .await
+                .map_err(CoreError::from)?;
+            if let Some(family) = used {
+                self.ports
+                    .families
+                    .revoke_family(family, self.clock.now(), "code_reuse")
+                    .await
+                    .map_err(CoreError::from)?;
+                self.audit(
+                    "token.code_reuse",
+                    None,
+                    Some(&client.id),
+                    meta,
+                    json!({"family": family}),
+                )
+                .await;
+            }
+            return Err(OAuthError::invalid_grant(
+                "the code is invalid, expired or already used",
+            ));
+        };
+        put_json(
+            self.store.as_ref(),
+            &code_used_key(code),
+            &record.family_id,
+            CODE_REPLAY_MEMORY,
+        )
+        .await
+        .map_err(CoreError::from)?;
         let now = self.clock.now();
         if record.client_id != client.id.0 {
-            return Err(OAuthError::invalid_grant("the code was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "the code was issued to another client",
+            ));
         }
         if record.expires_at <= now.unix_timestamp() {
-            return Err(OAuthError::invalid_grant("the code is invalid, expired or already used"));
+            return Err(OAuthError::invalid_grant(
+                "the code is invalid, expired or already used",
+            ));
         }
         if form.get("redirect_uri") != Some(record.redirect_uri.as_str()) {
-            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
         }
         check_code_verifier(record.code_challenge.as_deref(), form.get("code_verifier"))?;
         let user = self.active_user(record.user_id).await?;
@@ -192,7 +234,8 @@ impl Provider {
             client_id: client.id.clone(),
             scope: record.scope.clone(),
             sid: Some(record.sid.clone()),
-            auth_time: OffsetDateTime::from_unix_timestamp(record.auth_time).map_err(|e| CoreError::Internal(e.to_string()))?,
+            auth_time: OffsetDateTime::from_unix_timestamp(record.auth_time)
+                .map_err(|e| CoreError::Internal(e.to_string()))?,
             acr: Some(record.acr.clone()),
             amr: record.amr.clone(),
             created_at: now,
@@ -208,9 +251,17 @@ impl Provider {
             expires_at: family.expires_at,
             used_at: None,
         });
-        self.ports.families.create_family(&family, first.as_ref()).await.map_err(CoreError::from)?;
+        self.ports
+            .families
+            .create_family(&family, first.as_ref())
+            .await
+            .map_err(CoreError::from)?;
         let response = self.mint(&facts, refresh).await?;
-        self.ports.client_states.touch(&client.id, now).await.map_err(CoreError::from)?;
+        self.ports
+            .client_states
+            .touch(&client.id, now)
+            .await
+            .map_err(CoreError::from)?;
         Ok(response)
     }
 
@@ -221,12 +272,16 @@ impl Provider {
         meta: &RequestMeta,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.allow_refresh_token {
-            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "grant not allowed for this client"));
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "grant not allowed for this client",
+            ));
         }
         let presented = form
             .get("refresh_token")
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-        let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let invalid =
+            || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let token = self
             .ports
             .families
@@ -255,11 +310,21 @@ impl Provider {
         let scope = match form.get("scope") {
             None => family.scope.clone(),
             Some(requested) => {
-                let all_granted = requested.split(' ').filter(|s| !s.is_empty()).all(|s| has_scope(&family.scope, s));
+                let all_granted = requested
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .all(|s| has_scope(&family.scope, s));
                 if !all_granted {
-                    return Err(OAuthError::new(ErrorCode::InvalidScope, "scope exceeds the original grant"));
+                    return Err(OAuthError::new(
+                        ErrorCode::InvalidScope,
+                        "scope exceeds the original grant",
+                    ));
                 }
-                requested.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+                requested
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
         };
         let new_token = crate::random::token();
@@ -294,24 +359,45 @@ impl Provider {
             nonce: None,
         };
         let response = self.mint(&facts, Some(new_token)).await?;
-        self.ports.client_states.touch(&client.id, now).await.map_err(CoreError::from)?;
+        self.ports
+            .client_states
+            .touch(&client.id, now)
+            .await
+            .map_err(CoreError::from)?;
         Ok(response)
     }
 
-    async fn revoke_for_reuse(&self, family: &TokenFamily, meta: &RequestMeta) -> Result<(), OAuthError> {
+    async fn revoke_for_reuse(
+        &self,
+        family: &TokenFamily,
+        meta: &RequestMeta,
+    ) -> Result<(), OAuthError> {
         self.ports
             .families
             .revoke_family(family.id, self.clock.now(), "refresh_token_reuse")
             .await
             .map_err(CoreError::from)?;
-        self.audit("token.refresh_reuse", Some(family.user_id), Some(&family.client_id), meta, json!({"family": family.id}))
-            .await;
+        self.audit(
+            "token.refresh_reuse",
+            Some(family.user_id),
+            Some(&family.client_id),
+            meta,
+            json!({"family": family.id}),
+        )
+        .await;
         Ok(())
     }
 
-    async fn grant_client_credentials(&self, client: &Client, form: &RawParams) -> Result<TokenResponse, OAuthError> {
+    async fn grant_client_credentials(
+        &self,
+        client: &Client,
+        form: &RawParams,
+    ) -> Result<TokenResponse, OAuthError> {
         if client.is_public() || !client.allow_client_credentials {
-            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "grant not allowed for this client"));
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "grant not allowed for this client",
+            ));
         }
         let scope = match form.get("scope") {
             None => String::new(),
@@ -319,7 +405,10 @@ impl Provider {
                 let mut out: Vec<&str> = Vec::new();
                 for s in requested.split(' ').filter(|s| !s.is_empty()) {
                     if s == "openid" || !client.scopes.contains(s) {
-                        return Err(OAuthError::new(ErrorCode::InvalidScope, "a requested scope is not allowed for this client"));
+                        return Err(OAuthError::new(
+                            ErrorCode::InvalidScope,
+                            "a requested scope is not allowed for this client",
+                        ));
                     }
                     if !out.contains(&s) {
                         out.push(s);
@@ -330,9 +419,23 @@ impl Provider {
         };
         let now = self.clock.now();
         let (access_token, _) = self
-            .mint_access_token(client, &client.id.0, None, &scope, None, None, None, &[], None)
+            .mint_access_token(
+                client,
+                &client.id.0,
+                None,
+                &scope,
+                None,
+                None,
+                None,
+                &[],
+                None,
+            )
             .await?;
-        self.ports.client_states.touch(&client.id, now).await.map_err(CoreError::from)?;
+        self.ports
+            .client_states
+            .touch(&client.id, now)
+            .await
+            .map_err(CoreError::from)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
@@ -353,10 +456,24 @@ impl Provider {
             .ok_or_else(|| OAuthError::invalid_grant("the account is not active"))
     }
 
-    async fn mint(&self, f: &GrantFacts<'_>, refresh_token: Option<String>) -> Result<TokenResponse, OAuthError> {
+    async fn mint(
+        &self,
+        f: &GrantFacts<'_>,
+        refresh_token: Option<String>,
+    ) -> Result<TokenResponse, OAuthError> {
         let sub = f.user.id.to_string();
         let (access_token, _) = self
-            .mint_access_token(f.client, &sub, Some(f.user.id), f.scope, f.sid, Some(f.auth_time), f.acr, f.amr, f.family_id)
+            .mint_access_token(
+                f.client,
+                &sub,
+                Some(f.user.id),
+                f.scope,
+                f.sid,
+                Some(f.auth_time),
+                f.acr,
+                f.amr,
+                f.family_id,
+            )
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
             Some(self.mint_id_token(f, &access_token)?)
@@ -381,7 +498,10 @@ impl Provider {
         c.insert("aud".into(), f.client.id.0.clone().into());
         c.insert("azp".into(), f.client.id.0.clone().into());
         c.insert("iat".into(), now.into());
-        c.insert("exp".into(), (now + i64::from(f.client.lifetimes.id_token)).into());
+        c.insert(
+            "exp".into(),
+            (now + i64::from(f.client.lifetimes.id_token)).into(),
+        );
         c.insert("auth_time".into(), f.auth_time.into());
         if let Some(n) = f.nonce {
             c.insert("nonce".into(), n.into());
@@ -468,18 +588,25 @@ impl Provider {
 
     /// Validates an access token we issued: signature or handle, expiry,
     /// revocation of the token itself and of its grant.
-    pub async fn validate_access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, CoreError> {
+    pub async fn validate_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<AccessTokenInfo>, CoreError> {
         let now = self.clock.now().unix_timestamp();
         let info = if token.split('.').count() == 3 {
             let Ok((c, typ)) = self.keys().verify(token) else {
                 return Ok(None);
             };
-            if typ.as_deref() != Some("at+jwt") || c.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer) {
+            if typ.as_deref() != Some("at+jwt")
+                || c.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer)
+            {
                 return Ok(None);
             }
             let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
             let i = |k: &str| c.get(k).and_then(Value::as_i64);
-            let (Some(client_id), Some(sub), Some(jti), Some(iat), Some(exp)) = (s("client_id"), s("sub"), s("jti"), i("iat"), i("exp")) else {
+            let (Some(client_id), Some(sub), Some(jti), Some(iat), Some(exp)) =
+                (s("client_id"), s("sub"), s("jti"), i("iat"), i("exp"))
+            else {
                 return Ok(None);
             };
             let family_id = s("grant_id").and_then(|g| Uuid::parse_str(&g).ok());
@@ -494,7 +621,12 @@ impl Provider {
                 family_id,
             }
         } else {
-            match get_json::<AccessTokenInfo>(self.store.as_ref(), &format!("at:{}", TokenHash::of(token).as_str())).await? {
+            match get_json::<AccessTokenInfo>(
+                self.store.as_ref(),
+                &format!("at:{}", TokenHash::of(token).as_str()),
+            )
+            .await?
+            {
                 Some(i) => i,
                 None => return Ok(None),
             }
@@ -502,7 +634,12 @@ impl Provider {
         if info.exp <= now {
             return Ok(None);
         }
-        if self.store.get(&format!("revoked_jti:{}", info.jti)).await?.is_some() {
+        if self
+            .store
+            .get(&format!("revoked_jti:{}", info.jti))
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         if let Some(f) = info.family_id {
@@ -516,13 +653,29 @@ impl Provider {
 
     /// Userinfo (OIDC Core §5.3): claims of the token's user, by scope.
     pub async fn userinfo(&self, token: &str) -> Result<Map<String, Value>, OAuthError> {
-        let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is invalid or expired");
-        let info = self.validate_access_token(token).await?.ok_or_else(invalid)?;
+        let invalid = || {
+            OAuthError::new(
+                ErrorCode::InvalidToken,
+                "the access token is invalid or expired",
+            )
+        };
+        let info = self
+            .validate_access_token(token)
+            .await?
+            .ok_or_else(invalid)?;
         if !has_scope(&info.scope, "openid") {
-            return Err(OAuthError::new(ErrorCode::InvalidToken, "the access token lacks the openid scope"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidToken,
+                "the access token lacks the openid scope",
+            ));
         }
         let user = match info.user_id {
-            Some(id) => self.ports.users.find_by_id(id).await.map_err(CoreError::from)?,
+            Some(id) => self
+                .ports
+                .users
+                .find_by_id(id)
+                .await
+                .map_err(CoreError::from)?,
             None => None,
         }
         .filter(|u| u.status == UserStatus::Active)
@@ -537,9 +690,14 @@ impl Provider {
     /// token is described only to the client it belongs to.
     pub async fn introspect(&self, client: &Client, form: &RawParams) -> Result<Value, OAuthError> {
         if client.is_public() {
-            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "public clients may not introspect tokens"));
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "public clients may not introspect tokens",
+            ));
         }
-        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
         if let Some(info) = self.validate_access_token(token).await? {
             let mut v = json!({
                 "active": true,
@@ -553,70 +711,123 @@ impl Provider {
                 "aud": info.client_id,
                 "jti": info.jti,
             });
-            if let Some(u) = info.user_id {
-                if let Some(user) = self.ports.users.find_by_id(u).await.map_err(CoreError::from)? {
-                    v["username"] = user.customer_id.as_str().into();
-                }
+            if let Some(u) = info.user_id
+                && let Some(user) = self
+                    .ports
+                    .users
+                    .find_by_id(u)
+                    .await
+                    .map_err(CoreError::from)?
+            {
+                v["username"] = user.customer_id.as_str().into();
             }
             return Ok(v);
         }
-        if let Some((family, rt)) = self.live_refresh_token(token).await? {
-            if family.client_id == client.id {
-                return Ok(json!({
-                    "active": true,
-                    "token_type": "refresh_token",
-                    "client_id": family.client_id.0,
-                    "sub": family.user_id.to_string(),
-                    "scope": family.scope,
-                    "iat": rt.created_at.unix_timestamp(),
-                    "exp": rt.expires_at.unix_timestamp(),
-                    "iss": self.settings.issuer,
-                }));
-            }
+        if let Some((family, rt)) = self.live_refresh_token(token).await?
+            && family.client_id == client.id
+        {
+            return Ok(json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": family.client_id.0,
+                "sub": family.user_id.to_string(),
+                "scope": family.scope,
+                "iat": rt.created_at.unix_timestamp(),
+                "exp": rt.expires_at.unix_timestamp(),
+                "iss": self.settings.issuer,
+            }));
         }
         Ok(json!({"active": false}))
     }
 
-    async fn live_refresh_token(&self, token: &str) -> Result<Option<(TokenFamily, RefreshTokenRecord)>, CoreError> {
-        let Some(rt) = self.ports.families.find_refresh_token(&TokenHash::of(token)).await? else {
+    async fn live_refresh_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(TokenFamily, RefreshTokenRecord)>, CoreError> {
+        let Some(rt) = self
+            .ports
+            .families
+            .find_refresh_token(&TokenHash::of(token))
+            .await?
+        else {
             return Ok(None);
         };
         let now = self.clock.now();
         let Some(family) = self.ports.families.find_family(rt.family_id).await? else {
             return Ok(None);
         };
-        let live = rt.used_at.is_none() && rt.expires_at > now && family.revoked_at.is_none() && family.expires_at > now;
+        let live = rt.used_at.is_none()
+            && rt.expires_at > now
+            && family.revoked_at.is_none()
+            && family.expires_at > now;
         Ok(live.then_some((family, rt)))
     }
 
     /// Revocation (RFC 7009). Unknown tokens and tokens of other clients are
     /// answered with success and left alone. Revoking a refresh token revokes
     /// its whole grant, access tokens included.
-    pub async fn revoke(&self, client: &Client, form: &RawParams, meta: &RequestMeta) -> Result<(), OAuthError> {
-        let token = form.get("token").ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    pub async fn revoke(
+        &self,
+        client: &Client,
+        form: &RawParams,
+        meta: &RequestMeta,
+    ) -> Result<(), OAuthError> {
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
         if let Some(info) = self.validate_access_token(token).await? {
             if info.client_id == client.id.0 {
                 let left = (info.exp - self.clock.now().unix_timestamp()).max(1) as u64;
                 self.store
-                    .put(&format!("revoked_jti:{}", info.jti), b"1", Duration::from_secs(left))
+                    .put(
+                        &format!("revoked_jti:{}", info.jti),
+                        b"1",
+                        Duration::from_secs(left),
+                    )
                     .await
                     .map_err(CoreError::from)?;
                 self.store
                     .delete(&format!("at:{}", TokenHash::of(token).as_str()))
                     .await
                     .map_err(CoreError::from)?;
-                self.audit("token.revoked", info.user_id, Some(&client.id), meta, json!({"type": "access_token"})).await;
+                self.audit(
+                    "token.revoked",
+                    info.user_id,
+                    Some(&client.id),
+                    meta,
+                    json!({"type": "access_token"}),
+                )
+                .await;
             }
             return Ok(());
         }
-        if let Some(rt) = self.ports.families.find_refresh_token(&TokenHash::of(token)).await.map_err(CoreError::from)? {
-            if let Some(family) = self.ports.families.find_family(rt.family_id).await.map_err(CoreError::from)? {
-                if family.client_id == client.id {
-                    self.ports.families.revoke_family(family.id, self.clock.now(), "revoked").await.map_err(CoreError::from)?;
-                    self.audit("token.revoked", Some(family.user_id), Some(&ClientId(client.id.0.clone())), meta, json!({"type": "refresh_token"}))
-                        .await;
-                }
-            }
+        if let Some(rt) = self
+            .ports
+            .families
+            .find_refresh_token(&TokenHash::of(token))
+            .await
+            .map_err(CoreError::from)?
+            && let Some(family) = self
+                .ports
+                .families
+                .find_family(rt.family_id)
+                .await
+                .map_err(CoreError::from)?
+            && family.client_id == client.id
+        {
+            self.ports
+                .families
+                .revoke_family(family.id, self.clock.now(), "revoked")
+                .await
+                .map_err(CoreError::from)?;
+            self.audit(
+                "token.revoked",
+                Some(family.user_id),
+                Some(&ClientId(client.id.0.clone())),
+                meta,
+                json!({"type": "refresh_token"}),
+            )
+            .await;
         }
         Ok(())
     }
@@ -624,18 +835,26 @@ impl Provider {
 
 /// RFC 7636 §4.6 and RFC 9700 §2.1.1 (no downgrade: a verifier without a
 /// challenge is refused).
-pub fn check_code_verifier(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), OAuthError> {
+pub fn check_code_verifier(
+    challenge: Option<&str>,
+    verifier: Option<&str>,
+) -> Result<(), OAuthError> {
     match (challenge, verifier) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(OAuthError::invalid_grant("code_verifier sent but no code_challenge was")),
+        (None, Some(_)) => Err(OAuthError::invalid_grant(
+            "code_verifier sent but no code_challenge was",
+        )),
         (Some(_), None) => Err(OAuthError::invalid_grant("code_verifier is missing")),
         (Some(c), Some(v)) => {
-            let well_formed =
-                (43..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            let well_formed = (43..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
             if well_formed && s256(v) == c {
                 Ok(())
             } else {
-                Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"))
+                Err(OAuthError::invalid_grant(
+                    "code_verifier does not match the code_challenge",
+                ))
             }
         }
     }
@@ -651,7 +870,10 @@ fn user_claims(user: &User, scope: &str, c: &mut Map<String, Value>) {
         if let Some(n) = &user.name {
             c.insert("name".into(), n.clone().into());
         }
-        c.insert("preferred_username".into(), user.customer_id.as_str().into());
+        c.insert(
+            "preferred_username".into(),
+            user.customer_id.as_str().into(),
+        );
         c.insert("customer_id".into(), user.customer_id.as_str().into());
         if let Some(l) = &user.locale {
             c.insert("locale".into(), l.clone().into());
@@ -671,14 +893,25 @@ mod tests {
         let c = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert!(check_code_verifier(Some(c), Some(v)).is_ok());
         assert!(check_code_verifier(None, None).is_ok());
-        for (ch, ve) in [(Some(c), None), (None, Some(v)), (Some(c), Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK")), (Some(c), Some("short"))] {
-            assert_eq!(check_code_verifier(ch, ve).unwrap_err().code, ErrorCode::InvalidGrant);
+        for (ch, ve) in [
+            (Some(c), None),
+            (None, Some(v)),
+            (Some(c), Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK")),
+            (Some(c), Some("short")),
+        ] {
+            assert_eq!(
+                check_code_verifier(ch, ve).unwrap_err().code,
+                ErrorCode::InvalidGrant
+            );
         }
     }
 
     #[test]
     fn at_hash_is_left_half_of_sha256() {
         // OIDC Core example value for "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y".
-        assert_eq!(at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+        assert_eq!(
+            at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
     }
 }

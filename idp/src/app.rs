@@ -1,0 +1,232 @@
+//! Wiring: builds the provider from configuration (storage, short-lived store,
+//! keys, clients, themes), the HTTP router with its security layers, and runs
+//! the server.
+
+use crate::config::LoadedConfig;
+use crate::theme::Themes;
+use crate::web;
+use anyhow::{Context, anyhow};
+use axum::Router;
+use idp_core::clock::{SharedClock, SystemClock};
+use idp_core::ephemeral::{EphemeralStore, MemoryStore};
+use idp_core::oidc::client::ClientRegistry;
+use idp_core::oidc::{Provider, ProviderPorts, ProviderSettings};
+use idp_core::password::PasswordHasher;
+use idp_core::secret::KeyEncryptionKey;
+use idp_storage::SeaStorage;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub provider: Arc<Provider>,
+    pub(crate) themes: Arc<Themes>,
+    /// `Secure` cookies (everything but plain-HTTP loopback development).
+    pub secure_cookies: bool,
+    pub trust_forwarded_for: bool,
+    /// The discovery document, built once.
+    pub discovery: Arc<String>,
+    /// Origin of the issuer, for the Origin check on form posts.
+    pub origin: Arc<String>,
+}
+
+/// What the server needs besides configuration; tests replace the clock.
+pub struct Overrides {
+    pub clock: SharedClock,
+    pub extra_clients: Vec<idp_core::oidc::client::Client>,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            extra_clients: Vec::new(),
+        }
+    }
+}
+
+/// Connects to the database, applying migrations when configured.
+pub async fn open_storage(cfg: &LoadedConfig, migrate: bool) -> anyhow::Result<Arc<SeaStorage>> {
+    if cfg.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&cfg.settings.data_dir).with_context(|| {
+            format!(
+                "data_dir: cannot create {}",
+                cfg.settings.data_dir.display()
+            )
+        })?;
+    }
+    let storage = SeaStorage::connect(&cfg.database_url)
+        .await
+        .map_err(|e| anyhow!("database_url: {e}"))?;
+    if migrate {
+        storage
+            .migrate()
+            .await
+            .map_err(|e| anyhow!("migrations: {e}"))?;
+    }
+    Ok(Arc::new(storage))
+}
+
+/// The key-encryption key: configured, or generated once into the data folder.
+pub fn key_encryption_key(cfg: &LoadedConfig) -> anyhow::Result<KeyEncryptionKey> {
+    if let Some(k) = &cfg.settings.key_encryption_key {
+        return KeyEncryptionKey::parse(k).map_err(|e| anyhow!("key_encryption_key: {e}"));
+    }
+    let path = cfg.settings.data_dir.join("kek");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return KeyEncryptionKey::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()));
+    }
+    std::fs::create_dir_all(&cfg.settings.data_dir).with_context(|| {
+        format!(
+            "data_dir: cannot create {}",
+            cfg.settings.data_dir.display()
+        )
+    })?;
+    let k = KeyEncryptionKey::generate();
+    write_private_file(&path, &k.encode())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(k)
+}
+
+fn write_private_file(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(content.as_bytes())
+}
+
+/// Builds the provider and the app state.
+pub async fn build_state(
+    cfg: &LoadedConfig,
+    clients: ClientRegistry,
+    overrides: Overrides,
+) -> anyhow::Result<AppState> {
+    let storage = open_storage(cfg, cfg.settings.migrate_on_start).await?;
+    let store: Arc<dyn EphemeralStore> = match &cfg.settings.redis_url {
+        Some(url) => Arc::new(
+            idp_redis_store::RedisStore::connect(url, &cfg.settings.redis_key_prefix)
+                .await
+                .map_err(|e| anyhow!("redis_url: {e}"))?,
+        ),
+        None => Arc::new(MemoryStore::new(overrides.clock.clone())),
+    };
+    let mut clients = clients;
+    for c in overrides.extra_clients {
+        clients.insert(c);
+    }
+    let themes = Themes::load(cfg.themes_dir.as_deref()).map_err(|e| anyhow!("themes: {e}"))?;
+    for c in clients.iter() {
+        if !themes.has_theme(&c.theme) {
+            return Err(anyhow!(
+                "client {}: theme: no theme named {:?}",
+                c.id,
+                c.theme
+            ));
+        }
+        themes
+            .check_templates(&c.theme, web::TEMPLATES)
+            .map_err(|e| anyhow!("client {}: theme {}: {e}", c.id, c.theme))?;
+    }
+    let ports = ProviderPorts {
+        users: storage.clone(),
+        credentials: storage.clone(),
+        families: storage.clone(),
+        signing_keys: storage.clone(),
+        consents: storage.clone(),
+        audit: storage.clone(),
+        client_states: storage.clone(),
+    };
+    let hasher = PasswordHasher::new(cfg.settings.password)?;
+    let settings = ProviderSettings {
+        issuer: cfg.issuer.clone(),
+        session_lifetime_secs: cfg.settings.session_lifetime_secs,
+        flow_lifetime_secs: cfg.settings.login_flow_lifetime_secs,
+        customer_id_suffix: cfg.settings.customer_id_suffix.clone(),
+        throttle: cfg.settings.throttle,
+    };
+    let kek = key_encryption_key(cfg)?;
+    let provider = Provider::new(
+        settings,
+        clients,
+        store,
+        ports,
+        hasher,
+        overrides.clock,
+        kek,
+    )
+    .await?;
+    let issuer_url = url::Url::parse(&cfg.issuer)?;
+    Ok(AppState {
+        discovery: Arc::new(web::discovery::document(&cfg.issuer)),
+        origin: Arc::new(issuer_url.origin().ascii_serialization()),
+        secure_cookies: issuer_url.scheme() == "https",
+        trust_forwarded_for: cfg.settings.trust_forwarded_for,
+        themes: Arc::new(themes),
+        provider: Arc::new(provider),
+    })
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+/// Serves `state` on `listener` in the background; refreshes signing keys
+/// every minute so a rotation on any node is picked up.
+pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let router: Router = web::router(state.clone());
+    let provider = state.provider.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = provider.reload_keys().await {
+                tracing::warn!(error = %e, "signing key refresh failed");
+            }
+        }
+    });
+    let handle = tokio::spawn(async move {
+        let svc = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, svc)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+        {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    Ok(Running {
+        addr,
+        state,
+        handle,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

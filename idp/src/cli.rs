@@ -1,0 +1,300 @@
+//! The command line: serve, migrate, users, keys, clients, config check, demo.
+//! Errors print with their context and exit non-zero.
+
+use crate::app::{self, Overrides};
+use crate::config::{self, LoadedConfig};
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
+use idp_core::domain::Email;
+use idp_core::keys::SigningAlg;
+use idp_core::oidc::client::ClientSecretHash;
+use idp_core::ports::UserRepo;
+use idp_core::secret::{KeyEncryptionKey, Secret};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "idp",
+    version,
+    about = "OpenID Connect identity provider for cloud customer portals"
+)]
+struct Cli {
+    /// Configuration file (default: config/idp.toml if present, else built-in defaults).
+    #[arg(long, env = "IDP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the provider.
+    Serve {
+        /// Do not apply database migrations at start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Client registration helpers.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run the provider with a demo relying party and a demo user (development only).
+    Demo {
+        /// Port of the demo relying party.
+        #[arg(long, default_value_t = 8081)]
+        rp_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new active signing key; the previous one stays published until its tokens expire.
+    Rotate {
+        /// ES256, RS256 or all.
+        #[arg(long, default_value = "all")]
+        alg: String,
+    },
+    /// Print a new random key-encryption key for `key_encryption_key`.
+    NewKek,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Generate a client secret and the `secret_hash` line for its client file.
+    Secret,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and check the configuration and every client file, then exit.
+    Check,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &LoadedConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if cfg.settings.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load = || config::load(cli.config.as_deref());
+    match cli.command {
+        Command::Serve { no_migrate } => {
+            let mut cfg = load()?;
+            init_logging(&cfg);
+            if no_migrate {
+                cfg.settings.migrate_on_start = false;
+            }
+            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let state = app::build_state(&cfg, clients, Overrides::default()).await?;
+            let listener = tokio::net::TcpListener::bind(cfg.settings.listen)
+                .await
+                .with_context(|| format!("listen: cannot bind {}", cfg.settings.listen))?;
+            let running = app::serve(listener, state)?;
+            tracing::info!(issuer = %cfg.issuer, addr = %running.addr, "serving");
+            running.handle.await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let cfg = load()?;
+            app::open_storage(&cfg, true).await?;
+            println!("migrations applied to {}", redact_url(&cfg.database_url));
+            Ok(())
+        }
+        Command::User { command } => user(load()?, command).await,
+        Command::Keys {
+            command: KeysCommand::NewKek,
+        } => {
+            println!("{}", KeyEncryptionKey::generate().encode());
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { alg },
+        } => {
+            let cfg = load()?;
+            let algs: Vec<SigningAlg> = match alg.as_str() {
+                "all" => SigningAlg::ALL.to_vec(),
+                a => vec![
+                    SigningAlg::parse(a)
+                        .ok_or_else(|| anyhow!("--alg: expected ES256, RS256 or all, got {a:?}"))?,
+                ],
+            };
+            let storage = app::open_storage(&cfg, true).await?;
+            let kek = app::key_encryption_key(&cfg)?;
+            let now = idp_core::clock::Clock::now(&idp_core::clock::SystemClock);
+            for a in algs {
+                let kid = idp_core::keys::rotate_key(storage.as_ref(), &kek, a, now).await?;
+                println!("{a}: new active key {kid}");
+            }
+            println!("running nodes pick up the new keys within a minute");
+            Ok(())
+        }
+        Command::Client {
+            command: ClientCommand::Secret,
+        } => {
+            let secret = idp_core::random::token();
+            println!("client secret (give it to the relying party, it is not stored): {secret}");
+            println!(
+                "secret_hash = \"{}\"",
+                ClientSecretHash::of(&secret).encode()
+            );
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let cfg = load()?;
+            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let themes = crate::theme::Themes::load(cfg.themes_dir.as_deref())
+                .map_err(|e| anyhow!("themes: {e}"))?;
+            for c in clients.iter() {
+                themes
+                    .check_templates(&c.theme, crate::web::TEMPLATES)
+                    .map_err(|e| anyhow!("client {}: theme: {e}", c.id))?;
+            }
+            println!(
+                "configuration OK: {} ({} client(s), issuer {})",
+                cfg.source.as_ref().map_or_else(
+                    || "built-in defaults".to_owned(),
+                    |p| p.display().to_string()
+                ),
+                clients.len(),
+                cfg.issuer
+            );
+            Ok(())
+        }
+        Command::Demo { rp_port } => {
+            let cfg = load()?;
+            init_logging(&cfg);
+            crate::demo::run(cfg, rp_port).await
+        }
+    }
+}
+
+async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Create {
+            email,
+            name,
+            password_stdin: _,
+        } => {
+            let email = Email::parse(&email).map_err(|e| anyhow!("--email: {e}"))?;
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .context("cannot read the password from standard input")?;
+            let pw = pw.trim_end_matches(['\n', '\r']).to_owned();
+            if pw.is_empty() {
+                bail!("standard input: empty password");
+            }
+            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let state = app::build_state(&cfg, clients, Overrides::default()).await?;
+            let user = state
+                .provider
+                .create_user(email, name, &Secret::new(pw))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "created user {} (customer identifier {})",
+                user.id, user.customer_id
+            );
+            Ok(())
+        }
+        UserCommand::List { limit, offset } => {
+            let storage = app::open_storage(&cfg, true).await?;
+            let users = storage.list(limit, offset).await?;
+            println!(
+                "{:<36}  {:<14}  {:<8}  email",
+                "id", "customer_id", "status"
+            );
+            for u in users {
+                println!(
+                    "{:<36}  {:<14}  {:<8}  {}",
+                    u.id,
+                    u.customer_id,
+                    u.status.as_str(),
+                    u.email
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+pub(crate) fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut p) if p.password().is_some() => {
+            let _ = p.set_password(Some("***"));
+            p.to_string()
+        }
+        _ => u.to_owned(),
+    }
+}

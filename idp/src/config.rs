@@ -1,0 +1,521 @@
+//! Configuration: built-in defaults, then the TOML file, then `IDP_`
+//! environment variables (`__` for nesting), then `IDP_*_FILE` variables whose
+//! file holds the value (for secrets). Relying parties come from one TOML file
+//! each in the clients folder. Everything is checked once here; every error
+//! names the file and the field.
+
+use anyhow::{Context, anyhow, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use idp_core::domain::ClientId;
+use idp_core::keys::SigningAlg;
+use idp_core::oidc::client::{
+    AccessTokenFormat, Client, ClientRegistry, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
+};
+use idp_core::oidc::provider::ThrottleSettings;
+use idp_core::password::Argon2Settings;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The main configuration file (`config/idp.toml`). See `config/README.md`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Public base URL; default `http://<listen>`.
+    pub issuer: Option<String>,
+    pub listen: SocketAddr,
+    /// Where the embedded SQLite database and generated key live.
+    pub data_dir: PathBuf,
+    /// Default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Default: the in-process store (one node only).
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+    /// Folder of client files; relative paths are from the config file's folder.
+    pub clients_dir: PathBuf,
+    /// Folder of extra themes; relative paths are from the config file's folder.
+    pub themes_dir: Option<PathBuf>,
+    /// 32 bytes, base64url. Encrypts signing keys at rest. Default: generated
+    /// into `data_dir/kek` (SQLite only; required with PostgreSQL so that
+    /// every node shares it).
+    pub key_encryption_key: Option<String>,
+    pub migrate_on_start: bool,
+    pub customer_id_suffix: String,
+    pub session_lifetime_secs: u32,
+    pub login_flow_lifetime_secs: u32,
+    /// Take the client IP from `X-Forwarded-For` (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub password: Argon2Settings,
+    pub throttle: ThrottleSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            redis_url: None,
+            redis_key_prefix: "idp:".into(),
+            clients_dir: PathBuf::from("clients"),
+            themes_dir: None,
+            key_encryption_key: None,
+            migrate_on_start: true,
+            customer_id_suffix: "idp".into(),
+            session_lifetime_secs: 10 * 3600,
+            login_flow_lifetime_secs: 30 * 60,
+            trust_forwarded_for: false,
+            log_format: "text".into(),
+            password: Argon2Settings::default(),
+            throttle: ThrottleSettings::default(),
+        }
+    }
+}
+
+/// Settings after loading, with paths resolved and derived values filled.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub settings: Settings,
+    /// The config file read, if any.
+    pub source: Option<PathBuf>,
+    pub issuer: String,
+    pub database_url: String,
+    pub clients_dir: Option<PathBuf>,
+    pub themes_dir: Option<PathBuf>,
+}
+
+/// Loads the configuration. `explicit` is `--config`/`IDP_CONFIG`: it must
+/// exist. Without it, `config/idp.toml` is read if present, else defaults.
+pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from("config/idp.toml"), false),
+    };
+    let exists = path.is_file();
+    if must_exist && !exists {
+        bail!("{}: config file not found", path.display());
+    }
+    let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+    if exists {
+        fig = fig.merge(Toml::file_exact(&path));
+    }
+    fig = fig.merge(
+        Env::prefixed("IDP_")
+            .split("__")
+            .filter(|k| k.as_str() != "config" && !k.as_str().ends_with("_file")),
+    );
+    for (k, v) in std::env::vars() {
+        if let Some(name) = k.strip_prefix("IDP_").and_then(|n| n.strip_suffix("_FILE")) {
+            let value =
+                std::fs::read_to_string(&v).with_context(|| format!("{k}: cannot read {v}"))?;
+            let key = name.to_ascii_lowercase().replace("__", ".");
+            fig = fig.merge((key, value.trim().to_owned()));
+        }
+    }
+    let settings: Settings = fig.extract().map_err(|e| {
+        let file = if exists {
+            path.display().to_string()
+        } else {
+            "configuration".into()
+        };
+        anyhow!("{file}: {e}")
+    })?;
+    resolve(settings, exists.then_some(path))
+}
+
+fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<LoadedConfig> {
+    let where_ = source
+        .as_ref()
+        .map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+    let base = source
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let issuer = settings
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.listen));
+    let issuer = issuer.trim_end_matches('/').to_owned();
+    let parsed = url::Url::parse(&issuer).map_err(|e| anyhow!("{where_}: issuer: {e}"))?;
+    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback(&parsed)) {
+        bail!(
+            "{where_}: issuer: must be an https URL (http is allowed only on a loopback address)"
+        );
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        bail!("{where_}: issuer: must not have a query or fragment");
+    }
+    let database_url = match &settings.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}/idp.db?mode=rwc", settings.data_dir.display()),
+    };
+    if !(database_url.starts_with("sqlite:")
+        || database_url.starts_with("postgres://")
+        || database_url.starts_with("postgresql://"))
+    {
+        bail!("{where_}: database_url: must start with sqlite:, postgres:// or postgresql://");
+    }
+    if let Some(r) = &settings.redis_url
+        && !(r.starts_with("redis://") || r.starts_with("rediss://"))
+    {
+        bail!("{where_}: redis_url: must start with redis:// or rediss://");
+    }
+    if database_url.starts_with("postgres") && settings.key_encryption_key.is_none() {
+        bail!(
+            "{where_}: key_encryption_key: required with PostgreSQL (every node must share it); generate one with `idp keys new-kek`"
+        );
+    }
+    if let Some(k) = &settings.key_encryption_key {
+        idp_core::secret::KeyEncryptionKey::parse(k)
+            .map_err(|e| anyhow!("{where_}: key_encryption_key: {e}"))?;
+    }
+    if !matches!(settings.log_format.as_str(), "text" | "json") {
+        bail!("{where_}: log_format: must be \"text\" or \"json\"");
+    }
+    let sfx = &settings.customer_id_suffix;
+    if sfx.is_empty()
+        || sfx.len() > 16
+        || !sfx
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        bail!("{where_}: customer_id_suffix: 1 to 16 lower-case letters or digits");
+    }
+    if settings.session_lifetime_secs < 60 || settings.login_flow_lifetime_secs < 60 {
+        bail!("{where_}: session_lifetime_secs and login_flow_lifetime_secs: at least 60");
+    }
+    if settings.throttle.account_max_failures == 0
+        || settings.throttle.ip_max_failures == 0
+        || settings.throttle.window_secs == 0
+    {
+        bail!("{where_}: throttle: limits and window must be positive");
+    }
+    idp_core::password::PasswordHasher::new(settings.password)
+        .map_err(|e| anyhow!("{where_}: password: {e}"))?;
+    let rel = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let clients_dir = Some(rel(&settings.clients_dir)).filter(|p| p.is_dir());
+    let themes_dir = settings.themes_dir.as_deref().map(rel);
+    if let Some(t) = &themes_dir
+        && !t.is_dir()
+    {
+        bail!("{where_}: themes_dir: {} is not a folder", t.display());
+    }
+    Ok(LoadedConfig {
+        settings,
+        source,
+        issuer,
+        database_url,
+        clients_dir,
+        themes_dir,
+    })
+}
+
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// One relying party's file (`clients/<name>.toml`). See `config/README.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub client_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ClientKind,
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default = "default_grants")]
+    pub grant_types: Vec<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_theme")]
+    pub theme: String,
+    #[serde(default)]
+    pub access_token_format: TokenFormat,
+    #[serde(default = "default_alg")]
+    pub id_token_signed_response_alg: String,
+    #[serde(default)]
+    pub require_pkce: bool,
+    #[serde(default)]
+    pub lifetimes: LifetimesFile,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    Confidential,
+    Public,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFormat {
+    #[default]
+    Jwt,
+    Opaque,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifetimesFile {
+    pub authorization_code_secs: u32,
+    pub access_token_secs: u32,
+    pub id_token_secs: u32,
+    pub refresh_token_secs: u32,
+}
+
+impl Default for LifetimesFile {
+    fn default() -> Self {
+        let d = Lifetimes::default();
+        Self {
+            authorization_code_secs: d.authorization_code,
+            access_token_secs: d.access_token,
+            id_token_secs: d.id_token,
+            refresh_token_secs: d.refresh_token,
+        }
+    }
+}
+
+fn default_grants() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
+}
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+fn default_theme() -> String {
+    "default".into()
+}
+fn default_alg() -> String {
+    "ES256".into()
+}
+
+/// Reads every `*.toml` in the folder (sorted by name).
+pub fn load_clients(dir: Option<&Path>) -> anyhow::Result<ClientRegistry> {
+    let mut reg = ClientRegistry::default();
+    let Some(dir) = dir else {
+        return Ok(reg);
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read clients folder", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let parsed: ClientFile =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        let client = parse_client(parsed).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        if reg.get(&client.id.0).is_some() {
+            bail!(
+                "{}: client_id: {} is already registered by another file",
+                f.display(),
+                client.id
+            );
+        }
+        reg.insert(client);
+    }
+    Ok(reg)
+}
+
+/// Turns a client file into a checked [`Client`]; errors name the field.
+pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
+    if f.client_id.is_empty()
+        || f.client_id.len() > 64
+        || !f
+            .client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        bail!("client_id: 1 to 64 characters among letters, digits, '-', '.', '_'");
+    }
+    if f.name.trim().is_empty() {
+        bail!("name: must not be empty");
+    }
+    let (auth_method, secret_hash) = match (f.kind, &f.secret_hash) {
+        (ClientKind::Confidential, Some(h)) => (
+            TokenEndpointAuthMethod::ClientSecretBasic,
+            Some(ClientSecretHash::parse(h).ok_or_else(|| {
+                anyhow!(
+                    "secret_hash: expected \"sha256:<base64url>\" as printed by `idp client secret`"
+                )
+            })?),
+        ),
+        (ClientKind::Confidential, None) => {
+            bail!("secret_hash: required for a confidential client")
+        }
+        (ClientKind::Public, Some(_)) => bail!("secret_hash: a public client has no secret"),
+        (ClientKind::Public, None) => (TokenEndpointAuthMethod::None, None),
+    };
+    let mut grants = (false, false, false);
+    for g in &f.grant_types {
+        match g.as_str() {
+            "authorization_code" => grants.0 = true,
+            "refresh_token" => grants.1 = true,
+            "client_credentials" => grants.2 = true,
+            "password" | "implicit" => {
+                bail!("grant_types: {g} is not supported (RFC 9700 §2.4, §2.1.2)")
+            }
+            other => bail!("grant_types: unknown grant type {other:?}"),
+        }
+    }
+    if grants.2 && f.kind == ClientKind::Public {
+        bail!("grant_types: a public client cannot use client_credentials");
+    }
+    if grants.0 && f.redirect_uris.is_empty() {
+        bail!("redirect_uris: at least one is needed for authorization_code");
+    }
+    for (i, u) in f.redirect_uris.iter().enumerate() {
+        check_redirect(u).map_err(|e| anyhow!("redirect_uris[{i}]: {e}"))?;
+    }
+    for (i, u) in f.post_logout_redirect_uris.iter().enumerate() {
+        check_redirect(u).map_err(|e| anyhow!("post_logout_redirect_uris[{i}]: {e}"))?;
+    }
+    for (i, s) in f.scopes.iter().enumerate() {
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            bail!("scopes[{i}]: not a valid scope token");
+        }
+    }
+    let alg = SigningAlg::parse(&f.id_token_signed_response_alg)
+        .ok_or_else(|| anyhow!("id_token_signed_response_alg: must be ES256 or RS256"))?;
+    let l = f.lifetimes;
+    if l.authorization_code_secs == 0 || l.authorization_code_secs > 600 {
+        bail!("lifetimes.authorization_code_secs: between 1 and 600");
+    }
+    for (name, v) in [
+        ("access_token_secs", l.access_token_secs),
+        ("id_token_secs", l.id_token_secs),
+        ("refresh_token_secs", l.refresh_token_secs),
+    ] {
+        if v == 0 {
+            bail!("lifetimes.{name}: must be positive");
+        }
+    }
+    Ok(Client {
+        id: ClientId(f.client_id),
+        name: f.name,
+        auth_method,
+        secret_hash,
+        redirect_uris: f.redirect_uris,
+        post_logout_redirect_uris: f.post_logout_redirect_uris,
+        allow_authorization_code: grants.0,
+        allow_refresh_token: grants.1,
+        allow_client_credentials: grants.2,
+        scopes: f.scopes.into_iter().collect(),
+        theme: f.theme,
+        access_token_format: match f.access_token_format {
+            TokenFormat::Jwt => AccessTokenFormat::Jwt,
+            TokenFormat::Opaque => AccessTokenFormat::Opaque,
+        },
+        id_token_alg: alg,
+        access_token_alg: alg,
+        require_pkce: f.require_pkce,
+        lifetimes: Lifetimes {
+            authorization_code: l.authorization_code_secs,
+            access_token: l.access_token_secs,
+            id_token: l.id_token_secs,
+            refresh_token: l.refresh_token_secs,
+        },
+    })
+}
+
+/// RFC 9700 §2.6 / RFC 6749 §3.1.2: absolute, no fragment, https (http only on loopback).
+fn check_redirect(u: &str) -> anyhow::Result<()> {
+    let p = url::Url::parse(u).map_err(|e| anyhow!("{u:?} is not an absolute URL ({e})"))?;
+    if p.fragment().is_some() {
+        bail!("{u:?} must not have a fragment");
+    }
+    match p.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&p) => Ok(()),
+        "http" => bail!("{u:?}: http is allowed only for loopback addresses; use https"),
+        // Private-use schemes of native apps (RFC 8252 §7.1) contain a dot.
+        s if s.contains('.') => Ok(()),
+        s => bail!("{u:?}: scheme {s} is not allowed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(extra: &str) -> anyhow::Result<Client> {
+        let text = format!(
+            "client_id = \"portal\"\nname = \"Portal\"\ntype = \"public\"\nredirect_uris = [\"https://rp.example/cb\"]\n{extra}"
+        );
+        let f: ClientFile = toml::from_str(&text).map_err(|e| anyhow!("{e}"))?;
+        parse_client(f)
+    }
+
+    #[test]
+    fn client_file_errors_name_the_field() {
+        assert!(file("").is_ok());
+        let cases = [
+            (
+                "redirect_uris = [\"http://rp.example/cb\"]",
+                "redirect_uris[0]",
+            ),
+            (
+                "redirect_uris = [\"https://rp.example/cb#x\"]",
+                "redirect_uris[0]",
+            ),
+            ("redirect_uris = [\"/relative\"]", "redirect_uris[0]"),
+            ("secret_hash = \"sha256:abc\"", "secret_hash"),
+            ("grant_types = [\"password\"]", "grant_types"),
+            ("grant_types = [\"client_credentials\"]", "grant_types"),
+            (
+                "id_token_signed_response_alg = \"HS256\"",
+                "id_token_signed_response_alg",
+            ),
+            ("colour = \"red\"", "colour"),
+            (
+                "[lifetimes]\nauthorization_code_secs = 0",
+                "authorization_code_secs",
+            ),
+        ];
+        for (extra, field) in cases {
+            let text = extra.replace("redirect_uris = [\"https://rp.example/cb\"]\n", "");
+            let err = match toml::from_str::<toml::Table>(&format!(
+                "client_id = \"portal\"\nname = \"Portal\"\ntype = \"public\"\n{}{text}",
+                if extra.starts_with("redirect_uris") {
+                    ""
+                } else {
+                    "redirect_uris = [\"https://rp.example/cb\"]\n"
+                }
+            )) {
+                Ok(t) => match t.try_into::<ClientFile>() {
+                    Ok(f) => parse_client(f).unwrap_err().to_string(),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+        assert!(file("redirect_uris = [\"http://127.0.0.1:9000/cb\"]").is_ok());
+    }
+}

@@ -1,0 +1,9 @@
+//! The identity provider server: configuration, wiring, HTTP endpoints and
+//! hosted pages, the demo relying party, and the CLI behind the `idp` binary.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+mod theme;
+pub mod web;

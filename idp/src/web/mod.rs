@@ -1,0 +1,324 @@
+//! HTTP: the router, security layers and what handlers share (cookies, the
+//! client IP, themed pages). Handlers are thin: parse, call the core, render.
+
+pub mod authorize;
+pub mod discovery;
+pub mod logout;
+pub mod token;
+
+use crate::app::AppState;
+use crate::theme::{Locale, negotiate_locale};
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use idp_core::oidc::RequestMeta;
+use std::net::SocketAddr;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+
+/// Templates every client theme must provide (checked at start-up).
+pub const TEMPLATES: &[&str] = &[
+    "identifier.html",
+    "password.html",
+    "error.html",
+    "logout.html",
+    "logged_out.html",
+];
+
+pub(crate) const BROWSER_COOKIE: &str = "idp_browser";
+pub(crate) const SESSION_COOKIE: &str = "idp_session";
+pub(crate) const LANG_COOKIE: &str = "idp_lang";
+
+/// Largest request body accepted (forms and token requests are small).
+const BODY_LIMIT: usize = 64 * 1024;
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+pub fn router(state: AppState) -> Router {
+    // RFC 9700 §2.6: CORS on the token, metadata, JWKS, userinfo and revocation endpoints only.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    let api = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
+        .route("/jwks", get(discovery::jwks))
+        .route("/token", post(token::token))
+        .route("/userinfo", get(token::userinfo).post(token::userinfo))
+        .route("/revoke", post(token::revoke))
+        .layer(cors);
+    let pages = Router::new()
+        .route(
+            "/authorize",
+            get(authorize::authorize_get).post(authorize::authorize_post),
+        )
+        .route("/login/{flow}", get(authorize::login_page))
+        .route(
+            "/login/{flow}/identifier",
+            post(authorize::submit_identifier),
+        )
+        .route("/login/{flow}/password", post(authorize::submit_password))
+        .route(
+            "/login/{flow}/restart",
+            get(authorize::restart_link).post(authorize::restart),
+        )
+        .route(
+            "/logout",
+            get(logout::end_session_get).post(logout::end_session_post),
+        )
+        .route("/logout/confirm", post(logout::confirm))
+        .route("/logged-out", get(logout::logged_out))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_origin,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(pages)
+        .route("/introspect", post(token::introspect))
+        .route("/assets/{theme}/{*path}", get(asset))
+        .route("/healthz", get(healthz))
+        .route("/", get(home))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Headers on every response: no sniffing, no framing, no referrer, no
+/// caching unless a handler chose otherwise; CSP on pages.
+async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    }
+    if state.secure_cookies {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    res
+}
+
+/// Cross-site form posts are refused: a POST carrying an `Origin` (or
+/// `Sec-Fetch-Site: cross-site`) from elsewhere never reaches a handler.
+/// The per-flow CSRF token is the main defence; this is the second one.
+async fn check_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::POST {
+        let h = req.headers();
+        let bad_origin = h
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|o| o != state.origin.as_str() && o != "null");
+        let cross_site =
+            h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site");
+        // RP-initiated logout may be POSTed by the RP's page.
+        let is_logout = req.uri().path() == "/logout";
+        if (bad_origin || cross_site) && !is_logout && req.uri().path() != "/authorize" {
+            return error_page(
+                &state,
+                "default",
+                Locale::En,
+                StatusCode::FORBIDDEN,
+                "error.csrf",
+                None,
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// Request facts for throttling and audit.
+pub(crate) fn request_meta(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> RequestMeta {
+    let forwarded = state
+        .trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|s| s.trim().to_owned())
+        })
+        .flatten();
+    RequestMeta {
+        ip: forwarded.or_else(|| peer.map(|p| p.ip().to_string())),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+    }
+}
+
+pub(crate) type Peer = ConnectInfo<SocketAddr>;
+
+pub(crate) fn peer_addr(p: &Peer) -> Option<SocketAddr> {
+    Some(p.0)
+}
+
+/// The page locale: `?lang=` switch (remembered in a cookie), then the
+/// authorization request's ui_locales, then Accept-Language.
+pub(crate) fn locale(jar: &CookieJar, headers: &HeaderMap, ui_locales: Option<&str>) -> Locale {
+    let chosen = jar.get(LANG_COOKIE).map(|c| c.value().to_owned());
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    match chosen.as_deref() {
+        Some(l @ ("en" | "fr")) => negotiate_locale(Some(l), None),
+        _ => negotiate_locale(ui_locales, accept),
+    }
+}
+
+pub(crate) fn cookie(
+    state: &AppState,
+    name: &'static str,
+    value: String,
+    max_age_secs: i64,
+) -> Cookie<'static> {
+    let mut c = Cookie::new(name, value);
+    c.set_http_only(true);
+    c.set_secure(state.secure_cookies);
+    c.set_same_site(SameSite::Lax);
+    c.set_path("/");
+    c.set_max_age(time::Duration::seconds(max_age_secs));
+    c
+}
+
+pub(crate) fn removal(state: &AppState, name: &'static str) -> Cookie<'static> {
+    let mut c = cookie(state, name, String::new(), 0);
+    c.make_removal();
+    c
+}
+
+/// Renders a themed page; a rendering failure becomes the plain error page.
+pub(crate) fn page(
+    state: &AppState,
+    theme: &str,
+    locale: Locale,
+    status: StatusCode,
+    template: &str,
+    ctx: minijinja::Value,
+) -> Response {
+    match state.themes.render(theme, template, locale, ctx) {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, template, theme, "template rendering failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<!doctype html><title>Error</title><p>Internal error.</p>"),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub(crate) fn error_page(
+    state: &AppState,
+    theme: &str,
+    locale: Locale,
+    status: StatusCode,
+    message: &str,
+    detail: Option<&str>,
+) -> Response {
+    page(
+        state,
+        theme,
+        locale,
+        status,
+        "error.html",
+        minijinja::context! {
+            title => "error.title",
+            message => message,
+            detail => detail,
+            status => status.as_u16(),
+        },
+    )
+}
+
+/// 303 See Other: never re-posts a form's credentials (RFC 9700 §4.12).
+pub(crate) fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+async fn asset(
+    State(state): State<AppState>,
+    Path((theme, path)): Path<(String, String)>,
+) -> Response {
+    match state.themes.asset(&theme, &path) {
+        Some((ctype, bytes)) => (
+            [
+                (header::CONTENT_TYPE, ctype),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            bytes.into_owned(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let store_ok = state.provider.store.get("healthz").await.is_ok();
+    let db_ok = state
+        .provider
+        .ports
+        .client_states
+        .find(&idp_core::domain::ClientId("healthz".into()))
+        .await
+        .is_ok();
+    if store_ok && db_ok {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response()
+    }
+}
+
+async fn home(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "OpenID Connect provider. Discovery: {}/.well-known/openid-configuration\n",
+            state.provider.settings.issuer
+        ),
+    )
+        .into_response()
+}
+
+async fn not_found(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap) -> Response {
+    error_page(
+        &state,
+        "default",
+        locale(&jar, &headers, None),
+        StatusCode::NOT_FOUND,
+        "error.not_found",
+        None,
+    )
+}

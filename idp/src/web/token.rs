@@ -1,0 +1,246 @@
+//! Back-channel endpoints: token, userinfo, introspection, revocation. JSON
+//! out, RFC 6749 §5.2 errors with their status codes.
+
+use super::{Peer, peer_addr, request_meta};
+use crate::app::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use idp_core::oidc::authorize::RawParams;
+use idp_core::oidc::token::ClientAuthInput;
+use idp_core::oidc::{ErrorCode, OAuthError};
+use idp_core::secret::Secret;
+use serde_json::json;
+use std::sync::Arc;
+
+/// An OAuth error as JSON with the right status (RFC 6749 §5.2, RFC 6750 §3).
+pub(crate) struct ApiError {
+    error: OAuthError,
+    basic_used: bool,
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(error: OAuthError) -> Self {
+        Self {
+            error,
+            basic_used: false,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = &self.error;
+        if let Some(d) = &e.detail {
+            tracing::info!(error = %e, detail = d.as_str(), "request refused");
+        }
+        let status = match e.code {
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut res = (
+            status,
+            Json(json!({"error": e.code.as_str(), "error_description": e.description})),
+        )
+            .into_response();
+        let h = res.headers_mut();
+        if e.code == ErrorCode::InvalidClient && self.basic_used {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"idp\""),
+            );
+        }
+        if e.code == ErrorCode::InvalidToken {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        res
+    }
+}
+
+/// Parses a form body; the content type must be a form (RFC 6749 §3.2).
+fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<RawParams, OAuthError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !is_form {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| OAuthError::invalid_request("the form body is malformed"))?;
+    let params = RawParams::new(pairs.clone());
+    let mut seen = std::collections::HashSet::new();
+    if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
+        return Err(OAuthError::invalid_request(
+            "a parameter was sent more than once",
+        ));
+    }
+    Ok(params)
+}
+
+/// HTTP Basic client credentials, each part form-URL-decoded (RFC 6749 §2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Secret)>, OAuthError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let bad = || OAuthError::invalid_client().with_detail("malformed Basic credentials");
+    let v = v.to_str().map_err(|_| bad())?;
+    let Some(b64) = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))
+    else {
+        return Ok(None);
+    };
+    let decoded = STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((dec(id), Secret::new(dec(secret)))))
+}
+
+fn client_auth(headers: &HeaderMap, form: &RawParams) -> Result<ClientAuthInput, ApiError> {
+    let basic = basic_credentials(headers).map_err(|e| ApiError {
+        error: e,
+        basic_used: true,
+    })?;
+    Ok(ClientAuthInput {
+        basic,
+        form_client_id: form.get("client_id").map(str::to_owned),
+        form_client_secret: form.get("client_secret").map(|s| Secret::new(s.to_owned())),
+    })
+}
+
+fn authenticated(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &RawParams,
+) -> Result<Arc<idp_core::oidc::client::Client>, ApiError> {
+    let auth = client_auth(headers, form)?;
+    let basic_used = auth.basic.is_some();
+    state
+        .provider
+        .authenticate_client(&auth)
+        .map_err(|error| ApiError { error, basic_used })
+}
+
+fn no_store(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+#[tracing::instrument(skip_all)]
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let form = form_params(&headers, &body)?;
+        let client = authenticated(&state, &headers, &form)?;
+        let meta = request_meta(&state, &headers, peer_addr(&peer));
+        let tokens = state.provider.token(client, &form, &meta).await?;
+        Ok(Json(tokens).into_response())
+    }
+    .await;
+    no_store(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// Userinfo: the token in the Authorization header, or (POST) in the form body (RFC 6750 §2).
+#[tracing::instrument(skip_all)]
+pub(crate) async fn userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_owned());
+    let from_body = if body.is_empty() {
+        None
+    } else {
+        form_params(&headers, &body)
+            .ok()
+            .and_then(|f| f.get("access_token").map(str::to_owned))
+    };
+    let token = match (from_header, from_body) {
+        (Some(_), Some(_)) => {
+            return ApiError::from(OAuthError::invalid_request(
+                "send the access token only once",
+            ))
+            .into_response();
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            let mut res = StatusCode::UNAUTHORIZED.into_response();
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return res;
+        }
+    };
+    match state.provider.userinfo(&token).await {
+        Ok(claims) => no_store(Json(claims).into_response()),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub(crate) async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let form = form_params(&headers, &body)?;
+        let client = authenticated(&state, &headers, &form)?;
+        Ok(Json(state.provider.introspect(&client, &form).await?).into_response())
+    }
+    .await;
+    no_store(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+#[tracing::instrument(skip_all)]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let form = form_params(&headers, &body)?;
+        let client = authenticated(&state, &headers, &form)?;
+        let meta = request_meta(&state, &headers, peer_addr(&peer));
+        state.provider.revoke(&client, &form, &meta).await?;
+        Ok(StatusCode::OK.into_response())
+    }
+    .await;
+    no_store(result.unwrap_or_else(IntoResponse::into_response))
+}
