@@ -1,0 +1,450 @@
+//! The one test harness: `spawn_app(backend)` starts the real server on an
+//! ephemeral loopback port with a fresh database (SQLite in memory, or a new
+//! PostgreSQL database) and short-lived store (in-process, or Redis under a
+//! fresh key prefix), a settable clock and registered test clients; `Browser`
+//! keeps cookies and follows the HTML forms as a browser would.
+
+#![allow(dead_code, unreachable_pub)]
+
+use idp::app::{self, AppState, Overrides};
+use idp::config::{LoadedConfig, Settings};
+use idp_core::clock::SettableClock;
+use idp_core::domain::{ClientId, Email, User};
+use idp_core::keys::SigningAlg;
+use idp_core::oidc::client::{
+    AccessTokenFormat, Client, ClientRegistry, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
+};
+use idp_core::password::Argon2Settings;
+use idp_core::secret::{KeyEncryptionKey, Secret};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in memory + in-process store (the embedded default).
+    Sqlite,
+    /// PostgreSQL + Redis (production).
+    Postgres,
+}
+
+pub const SECRET: &str = "test-client-secret-0123456789abcdefghijklmnopqrstuv";
+pub const REDIRECT: &str = "http://127.0.0.1:9/cb";
+pub const POST_LOGOUT: &str = "http://127.0.0.1:9/bye";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct TestApp {
+    pub issuer: String,
+    pub state: AppState,
+    pub clock: SettableClock,
+    pub backend: Backend,
+    pub user: User,
+    pg: Option<idp_storage::testing::TestDatabase>,
+    _data: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestApp {
+    pub async fn cleanup(self) {
+        if let Some(db) = self.pg {
+            db.drop_database().await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+}
+
+fn client(id: &str, public: bool, format: AccessTokenFormat, alg: SigningAlg) -> Client {
+    Client {
+        id: ClientId(id.into()),
+        name: format!("Portal {id}"),
+        auth_method: if public {
+            TokenEndpointAuthMethod::None
+        } else {
+            TokenEndpointAuthMethod::ClientSecretBasic
+        },
+        secret_hash: (!public).then(|| ClientSecretHash::of(SECRET)),
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![POST_LOGOUT.into()],
+        allow_authorization_code: true,
+        allow_refresh_token: true,
+        allow_client_credentials: !public,
+        scopes: ["openid", "profile", "email", "api"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        theme: "default".into(),
+        access_token_format: format,
+        id_token_alg: alg,
+        access_token_alg: alg,
+        require_pkce: false,
+        lifetimes: Lifetimes::default(),
+    }
+}
+
+/// Registered test clients: `conf` (confidential, JWT access tokens, ES256),
+/// `spa` (public), `opaque` (opaque access tokens), `rsa` (RS256).
+pub fn test_clients() -> Vec<Client> {
+    vec![
+        client("conf", false, AccessTokenFormat::Jwt, SigningAlg::ES256),
+        client("spa", true, AccessTokenFormat::Jwt, SigningAlg::ES256),
+        client(
+            "opaque",
+            false,
+            AccessTokenFormat::Opaque,
+            SigningAlg::ES256,
+        ),
+        client("rsa", false, AccessTokenFormat::Jwt, SigningAlg::RS256),
+    ]
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let data =
+        TempDir(std::env::temp_dir().join(format!("idp-test-{}", uuid::Uuid::new_v4().simple())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let issuer = format!("http://{addr}");
+    let (database_url, redis_url, pg) = match backend {
+        Backend::Sqlite => ("sqlite::memory:".to_owned(), None, None),
+        Backend::Postgres => {
+            let db = idp_storage::testing::fresh_postgres().await;
+            let redis = std::env::var("IDP_TEST_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            (db.url().to_owned(), Some(redis), Some(db))
+        }
+    };
+    let settings = Settings {
+        issuer: Some(issuer.clone()),
+        listen: addr,
+        data_dir: data.0.clone(),
+        database_url: Some(database_url.clone()),
+        redis_url: redis_url.clone(),
+        redis_key_prefix: format!("idp-test:{}:", uuid::Uuid::new_v4().simple()),
+        key_encryption_key: Some(KeyEncryptionKey::generate().encode()),
+        // Cheaper hashing keeps the suite fast; production parameters are unit-tested in the core.
+        password: Argon2Settings {
+            memory_kib: 4096,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 0,
+        },
+        ..Settings::default()
+    };
+    let cfg = LoadedConfig {
+        settings,
+        source: None,
+        issuer: issuer.clone(),
+        database_url,
+        clients_dir: None,
+        themes_dir: None,
+    };
+    let clock = SettableClock::starting_now();
+    let overrides = Overrides {
+        clock: Arc::new(clock.clone()),
+        extra_clients: test_clients(),
+    };
+    let state = app::build_state(&cfg, ClientRegistry::default(), overrides)
+        .await
+        .unwrap_or_else(|e| panic!("the {backend:?} test server could not start: {e:#}"));
+    let user = state
+        .provider
+        .create_user(
+            Email::parse("Alice@Example.com").unwrap(),
+            Some("Alice Martin".into()),
+            &Secret::new(PASSWORD),
+        )
+        .await
+        .expect("create user");
+    app::serve(listener, state.clone()).expect("serve");
+    TestApp {
+        issuer,
+        state,
+        clock,
+        backend,
+        user,
+        pg,
+        _data: data,
+    }
+}
+
+/// A browser: keeps cookies, does not follow redirects by itself.
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self::with_language("en")
+    }
+
+    pub fn with_language(lang: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::ACCEPT_LANGUAGE, lang.parse().unwrap());
+        Self {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.http.get(url).send().await.expect("GET")
+    }
+
+    /// Follows 303s on the provider until a redirect leaves it (to a client)
+    /// or a page is shown. Returns (final response, URL it came from).
+    pub async fn follow(&self, app: &TestApp, url: &str) -> (reqwest::Response, String) {
+        let mut url = url.to_owned();
+        for _ in 0..10 {
+            let res = self.get(&url).await;
+            if res.status().is_redirection() {
+                let loc = location(&res);
+                let next = if loc.starts_with('/') {
+                    app.url(&loc)
+                } else {
+                    loc
+                };
+                if !next.starts_with(&app.issuer) {
+                    return (res, url);
+                }
+                url = next;
+            } else {
+                return (res, url);
+            }
+        }
+        panic!("redirect loop from {url}");
+    }
+
+    /// Fills and posts the page's form like a browser: hidden fields kept,
+    /// `fields` set by name. Returns the response to the POST.
+    pub async fn submit(
+        &self,
+        app: &TestApp,
+        html: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let form = Form::parse(html).expect("a form on the page");
+        let mut values = form.fields.clone();
+        for (k, v) in fields {
+            assert!(
+                values.iter().any(|(n, _)| n == k),
+                "the form has no field {k}: {:?}",
+                form.fields
+            );
+            for (n, val) in values.iter_mut() {
+                if n == k {
+                    *val = (*v).to_owned();
+                }
+            }
+        }
+        let action = if form.action.starts_with('/') {
+            app.url(&form.action)
+        } else {
+            form.action.clone()
+        };
+        self.http
+            .post(action)
+            .header("origin", &app.issuer)
+            .form(&values)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// The whole interactive login from an authorization URL; returns the
+    /// redirect to the client (with code or error).
+    pub async fn login(
+        &self,
+        app: &TestApp,
+        authorize_url: &str,
+        identifier: &str,
+        password: &str,
+    ) -> String {
+        let (res, _) = self.follow(app, authorize_url).await;
+        assert_eq!(res.status(), 200, "expected the identifier page");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("autocomplete=\"username\""),
+            "identifier field carries autocomplete=username"
+        );
+        let res = self.submit(app, &html, &[("identifier", identifier)]).await;
+        assert_eq!(res.status(), 303);
+        let (res, _) = self.follow(app, &app.url(&location(&res))).await;
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("autocomplete=\"current-password\""),
+            "password field carries autocomplete=current-password"
+        );
+        let res = self.submit(app, &html, &[("password", password)]).await;
+        assert_eq!(res.status(), 303, "password accepted");
+        location(&res)
+    }
+}
+
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location in a {} response", res.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The first POST form of a page: its action and its input fields.
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub action: String,
+    pub fields: Vec<(String, String)>,
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let end = tag[start..].find('"')? + start;
+    Some(
+        tag[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&#39;", "'"),
+    )
+}
+
+impl Form {
+    pub fn parse(html: &str) -> Option<Form> {
+        let mut rest = html;
+        while let Some(i) = rest.find("<form") {
+            let tail = &rest[i..];
+            let end = tail.find("</form>")?;
+            let body = &tail[..end];
+            let open = &body[..body.find('>')?];
+            if attr(open, "method").is_some_and(|m| m.eq_ignore_ascii_case("post")) {
+                let mut fields = Vec::new();
+                let mut b = body;
+                while let Some(j) = b.find("<input") {
+                    let t = &b[j..];
+                    let close = t.find('>')?;
+                    let tag = &t[..close];
+                    if let Some(n) = attr(tag, "name") {
+                        fields.push((n, attr(tag, "value").unwrap_or_default()));
+                    }
+                    b = &t[close..];
+                }
+                return Some(Form {
+                    action: attr(open, "action")?,
+                    fields,
+                });
+            }
+            rest = &tail[end..];
+        }
+        None
+    }
+}
+
+/// A PKCE pair (verifier, S256 challenge).
+pub fn pkce() -> (String, String) {
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier = idp_core::random::token();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// An authorization URL for a test client.
+pub fn authorize_url(
+    app: &TestApp,
+    client_id: &str,
+    challenge: Option<&str>,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut u = url::Url::parse(&app.url("/authorize")).unwrap();
+    {
+        let mut q = u.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("scope", "openid email profile")
+            .append_pair("state", "st-123")
+            .append_pair("nonce", "n-456");
+        if let Some(c) = challenge {
+            q.append_pair("code_challenge", c)
+                .append_pair("code_challenge_method", "S256");
+        }
+        for (k, v) in extra {
+            q.append_pair(k, v);
+        }
+    }
+    u.into()
+}
+
+/// Token endpoint call with HTTP Basic for `client_id` and the test secret.
+pub async fn token_request(
+    app: &TestApp,
+    client_id: &str,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(app.url("/token"))
+        .basic_auth(client_id, Some(SECRET))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Runs a test body on both backends, each as its own #[tokio::test].
+#[macro_export]
+macro_rules! matrix {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::support::spawn_app($crate::support::Backend::Sqlite).await;
+                    super::$name(&app).await;
+                    app.cleanup().await;
+                }
+            )*
+        }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::support::spawn_app($crate::support::Backend::Postgres).await;
+                    super::$name(&app).await;
+                    app.cleanup().await;
+                }
+            )*
+        }
+    };
+}
