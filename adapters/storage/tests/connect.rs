@@ -169,37 +169,3 @@ async fn postgres_storage_pings_and_reports_its_backend() {
 async fn missing_postgres_fails_the_test() {
     fresh_postgres_at("postgres://postgres@127.0.0.1:1/test").await;
 }
-
-#[tokio::test]
-async fn dropping_a_test_database_removes_it_in_the_background() {
-    use idp_storage::testing::{DEFAULT_POSTGRES_URL, POSTGRES_URL_ENV};
-    use sea_orm::{ConnectionTrait, Database, Statement};
-
-    let db = fresh_postgres().await;
-    let name = db.name().to_owned();
-    // A connection still open to it does not keep it alive.
-    let s = SeaStorage::connect(db.url()).await.unwrap();
-    s.ping().await.unwrap();
-    drop(db);
-
-    let admin_url = std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let admin = Database::connect(admin_url).await.unwrap();
-    let exists = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT 1 AS one FROM pg_database WHERE datname = $1",
-        [name.clone().into()],
-    );
-    let mut gone = false;
-    for _ in 0..100 {
-        if admin.query_one_raw(exists.clone()).await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        gone,
-        "{name} still exists 10 s after its TestDatabase was dropped"
-    );
-    assert!(s.ping().await.is_err());
-}
