@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 /// A single sign-on session, stored under `session:<hash of cookie>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,8 +139,6 @@ pub(crate) struct CodeRecord {
     pub(crate) auth_time: i64,
     pub(crate) acr: String,
     pub(crate) amr: Vec<String>,
-    /// The grant this code will start; known now so a replay can revoke it.
-    pub(crate) family_id: Uuid,
     pub(crate) expires_at: i64,
 }
 
@@ -159,6 +156,10 @@ pub(crate) fn code_key(code: &str) -> String {
 
 pub(crate) fn code_used_key(code: &str) -> String {
     format!("code_used:{}", TokenHash::of(code).as_str())
+}
+
+pub(crate) fn code_replayed_key(code: &str) -> String {
+    format!("code_replayed:{}", TokenHash::of(code).as_str())
 }
 
 fn secs(n: i64) -> Duration {
@@ -265,13 +266,24 @@ impl Provider {
         Ok(AuthorizeOutcome::Login(Box::new(flow)))
     }
 
-    /// `sub` of an ID token we issued to this client (expired ones included,
-    /// as OIDC Core §3.1.2.1 allows), or `None` if it is not ours.
+    /// Claims of an ID token this provider issued (signature, `typ` and
+    /// `iss` checked; expired ones accepted, as OIDC Core §3.1.2.1 and
+    /// RP-Initiated Logout §2 allow). Access tokens (`typ: at+jwt`) are not
+    /// ID tokens and are refused.
+    pub(crate) fn verify_id_token_hint(
+        &self,
+        hint: &str,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let (claims, typ) = self.keys().verify(hint).ok()?;
+        let is_id_token = typ.as_deref() == Some("JWT")
+            && claims.get("iss")?.as_str()? == self.settings.issuer
+            && claims.get("client_id").is_none();
+        is_id_token.then_some(claims)
+    }
+
+    /// `sub` of an ID token hint issued to this client.
     pub(crate) fn id_token_hint_subject(&self, hint: &str, client: &Client) -> Option<String> {
-        let (claims, _) = self.keys().verify(hint).ok()?;
-        if claims.get("iss")?.as_str()? != self.settings.issuer {
-            return None;
-        }
+        let claims = self.verify_id_token_hint(hint)?;
         let aud_ok = match claims.get("aud")? {
             serde_json::Value::String(a) => *a == client.id.0,
             serde_json::Value::Array(a) => a.iter().any(|v| v.as_str() == Some(&client.id.0)),
@@ -415,10 +427,15 @@ impl Provider {
             return Err(FlowError::WrongStage);
         };
         let client_id = crate::domain::ClientId(flow.request.client_id.clone());
-        let acct_key = format!(
-            "throttle:acct:{}",
-            TokenHash::of(&identifier.trim().to_lowercase()).as_str()
-        );
+        // Per account when the identifier names one (whichever identifier was
+        // typed), else per identifier: unknown ones lock the same way.
+        let acct_key = match user_id {
+            Some(id) => format!("throttle:user:{id}"),
+            None => format!(
+                "throttle:ident:{}",
+                TokenHash::of(&identifier.trim().to_lowercase()).as_str()
+            ),
+        };
         let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
         if let Some(until) = self.locked_until(&acct_key, ip_key.as_deref()).await? {
             self.audit(
@@ -583,7 +600,6 @@ impl Provider {
             auth_time: session.auth_time,
             acr: session.acr.clone(),
             amr: session.amr.clone(),
-            family_id: Uuid::now_v7(),
             expires_at: now.unix_timestamp() + lifetime,
         };
         put_json(

@@ -29,13 +29,9 @@ impl Provider {
         let mut hint_sid = None;
         let mut hint_valid = false;
         if let Some(hint) = params.get("id_token_hint") {
-            let (claims, _) = self
-                .keys()
-                .verify(hint)
-                .map_err(|_| OAuthError::invalid_request("id_token_hint is not valid"))?;
-            if claims.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer) {
-                return Err(OAuthError::invalid_request("id_token_hint is not valid"));
-            }
+            let claims = self
+                .verify_id_token_hint(hint)
+                .ok_or_else(|| OAuthError::invalid_request("id_token_hint is not valid"))?;
             let aud = match claims.get("aud") {
                 Some(Value::String(a)) => Some(a.clone()),
                 Some(Value::Array(a)) => a.first().and_then(Value::as_str).map(str::to_owned),

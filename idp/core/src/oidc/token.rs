@@ -6,7 +6,7 @@
 use super::authorize::RawParams;
 use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
-use super::login::{CodeRecord, code_key, code_used_key};
+use super::login::{CodeRecord, code_key, code_replayed_key, code_used_key};
 use super::provider::{Provider, RequestMeta};
 use crate::domain::{
     ClientId, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId, UserStatus,
@@ -73,6 +73,15 @@ struct GrantFacts<'a> {
     amr: &'a [String],
     family_id: Option<Uuid>,
     nonce: Option<&'a str>,
+}
+
+/// The grant a code starts, derived from the code so that a replay can
+/// revoke it without the (already consumed) code record.
+fn family_id_for_code(code: &str) -> Uuid {
+    let digest = Sha256::digest(format!("grant:{code}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 fn s256(v: &str) -> String {
@@ -159,41 +168,53 @@ impl Provider {
         let code = form
             .get("code")
             .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+        // RFC 6749 §4.1.2: a code is single use, and a second use revokes what
+        // the first issued. The first redemption claims the code's "used"
+        // marker before taking it; any later (or concurrent) one finds the
+        // marker, flags the replay and revokes the grant. The winner checks
+        // the flag after creating the grant, so whichever order the two run
+        // in, a replayed code never leaves live tokens behind.
+        let family_id = family_id_for_code(code);
+        let first_use = self
+            .store
+            .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
+            .await
+            .map_err(CoreError::from)?;
+        if !first_use {
+            self.store
+                .put(&code_replayed_key(code), b"1", CODE_REPLAY_MEMORY)
+                .await
+                .map_err(CoreError::from)?;
+            self.ports
+                .families
+                .revoke_family(family_id, self.clock.now(), "code_reuse")
+                .await
+                .map_err(CoreError::from)?;
+            self.audit(
+                "token.code_reuse",
+                None,
+                Some(&client.id),
+                meta,
+                json!({"family": family_id}),
+            )
+            .await;
+            return Err(OAuthError::invalid_grant(
+                "the code is invalid, expired or already used",
+            ));
+        }
         let Some(record) = take_json::<CodeRecord>(self.store.as_ref(), &code_key(code))
             .await
             .map_err(CoreError::from)?
         else {
-            // RFC 6749 §4.1.2: a code used twice revokes what it issued.
-            let used: Option<Uuid> = get_json(self.store.as_ref(), &code_used_key(code))
+            // Unknown or expired: nothing was issued, nothing to remember.
+            self.store
+                .delete(&code_used_key(code))
                 .await
                 .map_err(CoreError::from)?;
-            if let Some(family) = used {
-                self.ports
-                    .families
-                    .revoke_family(family, self.clock.now(), "code_reuse")
-                    .await
-                    .map_err(CoreError::from)?;
-                self.audit(
-                    "token.code_reuse",
-                    None,
-                    Some(&client.id),
-                    meta,
-                    json!({"family": family}),
-                )
-                .await;
-            }
             return Err(OAuthError::invalid_grant(
                 "the code is invalid, expired or already used",
             ));
         };
-        put_json(
-            self.store.as_ref(),
-            &code_used_key(code),
-            &record.family_id,
-            CODE_REPLAY_MEMORY,
-        )
-        .await
-        .map_err(CoreError::from)?;
         let now = self.clock.now();
         if record.client_id != client.id.0 {
             return Err(OAuthError::invalid_grant(
@@ -220,7 +241,7 @@ impl Provider {
             auth_time: record.auth_time,
             acr: Some(&record.acr),
             amr: &record.amr,
-            family_id: Some(record.family_id),
+            family_id: Some(family_id),
             nonce: record.nonce.as_deref(),
         };
         let refresh = if client.allow_refresh_token {
@@ -229,7 +250,7 @@ impl Provider {
             None
         };
         let family = TokenFamily {
-            id: record.family_id,
+            id: family_id,
             user_id: user.id,
             client_id: client.id.clone(),
             scope: record.scope.clone(),
@@ -256,6 +277,19 @@ impl Provider {
             .create_family(&family, first.as_ref())
             .await
             .map_err(CoreError::from)?;
+        let replayed = self
+            .store
+            .get(&code_replayed_key(code))
+            .await
+            .map_err(CoreError::from)?
+            .is_some();
+        if replayed {
+            self.ports
+                .families
+                .revoke_family(family_id, now, "code_reuse")
+                .await
+                .map_err(CoreError::from)?;
+        }
         let response = self.mint(&facts, refresh).await?;
         self.ports
             .client_states
