@@ -2,7 +2,8 @@
 //! redirect URIs, broken PKCE, replayed and expired codes, wrong client
 //! credentials, malformed and oversized token requests, bad introspection,
 //! userinfo and logout requests. Each gets the error the RFCs specify, and a
-//! request refused before the code is looked at leaves that code redeemable.
+//! refused token request leaves the code as it was: still redeemable by the
+//! right client with the right verifier.
 
 mod support;
 
@@ -331,11 +332,14 @@ async fn other_authorization_errors_are_redirected_with_their_codes(app: &TestAp
 
 async fn code_verifier_mismatches_are_invalid_grant(app: &TestApp) {
     // Wrong verifier (well formed, but for another challenge).
-    let (_, challenge) = pkce();
+    let (verifier, challenge) = pkce();
     let code = code_for(app, "conf", Some(&challenge)).await;
     let (other_verifier, _) = pkce();
     let (status, body) = exchange(app, "conf", &code, Some(&other_verifier)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
+    // Stored data unchanged: the right verifier still redeems the code.
+    let (status, body) = exchange(app, "conf", &code, Some(&verifier)).await;
+    assert_eq!(status, 200, "{body}");
 
     // The challenge itself sent as the verifier, and a malformed verifier.
     for bad in [challenge.as_str(), "short"] {
@@ -413,6 +417,9 @@ async fn code_must_be_redeemed_by_its_client_at_its_redirect_uri(app: &TestApp) 
     let code = code_for(app, "conf", Some(&challenge)).await;
     let (status, body) = exchange(app, "rsa", &code, Some(&verifier)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
+    // Nor did the wrong redirect URI or the wrong client burn the code.
+    let (status, body) = exchange(app, "conf", &code, Some(&verifier)).await;
+    assert_eq!(status, 200, "{body}");
 
     // A garbage code.
     let (status, body) = exchange(app, "conf", "not-a-code", None).await;

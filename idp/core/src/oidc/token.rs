@@ -11,7 +11,7 @@ use super::provider::{Provider, RequestMeta};
 use crate::domain::{
     ClientId, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId, UserStatus,
 };
-use crate::ephemeral::{get_json, put_json, take_json};
+use crate::ephemeral::{get_json, put_json};
 use crate::error::CoreError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -175,45 +175,24 @@ impl Provider {
         // the flag after creating the grant, so whichever order the two run
         // in, a replayed code never leaves live tokens behind.
         let family_id = family_id_for_code(code);
-        let first_use = self
-            .store
-            .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
-            .await
-            .map_err(CoreError::from)?;
-        if !first_use {
-            self.store
-                .put(&code_replayed_key(code), b"1", CODE_REPLAY_MEMORY)
-                .await
-                .map_err(CoreError::from)?;
-            self.ports
-                .families
-                .revoke_family(family_id, self.clock.now(), "code_reuse")
-                .await
-                .map_err(CoreError::from)?;
-            self.audit(
-                "token.code_reuse",
-                None,
-                Some(&client.id),
-                meta,
-                json!({"family": family_id}),
-            )
-            .await;
-            return Err(OAuthError::invalid_grant(
-                "the code is invalid, expired or already used",
-            ));
-        }
-        let Some(record) = take_json::<CodeRecord>(self.store.as_ref(), &code_key(code))
+        let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");
+        // Checks first, on a read: a request that fails them (wrong client,
+        // redirect URI or verifier) leaves the code as it was.
+        let Some(record) = get_json::<CodeRecord>(self.store.as_ref(), &code_key(code))
             .await
             .map_err(CoreError::from)?
         else {
-            // Unknown or expired: nothing was issued, nothing to remember.
-            self.store
-                .delete(&code_used_key(code))
+            let was_used = self
+                .store
+                .get(&code_used_key(code))
                 .await
-                .map_err(CoreError::from)?;
-            return Err(OAuthError::invalid_grant(
-                "the code is invalid, expired or already used",
-            ));
+                .map_err(CoreError::from)?
+                .is_some();
+            if was_used {
+                self.revoke_replayed_code(code, family_id, client, meta)
+                    .await?;
+            }
+            return Err(invalid());
         };
         let now = self.clock.now();
         if record.client_id != client.id.0 {
@@ -222,9 +201,7 @@ impl Provider {
             ));
         }
         if record.expires_at <= now.unix_timestamp() {
-            return Err(OAuthError::invalid_grant(
-                "the code is invalid, expired or already used",
-            ));
+            return Err(invalid());
         }
         if form.get("redirect_uri") != Some(record.redirect_uri.as_str()) {
             return Err(OAuthError::invalid_grant(
@@ -232,6 +209,28 @@ impl Provider {
             ));
         }
         check_code_verifier(record.code_challenge.as_deref(), form.get("code_verifier"))?;
+        // Then the single use: the first redemption claims the "used" marker;
+        // a concurrent one finds it and is a replay.
+        let first_use = self
+            .store
+            .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
+            .await
+            .map_err(CoreError::from)?;
+        if !first_use {
+            self.revoke_replayed_code(code, family_id, client, meta)
+                .await?;
+            return Err(invalid());
+        }
+        if self
+            .store
+            .take(&code_key(code))
+            .await
+            .map_err(CoreError::from)?
+            .is_none()
+        {
+            // Expired between the read and now.
+            return Err(invalid());
+        }
         let user = self.active_user(record.user_id).await?;
         let facts = GrantFacts {
             client,
@@ -297,6 +296,36 @@ impl Provider {
             .await
             .map_err(CoreError::from)?;
         Ok(response)
+    }
+
+    /// A code presented again (RFC 6749 §4.1.2): flag the replay, so that a
+    /// first redemption still running revokes its own grant once created, and
+    /// revoke the grant if it already exists.
+    async fn revoke_replayed_code(
+        &self,
+        code: &str,
+        family_id: Uuid,
+        client: &Client,
+        meta: &RequestMeta,
+    ) -> Result<(), OAuthError> {
+        self.store
+            .put(&code_replayed_key(code), b"1", CODE_REPLAY_MEMORY)
+            .await
+            .map_err(CoreError::from)?;
+        self.ports
+            .families
+            .revoke_family(family_id, self.clock.now(), "code_reuse")
+            .await
+            .map_err(CoreError::from)?;
+        self.audit(
+            "token.code_reuse",
+            None,
+            Some(&client.id),
+            meta,
+            json!({"family": family_id}),
+        )
+        .await;
+        Ok(())
     }
 
     async fn grant_refresh_token(
