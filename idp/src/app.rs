@@ -119,6 +119,12 @@ pub async fn build_state(
     };
     let mut clients = clients;
     for c in overrides.extra_clients {
+        if clients.get(&c.id.0).is_some() {
+            return Err(anyhow!(
+                "client {}: this client_id is reserved here; rename the client file's client_id",
+                c.id
+            ));
+        }
         clients.insert(c);
     }
     let themes = Themes::load(cfg.themes_dir.as_deref()).map_err(|e| anyhow!("themes: {e}"))?;

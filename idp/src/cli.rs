@@ -186,14 +186,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow!("--alg: expected ES256, RS256 or all, got {a:?}"))?,
                 ],
             };
-            let storage = app::open_storage(&cfg, true).await?;
+            let storage = app::open_storage(&cfg, cfg.settings.migrate_on_start).await?;
             let kek = app::key_encryption_key(&cfg)?;
             let now = idp_core::clock::Clock::now(&idp_core::clock::SystemClock);
             for a in algs {
                 let kid = idp_core::keys::rotate_key(storage.as_ref(), &kek, a, now).await?;
                 println!("{a}: new active key {kid}");
             }
-            println!("running nodes pick up the new keys within a minute");
+            println!(
+                "running nodes publish the new keys within a minute and sign with them after {} s, once relying parties' JWKS caches have expired",
+                idp_core::keys::PROPAGATION.whole_seconds()
+            );
             Ok(())
         }
         Command::Client {
@@ -268,7 +271,7 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::List { limit, offset } => {
-            let storage = app::open_storage(&cfg, true).await?;
+            let storage = app::open_storage(&cfg, cfg.settings.migrate_on_start).await?;
             let users = storage.list(limit, offset).await?;
             println!(
                 "{:<36}  {:<14}  {:<8}  email",

@@ -106,14 +106,14 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
     fig = fig.merge(
         Env::prefixed("IDP_")
             .split("__")
-            .filter(|k| k.as_str() != "config" && !k.as_str().ends_with("_file")),
+            .filter(|k| is_setting_variable(k.as_str())),
     );
     for (k, v) in std::env::vars() {
         if let Some(name) = k.strip_prefix("IDP_").and_then(|n| n.strip_suffix("_FILE")) {
             let value =
                 std::fs::read_to_string(&v).with_context(|| format!("{k}: cannot read {v}"))?;
             let key = name.to_ascii_lowercase().replace("__", ".");
-            fig = fig.merge((key, value.trim().to_owned()));
+            fig = fig.merge((key, file_value(value.trim())));
         }
     }
     let settings: Settings = fig.extract().map_err(|e| {
@@ -125,6 +125,27 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
         anyhow!("{file}: {e}")
     })?;
     resolve(settings, exists.then_some(path))
+}
+
+/// `IDP_*` variables that are not settings: the config path, the log filter,
+/// the test suite's URLs, and `*_FILE` indirections (read separately).
+fn is_setting_variable(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    !(k == "config" || k == "log" || k.starts_with("test_") || k.ends_with("_file"))
+}
+
+/// A value read from an `IDP_*_FILE` file: a number or boolean when it reads
+/// as one (for numeric settings), else the text.
+fn file_value(text: &str) -> figment::value::Value {
+    use figment::value::Value;
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::from(n);
+    }
+    match text {
+        "true" => Value::from(true),
+        "false" => Value::from(false),
+        _ => Value::from(text.to_owned()),
+    }
 }
 
 fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<LoadedConfig> {
@@ -204,7 +225,16 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
             base.join(p)
         }
     };
-    let clients_dir = Some(rel(&settings.clients_dir)).filter(|p| p.is_dir());
+    // With a config file, its clients folder must exist; with built-in
+    // defaults only (no file), a missing `./clients` means no clients.
+    let clients_path = rel(&settings.clients_dir);
+    if source.is_some() && !clients_path.is_dir() {
+        bail!(
+            "{where_}: clients_dir: {} is not a folder",
+            clients_path.display()
+        );
+    }
+    let clients_dir = Some(clients_path).filter(|p| p.is_dir());
     let themes_dir = settings.themes_dir.as_deref().map(rel);
     if let Some(t) = &themes_dir
         && !t.is_dir()

@@ -416,3 +416,79 @@ fn migrate_and_new_kek() {
     let err = ws3.idp(&["config", "check"], None).fails();
     assert!(err.contains("key_encryption_key"), "{err}");
 }
+
+/// Environment layering: `IDP_CONFIG` picks the file, `IDP_LOG` and the test
+/// suite's `IDP_TEST_*` are not settings, `IDP_<KEY>` overrides a key
+/// (`__` nests) and `IDP_<KEY>_FILE` reads a value from a file.
+#[test]
+fn environment_overrides_and_file_indirection() {
+    let ws = Workspace::new("");
+    let kek_file = ws.write("kek.txt", "   \n");
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_idp"));
+        cmd.current_dir(&ws.dir).args(["config", "check"]);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("IDP_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let config = ws.config();
+    let config = config.to_str().unwrap();
+    let out = run(&[
+        ("IDP_CONFIG", config),
+        ("IDP_LOG", "debug"),
+        ("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(config));
+    // A nested override is applied (and checked).
+    let out = run(&[("IDP_CONFIG", config), ("IDP_THROTTLE__WINDOW_SECS", "0")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("throttle"));
+    let out = run(&[
+        ("IDP_CONFIG", config),
+        ("IDP_ISSUER", "https://login.example"),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("issuer https://login.example"));
+    // A secret from a file: a bad one is refused naming the key, a good one accepted.
+    let out = run(&[
+        ("IDP_CONFIG", config),
+        ("IDP_KEY_ENCRYPTION_KEY_FILE", kek_file.to_str().unwrap()),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key_encryption_key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kek = ws.idp(&["keys", "new-kek"], None).ok();
+    std::fs::write(&kek_file, format!("{}\n", kek.trim())).unwrap();
+    let out = run(&[
+        ("IDP_CONFIG", config),
+        ("IDP_KEY_ENCRYPTION_KEY_FILE", kek_file.to_str().unwrap()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A numeric setting from a file.
+    let n = ws.write("memory.txt", "8192\n");
+    let out = run(&[
+        ("IDP_CONFIG", config),
+        ("IDP_PASSWORD__MEMORY_KIB_FILE", n.to_str().unwrap()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -101,7 +101,14 @@ pub async fn ensure_keys(
     Ok(keys)
 }
 
-/// Adds a new active key for `alg` and retires the previous one(s). Returns the new kid.
+/// How long a new key is published before it signs, and an old one keeps
+/// signing after a rotation: the JWKS `max-age`, so relying parties that cache
+/// the JWKS know a key before they meet a token signed with it.
+pub const PROPAGATION: time::Duration = time::Duration::seconds(300);
+
+/// Adds a new key for `alg`; the previous one(s) keep signing for
+/// [`PROPAGATION`], then retire (and stay published until their tokens have
+/// expired). Returns the new kid.
 pub async fn rotate_key(
     repo: &dyn SigningKeyRepo,
     kek: &KeyEncryptionKey,
@@ -118,7 +125,7 @@ pub async fn rotate_key(
     let key = generate_key(alg, kek, now)?;
     repo.create(&key).await?;
     for kid in old {
-        repo.retire(&kid, now).await?;
+        repo.retire(&kid, now + PROPAGATION).await?;
     }
     Ok(key.kid)
 }
@@ -179,8 +186,21 @@ impl SigningKeys {
             };
             verifiers.insert(k.kid.clone(), verifier);
             published.push(public);
-            if k.retired_at.is_none() {
-                // The newest active key of an alg wins (keys come oldest first).
+        }
+        for alg in SigningAlg::ALL {
+            // Signing candidates: not yet retired. Prefer the newest key that
+            // has been published long enough; a fresh set (first start) has
+            // none, so its newest key signs at once.
+            let candidates: Vec<&StoredSigningKey> = keys
+                .iter()
+                .filter(|k| k.alg == alg.as_str() && k.retired_at.is_none_or(|r| r > now))
+                .collect();
+            let chosen = candidates
+                .iter()
+                .filter(|k| k.created_at + PROPAGATION <= now)
+                .max_by_key(|k| k.created_at)
+                .or_else(|| candidates.iter().max_by_key(|k| k.created_at));
+            if let Some(k) = chosen {
                 let private = Jwk::from_bytes(kek.open(&k.private_jwe)?)?;
                 let signer: Box<dyn JwsSigner> = match alg {
                     SigningAlg::ES256 => Box::new(ES256.signer_from_jwk(&private)?),
@@ -320,5 +340,46 @@ mod tests {
         let mut tampered = jwt.clone();
         tampered.insert(tampered.len() - 3, 'A');
         assert!(during.verify(&tampered).is_err());
+    }
+
+    #[test]
+    fn a_rotated_in_key_signs_only_after_propagation() {
+        let kek = KeyEncryptionKey::generate();
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let keep = time::Duration::hours(1);
+        let mut old = generate_key(SigningAlg::ES256, &kek, t0 - time::Duration::days(1)).unwrap();
+        let new = generate_key(SigningAlg::ES256, &kek, t0).unwrap();
+        // What rotate_key stores: the old key retires after the propagation delay.
+        old.retired_at = Some(t0 + PROPAGATION);
+        let keys = [old.clone(), new.clone()];
+        let at_rotation = SigningKeys::from_stored(&keys, &kek, t0, keep).unwrap();
+        assert_eq!(
+            at_rotation.active_kid(SigningAlg::ES256),
+            Some(old.kid.as_str())
+        );
+        let published: serde_json::Value = serde_json::from_str(at_rotation.jwks_json()).unwrap();
+        assert_eq!(
+            published["keys"].as_array().unwrap().len(),
+            2,
+            "the new key is published at once"
+        );
+        let later = SigningKeys::from_stored(
+            &keys,
+            &kek,
+            t0 + PROPAGATION + time::Duration::seconds(1),
+            keep,
+        )
+        .unwrap();
+        assert_eq!(later.active_kid(SigningAlg::ES256), Some(new.kid.as_str()));
+        let jwt = at_rotation
+            .sign(SigningAlg::ES256, "JWT", serde_json::Map::new())
+            .unwrap();
+        assert!(
+            later.verify(&jwt).is_ok(),
+            "tokens of the old key still verify"
+        );
+        // A first start signs with its only key at once.
+        let first = SigningKeys::from_stored(std::slice::from_ref(&new), &kek, t0, keep).unwrap();
+        assert_eq!(first.active_kid(SigningAlg::ES256), Some(new.kid.as_str()));
     }
 }

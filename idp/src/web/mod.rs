@@ -165,7 +165,8 @@ pub(crate) fn request_meta(
             headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                // The entry our proxy appended: the rightmost one.
+                .and_then(|v| v.rsplit(',').next())
                 .map(|s| s.trim().to_owned())
         })
         .flatten();
