@@ -148,6 +148,7 @@ pub async fn build_state(
         consents: storage.clone(),
         audit: storage.clone(),
         client_states: storage.clone(),
+        devices: storage.clone(),
     };
     let hasher = PasswordHasher::new(cfg.settings.password)?;
     let settings = ProviderSettings {

@@ -288,6 +288,17 @@ pub struct ClientFile {
     pub require_pkce: bool,
     #[serde(default)]
     pub lifetimes: LifetimesFile,
+    /// The login flows (`[[login.flows]]`); none means identifier then password.
+    #[serde(default)]
+    pub login: LoginFile,
+}
+
+/// `[login]` of a client file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFile {
+    #[serde(default)]
+    pub flows: Vec<idp_core::flow::definition::FlowSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -465,6 +476,8 @@ pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
         id_token_alg: alg,
         access_token_alg: alg,
         require_pkce: f.require_pkce,
+        login: idp_core::flow::definition::parse_policy(&f.login.flows)
+            .map_err(|e| anyhow!("login.{e}"))?,
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
             access_token: l.access_token_secs,

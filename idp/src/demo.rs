@@ -78,6 +78,7 @@ fn demo_client(rp_base: &str, secret: &str) -> Client {
         access_token_alg: SigningAlg::ES256,
         require_pkce: true,
         lifetimes: Lifetimes::default(),
+        login: idp_core::flow::definition::LoginPolicy::password_only(),
     }
 }
 

@@ -683,7 +683,11 @@ mod tests {
         "logout.html",
         "logged_out.html",
         "demo_home.html",
+        "alternatives.html",
     ];
+
+    /// Templates included by pages rather than rendered as pages.
+    const PARTIALS: &[&str] = &["alternatives.html"];
 
     /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
     /// scan of the templates cannot see.
@@ -700,8 +704,17 @@ mod tests {
         "error.csrf",
         "error.internal",
         "error.not_found",
+        "error.no_usable_method",
         "lang.en",
         "lang.fr",
+        "method.identifier",
+        "method.password",
+        "method.email_code",
+        "method.sms_code",
+        "method.totp",
+        "method.webauthn",
+        "method.passkey",
+        "method.recovery_code",
     ];
 
     /// A folder under the system temp folder, removed when dropped.
@@ -783,6 +796,14 @@ mod tests {
                 provider_url => "http://127.0.0.1:8080",
                 demo_email => "demo@example.com",
             },
+            "alternatives.html" => context! {
+                csrf => "csrf-token",
+                switch_action => "/login/flow-1/method",
+                alternatives => vec![
+                    context! { method => "totp", label => "method.totp" },
+                    context! { method => "email_code", label => "method.email_code" },
+                ],
+            },
             other => panic!("no sample context for {other}"),
         }
     }
@@ -791,6 +812,16 @@ mod tests {
     fn expected_text(template: &str, locale: Locale) -> &'static [&'static str] {
         match (template, locale) {
             ("layout.html", Locale::En) => &["Marketplace", "Skip to main content", "Français"],
+            ("alternatives.html", Locale::En) => &[
+                "Other ways to sign in",
+                "Authenticator app",
+                "Code sent by email",
+            ],
+            ("alternatives.html", Locale::Fr) => &[
+                "Autres façons de vous connecter",
+                "Application d’authentification",
+                "Code envoyé par e-mail",
+            ],
             ("layout.html", Locale::Fr) => {
                 &["Marketplace", "Aller au contenu principal", "English"]
             }
@@ -1031,14 +1062,17 @@ mod tests {
                 let html = themes
                     .render(DEFAULT_THEME, template, locale, sample_context(template))
                     .unwrap_or_else(|e| panic!("{template} in {locale:?}: {e}"));
-                assert!(
-                    html.contains(&format!("<html lang=\"{}\">", locale.as_str())),
-                    "{template}: {html}"
-                );
-                assert!(html.contains("/assets/default/style.css"), "{template}");
-                assert_eq!(html.matches("<main").count(), 1, "{template}");
-                if *template != "layout.html" {
-                    assert_eq!(html.matches("<h1").count(), 1, "{template}");
+                // Partials are included in pages; only pages have the page structure.
+                if !PARTIALS.contains(template) {
+                    assert!(
+                        html.contains(&format!("<html lang=\"{}\">", locale.as_str())),
+                        "{template}: {html}"
+                    );
+                    assert!(html.contains("/assets/default/style.css"), "{template}");
+                    assert_eq!(html.matches("<main").count(), 1, "{template}");
+                    if *template != "layout.html" {
+                        assert_eq!(html.matches("<h1").count(), 1, "{template}");
+                    }
                 }
                 assert!(!html.contains("style="), "{template}: inline style");
                 assert!(!html.contains("<script"), "{template}: script");

@@ -70,6 +70,10 @@ async fn sqlite_file_concurrent_rotation_has_one_winner() {
         name: None,
         locale: None,
         status: UserStatus::Active,
+        phone: None,
+        phone_verified: false,
+        mfa_required: false,
+        last_method: None,
         created_at: t,
         updated_at: t,
     };
@@ -125,6 +129,70 @@ async fn sqlite_file_concurrent_rotation_has_one_winner() {
         }
     }
     assert_eq!(stored, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_concurrent_credential_swaps_have_one_winner() {
+    use idp_core::domain::UserStatus;
+    use idp_core::domain::{CustomerId, Email, StoredCredential, User, UserId};
+    use idp_core::ports::{CredentialRepo, UserRepo};
+
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("idp.db").display());
+    let s = SeaStorage::connect(&url).await.unwrap();
+    s.migrate().await.unwrap();
+    let t = datetime!(2026-11-22 10:00:00 UTC);
+    let user = User {
+        id: UserId(Uuid::now_v7()),
+        customer_id: CustomerId::parse("ab12345-xyz").unwrap(),
+        email: Email::parse("alice@example.com").unwrap(),
+        email_verified: true,
+        name: None,
+        locale: None,
+        status: UserStatus::Active,
+        phone: None,
+        phone_verified: false,
+        mfa_required: false,
+        last_method: None,
+        created_at: t,
+        updated_at: t,
+    };
+    s.create(&user).await.unwrap();
+    let totp = StoredCredential {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        kind: "totp".into(),
+        label: None,
+        secret: "seed;last-step=100".into(),
+        created_at: t,
+        last_used_at: None,
+    };
+    s.create_credential(&totp).await.unwrap();
+
+    // Eight writers on the pooled connections race for the same value.
+    let tasks = 8;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(tasks));
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let (s, barrier, id) = (s.clone(), barrier.clone(), totp.id);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let new = format!("seed;last-step=101;task={i}");
+                let won = s
+                    .update_credential_secret(id, "seed;last-step=100", &new, t)
+                    .await
+                    .unwrap();
+                won.then_some(new)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for h in handles {
+        winners.extend(h.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "exactly one swap wins: {winners:?}");
+    let now = s.find_credential(totp.id).await.unwrap().unwrap();
+    assert_eq!(now.secret, winners[0]);
 }
 
 #[tokio::test]

@@ -10,11 +10,12 @@
 #![allow(non_snake_case)]
 
 use idp_core::domain::{
-    AuditEvent, ClientId, Consent, CustomerId, Email, PasswordCredential, RefreshTokenRecord,
-    StoredSigningKey, TokenFamily, TokenHash, User, UserId, UserStatus,
+    AuditEvent, ClientId, Consent, CustomerId, Email, KnownDevice, PasswordCredential,
+    RefreshTokenRecord, StoredCredential, StoredSigningKey, TokenFamily, TokenHash, User, UserId,
+    UserStatus,
 };
 use idp_core::ports::{
-    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, RepoError, SigningKeyRepo,
+    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, RepoError, SigningKeyRepo,
     TokenFamilyRepo, UserRepo,
 };
 use idp_storage::SeaStorage;
@@ -44,6 +45,10 @@ fn user(email: &str, customer_id: &str, created_at: OffsetDateTime) -> User {
         name: Some("Alice Martin".into()),
         locale: Some("fr".into()),
         status: UserStatus::Active,
+        phone: None,
+        phone_verified: false,
+        mfa_required: false,
+        last_method: None,
         created_at,
         updated_at: created_at,
     }
@@ -80,6 +85,35 @@ fn refresh_token(family: &TokenFamily, secret: &str) -> RefreshTokenRecord {
         created_at: at(1.0),
         expires_at: at(86_400.0),
         used_at: None,
+    }
+}
+
+fn credential(
+    user: UserId,
+    kind: &str,
+    secret: &str,
+    created_at: OffsetDateTime,
+) -> StoredCredential {
+    StoredCredential {
+        id: Uuid::now_v7(),
+        user_id: user,
+        kind: kind.into(),
+        label: None,
+        secret: secret.into(),
+        created_at,
+        last_used_at: None,
+    }
+}
+
+fn device(user: UserId, cookie: &str, seen: OffsetDateTime) -> KnownDevice {
+    KnownDevice {
+        id: Uuid::now_v7(),
+        user_id: user,
+        token_hash: TokenHash::of(cookie),
+        label: Some("Firefox on Linux".into()),
+        created_at: T0,
+        last_seen_at: seen,
+        revoked_at: None,
     }
 }
 
@@ -156,6 +190,10 @@ async fn user_fields_round_trip(s: &SeaStorage) {
     u.name = None;
     u.locale = None;
     u.status = UserStatus::Disabled;
+    u.phone = Some("+33612345678".into());
+    u.phone_verified = true;
+    u.mfa_required = true;
+    u.last_method = Some("webauthn".into());
     u.updated_at = created + Duration::days(1);
     UserRepo::create(s, &u).await.unwrap();
 
@@ -226,6 +264,78 @@ async fn user_list_order(s: &SeaStorage) {
     assert_eq!(UserRepo::list(s, 2, 2).await.unwrap(), expected[2..4]);
     assert_eq!(UserRepo::list(s, 10, 4).await.unwrap(), expected[4..]);
     assert_eq!(UserRepo::list(s, 10, 5).await.unwrap(), vec![]);
+}
+
+async fn user_login_settings_default_then_set(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+
+    // A user created without them has no phone, no MFA requirement, no last
+    // method.
+    let back = s.find_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(back.phone, None);
+    assert!(!back.phone_verified);
+    assert!(!back.mfa_required);
+    assert_eq!(back.last_method, None);
+
+    s.set_phone(alice.id, Some("+33612345678"), false)
+        .await
+        .unwrap();
+    s.set_mfa_required(alice.id, true).await.unwrap();
+    s.set_last_method(alice.id, "email_code").await.unwrap();
+    let expected = User {
+        phone: Some("+33612345678".into()),
+        phone_verified: false,
+        mfa_required: true,
+        last_method: Some("email_code".into()),
+        // No time is given to the setters: `updated_at` stays.
+        ..alice.clone()
+    };
+    assert_eq!(
+        s.find_by_id(alice.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    // The lookups see the same row.
+    let by_email = s.find_by_email(&alice.email).await.unwrap();
+    assert_eq!(by_email, Some(expected.clone()));
+
+    // Each setter moves only its own columns.
+    s.set_phone(alice.id, Some("+33699999999"), true)
+        .await
+        .unwrap();
+    s.set_last_method(alice.id, "webauthn").await.unwrap();
+    let expected = User {
+        phone: Some("+33699999999".into()),
+        phone_verified: true,
+        last_method: Some("webauthn".into()),
+        ..expected
+    };
+    assert_eq!(
+        s.find_by_id(alice.id).await.unwrap(),
+        Some(expected.clone())
+    );
+
+    s.set_phone(alice.id, None, false).await.unwrap();
+    s.set_mfa_required(alice.id, false).await.unwrap();
+    let expected = User {
+        phone: None,
+        phone_verified: false,
+        mfa_required: false,
+        ..expected
+    };
+    assert_eq!(s.find_by_id(alice.id).await.unwrap(), Some(expected));
+
+    // The other user is untouched.
+    assert_eq!(s.find_by_id(bob.id).await.unwrap(), Some(bob));
+
+    // An unknown user: nothing happens, nothing is created.
+    let ghost = UserId(Uuid::now_v7());
+    s.set_phone(ghost, Some("+33600000000"), true)
+        .await
+        .unwrap();
+    s.set_mfa_required(ghost, true).await.unwrap();
+    s.set_last_method(ghost, "password").await.unwrap();
+    assert_eq!(s.find_by_id(ghost).await.unwrap(), None);
 }
 
 // ---------------------------------------------------------------- credentials
@@ -309,6 +419,361 @@ async fn concurrent_password_sets_keep_one_row(s: &SeaStorage) {
     };
     s.set_password(&last).await.unwrap();
     assert_eq!(s.find_password(alice.id).await.unwrap(), Some(last));
+}
+
+async fn credentials_create_find_and_list_by_kind(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let password = PasswordCredential {
+        user_id: alice.id,
+        phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        updated_at: at(1.0),
+    };
+    s.set_password(&password).await.unwrap();
+
+    // Alice's passkeys, created out of order around a whole second (the text
+    // of `…:05Z` sorts after `…:05.5Z` on SQLite, which must not matter).
+    let whole = T0.replace_nanosecond(0).unwrap() + Duration::seconds(5);
+    let mut passkeys = Vec::new();
+    for (i, t) in [
+        whole + Duration::milliseconds(500),
+        whole,
+        whole + Duration::seconds(1),
+        whole - Duration::microseconds(1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = StoredCredential {
+            label: Some(format!("YubiKey {i}")),
+            last_used_at: (i == 0).then(|| at(60.0)),
+            ..credential(alice.id, "webauthn", &format!("{{\"key\":{i}}}"), t)
+        };
+        s.create_credential(&c).await.unwrap();
+        passkeys.push(c);
+    }
+    let totp = StoredCredential {
+        label: Some("Phone".into()),
+        ..credential(alice.id, "totp", "sealed-seed", at(2.0))
+    };
+    s.create_credential(&totp).await.unwrap();
+    let bobs_passkey = credential(bob.id, "webauthn", "{\"key\":\"bob\"}", at(3.0));
+    s.create_credential(&bobs_passkey).await.unwrap();
+
+    passkeys.sort_by_key(|c| c.created_at);
+    assert_eq!(
+        s.list_credentials(alice.id, "webauthn").await.unwrap(),
+        passkeys
+    );
+    assert_eq!(
+        s.list_credentials(alice.id, "totp").await.unwrap(),
+        vec![totp.clone()]
+    );
+    assert_eq!(
+        s.list_credentials(bob.id, "webauthn").await.unwrap(),
+        vec![bobs_passkey.clone()]
+    );
+    assert_eq!(s.list_credentials(bob.id, "totp").await.unwrap(), vec![]);
+    assert_eq!(
+        s.list_credentials(alice.id, "recovery_code").await.unwrap(),
+        vec![]
+    );
+    // The password row is listed only when its kind is asked for.
+    let listed = s.list_credentials(alice.id, "password").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].secret, password.phc);
+    assert_eq!(listed[0].user_id, alice.id);
+    assert_eq!(
+        s.list_credentials(bob.id, "password").await.unwrap(),
+        vec![]
+    );
+
+    for c in passkeys.iter().chain([&totp, &bobs_passkey]) {
+        assert_eq!(s.find_credential(c.id).await.unwrap().as_ref(), Some(c));
+    }
+    assert_eq!(s.find_credential(Uuid::now_v7()).await.unwrap(), None);
+    // Creating credentials leaves the password alone.
+    assert_eq!(s.find_password(alice.id).await.unwrap(), Some(password));
+
+    // Refused: an id already taken, an unknown user, a second password.
+    assert_conflict(s.create_credential(&totp).await);
+    let ghost = credential(UserId(Uuid::now_v7()), "totp", "seed", T0);
+    assert_conflict(s.create_credential(&ghost).await);
+    assert_eq!(s.find_credential(ghost.id).await.unwrap(), None);
+    let second_password = credential(alice.id, "password", "$argon2id$other", T0);
+    assert_conflict(s.create_credential(&second_password).await);
+    // A first password through `create_credential` is found as one.
+    let bobs_password = credential(bob.id, "password", "$argon2id$bob", at(4.0));
+    s.create_credential(&bobs_password).await.unwrap();
+    let found = s.find_password(bob.id).await.unwrap().unwrap();
+    assert_eq!(found.phc, "$argon2id$bob");
+    assert_eq!(found.updated_at, at(4.0));
+}
+
+async fn credential_secret_swaps_once(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let code = credential(alice.id, "webauthn", "counter=1", at(1.0));
+    s.create_credential(&code).await.unwrap();
+
+    assert!(
+        s.update_credential_secret(code.id, "counter=1", "counter=2", at(10.0))
+            .await
+            .unwrap()
+    );
+    let after = StoredCredential {
+        secret: "counter=2".into(),
+        last_used_at: Some(at(10.0)),
+        ..code.clone()
+    };
+    assert_eq!(
+        s.find_credential(code.id).await.unwrap(),
+        Some(after.clone())
+    );
+
+    // The stale expected value: refused, nothing changes.
+    assert!(
+        !s.update_credential_secret(code.id, "counter=1", "counter=3", at(20.0))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.find_credential(code.id).await.unwrap(), Some(after));
+
+    // The current value swaps again.
+    assert!(
+        s.update_credential_secret(code.id, "counter=2", "counter=3", at(30.0))
+            .await
+            .unwrap()
+    );
+    let now = s.find_credential(code.id).await.unwrap().unwrap();
+    assert_eq!(now.secret, "counter=3");
+    assert_eq!(now.last_used_at, Some(at(30.0)));
+
+    // An unknown id.
+    assert!(
+        !s.update_credential_secret(Uuid::now_v7(), "counter=3", "x", at(40.0))
+            .await
+            .unwrap()
+    );
+}
+
+async fn concurrent_credential_swaps_have_one_winner(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let totp = credential(alice.id, "totp", "seed;last-step=100", at(1.0));
+    s.create_credential(&totp).await.unwrap();
+
+    // Eight uses of the same one-time value at once.
+    let tasks = 8;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(tasks));
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let (s, barrier, id) = (s.clone(), barrier.clone(), totp.id);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let new = format!("seed;last-step=101;task={i}");
+                let won = s
+                    .update_credential_secret(id, "seed;last-step=100", &new, at(2.0))
+                    .await
+                    .unwrap();
+                won.then_some(new)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for h in handles {
+        winners.extend(h.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "exactly one swap wins: {winners:?}");
+    let now = s.find_credential(totp.id).await.unwrap().unwrap();
+    assert_eq!(now.secret, winners[0]);
+    assert_eq!(now.last_used_at, Some(at(2.0)));
+}
+
+async fn credentials_rename_and_delete(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let password = PasswordCredential {
+        user_id: alice.id,
+        phc: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        updated_at: at(1.0),
+    };
+    s.set_password(&password).await.unwrap();
+    let passkey = credential(alice.id, "webauthn", "{}", at(1.0));
+    s.create_credential(&passkey).await.unwrap();
+    let mut alices_codes = Vec::new();
+    for i in 0..3 {
+        let c = credential(alice.id, "recovery_code", &format!("hash-{i}"), at(2.0));
+        s.create_credential(&c).await.unwrap();
+        alices_codes.push(c);
+    }
+    let bobs_code = credential(bob.id, "recovery_code", "hash-bob", at(2.0));
+    s.create_credential(&bobs_code).await.unwrap();
+
+    s.rename_credential(passkey.id, "Work laptop")
+        .await
+        .unwrap();
+    let renamed = StoredCredential {
+        label: Some("Work laptop".into()),
+        ..passkey.clone()
+    };
+    assert_eq!(
+        s.find_credential(passkey.id).await.unwrap(),
+        Some(renamed.clone())
+    );
+    s.rename_credential(Uuid::now_v7(), "nothing")
+        .await
+        .unwrap();
+
+    // Deleting one: true once, then false.
+    assert!(s.delete_credential(alices_codes[0].id).await.unwrap());
+    assert!(!s.delete_credential(alices_codes[0].id).await.unwrap());
+    assert_eq!(s.find_credential(alices_codes[0].id).await.unwrap(), None);
+    assert!(!s.delete_credential(Uuid::now_v7()).await.unwrap());
+
+    // Deleting a kind: only that user's rows of that kind.
+    assert_eq!(
+        s.delete_credentials_of_kind(alice.id, "recovery_code")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.delete_credentials_of_kind(alice.id, "recovery_code")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.delete_credentials_of_kind(alice.id, "totp")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.list_credentials(alice.id, "recovery_code").await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        s.list_credentials(bob.id, "recovery_code").await.unwrap(),
+        vec![bobs_code]
+    );
+    assert_eq!(
+        s.list_credentials(alice.id, "webauthn").await.unwrap(),
+        vec![renamed]
+    );
+    assert_eq!(s.find_password(alice.id).await.unwrap(), Some(password));
+}
+
+// ---------------------------------------------------------------- known devices
+
+async fn devices_create_find_touch(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let laptop = device(alice.id, "cookie-laptop", at(1.0));
+    s.create_device(&laptop).await.unwrap();
+    let anonymous = KnownDevice {
+        label: None,
+        ..device(alice.id, "cookie-phone", at(2.0))
+    };
+    s.create_device(&anonymous).await.unwrap();
+
+    let found = s
+        .find_device(&TokenHash::of("cookie-laptop"))
+        .await
+        .unwrap();
+    assert_eq!(found, Some(laptop.clone()));
+    let found = s.find_device(&TokenHash::of("cookie-phone")).await.unwrap();
+    assert_eq!(found, Some(anonymous));
+    let unknown = s.find_device(&TokenHash::of("cookie-other")).await.unwrap();
+    assert_eq!(unknown, None);
+
+    s.touch_device(laptop.id, at(100.5)).await.unwrap();
+    let touched = KnownDevice {
+        last_seen_at: at(100.5),
+        ..laptop.clone()
+    };
+    let found = s.find_device(&laptop.token_hash).await.unwrap();
+    assert_eq!(found, Some(touched));
+    s.touch_device(Uuid::now_v7(), at(200.0)).await.unwrap();
+
+    // Refused: the same cookie hash, the same id, an unknown user.
+    assert_conflict(
+        s.create_device(&device(alice.id, "cookie-laptop", at(3.0)))
+            .await,
+    );
+    let same_id = KnownDevice {
+        token_hash: TokenHash::of("cookie-new"),
+        ..laptop.clone()
+    };
+    assert_conflict(s.create_device(&same_id).await);
+    let ghost = device(UserId(Uuid::now_v7()), "cookie-ghost", at(3.0));
+    assert_conflict(s.create_device(&ghost).await);
+    assert_eq!(s.find_device(&ghost.token_hash).await.unwrap(), None);
+}
+
+async fn device_revoke_once(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let laptop = device(alice.id, "cookie-laptop", at(1.0));
+    s.create_device(&laptop).await.unwrap();
+
+    assert!(s.revoke_device(laptop.id, at(10.0)).await.unwrap());
+    let revoked = KnownDevice {
+        revoked_at: Some(at(10.0)),
+        ..laptop.clone()
+    };
+    let found = s.find_device(&laptop.token_hash).await.unwrap();
+    assert_eq!(found, Some(revoked.clone()));
+
+    // Again: false, and the first time is kept.
+    assert!(!s.revoke_device(laptop.id, at(20.0)).await.unwrap());
+    let found = s.find_device(&laptop.token_hash).await.unwrap();
+    assert_eq!(found, Some(revoked));
+    assert!(!s.revoke_device(Uuid::now_v7(), at(20.0)).await.unwrap());
+}
+
+async fn devices_list_most_recently_seen_first(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let whole = T0.replace_nanosecond(0).unwrap() + Duration::seconds(5);
+    let mut alices = Vec::new();
+    for (i, seen) in [
+        whole + Duration::milliseconds(500),
+        whole,
+        whole + Duration::seconds(2),
+        whole - Duration::microseconds(1),
+        whole + Duration::seconds(1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = device(alice.id, &format!("cookie-{i}"), seen);
+        s.create_device(&d).await.unwrap();
+        alices.push(d);
+    }
+    let bobs = device(bob.id, "cookie-bob", at(1_000.0));
+    s.create_device(&bobs).await.unwrap();
+
+    let mut newest_first = alices.clone();
+    newest_first.sort_by_key(|d| std::cmp::Reverse(d.last_seen_at));
+    assert_eq!(s.list_devices(alice.id).await.unwrap(), newest_first);
+
+    // Seeing the oldest one moves it to the front; revoked ones are listed.
+    let oldest = newest_first.pop().unwrap();
+    s.touch_device(oldest.id, whole + Duration::seconds(3))
+        .await
+        .unwrap();
+    assert!(s.revoke_device(newest_first[0].id, at(50.0)).await.unwrap());
+    newest_first[0].revoked_at = Some(at(50.0));
+    newest_first.insert(
+        0,
+        KnownDevice {
+            last_seen_at: whole + Duration::seconds(3),
+            ..oldest
+        },
+    );
+    assert_eq!(s.list_devices(alice.id).await.unwrap(), newest_first);
+
+    assert_eq!(s.list_devices(bob.id).await.unwrap(), vec![bobs]);
+    let nobody = UserId(Uuid::now_v7());
+    assert_eq!(s.list_devices(nobody).await.unwrap(), vec![]);
 }
 
 // ---------------------------------------------------------------- token families
@@ -706,12 +1171,30 @@ on_both_backends! {
     user_duplicate_email_conflicts =>
         user_duplicate_email_conflicts__sqlite, user_duplicate_email_conflicts__postgres;
     user_list_order => user_list_order__sqlite, user_list_order__postgres;
+    user_login_settings_default_then_set =>
+        user_login_settings_default_then_set__sqlite,
+        user_login_settings_default_then_set__postgres;
     password_set_and_replace => password_set_and_replace__sqlite, password_set_and_replace__postgres;
     password_of_unknown_user_is_refused =>
         password_of_unknown_user_is_refused__sqlite, password_of_unknown_user_is_refused__postgres;
     concurrent_password_sets_keep_one_row =>
         concurrent_password_sets_keep_one_row__sqlite,
         concurrent_password_sets_keep_one_row__postgres;
+    credentials_create_find_and_list_by_kind =>
+        credentials_create_find_and_list_by_kind__sqlite,
+        credentials_create_find_and_list_by_kind__postgres;
+    credential_secret_swaps_once =>
+        credential_secret_swaps_once__sqlite, credential_secret_swaps_once__postgres;
+    concurrent_credential_swaps_have_one_winner =>
+        concurrent_credential_swaps_have_one_winner__sqlite,
+        concurrent_credential_swaps_have_one_winner__postgres;
+    credentials_rename_and_delete =>
+        credentials_rename_and_delete__sqlite, credentials_rename_and_delete__postgres;
+    devices_create_find_touch => devices_create_find_touch__sqlite, devices_create_find_touch__postgres;
+    device_revoke_once => device_revoke_once__sqlite, device_revoke_once__postgres;
+    devices_list_most_recently_seen_first =>
+        devices_list_most_recently_seen_first__sqlite,
+        devices_list_most_recently_seen_first__postgres;
     family_create_with_first_token =>
         family_create_with_first_token__sqlite, family_create_with_first_token__postgres;
     family_creation_is_atomic => family_creation_is_atomic__sqlite, family_creation_is_atomic__postgres;
@@ -746,6 +1229,10 @@ fn stored_garbage_is_corrupt() {
         name: None,
         locale: None,
         status: "active".into(),
+        phone: None,
+        phone_verified: false,
+        mfa_required: false,
+        last_method: None,
         created_at: T0,
         updated_at: T0,
     };

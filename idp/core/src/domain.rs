@@ -177,8 +177,57 @@ pub struct User {
     pub name: Option<String>,
     pub locale: Option<String>,
     pub status: UserStatus,
+    /// Mobile number in E.164 form (`+33612345678`), for SMS codes.
+    pub phone: Option<String>,
+    pub phone_verified: bool,
+    /// The account must use a second factor (organization policy or admin).
+    pub mfa_required: bool,
+    /// The login method this user passed last (shown first next time).
+    pub last_method: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+}
+
+/// A credential other than the password: a TOTP device, a WebAuthn key, a
+/// recovery code. `secret` is kind-specific and never plain: a sealed TOTP
+/// seed, a serialized WebAuthn public key and counter, a recovery code's hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCredential {
+    pub id: Uuid,
+    pub user_id: UserId,
+    /// `totp`, `webauthn`, `recovery_code`.
+    pub kind: String,
+    /// Name chosen by the user ("Phone", "YubiKey").
+    pub label: Option<String>,
+    pub secret: String,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("kind", &self.kind)
+            .field("label", &self.label)
+            .field("secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A browser a user signed in from, remembered by a long-lived cookie whose
+/// value is random (only its hash is stored) and which can be revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownDevice {
+    pub id: Uuid,
+    pub user_id: UserId,
+    pub token_hash: TokenHash,
+    /// What the user sees in their device list (from the user agent).
+    pub label: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// A stored password credential: an argon2 PHC string.

@@ -3,8 +3,8 @@
 //! (SQLite and PostgreSQL).
 
 use crate::domain::{
-    AuditEvent, ClientId, ClientState, Consent, CustomerId, Email, PasswordCredential,
-    RefreshTokenRecord, StoredSigningKey, TokenFamily, TokenHash, User, UserId,
+    AuditEvent, ClientId, ClientState, Consent, CustomerId, Email, KnownDevice, PasswordCredential,
+    RefreshTokenRecord, StoredCredential, StoredSigningKey, TokenFamily, TokenHash, User, UserId,
 };
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -36,6 +36,17 @@ pub trait UserRepo: Send + Sync {
     async fn find_by_customer_id(&self, id: &CustomerId) -> Result<Option<User>, RepoError>;
     /// Users ordered by creation time.
     async fn list(&self, limit: u64, offset: u64) -> Result<Vec<User>, RepoError>;
+    /// Remembers the login method passed last (shown first next time).
+    async fn set_last_method(&self, user: UserId, method: &str) -> Result<(), RepoError>;
+    /// Sets whether the account must use a second factor.
+    async fn set_mfa_required(&self, user: UserId, required: bool) -> Result<(), RepoError>;
+    /// Sets (or clears) the mobile number and whether it is verified.
+    async fn set_phone(
+        &self,
+        user: UserId,
+        phone: Option<&str>,
+        verified: bool,
+    ) -> Result<(), RepoError>;
 }
 
 /// Authentication credentials of users (password for now; TOTP, WebAuthn, ...
@@ -45,6 +56,41 @@ pub trait CredentialRepo: Send + Sync {
     async fn find_password(&self, user: UserId) -> Result<Option<PasswordCredential>, RepoError>;
     /// Creates or replaces the user's password hash.
     async fn set_password(&self, cred: &PasswordCredential) -> Result<(), RepoError>;
+    /// A user's credentials of one kind, oldest first.
+    async fn list_credentials(
+        &self,
+        user: UserId,
+        kind: &str,
+    ) -> Result<Vec<StoredCredential>, RepoError>;
+    async fn find_credential(&self, id: Uuid) -> Result<Option<StoredCredential>, RepoError>;
+    async fn create_credential(&self, cred: &StoredCredential) -> Result<(), RepoError>;
+    /// Replaces the secret (and sets `last_used_at`) only if it still is
+    /// `expected` (compare-and-swap): of two concurrent uses of a one-time
+    /// value, exactly one succeeds. Returns whether it was replaced.
+    async fn update_credential_secret(
+        &self,
+        id: Uuid,
+        expected: &str,
+        new_secret: &str,
+        used_at: OffsetDateTime,
+    ) -> Result<bool, RepoError>;
+    async fn rename_credential(&self, id: Uuid, label: &str) -> Result<(), RepoError>;
+    /// Returns whether a credential was deleted.
+    async fn delete_credential(&self, id: Uuid) -> Result<bool, RepoError>;
+    /// Deletes every credential of a kind (e.g. old recovery codes); returns how many.
+    async fn delete_credentials_of_kind(&self, user: UserId, kind: &str) -> Result<u64, RepoError>;
+}
+
+/// Browsers users signed in from (the new-device check).
+#[async_trait]
+pub trait DeviceRepo: Send + Sync {
+    async fn find_device(&self, token_hash: &TokenHash) -> Result<Option<KnownDevice>, RepoError>;
+    async fn create_device(&self, device: &KnownDevice) -> Result<(), RepoError>;
+    async fn touch_device(&self, id: Uuid, at: OffsetDateTime) -> Result<(), RepoError>;
+    /// Returns whether this call revoked it.
+    async fn revoke_device(&self, id: Uuid, at: OffsetDateTime) -> Result<bool, RepoError>;
+    /// A user's devices, most recently seen first.
+    async fn list_devices(&self, user: UserId) -> Result<Vec<KnownDevice>, RepoError>;
 }
 
 /// Grants (token families) and their refresh tokens.

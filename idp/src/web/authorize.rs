@@ -2,8 +2,8 @@
 //! (identifier, then password). GET and POST of each page side by side.
 
 use super::{
-    BROWSER_COOKIE, LANG_COOKIE, Peer, SESSION_COOKIE, cookie, error_page, locale, page, peer_addr,
-    request_meta, see_other,
+    BROWSER_COOKIE, LANG_COOKIE, Peer, SESSION_COOKIE, cookie, error_page, locale,
+    page as page_response, peer_addr, request_meta, see_other,
 };
 use crate::app::AppState;
 use crate::theme::Locale;
@@ -12,11 +12,11 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
+use idp_core::flow::StepInput;
 use idp_core::oidc::authorize::{AuthorizeError, RawParams, check_authorize_request};
 use idp_core::oidc::login::{
-    AuthorizeOutcome, FlowError, FlowStage, LoginFlow, PasswordOutcome, authorize_error_redirect,
+    AuthorizeOutcome, FlowError, FlowPage, SubmitOutcome, authorize_error_redirect,
 };
-use idp_core::secret::Secret;
 use serde::Deserialize;
 
 const BROWSER_COOKIE_AGE: i64 = 400 * 24 * 3600;
@@ -150,6 +150,7 @@ pub(crate) async fn login_page(
     Query(q): Query<LangQuery>,
     jar: CookieJar,
     headers: HeaderMap,
+    peer: Peer,
 ) -> Response {
     let jar = match q.lang.as_deref() {
         Some(l @ ("en" | "fr")) => {
@@ -158,30 +159,29 @@ pub(crate) async fn login_page(
         _ => jar,
     };
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
-    let flow = match state.provider.load_flow(&flow_id, browser.as_deref()).await {
-        Ok(f) => f,
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    let ui_locales = match state.provider.load_flow(&flow_id, browser.as_deref()).await {
+        Ok(f) => f.request.ui_locales,
         Err(e) => return (jar.clone(), flow_error(&state, &jar, &headers, e)).into_response(),
     };
     let loc = match q.lang.as_deref() {
         Some("fr") => Locale::Fr,
         Some("en") => Locale::En,
-        _ => locale(&jar, &headers, flow.request.ui_locales.as_deref()),
+        _ => locale(&jar, &headers, ui_locales.as_deref()),
     };
-    (
-        jar,
-        render_stage(&state, &flow, loc, StatusCode::OK, None, None),
-    )
-        .into_response()
+    match state
+        .provider
+        .current_page(&flow_id, browser.as_deref(), &meta, loc.as_str())
+        .await
+    {
+        Ok(page) => (jar, render_page(&state, &page, loc, StatusCode::OK)).into_response(),
+        Err(e) => (jar.clone(), flow_error(&state, &jar, &headers, e)).into_response(),
+    }
 }
 
-fn render_stage(
-    state: &AppState,
-    flow: &LoginFlow,
-    loc: Locale,
-    status: StatusCode,
-    error: Option<&str>,
-    retry_after: Option<String>,
-) -> Response {
+/// Renders a flow page with its step's template.
+fn render_page(state: &AppState, page: &FlowPage, loc: Locale, status: StatusCode) -> Response {
+    let flow = &page.flow;
     let client = state.provider.clients.get(&flow.request.client_id);
     let (theme, client_name) = client
         .as_ref()
@@ -192,43 +192,52 @@ fn render_stage(
         .iter()
         .map(|(l, label)| minijinja::context! { lang => *l, label => *label, href => format!("/login/{}?lang={l}", flow.id) })
         .collect::<Vec<_>>();
-    match &flow.stage {
-        FlowStage::Password { identifier, .. } => page(
-            state,
-            &theme,
-            loc,
-            status,
-            "password.html",
-            minijinja::context! {
-                action => format!("/login/{}/password", flow.id),
-                change_identifier_url => format!("/login/{}/restart", flow.id),
-                csrf => flow.csrf.clone(),
-                identifier => identifier.clone(),
-                error => error,
-                retry_after => retry_after,
-                client_name => client_name,
-                forgot_password_url => "/forgot-password",
-                lang_links => lang_links,
-            },
-        ),
-        _ => page(
-            state,
-            &theme,
-            loc,
-            status,
-            "identifier.html",
-            minijinja::context! {
-                action => format!("/login/{}/identifier", flow.id),
-                csrf => flow.csrf.clone(),
-                identifier => flow.request.login_hint.clone().unwrap_or_default(),
-                error => error,
-                client_name => client_name,
-                forgot_password_url => "/forgot-password",
-                forgot_identifier_url => "/forgot-identifier",
-                lang_links => lang_links,
-            },
-        ),
-    }
+    let alternatives = page
+        .alternatives
+        .iter()
+        .map(|k| minijinja::context! { method => k.as_str(), label => format!("method.{}", k.as_str()) })
+        .collect::<Vec<_>>();
+    let identifier = flow
+        .identifier
+        .clone()
+        .or_else(|| {
+            page.challenge
+                .data
+                .get("identifier")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .or_else(|| flow.request.login_hint.clone())
+        .unwrap_or_default();
+    let retry_after = page.locked_until.and_then(|until| {
+        let fmt = time::macros::format_description!("[hour]:[minute] UTC");
+        until.format(&fmt).ok()
+    });
+    let template = format!("{}.html", page.challenge.template);
+    page_response(
+        state,
+        &theme,
+        loc,
+        status,
+        &template,
+        minijinja::context! {
+            action => format!("/login/{}/{}", flow.id, page.step.as_str()),
+            step => page.step.as_str(),
+            csrf => flow.csrf.clone(),
+            identifier => identifier,
+            error => page.challenge.error,
+            retry_after => retry_after,
+            client_name => client_name,
+            enrolling => page.enrolling,
+            alternatives => alternatives,
+            switch_action => format!("/login/{}/method", flow.id),
+            change_identifier_url => format!("/login/{}/restart", flow.id),
+            forgot_password_url => "/forgot-password",
+            forgot_identifier_url => "/forgot-identifier",
+            lang_links => lang_links,
+            data => minijinja::Value::from(minijinja::value::Serde(&page.challenge.data)),
+        },
+    )
 }
 
 fn flow_error(state: &AppState, jar: &CookieJar, headers: &HeaderMap, e: FlowError) -> Response {
@@ -258,6 +267,14 @@ fn flow_error(state: &AppState, jar: &CookieJar, headers: &HeaderMap, e: FlowErr
             "error.flow_expired",
             None,
         ),
+        FlowError::NoUsableMethod => error_page(
+            state,
+            "default",
+            loc,
+            StatusCode::FORBIDDEN,
+            "error.no_usable_method",
+            None,
+        ),
         FlowError::Core(e) => {
             tracing::error!(error = %e, "login flow failed");
             error_page(
@@ -272,76 +289,17 @@ fn flow_error(state: &AppState, jar: &CookieJar, headers: &HeaderMap, e: FlowErr
     }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct IdentifierForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    identifier: String,
-}
-
-#[tracing::instrument(skip_all)]
-pub(crate) async fn submit_identifier(
+/// A submission for one step of the flow (`/login/{flow}/{step}`).
+#[tracing::instrument(skip_all, fields(step = %step))]
+pub(crate) async fn submit_step(
     State(state): State<AppState>,
-    Path(flow_id): Path<String>,
-    jar: CookieJar,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Ok(form) = serde_urlencoded::from_bytes::<IdentifierForm>(&body) else {
-        return error_page(
-            &state,
-            "default",
-            locale(&jar, &headers, None),
-            StatusCode::BAD_REQUEST,
-            "error.invalid_request",
-            None,
-        );
-    };
-    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
-    let p = &state.provider;
-    match p
-        .submit_identifier(&flow_id, browser.as_deref(), &form.csrf, &form.identifier)
-        .await
-    {
-        Ok(Some(_)) => see_other(&format!("/login/{flow_id}")),
-        Ok(None) => match p.load_flow(&flow_id, browser.as_deref()).await {
-            Ok(flow) => {
-                let loc = locale(&jar, &headers, flow.request.ui_locales.as_deref());
-                render_stage(
-                    &state,
-                    &flow,
-                    loc,
-                    StatusCode::BAD_REQUEST,
-                    Some("login.invalid_identifier"),
-                    None,
-                )
-            }
-            Err(e) => flow_error(&state, &jar, &headers, e),
-        },
-        Err(FlowError::WrongStage | FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),
-        Err(e) => flow_error(&state, &jar, &headers, e),
-    }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct PasswordForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    password: String,
-}
-
-#[tracing::instrument(skip_all)]
-pub(crate) async fn submit_password(
-    State(state): State<AppState>,
-    Path(flow_id): Path<String>,
+    Path((flow_id, step)): Path<(String, String)>,
     jar: CookieJar,
     headers: HeaderMap,
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let Ok(form) = serde_urlencoded::from_bytes::<PasswordForm>(&body) else {
+    let Ok(fields) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
         return error_page(
             &state,
             "default",
@@ -351,15 +309,34 @@ pub(crate) async fn submit_password(
             None,
         );
     };
+    let csrf = fields
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let input = StepInput::new(fields.into_iter().filter(|(k, _)| k != "csrf"));
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     let meta = request_meta(&state, &headers, peer_addr(&peer));
-    let password = Secret::new(form.password);
-    match state
-        .provider
-        .submit_password(&flow_id, browser.as_deref(), &form.csrf, &password, &meta)
+    let p = &state.provider;
+    let ui_locales = p
+        .load_flow(&flow_id, browser.as_deref())
+        .await
+        .ok()
+        .and_then(|f| f.request.ui_locales);
+    let loc = locale(&jar, &headers, ui_locales.as_deref());
+    match p
+        .submit_step(
+            &flow_id,
+            browser.as_deref(),
+            &csrf,
+            &step,
+            &input,
+            &meta,
+            loc.as_str(),
+        )
         .await
     {
-        Ok(PasswordOutcome::Completed {
+        Ok(SubmitOutcome::Completed {
             redirect,
             session_cookie,
             session_ttl,
@@ -372,31 +349,59 @@ pub(crate) async fn submit_password(
             ));
             (jar, see_other(&redirect)).into_response()
         }
-        Ok(PasswordOutcome::Rejected(flow)) => {
-            let loc = locale(&jar, &headers, flow.request.ui_locales.as_deref());
-            render_stage(
-                &state,
-                &flow,
-                loc,
-                StatusCode::UNAUTHORIZED,
-                Some("login.invalid_credentials"),
-                None,
-            )
-        }
-        Ok(PasswordOutcome::Locked(flow, until)) => {
-            let loc = locale(&jar, &headers, flow.request.ui_locales.as_deref());
-            let fmt = time::macros::format_description!("[hour]:[minute] UTC");
-            let at = until.format(&fmt).ok();
-            render_stage(
-                &state,
-                &flow,
-                loc,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some("login.locked"),
-                at,
-            )
+        Ok(SubmitOutcome::Next) => see_other(&format!("/login/{flow_id}")),
+        Ok(SubmitOutcome::Show { page, failed }) => {
+            let status = match (failed, page.locked_until.is_some(), page.challenge.error) {
+                (_, true, _) => StatusCode::TOO_MANY_REQUESTS,
+                (true, _, Some("login.invalid_identifier")) => StatusCode::BAD_REQUEST,
+                (true, _, _) => StatusCode::UNAUTHORIZED,
+                (false, _, _) => StatusCode::OK,
+            };
+            render_page(&state, &page, loc, status)
         }
         Err(FlowError::WrongStage | FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),
+        Err(e) => flow_error(&state, &jar, &headers, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct MethodForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    method: String,
+}
+
+/// "Use another method".
+#[tracing::instrument(skip_all)]
+pub(crate) async fn choose_method(
+    State(state): State<AppState>,
+    Path(flow_id): Path<String>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let form = serde_urlencoded::from_bytes::<MethodForm>(&body).unwrap_or(MethodForm {
+        csrf: String::new(),
+        method: String::new(),
+    });
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    match state
+        .provider
+        .choose_method(
+            &flow_id,
+            browser.as_deref(),
+            &form.csrf,
+            &form.method,
+            &meta,
+        )
+        .await
+    {
+        Ok(()) | Err(FlowError::WrongStage | FlowError::Conflict) => {
+            see_other(&format!("/login/{flow_id}"))
+        }
         Err(e) => flow_error(&state, &jar, &headers, e),
     }
 }
@@ -407,7 +412,7 @@ pub(crate) struct CsrfForm {
     csrf: String,
 }
 
-/// "Not you?": back to the identifier screen.
+/// "Not you?": back to the start of the flow.
 #[tracing::instrument(skip_all)]
 pub(crate) async fn restart(
     State(state): State<AppState>,
@@ -422,7 +427,7 @@ pub(crate) async fn restart(
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     match state
         .provider
-        .restart_identifier(&flow_id, browser.as_deref(), &form.csrf)
+        .restart_flow(&flow_id, browser.as_deref(), &form.csrf)
         .await
     {
         Ok(_) | Err(FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),
@@ -430,8 +435,8 @@ pub(crate) async fn restart(
     }
 }
 
-/// The "Not you?" link: a navigation that only moves the flow back to the
-/// identifier screen (harmless, so no CSRF token; the browser binding holds).
+/// The "Not you?" link: a navigation that only takes the flow back to its
+/// start (harmless, so no CSRF token; the browser binding holds).
 #[tracing::instrument(skip_all)]
 pub(crate) async fn restart_link(
     State(state): State<AppState>,
@@ -446,7 +451,7 @@ pub(crate) async fn restart_link(
         Err(e) => return flow_error(&state, &jar, &headers, e),
     };
     match p
-        .restart_identifier(&flow_id, browser.as_deref(), &flow.csrf)
+        .restart_flow(&flow_id, browser.as_deref(), &flow.csrf)
         .await
     {
         Ok(_) | Err(FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),

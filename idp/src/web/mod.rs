@@ -61,11 +61,8 @@ pub fn router(state: AppState) -> Router {
             get(authorize::authorize_get).post(authorize::authorize_post),
         )
         .route("/login/{flow}", get(authorize::login_page))
-        .route(
-            "/login/{flow}/identifier",
-            post(authorize::submit_identifier),
-        )
-        .route("/login/{flow}/password", post(authorize::submit_password))
+        .route("/login/{flow}/method", post(authorize::choose_method))
+        .route("/login/{flow}/{step}", post(authorize::submit_step))
         .route(
             "/login/{flow}/restart",
             get(authorize::restart_link).post(authorize::restart),

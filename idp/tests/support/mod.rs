@@ -86,6 +86,7 @@ fn client(id: &str, public: bool, format: AccessTokenFormat, alg: SigningAlg) ->
         access_token_alg: alg,
         require_pkce: false,
         lifetimes: Lifetimes::default(),
+        login: idp_core::flow::definition::LoginPolicy::password_only(),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod audit_events;
 pub mod client_states;
 pub mod consents;
 pub mod credentials;
+pub mod known_devices;
 pub mod refresh_tokens;
 pub mod signing_keys;
 pub mod token_families;

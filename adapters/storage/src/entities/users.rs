@@ -27,6 +27,14 @@ pub struct Model {
     /// [`UserStatus::as_str`].
     #[sea_orm(column_type = "Text")]
     pub status: String,
+    /// E.164 mobile number.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub phone: Option<String>,
+    pub phone_verified: bool,
+    pub mfa_required: bool,
+    /// Step kind of the login method passed last.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub last_method: Option<String>,
     pub created_at: TimeDateTimeWithTimeZone,
     pub updated_at: TimeDateTimeWithTimeZone,
     #[sea_orm(has_many)]
@@ -35,6 +43,8 @@ pub struct Model {
     pub token_families: HasMany<super::token_families::Entity>,
     #[sea_orm(has_many)]
     pub consents: HasMany<super::consents::Entity>,
+    #[sea_orm(has_many)]
+    pub known_devices: HasMany<super::known_devices::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
@@ -50,6 +60,10 @@ impl From<&User> for ActiveModel {
             name: Set(u.name.clone()),
             locale: Set(u.locale.clone()),
             status: Set(u.status.as_str().to_owned()),
+            phone: Set(u.phone.clone()),
+            phone_verified: Set(u.phone_verified),
+            mfa_required: Set(u.mfa_required),
+            last_method: Set(u.last_method.clone()),
             created_at: Set(crate::stored_time(u.created_at)),
             updated_at: Set(crate::stored_time(u.updated_at)),
         }
@@ -75,6 +89,10 @@ impl TryFrom<Model> for User {
             name: m.name,
             locale: m.locale,
             status,
+            phone: m.phone,
+            phone_verified: m.phone_verified,
+            mfa_required: m.mfa_required,
+            last_method: m.last_method,
             created_at: m.created_at,
             updated_at: m.updated_at,
         })

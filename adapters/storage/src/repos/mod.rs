@@ -5,6 +5,7 @@ mod audit;
 mod client_states;
 mod consents;
 mod credentials;
+mod devices;
 mod signing_keys;
 mod token_families;
 mod users;

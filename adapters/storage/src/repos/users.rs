@@ -5,7 +5,7 @@ use crate::{SeaStorage, db_err};
 use async_trait::async_trait;
 use idp_core::domain::{CustomerId, Email, User, UserId};
 use idp_core::ports::{RepoError, UserRepo};
-use sea_orm::sea_query::Order;
+use sea_orm::sea_query::{Expr, Order};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 #[async_trait]
@@ -63,5 +63,48 @@ impl UserRepo for SeaStorage {
             .into_iter()
             .map(User::try_from)
             .collect()
+    }
+
+    async fn set_last_method(&self, user: UserId, method: &str) -> Result<(), RepoError> {
+        self.update_user(user, [(users::Column::LastMethod, Expr::value(method))])
+            .await
+    }
+
+    async fn set_mfa_required(&self, user: UserId, required: bool) -> Result<(), RepoError> {
+        self.update_user(user, [(users::Column::MfaRequired, Expr::value(required))])
+            .await
+    }
+
+    async fn set_phone(
+        &self,
+        user: UserId,
+        phone: Option<&str>,
+        verified: bool,
+    ) -> Result<(), RepoError> {
+        self.update_user(
+            user,
+            [
+                (users::Column::Phone, Expr::value(phone)),
+                (users::Column::PhoneVerified, Expr::value(verified)),
+            ],
+        )
+        .await
+    }
+}
+
+impl SeaStorage {
+    /// Sets columns of one user in one statement. An unknown user changes
+    /// nothing. The ports give no time, so `updated_at` is left as it is.
+    async fn update_user(
+        &self,
+        user: UserId,
+        values: impl IntoIterator<Item = (users::Column, Expr)>,
+    ) -> Result<(), RepoError> {
+        let mut update = users::Entity::update_many().filter(users::Column::Id.eq(user.0));
+        for (col, value) in values {
+            update = update.col_expr(col, value);
+        }
+        update.exec(&self.db).await.map_err(db_err)?;
+        Ok(())
     }
 }

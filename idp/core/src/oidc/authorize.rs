@@ -371,6 +371,7 @@ mod tests {
             access_token_alg: SigningAlg::ES256,
             require_pkce: false,
             lifetimes: Lifetimes::default(),
+            login: crate::flow::definition::LoginPolicy::password_only(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Registered relying parties, as the core sees them once config is parsed.
 
 use crate::domain::ClientId;
+use crate::flow::definition::LoginPolicy;
 use crate::keys::SigningAlg;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -114,6 +115,8 @@ pub struct Client {
     /// PKCE required even though the client is confidential.
     pub require_pkce: bool,
     pub lifetimes: Lifetimes,
+    /// The login flows of this client (the first is the default).
+    pub login: LoginPolicy,
 }
 
 impl Client {

@@ -1,33 +1,46 @@
 //! The interactive side of authorization: single sign-on sessions, the login
-//! flow (identifier screen, then password screen) and issuing the code.
+//! flow runner, and issuing the code.
 //!
 //! # Login flow states
 //!
 //! ```text
-//!   authorize ──(no usable session)──▶ Identifier ──identifier──▶ Password
-//!                                          ▲                        │
-//!                                          └──── change identifier ─┤
-//!                                                                   │ right password
-//!                                                                   ▼
-//!                                              Completed (session set, code issued)
+//!                 authorize (no usable session, or a step-up is needed)
+//!                                  │
+//!                                  ▼
+//!            ┌──────────── Running { position, choice, enrolling } ◀──┐
+//!            │                     │ submit                            │
+//!            │      Rejected ──────┤ (failure counted, page again) ────┤
+//!            │      Again ─────────┤ (page again) ─────────────────────┤
+//!            │      Passed ────────┴─▶ next stage that applies ────────┘
+//!            │                                   │ none left
+//!            │ expires / other browser           ▼
+//!            ▼                          Completed (session set, code issued)
+//!         NotFound
 //! ```
 //!
 //! A flow lives in the short-lived store under `flow:<id>` with a TTL, is bound
-//! to the browser that started it (hash of the browser cookie) and carries a
-//! CSRF token. Every update is a compare-and-swap on the stored bytes with a
+//! to the browser that started it (hash of the browser cookie), and carries a
+//! CSRF token. The runner (this module) skips stages whose condition does not
+//! hold, picks the method of a one-of stage (the user may switch), runs
+//! enrollment when the user has none of a required stage's methods, counts
+//! failures per user and method (and per IP), and completes the authorization
+//! request. Every update is a compare-and-swap on the stored bytes with a
 //! version bump, so a double submit cannot pass a step twice and only one
-//! submit completes a flow.
+//! submit completes a flow. A submit names the step it answers; answering any
+//! other step than the current one is refused, so steps cannot be skipped or
+//! reordered by replaying requests.
 
 use super::authorize::{AuthorizeRequest, redirect_with};
 use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
 use super::provider::{Provider, RequestMeta};
-use crate::domain::{Consent, CustomerId, Email, TokenHash, User, UserId, UserStatus};
+use crate::domain::{Consent, TokenHash, User, UserId, UserStatus};
 use crate::ephemeral::{get_json, put_json};
 use crate::error::CoreError;
-use crate::password::PasswordCheck;
-use crate::secret::Secret;
+use crate::flow::definition::{Condition, FlowDef};
+use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -42,22 +55,23 @@ pub struct SsoSession {
     /// Unix seconds.
     pub auth_time: i64,
     pub amr: Vec<String>,
+    /// The highest level reached (the `acr` of the last completed flow).
     pub acr: String,
+    /// Every acr level reached in this session.
+    #[serde(default)]
+    pub acrs: Vec<String>,
+    /// Methods passed in this session (a step-up does not ask them again).
+    #[serde(default)]
+    pub methods: Vec<StepKind>,
     /// Unix seconds.
     pub expires_at: i64,
 }
 
-/// The stage a login flow is at.
+/// A stage passed in a flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "stage", rename_all = "snake_case")]
-pub enum FlowStage {
-    Identifier,
-    Password {
-        identifier: String,
-        /// `None` when no account matches: the flow goes on identically.
-        user_id: Option<UserId>,
-    },
-    Completed,
+pub struct PassedStep {
+    pub kind: StepKind,
+    pub amr: Vec<String>,
 }
 
 /// A login in progress.
@@ -68,12 +82,35 @@ pub struct LoginFlow {
     pub request: AuthorizeRequest,
     pub browser: TokenHash,
     pub csrf: String,
-    pub stage: FlowStage,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Which of the client's flows runs.
+    pub flow_name: String,
+    /// Index of the current stage.
+    pub position: usize,
+    /// The method chosen for the current stage.
+    pub choice: Option<StepKind>,
+    /// The current stage enrolls `choice` first.
+    pub enrolling: bool,
+    /// Set once an identifying step passed (`None` also for an unknown identifier).
+    pub user_id: Option<UserId>,
+    pub identifier: Option<String>,
+    pub passed: Vec<PassedStep>,
+    /// Each step's own state.
+    pub scratch: BTreeMap<StepKind, serde_json::Value>,
+    pub completed: bool,
+    /// The browser carried a device cookie known for this user.
+    #[serde(default)]
+    pub known_device: bool,
 }
 
-/// Why a flow step could not proceed.
+impl LoginFlow {
+    fn has_passed(&self, kind: StepKind) -> bool {
+        self.passed.iter().any(|p| p.kind == kind)
+    }
+}
+
+/// Why a flow request could not proceed.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
     #[error("login flow not found or expired")]
@@ -86,6 +123,8 @@ pub enum FlowError {
     Conflict,
     #[error("not the current step")]
     WrongStage,
+    #[error("none of the methods of this step can be used or enrolled")]
+    NoUsableMethod,
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -102,13 +141,26 @@ impl From<crate::ephemeral::StoreError> for FlowError {
     }
 }
 
-/// What a password submit led to.
+/// A page to show for a flow.
+#[derive(Debug, Clone)]
+pub struct FlowPage {
+    pub flow: LoginFlow,
+    pub step: StepKind,
+    pub challenge: Challenge,
+    /// Other methods of the current stage the user may switch to.
+    pub alternatives: Vec<StepKind>,
+    pub enrolling: bool,
+    /// Set when the method is locked for now (too many failures).
+    pub locked_until: Option<OffsetDateTime>,
+}
+
+/// What a submit led to.
 #[derive(Debug)]
-pub enum PasswordOutcome {
-    /// Wrong identifier or password: the same answer for both.
-    Rejected(LoginFlow),
-    /// Too many failures; retry after this time.
-    Locked(LoginFlow, OffsetDateTime),
+pub enum SubmitOutcome {
+    /// Moved on: show the flow page again.
+    Next,
+    /// Stay: show this page. `failed` for a wrong answer, `locked` when throttled.
+    Show { page: Box<FlowPage>, failed: bool },
     /// Signed in: set the session cookie, redirect to the client.
     Completed {
         redirect: String,
@@ -142,6 +194,16 @@ pub(crate) struct CodeRecord {
     pub(crate) expires_at: i64,
 }
 
+/// Where the runner stands after skipping what does not apply.
+enum Settled {
+    At {
+        step: StepKind,
+        alternatives: Vec<StepKind>,
+        enrolling: bool,
+    },
+    Done,
+}
+
 fn flow_key(id: &str) -> String {
     format!("flow:{id}")
 }
@@ -164,6 +226,36 @@ pub(crate) fn code_replayed_key(code: &str) -> String {
 
 fn secs(n: i64) -> Duration {
     Duration::from_secs(n.max(1) as u64)
+}
+
+/// RFC 8176 values of each factor category, for the `mfa` claim value.
+fn factor_category(amr: &str) -> Option<u8> {
+    match amr {
+        "pwd" | "pin" | "kba" => Some(0),
+        "otp" | "sms" | "tel" | "hwk" | "swk" | "sc" => Some(1),
+        "fpt" | "face" | "iris" | "retina" | "vbm" | "user" => Some(2),
+        _ => None,
+    }
+}
+
+/// The `amr` of a set of passed steps: their values, plus `mfa` when at
+/// least two factor categories were proven (RFC 8176 §2).
+pub fn combined_amr(passed: &[PassedStep]) -> Vec<String> {
+    let mut amr: Vec<String> = Vec::new();
+    for p in passed {
+        for a in &p.amr {
+            if !amr.contains(a) {
+                amr.push(a.clone());
+            }
+        }
+    }
+    let mut cats: Vec<u8> = amr.iter().filter_map(|a| factor_category(a)).collect();
+    cats.sort_unstable();
+    cats.dedup();
+    if cats.len() >= 2 && !amr.iter().any(|a| a == "mfa") {
+        amr.push("mfa".into());
+    }
+    amr
 }
 
 impl Provider {
@@ -200,7 +292,9 @@ impl Provider {
     }
 
     /// Decides what a checked authorization request leads to: a code right
-    /// away from a usable session, an error for `prompt=none`, or a login flow.
+    /// away from a session that satisfies it, an error for `prompt=none`, or
+    /// a login flow (a step-up flow for a session that lacks the requested
+    /// level: the methods it already passed are not asked again).
     pub async fn authorize(
         &self,
         client: Arc<Client>,
@@ -226,36 +320,72 @@ impl Provider {
             },
             None => None,
         };
-        let usable = session.filter(|s| {
+        let flow_def = client.login.for_acr_values(&req.acr_values);
+        let fresh_enough = |s: &SsoSession| {
             !req.prompt.login
                 && req.max_age.is_none_or(|m| now - s.auth_time <= m as i64)
                 && hint_sub
                     .as_ref()
                     .is_none_or(|sub| *sub == s.user_id.to_string())
-        });
-        if let Some(s) = usable
+        };
+        let mut step_up_from = None;
+        if let Some(s) = session.filter(|s| fresh_enough(s))
             && let Some(user) = self.ports.users.find_by_id(s.user_id).await?
             && user.status == UserStatus::Active
         {
-            let redirect = self.issue_code(&client, &req, &s).await?;
-            return Ok(AuthorizeOutcome::Redirect(redirect));
+            let level_reached = s.acrs.contains(&flow_def.acr) || s.acr == flow_def.acr;
+            if req.acr_values.is_empty() || level_reached {
+                let redirect = self.issue_code(&client, &req, &s).await?;
+                return Ok(AuthorizeOutcome::Redirect(redirect));
+            }
+            step_up_from = Some((s, user));
         }
         if req.prompt.none {
+            let e = if step_up_from.is_some() {
+                OAuthError::new(
+                    ErrorCode::InteractionRequired,
+                    "the requested level needs the user to sign in again",
+                )
+            } else {
+                OAuthError::new(ErrorCode::LoginRequired, "the user must sign in")
+            };
             return Ok(AuthorizeOutcome::Redirect(error_redirect(
                 &self.settings.issuer,
                 &req,
-                &OAuthError::new(ErrorCode::LoginRequired, "the user must sign in"),
+                &e,
             )));
         }
-        let flow = LoginFlow {
+        let mut flow = LoginFlow {
             id: crate::random::token(),
             version: 0,
             browser: TokenHash::of(browser_cookie),
             csrf: crate::random::token(),
-            stage: FlowStage::Identifier,
             expires_at: now + i64::from(self.settings.flow_lifetime_secs),
+            flow_name: flow_def.name.clone(),
+            position: 0,
+            choice: None,
+            enrolling: false,
+            user_id: None,
+            identifier: None,
+            passed: Vec::new(),
+            scratch: BTreeMap::new(),
+            completed: false,
+            known_device: false,
             request: req,
         };
+        if let Some((s, user)) = step_up_from {
+            // Step-up: the user is known, and what the session proved counts.
+            flow.user_id = Some(user.id);
+            flow.identifier = Some(user.customer_id.as_str().to_owned());
+            flow.passed.push(PassedStep {
+                kind: StepKind::Identifier,
+                amr: vec![],
+            });
+            for m in s.methods.iter().filter(|m| **m != StepKind::Identifier) {
+                let amr = s.amr.iter().filter(|a| *a != "mfa").cloned().collect();
+                flow.passed.push(PassedStep { kind: *m, amr });
+            }
+        }
         put_json(
             self.store.as_ref(),
             &flow_key(&flow.id),
@@ -299,12 +429,9 @@ impl Provider {
         browser_cookie: Option<&str>,
     ) -> Result<LoginFlow, FlowError> {
         let flow: LoginFlow = get_json(self.store.as_ref(), &flow_key(flow_id))
-            .await
-            .map_err(CoreError::from)?
+            .await?
             .ok_or(FlowError::NotFound)?;
-        if flow.expires_at <= self.clock.now().unix_timestamp()
-            || flow.stage == FlowStage::Completed
-        {
+        if flow.expires_at <= self.clock.now().unix_timestamp() || flow.completed {
             return Err(FlowError::NotFound);
         }
         let Some(browser) = browser_cookie else {
@@ -331,6 +458,9 @@ impl Provider {
 
     /// Compare-and-swap the flow from `old` to `new` (version bumped here).
     async fn save_flow(&self, old: &LoginFlow, mut new: LoginFlow) -> Result<LoginFlow, FlowError> {
+        if *old == new {
+            return Ok(new);
+        }
         new.version = old.version + 1;
         let old_bytes = serde_json::to_vec(old).map_err(|e| CoreError::Internal(e.to_string()))?;
         let new_bytes = serde_json::to_vec(&new).map_err(|e| CoreError::Internal(e.to_string()))?;
@@ -338,8 +468,7 @@ impl Provider {
         let swapped = self
             .store
             .replace_if(&flow_key(&new.id), &old_bytes, &new_bytes, ttl)
-            .await
-            .map_err(CoreError::from)?;
+            .await?;
         if swapped {
             Ok(new)
         } else {
@@ -347,203 +476,511 @@ impl Provider {
         }
     }
 
-    /// Identifier screen: accepts an email or a customer identifier. Whether an
-    /// account exists is not revealed: the password screen follows either way.
-    /// Returns `Ok(None)` when the input has neither shape.
-    pub async fn submit_identifier(
+    fn client_of(&self, flow: &LoginFlow) -> Result<Arc<Client>, FlowError> {
+        self.clients.get(&flow.request.client_id).ok_or_else(|| {
+            FlowError::Core(CoreError::Internal("the client of a flow vanished".into()))
+        })
+    }
+
+    fn flow_def<'c>(client: &'c Client, flow: &LoginFlow) -> Result<&'c FlowDef, FlowError> {
+        client.login.by_name(&flow.flow_name).ok_or_else(|| {
+            FlowError::Core(CoreError::Internal(
+                "the flow definition of a flow vanished".into(),
+            ))
+        })
+    }
+
+    async fn flow_user(&self, flow: &LoginFlow) -> Result<Option<User>, FlowError> {
+        Ok(match flow.user_id {
+            Some(id) => self
+                .ports
+                .users
+                .find_by_id(id)
+                .await?
+                .filter(|u| u.status == UserStatus::Active),
+            None => None,
+        })
+    }
+
+    fn step(&self, kind: StepKind) -> Result<Arc<dyn Step>, FlowError> {
+        self.steps.get(kind).cloned().ok_or_else(|| {
+            FlowError::Core(CoreError::Internal(format!(
+                "no step registered for {}",
+                kind.as_str()
+            )))
+        })
+    }
+
+    /// Whether each method applies to this user, with a throwaway scratch.
+    async fn applicability(
+        &self,
+        client: &Client,
+        flow: &LoginFlow,
+        user: Option<&User>,
+        kind: StepKind,
+        meta: &RequestMeta,
+    ) -> Result<Applicability, FlowError> {
+        let step = self.step(kind)?;
+        let mut scratch = flow.scratch.get(&kind).cloned().unwrap_or_default();
+        let cx = StepCx::new(
+            &self.step_ports,
+            client,
+            &flow.id,
+            user,
+            flow.identifier.as_deref(),
+            meta,
+            "en",
+            &mut scratch,
+        );
+        Ok(step.applies(&cx).await?)
+    }
+
+    /// Skips stages that do not apply, picks the method of the current one.
+    async fn settle(
+        &self,
+        flow: &mut LoginFlow,
+        client: &Client,
+        user: Option<&User>,
+        meta: &RequestMeta,
+    ) -> Result<Settled, FlowError> {
+        let def = Self::flow_def(client, flow)?.clone();
+        loop {
+            let Some(stage) = def.stages.get(flow.position) else {
+                return Ok(Settled::Done);
+            };
+            // Already proven in this flow (or in the session, for a step-up).
+            if stage.methods.iter().any(|m| flow.has_passed(*m)) {
+                flow.position += 1;
+                flow.choice = None;
+                flow.enrolling = false;
+                continue;
+            }
+            let mut usable = Vec::new();
+            let mut enrollable = Vec::new();
+            for m in &stage.methods {
+                match self.applicability(client, flow, user, *m, meta).await? {
+                    Applicability::Applies => usable.push(*m),
+                    Applicability::Enroll => enrollable.push(*m),
+                    Applicability::Skip => {}
+                }
+            }
+            let needed = match stage.when {
+                Condition::Always => true,
+                Condition::Enrolled => !usable.is_empty(),
+                Condition::UnknownDevice => !flow.known_device,
+                Condition::MfaRequired => user.is_some_and(|u| u.mfa_required),
+            };
+            // An unknown identifier goes through every stage the same way as
+            // a known one would: it fails at its first secret, like a wrong
+            // password, and never reveals that the account does not exist.
+            if !needed {
+                flow.position += 1;
+                flow.choice = None;
+                flow.enrolling = false;
+                continue;
+            }
+            if usable.is_empty() && enrollable.is_empty() {
+                return Err(FlowError::NoUsableMethod);
+            }
+            let (pool, enrolling) = if usable.is_empty() {
+                (enrollable, true)
+            } else {
+                (usable, false)
+            };
+            let step = match flow.choice.filter(|c| pool.contains(c)) {
+                Some(c) => c,
+                None => self.preferred_method(user, &pool).await?,
+            };
+            flow.choice = Some(step);
+            flow.enrolling = enrolling;
+            let alternatives = pool.into_iter().filter(|m| *m != step).collect();
+            return Ok(Settled::At {
+                step,
+                alternatives,
+                enrolling,
+            });
+        }
+    }
+
+    /// The method the user used last among `pool`, else the first listed.
+    async fn preferred_method(
+        &self,
+        user: Option<&User>,
+        pool: &[StepKind],
+    ) -> Result<StepKind, FlowError> {
+        // Kept async: a future preference source may need the database.
+        let last = user
+            .and_then(|u| u.last_method.as_deref())
+            .and_then(StepKind::parse);
+        Ok(last.filter(|k| pool.contains(k)).unwrap_or(pool[0]))
+    }
+
+    /// The page of a flow's current step (it may send a code or prepare a
+    /// WebAuthn challenge, kept in the step's scratch state).
+    pub async fn current_page(
+        &self,
+        flow_id: &str,
+        browser_cookie: Option<&str>,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<FlowPage, FlowError> {
+        let old = self.load_flow(flow_id, browser_cookie).await?;
+        let client = self.client_of(&old)?;
+        let user = self.flow_user(&old).await?;
+        let mut flow = old.clone();
+        let Settled::At {
+            step,
+            alternatives,
+            enrolling,
+        } = self.settle(&mut flow, &client, user.as_ref(), meta).await?
+        else {
+            // Nothing left to ask (a step-up already satisfied): the next submit completes.
+            return Err(FlowError::WrongStage);
+        };
+        let s = self.step(step)?;
+        let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
+        let challenge = {
+            let mut cx = StepCx::new(
+                &self.step_ports,
+                &client,
+                &flow.id,
+                user.as_ref(),
+                flow.identifier.as_deref(),
+                meta,
+                locale,
+                &mut scratch,
+            );
+            if enrolling {
+                s.present_enrollment(&mut cx).await?
+            } else {
+                s.present(&mut cx).await?
+            }
+        };
+        flow.scratch.insert(step, scratch);
+        let flow = self.save_flow(&old, flow).await?;
+        let locked_until = self.locked_until(step, &flow, meta).await?;
+        Ok(FlowPage {
+            flow,
+            step,
+            challenge,
+            alternatives,
+            enrolling,
+            locked_until,
+        })
+    }
+
+    /// A submission for step `step_name` (which must be the current step).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn submit_step(
         &self,
         flow_id: &str,
         browser_cookie: Option<&str>,
         csrf: &str,
-        identifier: &str,
-    ) -> Result<Option<LoginFlow>, FlowError> {
-        let flow = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
-        if flow.stage != FlowStage::Identifier {
+        step_name: &str,
+        input: &StepInput,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<SubmitOutcome, FlowError> {
+        let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
+        let client = self.client_of(&old)?;
+        let user = self.flow_user(&old).await?;
+        let mut flow = old.clone();
+        let Settled::At {
+            step,
+            alternatives,
+            enrolling,
+        } = self.settle(&mut flow, &client, user.as_ref(), meta).await?
+        else {
+            return self.complete(&old, flow, &client, meta).await;
+        };
+        if StepKind::parse(step_name) != Some(step) {
             return Err(FlowError::WrongStage);
         }
-        let Some(user) = self.find_by_identifier(identifier).await? else {
-            if parse_identifier(identifier).is_none() {
-                return Ok(None);
-            }
-            let next = LoginFlow {
-                stage: FlowStage::Password {
-                    identifier: identifier.trim().to_owned(),
-                    user_id: None,
-                },
-                ..flow.clone()
+        let s = self.step(step)?;
+        if let Some(until) = self.locked_until(step, &flow, meta).await? {
+            self.audit(
+                "login.locked",
+                flow.user_id,
+                Some(&client.id),
+                meta,
+                serde_json::json!({"method": step.as_str()}),
+            )
+            .await;
+            let challenge = Challenge::new(s.template(enrolling)).with_error("login.locked");
+            let page = FlowPage {
+                flow: old.clone(),
+                step,
+                challenge,
+                alternatives,
+                enrolling,
+                locked_until: Some(until),
             };
-            return self.save_flow(&flow, next).await.map(Some);
+            return Ok(SubmitOutcome::Show {
+                page: Box::new(page),
+                failed: true,
+            });
+        }
+        let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
+        let (outcome, identified) = {
+            let mut cx = StepCx::new(
+                &self.step_ports,
+                &client,
+                &flow.id,
+                user.as_ref(),
+                flow.identifier.as_deref(),
+                meta,
+                locale,
+                &mut scratch,
+            );
+            let outcome = if enrolling {
+                s.submit_enrollment(&mut cx, input).await?
+            } else {
+                s.submit(&mut cx, input).await?
+            };
+            (outcome, cx.take_identified())
         };
-        let next = LoginFlow {
-            stage: FlowStage::Password {
-                identifier: identifier.trim().to_owned(),
-                user_id: Some(user.id),
-            },
-            ..flow.clone()
-        };
-        self.save_flow(&flow, next).await.map(Some)
+        match outcome {
+            StepOutcome::Passed { amr } => {
+                flow.scratch.remove(&step);
+                flow.passed.push(PassedStep { kind: step, amr });
+                flow.position += 1;
+                flow.choice = None;
+                flow.enrolling = false;
+                let mut next_user = user;
+                if let Some(id) = identified {
+                    flow.user_id = id.user.as_ref().map(|u| u.id);
+                    flow.identifier = Some(id.identifier);
+                    next_user = id.user;
+                }
+                self.store.delete(&self.throttle_key(step, &flow)).await?;
+                if let Some(uid) = flow
+                    .user_id
+                    .filter(|_| !matches!(step, StepKind::Identifier | StepKind::Password))
+                {
+                    self.ports.users.set_last_method(uid, step.as_str()).await?;
+                }
+                match self
+                    .settle(&mut flow, &client, next_user.as_ref(), meta)
+                    .await?
+                {
+                    Settled::Done => self.complete(&old, flow, &client, meta).await,
+                    Settled::At { .. } => {
+                        self.save_flow(&old, flow).await?;
+                        Ok(SubmitOutcome::Next)
+                    }
+                }
+            }
+            StepOutcome::Again(challenge) => {
+                flow.scratch.insert(step, scratch);
+                let flow = self.save_flow(&old, flow).await?;
+                let page = FlowPage {
+                    flow,
+                    step,
+                    challenge,
+                    alternatives,
+                    enrolling,
+                    locked_until: None,
+                };
+                Ok(SubmitOutcome::Show {
+                    page: Box::new(page),
+                    failed: false,
+                })
+            }
+            StepOutcome::Rejected {
+                challenge,
+                count_failure,
+            } => {
+                flow.scratch.insert(step, scratch);
+                let flow = self.save_flow(&old, flow).await?;
+                if count_failure {
+                    self.count_failure(step, &flow, meta).await?;
+                    self.audit(
+                        "login.failed",
+                        flow.user_id,
+                        Some(&client.id),
+                        meta,
+                        serde_json::json!({"method": step.as_str()}),
+                    )
+                    .await;
+                }
+                let page = FlowPage {
+                    flow,
+                    step,
+                    challenge,
+                    alternatives,
+                    enrolling,
+                    locked_until: None,
+                };
+                Ok(SubmitOutcome::Show {
+                    page: Box::new(page),
+                    failed: true,
+                })
+            }
+        }
     }
 
-    /// Back to the identifier screen ("not you?").
-    pub async fn restart_identifier(
+    /// "Use another method": switches the current stage to `method`.
+    pub async fn choose_method(
+        &self,
+        flow_id: &str,
+        browser_cookie: Option<&str>,
+        csrf: &str,
+        method: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), FlowError> {
+        let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
+        let client = self.client_of(&old)?;
+        let user = self.flow_user(&old).await?;
+        let mut flow = old.clone();
+        let Settled::At {
+            step, alternatives, ..
+        } = self.settle(&mut flow, &client, user.as_ref(), meta).await?
+        else {
+            return Err(FlowError::WrongStage);
+        };
+        let wanted = StepKind::parse(method).ok_or(FlowError::WrongStage)?;
+        if wanted != step {
+            if !alternatives.contains(&wanted) {
+                return Err(FlowError::WrongStage);
+            }
+            flow.choice = Some(wanted);
+            flow.scratch.remove(&wanted);
+        }
+        self.save_flow(&old, flow).await?;
+        Ok(())
+    }
+
+    /// Back to the start ("not you?"): forgets who was identified.
+    pub async fn restart_flow(
         &self,
         flow_id: &str,
         browser_cookie: Option<&str>,
         csrf: &str,
     ) -> Result<LoginFlow, FlowError> {
-        let flow = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
-        let next = LoginFlow {
-            stage: FlowStage::Identifier,
-            ..flow.clone()
+        let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
+        let flow = LoginFlow {
+            position: 0,
+            choice: None,
+            enrolling: false,
+            user_id: None,
+            identifier: None,
+            passed: Vec::new(),
+            scratch: BTreeMap::new(),
+            ..old.clone()
         };
-        self.save_flow(&flow, next).await
+        self.save_flow(&old, flow).await
     }
 
-    async fn find_by_identifier(&self, identifier: &str) -> Result<Option<User>, CoreError> {
-        Ok(match parse_identifier(identifier) {
-            Some(Identifier::Email(e)) => self.ports.users.find_by_email(&e).await?,
-            Some(Identifier::Customer(c)) => self.ports.users.find_by_customer_id(&c).await?,
-            None => None,
-        })
-    }
-
-    /// Password screen. Wrong identifier and wrong password are answered the
-    /// same way after the same work; failures are throttled per identifier
-    /// and per client IP.
-    pub async fn submit_password(
+    /// Every stage passed: one submit wins the flow, sets the session and
+    /// issues the code.
+    async fn complete(
         &self,
-        flow_id: &str,
-        browser_cookie: Option<&str>,
-        csrf: &str,
-        password: &Secret,
+        old: &LoginFlow,
+        mut flow: LoginFlow,
+        client: &Client,
         meta: &RequestMeta,
-    ) -> Result<PasswordOutcome, FlowError> {
-        let flow = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
-        let FlowStage::Password {
-            identifier,
-            user_id,
-        } = &flow.stage
-        else {
-            return Err(FlowError::WrongStage);
-        };
-        let client_id = crate::domain::ClientId(flow.request.client_id.clone());
-        // Per account when the identifier names one (whichever identifier was
-        // typed), else per identifier: unknown ones lock the same way.
-        let acct_key = match user_id {
-            Some(id) => format!("throttle:user:{id}"),
-            None => format!(
-                "throttle:ident:{}",
-                TokenHash::of(&identifier.trim().to_lowercase()).as_str()
-            ),
-        };
-        let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
-        if let Some(until) = self.locked_until(&acct_key, ip_key.as_deref()).await? {
-            self.audit(
-                "login.locked",
-                *user_id,
-                Some(&client_id),
-                meta,
-                serde_json::json!({}),
-            )
-            .await;
-            return Ok(PasswordOutcome::Locked(flow.clone(), until));
-        }
-        let user = match user_id {
-            Some(id) => self.ports.users.find_by_id(*id).await?,
-            None => None,
-        };
-        let stored = match &user {
-            Some(u) => self.ports.credentials.find_password(u.id).await?,
-            None => None,
-        };
-        let check = self
-            .hasher
-            .verify(password, stored.as_ref().map(|c| c.phc.as_str()))
-            .await?;
-        let active_user = user.filter(|u| u.status == UserStatus::Active);
-        let (user, needs_rehash) = match (check, active_user) {
-            (PasswordCheck::Match { needs_rehash }, Some(u)) => (u, needs_rehash),
-            _ => {
-                let window = Duration::from_secs(u64::from(self.settings.throttle.window_secs));
-                self.store
-                    .incr(&acct_key, window)
-                    .await
-                    .map_err(CoreError::from)?;
-                if let Some(k) = &ip_key {
-                    self.store.incr(k, window).await.map_err(CoreError::from)?;
-                }
-                self.audit(
-                    "login.failed",
-                    *user_id,
-                    Some(&client_id),
-                    meta,
-                    serde_json::json!({"method": "pwd"}),
-                )
-                .await;
-                return Ok(PasswordOutcome::Rejected(flow.clone()));
-            }
-        };
-        if needs_rehash && let Err(e) = self.set_password(user.id, password).await {
-            tracing::warn!(error = %e, "password rehash failed");
-        }
-        // Only one submit may complete the flow.
-        let done = LoginFlow {
-            stage: FlowStage::Completed,
-            ..flow.clone()
-        };
-        self.save_flow(&flow, done).await?;
-        self.store
-            .delete(&flow_key(&flow.id))
-            .await
-            .map_err(CoreError::from)?;
-        self.store
-            .delete(&acct_key)
-            .await
-            .map_err(CoreError::from)?;
-
+    ) -> Result<SubmitOutcome, FlowError> {
+        let user = self.flow_user(&flow).await?.ok_or_else(|| {
+            // Unreachable for an unknown identifier: its secrets never pass.
+            FlowError::Core(CoreError::Internal(
+                "a flow completed without a user".into(),
+            ))
+        })?;
+        flow.completed = true;
+        self.save_flow(old, flow.clone()).await?;
+        self.store.delete(&flow_key(&flow.id)).await?;
+        let def = Self::flow_def(client, &flow)?;
         let now = self.clock.now().unix_timestamp();
+        let methods: Vec<StepKind> = flow.passed.iter().map(|p| p.kind).collect();
         let session = SsoSession {
             sid: crate::random::token()[..22].to_owned(),
             user_id: user.id,
             auth_time: now,
-            amr: vec!["pwd".to_owned()],
-            acr: "1".to_owned(),
+            amr: combined_amr(&flow.passed),
+            acr: def.acr.clone(),
+            acrs: self.levels_reached(client, &methods),
+            methods,
             expires_at: now + i64::from(self.settings.session_lifetime_secs),
         };
         let cookie = crate::random::token();
         let ttl = secs(i64::from(self.settings.session_lifetime_secs));
-        put_json(self.store.as_ref(), &session_key(&cookie), &session, ttl)
-            .await
-            .map_err(CoreError::from)?;
+        put_json(self.store.as_ref(), &session_key(&cookie), &session, ttl).await?;
         self.audit(
             "login.succeeded",
             Some(user.id),
-            Some(&client_id),
+            Some(&client.id),
             meta,
-            serde_json::json!({"amr": session.amr, "sid": session.sid}),
+            serde_json::json!({"amr": session.amr, "acr": session.acr, "sid": session.sid}),
         )
         .await;
-        let client = self
-            .clients
-            .get(&flow.request.client_id)
-            .ok_or_else(|| CoreError::Internal("client of a flow vanished".into()))?;
-        let redirect = self.issue_code(&client, &flow.request, &session).await?;
-        Ok(PasswordOutcome::Completed {
+        let redirect = self.issue_code(client, &flow.request, &session).await?;
+        Ok(SubmitOutcome::Completed {
             redirect,
             session_cookie: cookie,
             session_ttl: ttl,
         })
     }
 
+    /// Levels of this client whose every unconditional stage was passed.
+    fn levels_reached(&self, client: &Client, methods: &[StepKind]) -> Vec<String> {
+        client
+            .login
+            .flows
+            .iter()
+            .filter(|f| {
+                f.stages
+                    .iter()
+                    .filter(|s| s.when == Condition::Always)
+                    .all(|s| s.methods.iter().any(|m| methods.contains(m)))
+            })
+            .map(|f| f.acr.clone())
+            .collect()
+    }
+
+    /// Failures count per user (or per typed identifier when unknown) and
+    /// method, and per client IP.
+    fn throttle_key(&self, step: StepKind, flow: &LoginFlow) -> String {
+        match (flow.user_id, &flow.identifier) {
+            (Some(id), _) => format!("throttle:{}:user:{id}", step.as_str()),
+            (None, Some(ident)) => format!(
+                "throttle:{}:ident:{}",
+                step.as_str(),
+                TokenHash::of(&ident.trim().to_lowercase()).as_str()
+            ),
+            (None, None) => format!("throttle:{}:flow:{}", step.as_str(), flow.id),
+        }
+    }
+
+    async fn count_failure(
+        &self,
+        step: StepKind,
+        flow: &LoginFlow,
+        meta: &RequestMeta,
+    ) -> Result<(), FlowError> {
+        let window = Duration::from_secs(u64::from(self.settings.throttle.window_secs));
+        self.store
+            .incr(&self.throttle_key(step, flow), window)
+            .await?;
+        if let Some(ip) = &meta.ip {
+            self.store
+                .incr(&format!("throttle:ip:{ip}"), window)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn locked_until(
         &self,
-        acct_key: &str,
-        ip_key: Option<&str>,
-    ) -> Result<Option<OffsetDateTime>, CoreError> {
+        step: StepKind,
+        flow: &LoginFlow,
+        meta: &RequestMeta,
+    ) -> Result<Option<OffsetDateTime>, FlowError> {
         let t = self.settings.throttle;
+        let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
+        let acct_key = self.throttle_key(step, flow);
         for (key, max) in [
-            (Some(acct_key), t.account_max_failures),
-            (ip_key, t.ip_max_failures),
+            (Some(acct_key.as_str()), t.account_max_failures),
+            (ip_key.as_deref(), t.ip_max_failures),
         ] {
             let Some(key) = key else { continue };
             let count = self
@@ -555,8 +992,9 @@ impl Provider {
                 .unwrap_or(0);
             if count >= u64::from(max) {
                 let left = self.store.ttl(key).await?.unwrap_or_default();
-                let until = self.clock.now() + time::Duration::try_from(left).unwrap_or_default();
-                return Ok(Some(until));
+                return Ok(Some(
+                    self.clock.now() + time::Duration::try_from(left).unwrap_or_default(),
+                ));
             }
         }
         Ok(None)
@@ -638,17 +1076,4 @@ pub fn authorize_error_redirect(
     }
     params.push(("iss", issuer));
     redirect_with(redirect_uri, &params)
-}
-
-enum Identifier {
-    Email(Email),
-    Customer(CustomerId),
-}
-
-fn parse_identifier(raw: &str) -> Option<Identifier> {
-    if raw.contains('@') {
-        Email::parse(raw).ok().map(Identifier::Email)
-    } else {
-        CustomerId::parse(raw).map(Identifier::Customer)
-    }
 }

@@ -8,10 +8,11 @@ use crate::domain::{
 };
 use crate::ephemeral::EphemeralStore;
 use crate::error::CoreError;
+use crate::flow::{StepPorts, StepRegistry};
 use crate::keys::SigningKeys;
 use crate::password::PasswordHasher;
 use crate::ports::{
-    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, RepoError, SigningKeyRepo,
+    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, RepoError, SigningKeyRepo,
     TokenFamilyRepo, UserRepo,
 };
 use crate::secret::{KeyEncryptionKey, Secret};
@@ -62,6 +63,7 @@ pub struct ProviderPorts {
     pub consents: Arc<dyn ConsentRepo>,
     pub audit: Arc<dyn AuditRepo>,
     pub client_states: Arc<dyn ClientStateRepo>,
+    pub devices: Arc<dyn DeviceRepo>,
 }
 
 /// Facts about the HTTP request, for throttling and the audit trail.
@@ -78,6 +80,9 @@ pub struct Provider {
     pub ports: ProviderPorts,
     pub hasher: PasswordHasher,
     pub clock: SharedClock,
+    /// The authentication methods.
+    pub steps: StepRegistry,
+    pub(crate) step_ports: StepPorts,
     kek: KeyEncryptionKey,
     keys: RwLock<Arc<SigningKeys>>,
 }
@@ -106,6 +111,23 @@ impl Provider {
             crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
         let clients = Arc::new(clients);
         let keys = SigningKeys::from_stored(&stored, &kek, clock.now(), keep_published(&clients))?;
+        let step_ports = StepPorts {
+            users: ports.users.clone(),
+            credentials: ports.credentials.clone(),
+            store: store.clone(),
+            hasher: hasher.clone(),
+            clock: clock.clone(),
+        };
+        let steps = crate::steps::registry();
+        for c in clients.iter() {
+            if let Some(m) = c.login.methods().find(|m| !steps.has(*m)) {
+                return Err(CoreError::Internal(format!(
+                    "client {}: the login method {} is not available in this build",
+                    c.id,
+                    m.as_str()
+                )));
+            }
+        }
         Ok(Self {
             settings,
             clients,
@@ -113,6 +135,8 @@ impl Provider {
             ports,
             hasher,
             clock,
+            steps,
+            step_ports,
             kek,
             keys: RwLock::new(Arc::new(keys)),
         })
@@ -178,6 +202,10 @@ impl Provider {
                 name: name.clone(),
                 locale: None,
                 status: UserStatus::Active,
+                phone: None,
+                phone_verified: false,
+                mfa_required: false,
+                last_method: None,
                 created_at: now,
                 updated_at: now,
             };

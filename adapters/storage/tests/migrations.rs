@@ -1,0 +1,188 @@
+//! Each migration applied to a database holding the previous schema's data, on
+//! both backends (a SQLite file and a fresh PostgreSQL database): the fixture
+//! rows are written with the previous schema's columns only, as the release
+//! before the migration wrote them, then the rest of the migrations run and
+//! the rows must read back through the current ports.
+
+// Test names are `case__backend`.
+#![allow(non_snake_case)]
+
+use idp_core::domain::{CustomerId, Email, KnownDevice, TokenHash, User, UserId, UserStatus};
+use idp_core::ports::{CredentialRepo, DeviceRepo, UserRepo};
+use idp_migrations::Migrator;
+use idp_storage::SeaStorage;
+use idp_storage::testing::fresh_postgres;
+use sea_orm::sea_query::{Alias, Query};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Value};
+use sea_orm_migration::MigratorTrait;
+use std::path::PathBuf;
+use time::OffsetDateTime;
+use time::macros::datetime;
+use uuid::Uuid;
+
+const CREATED: OffsetDateTime = datetime!(2026-11-20 08:30:00.5 UTC);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("idp-migr-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A plain connection, outside the adapter, to drive the migrator step by step.
+async fn raw_connection(url: &str) -> DatabaseConnection {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(1).sqlx_logging(false);
+    Database::connect(opts).await.unwrap()
+}
+
+async fn insert(db: &DatabaseConnection, table: &str, row: &[(&str, Value)]) {
+    let stmt = Query::insert()
+        .into_table(Alias::new(table))
+        .columns(row.iter().map(|(col, _)| Alias::new(*col)))
+        .values_panic(row.iter().map(|(_, v)| v.clone().into()))
+        .to_owned();
+    db.execute(&stmt).await.unwrap();
+}
+
+async fn applied(db: &DatabaseConnection) -> Vec<String> {
+    Migrator::get_applied_migrations(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect()
+}
+
+/// `m20261122_000002_login_methods` on a database of the initial schema
+/// holding a user with a password.
+async fn login_methods_keeps_existing_users(url: &str) {
+    let user_id = Uuid::now_v7();
+    let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+
+    // The initial schema only, and rows as its release wrote them.
+    let db = raw_connection(url).await;
+    Migrator::up(&db, Some(1)).await.unwrap();
+    assert_eq!(applied(&db).await, ["m20261122_000001_initial"]);
+    insert(
+        &db,
+        "users",
+        &[
+            ("id", user_id.into()),
+            ("customer_id", "ab12345-xyz".into()),
+            ("email", "Alice@Example.com".into()),
+            ("email_normalized", "alice@example.com".into()),
+            ("email_verified", true.into()),
+            ("name", "Alice Martin".into()),
+            ("locale", "fr".into()),
+            ("status", "active".into()),
+            ("created_at", CREATED.into()),
+            ("updated_at", CREATED.into()),
+        ],
+    )
+    .await;
+    insert(
+        &db,
+        "credentials",
+        &[
+            ("id", Uuid::now_v7().into()),
+            ("user_id", user_id.into()),
+            ("kind", "password".into()),
+            ("secret", phc.into()),
+            ("created_at", CREATED.into()),
+            ("updated_at", CREATED.into()),
+        ],
+    )
+    .await;
+    db.close().await.unwrap();
+
+    // The rest, as the server does at start-up.
+    let s = SeaStorage::connect(url).await.unwrap();
+    s.migrate().await.unwrap();
+    let expected = User {
+        id: UserId(user_id),
+        customer_id: CustomerId::parse("ab12345-xyz").unwrap(),
+        email: Email::parse("Alice@Example.com").unwrap(),
+        email_verified: true,
+        name: Some("Alice Martin".into()),
+        locale: Some("fr".into()),
+        status: UserStatus::Active,
+        phone: None,
+        phone_verified: false,
+        mfa_required: false,
+        last_method: None,
+        created_at: CREATED,
+        updated_at: CREATED,
+    };
+    assert_eq!(s.find_by_id(UserId(user_id)).await.unwrap(), Some(expected));
+    let password = s.find_password(UserId(user_id)).await.unwrap().unwrap();
+    assert_eq!(password.phc, phc);
+    assert_eq!(
+        s.list_credentials(UserId(user_id), "totp").await.unwrap(),
+        vec![]
+    );
+
+    // The new columns and table work for the old user.
+    s.set_phone(UserId(user_id), Some("+33612345678"), true)
+        .await
+        .unwrap();
+    s.set_mfa_required(UserId(user_id), true).await.unwrap();
+    let device = KnownDevice {
+        id: Uuid::now_v7(),
+        user_id: UserId(user_id),
+        token_hash: TokenHash::of("device cookie"),
+        label: None,
+        created_at: CREATED,
+        last_seen_at: CREATED,
+        revoked_at: None,
+    };
+    s.create_device(&device).await.unwrap();
+    assert_eq!(
+        s.list_devices(UserId(user_id)).await.unwrap(),
+        vec![device.clone()]
+    );
+    let back = s.find_by_id(UserId(user_id)).await.unwrap().unwrap();
+    assert_eq!(back.phone.as_deref(), Some("+33612345678"));
+    assert!(back.phone_verified && back.mfa_required);
+    drop(s);
+
+    // Down and up again: the migration reverts cleanly and re-applies; the
+    // user survives both, the new data goes with the reverted schema.
+    let db = raw_connection(url).await;
+    Migrator::down(&db, Some(1)).await.unwrap();
+    assert_eq!(applied(&db).await, ["m20261122_000001_initial"]);
+    Migrator::up(&db, None).await.unwrap();
+    db.close().await.unwrap();
+    let s = SeaStorage::connect(url).await.unwrap();
+    let back = s.find_by_id(UserId(user_id)).await.unwrap().unwrap();
+    assert_eq!(back.phone, None);
+    assert!(!back.mfa_required);
+    assert_eq!(s.list_devices(UserId(user_id)).await.unwrap(), vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_methods_keeps_existing_users__sqlite() {
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("idp.db").display());
+    login_methods_keeps_existing_users(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_methods_keeps_existing_users__postgres() {
+    let db = fresh_postgres().await;
+    let url = db.url().to_owned();
+    let outcome = tokio::spawn(async move { login_methods_keeps_existing_users(&url).await }).await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

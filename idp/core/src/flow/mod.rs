@@ -1,0 +1,314 @@
+//! The login flow engine: a flow is a list of stages (see [`definition`]);
+//! each stage is one authentication method or one of several. Methods are
+//! [`Step`]s, one module each under `steps/`; the runner (in `oidc/login.rs`)
+//! owns everything else: CSRF, browser binding, expiry, attempts and
+//! throttling, saving, moving on, and finishing the authorization request.
+
+pub mod definition;
+
+use crate::clock::SharedClock;
+use crate::domain::User;
+use crate::ephemeral::EphemeralStore;
+use crate::error::CoreError;
+use crate::oidc::client::Client;
+use crate::oidc::provider::RequestMeta;
+use crate::password::PasswordHasher;
+use crate::ports::{CredentialRepo, UserRepo};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// An authentication method: its id in config, templates and URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Who the user is (email or customer identifier). Proves nothing.
+    Identifier,
+    Password,
+    EmailCode,
+    SmsCode,
+    Totp,
+    /// Security key or passkey as a second factor.
+    Webauthn,
+    /// Passwordless: a discoverable passkey identifies and authenticates.
+    Passkey,
+    RecoveryCode,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 8] = [
+        Self::Identifier,
+        Self::Password,
+        Self::EmailCode,
+        Self::SmsCode,
+        Self::Totp,
+        Self::Webauthn,
+        Self::Passkey,
+        Self::RecoveryCode,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identifier => "identifier",
+            Self::Password => "password",
+            Self::EmailCode => "email_code",
+            Self::SmsCode => "sms_code",
+            Self::Totp => "totp",
+            Self::Webauthn => "webauthn",
+            Self::Passkey => "passkey",
+            Self::RecoveryCode => "recovery_code",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Steps that establish who the user is.
+    pub fn identifies(self) -> bool {
+        matches!(self, Self::Identifier | Self::Passkey)
+    }
+
+    /// Steps that prove something (all but the identifier).
+    pub fn authenticates(self) -> bool {
+        self != Self::Identifier
+    }
+}
+
+/// Whether a method can be used by this user now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applicability {
+    /// The user has it: it can run.
+    Applies,
+    /// Not enrolled, and cannot be enrolled during login.
+    Skip,
+    /// Not enrolled, but can be enrolled during login.
+    Enroll,
+}
+
+/// A view model for a page: a template key and what it shows. Never HTML.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Challenge {
+    /// Template name without extension, e.g. `password`, `code`, `totp_enroll`.
+    pub template: &'static str,
+    /// Message id of an error to show, if any.
+    pub error: Option<&'static str>,
+    /// Template data (QR code, masked destination, WebAuthn options, ...).
+    pub data: serde_json::Value,
+}
+
+impl Challenge {
+    pub fn new(template: &'static str) -> Self {
+        Self {
+            template,
+            error: None,
+            data: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        if let serde_json::Value::Object(m) = &mut self.data {
+            m.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+
+    pub fn with_error(mut self, message_id: &'static str) -> Self {
+        self.error = Some(message_id);
+        self
+    }
+}
+
+/// What a step decided about a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// Done: these RFC 8176 `amr` values were proven.
+    Passed { amr: Vec<String> },
+    /// Show this again (e.g. a new code was sent), no failure.
+    Again(Challenge),
+    /// Wrong answer; `count_failure` feeds the per-user, per-method throttle.
+    Rejected {
+        challenge: Challenge,
+        count_failure: bool,
+    },
+}
+
+/// The fields of a submitted form (the runner removes `csrf`).
+#[derive(Debug, Clone, Default)]
+pub struct StepInput {
+    fields: HashMap<String, String>,
+}
+
+impl StepInput {
+    pub fn new(fields: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            fields: fields.into_iter().collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    /// A field as a secret (password, code).
+    pub fn secret(&self, name: &str) -> Option<crate::secret::Secret> {
+        self.get(name)
+            .map(|s| crate::secret::Secret::new(s.to_owned()))
+    }
+}
+
+/// The ports steps may use.
+#[derive(Clone)]
+pub struct StepPorts {
+    pub users: Arc<dyn UserRepo>,
+    pub credentials: Arc<dyn CredentialRepo>,
+    pub store: Arc<dyn EphemeralStore>,
+    pub hasher: PasswordHasher,
+    pub clock: SharedClock,
+}
+
+/// What a step sees: a read-only view of the flow, its own scratch state, the
+/// ports, and request facts.
+pub struct StepCx<'a> {
+    pub ports: &'a StepPorts,
+    pub client: &'a Client,
+    pub flow_id: &'a str,
+    /// The user, once identified.
+    pub user: Option<&'a User>,
+    /// What the user typed at the identifier step, if any.
+    pub identifier: Option<&'a str>,
+    pub meta: &'a RequestMeta,
+    pub locale: &'a str,
+    scratch: &'a mut serde_json::Value,
+    identified: Option<Identified>,
+}
+
+/// Set by an identifying step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    /// `None` when nobody matches: the flow goes on identically (no enumeration).
+    pub user: Option<User>,
+    pub identifier: String,
+}
+
+impl<'a> StepCx<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ports: &'a StepPorts,
+        client: &'a Client,
+        flow_id: &'a str,
+        user: Option<&'a User>,
+        identifier: Option<&'a str>,
+        meta: &'a RequestMeta,
+        locale: &'a str,
+        scratch: &'a mut serde_json::Value,
+    ) -> Self {
+        Self {
+            ports,
+            client,
+            flow_id,
+            user,
+            identifier,
+            meta,
+            locale,
+            scratch,
+            identified: None,
+        }
+    }
+
+    /// This step's scratch state (default when none saved yet).
+    pub fn scratch<T: DeserializeOwned + Default>(&self) -> T {
+        serde_json::from_value(self.scratch.clone()).unwrap_or_default()
+    }
+
+    pub fn set_scratch<T: Serialize>(&mut self, value: &T) -> Result<(), CoreError> {
+        *self.scratch =
+            serde_json::to_value(value).map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// For identifying steps: who the user is (or that nobody matches).
+    pub fn identify(&mut self, user: Option<User>, identifier: String) {
+        self.identified = Some(Identified { user, identifier });
+    }
+
+    pub fn take_identified(&mut self) -> Option<Identified> {
+        self.identified.take()
+    }
+
+    /// The user; steps that `requires_subject` may rely on it being known
+    /// (an unknown identifier reaches them with `None`, and they must answer
+    /// exactly as for a wrong secret).
+    pub fn subject(&self) -> Option<&'a User> {
+        self.user
+    }
+}
+
+/// One authentication method. Adding a method is one module implementing
+/// this, one template, and one registry line.
+#[async_trait]
+pub trait Step: Send + Sync {
+    fn kind(&self) -> StepKind;
+
+    /// The page template of the method (or of its enrollment).
+    fn template(&self, enrolling: bool) -> &'static str;
+
+    /// Needs the user identified first (all but identifier and passkey).
+    fn requires_subject(&self) -> bool {
+        true
+    }
+
+    /// Whether this user can use the method now, must enroll, or cannot.
+    async fn applies(&self, cx: &StepCx<'_>) -> Result<Applicability, CoreError>;
+
+    /// The page for the method (may send a code, prepare WebAuthn options).
+    async fn present(&self, cx: &mut StepCx<'_>) -> Result<Challenge, CoreError>;
+
+    /// Checks a submission.
+    async fn submit(
+        &self,
+        cx: &mut StepCx<'_>,
+        input: &StepInput,
+    ) -> Result<StepOutcome, CoreError>;
+
+    /// The enrollment page, for methods that can be enrolled during login.
+    async fn present_enrollment(&self, _cx: &mut StepCx<'_>) -> Result<Challenge, CoreError> {
+        Err(CoreError::Internal(format!(
+            "{} cannot be enrolled during login",
+            self.kind().as_str()
+        )))
+    }
+
+    /// Checks an enrollment submission; `Passed` when enrolled (and proven).
+    async fn submit_enrollment(
+        &self,
+        _cx: &mut StepCx<'_>,
+        _input: &StepInput,
+    ) -> Result<StepOutcome, CoreError> {
+        Err(CoreError::Internal(format!(
+            "{} cannot be enrolled during login",
+            self.kind().as_str()
+        )))
+    }
+}
+
+/// Every method, by kind.
+#[derive(Clone, Default)]
+pub struct StepRegistry {
+    steps: HashMap<StepKind, Arc<dyn Step>>,
+}
+
+impl StepRegistry {
+    pub fn register(&mut self, step: Arc<dyn Step>) {
+        self.steps.insert(step.kind(), step);
+    }
+
+    pub fn get(&self, kind: StepKind) -> Option<&Arc<dyn Step>> {
+        self.steps.get(&kind)
+    }
+
+    pub fn has(&self, kind: StepKind) -> bool {
+        self.steps.contains_key(&kind)
+    }
+}
