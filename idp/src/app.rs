@@ -36,6 +36,8 @@ pub struct AppState {
 pub struct Overrides {
     pub clock: SharedClock,
     pub extra_clients: Vec<idp_core::oidc::client::Client>,
+    /// Replaces the configured email/SMS delivery (tests read codes from it).
+    pub notifier: Option<Arc<dyn idp_core::notify::Notifier>>,
 }
 
 impl Default for Overrides {
@@ -43,6 +45,7 @@ impl Default for Overrides {
         Self {
             clock: Arc::new(SystemClock),
             extra_clients: Vec::new(),
+            notifier: None,
         }
     }
 }
@@ -157,8 +160,13 @@ pub async fn build_state(
         flow_lifetime_secs: cfg.settings.login_flow_lifetime_secs,
         customer_id_suffix: cfg.settings.customer_id_suffix.clone(),
         throttle: cfg.settings.throttle,
+        methods: cfg.settings.login_methods.clone(),
     };
     let kek = key_encryption_key(cfg)?;
+    let notifier: Arc<dyn idp_core::notify::Notifier> = match overrides.notifier {
+        Some(n) => n,
+        None => Arc::new(idp_core::notify::MemoryOutbox::default()),
+    };
     let provider = Provider::new(
         settings,
         clients,
@@ -167,6 +175,7 @@ pub async fn build_state(
         hasher,
         overrides.clock,
         kek,
+        notifier,
     )
     .await?;
     let issuer_url = url::Url::parse(&cfg.issuer)?;

@@ -50,6 +50,8 @@ pub struct Settings {
     pub log_format: String,
     pub password: Argon2Settings,
     pub throttle: ThrottleSettings,
+    /// Settings of the login methods (codes, TOTP, WebAuthn, devices).
+    pub login_methods: idp_core::flow::MethodSettings,
 }
 
 impl Default for Settings {
@@ -72,6 +74,7 @@ impl Default for Settings {
             log_format: "text".into(),
             password: Argon2Settings::default(),
             throttle: ThrottleSettings::default(),
+            login_methods: idp_core::flow::MethodSettings::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod flow;
 pub mod keys;
+pub mod notify;
 pub mod oidc;
 pub mod password;
 pub mod ports;

@@ -70,6 +70,23 @@ impl KeyEncryptionKey {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// HMAC-SHA256 of `data` under a key derived from this one, hex-encoded:
+    /// how low-entropy one-time values (recovery codes) are stored, so that
+    /// a copy of the database alone cannot be searched for them.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC takes keys of any length");
+        m.update(purpose.as_bytes());
+        m.update(&[0]);
+        m.update(data);
+        m.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Encrypts `plaintext` into a compact JWE.
     pub fn seal(&self, plaintext: &[u8]) -> Result<String, CoreError> {
         let mut header = josekit::jwe::JweHeader::new();

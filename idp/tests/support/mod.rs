@@ -37,6 +37,8 @@ pub struct TestApp {
     pub clock: SettableClock,
     pub backend: Backend,
     pub user: User,
+    /// Every email and SMS the server sent.
+    pub outbox: Arc<idp_core::notify::MemoryOutbox>,
     pg: Option<idp_storage::testing::TestDatabase>,
     _data: TempDir,
 }
@@ -106,14 +108,44 @@ pub fn test_clients() -> Vec<Client> {
     ]
 }
 
+/// A confidential client (secret [`SECRET`]) whose login flows are given as
+/// JSON, in the shape of a client file's `[[login.flows]]`, e.g.
+/// `r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password", "totp"]}]"#`.
+pub fn client_with_flows(id: &str, flows_json: &str) -> Client {
+    let specs: Vec<idp_core::flow::definition::FlowSpec> =
+        serde_json::from_str(flows_json).expect("flows JSON");
+    Client {
+        login: idp_core::flow::definition::parse_policy(&specs).expect("valid flows"),
+        ..client(id, false, AccessTokenFormat::Jwt, SigningAlg::ES256)
+    }
+}
+
+/// What a test server runs with besides the backend.
+#[derive(Default)]
+pub struct AppOptions {
+    /// Registered in addition to [`test_clients`].
+    pub clients: Vec<Client>,
+    /// Issuer `http://localhost:<port>` instead of `http://127.0.0.1:<port>`
+    /// (WebAuthn needs a host name as its relying-party id).
+    pub localhost: bool,
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let data =
         TempDir(std::env::temp_dir().join(format!("idp-test-{}", uuid::Uuid::new_v4().simple())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().unwrap();
-    let issuer = format!("http://{addr}");
+    let issuer = if options.localhost {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
     let (database_url, redis_url, pg) = match backend {
         Backend::Sqlite => ("sqlite::memory:".to_owned(), None, None),
         Backend::Postgres => {
@@ -149,9 +181,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         themes_dir: None,
     };
     let clock = SettableClock::starting_now();
+    let outbox = Arc::new(idp_core::notify::MemoryOutbox::default());
     let overrides = Overrides {
         clock: Arc::new(clock.clone()),
-        extra_clients: test_clients(),
+        extra_clients: test_clients().into_iter().chain(options.clients).collect(),
+        notifier: Some(outbox.clone()),
     };
     let state = app::build_state(&cfg, ClientRegistry::default(), overrides)
         .await
@@ -172,6 +206,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         clock,
         backend,
         user,
+        outbox,
         pg,
         _data: data,
     }

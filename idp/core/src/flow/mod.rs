@@ -158,6 +158,50 @@ impl StepInput {
     }
 }
 
+/// Settings of the authentication methods (`[login_methods]` in idp.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MethodSettings {
+    /// How long an emailed or texted code is valid.
+    pub code_ttl_secs: u32,
+    /// Wrong entries allowed for one code before a new one is needed.
+    pub code_max_attempts: u32,
+    /// Minimum time between two sends of a code.
+    pub code_resend_cooldown_secs: u32,
+    /// Issuer shown in authenticator apps.
+    pub totp_issuer: String,
+    /// How many recovery codes are generated.
+    pub recovery_codes: u32,
+    /// WebAuthn user verification: `required`, `preferred` or `discouraged`.
+    pub webauthn_user_verification: String,
+    /// How long a browser is remembered after a successful check.
+    pub device_cookie_days: u32,
+}
+
+impl Default for MethodSettings {
+    fn default() -> Self {
+        Self {
+            code_ttl_secs: 600,
+            code_max_attempts: 5,
+            code_resend_cooldown_secs: 30,
+            totp_issuer: "Identity provider".into(),
+            recovery_codes: 10,
+            webauthn_user_verification: "preferred".into(),
+            device_cookie_days: 180,
+        }
+    }
+}
+
+/// The relying party identity for WebAuthn, derived from the issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnSettings {
+    /// The issuer's host (`login.example.com`).
+    pub rp_id: String,
+    /// The issuer's origin (`https://login.example.com`).
+    pub origin: String,
+    pub rp_name: String,
+}
+
 /// The ports steps may use.
 #[derive(Clone)]
 pub struct StepPorts {
@@ -166,6 +210,11 @@ pub struct StepPorts {
     pub store: Arc<dyn EphemeralStore>,
     pub hasher: PasswordHasher,
     pub clock: SharedClock,
+    /// Seals secrets stored at rest (TOTP seeds).
+    pub kek: crate::secret::KeyEncryptionKey,
+    pub notifier: Arc<dyn crate::notify::Notifier>,
+    pub settings: MethodSettings,
+    pub webauthn: WebauthnSettings,
 }
 
 /// What a step sees: a read-only view of the flow, its own scratch state, the

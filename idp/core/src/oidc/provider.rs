@@ -51,6 +51,7 @@ pub struct ProviderSettings {
     pub flow_lifetime_secs: u32,
     pub customer_id_suffix: String,
     pub throttle: ThrottleSettings,
+    pub methods: crate::flow::MethodSettings,
 }
 
 /// Durable storage ports.
@@ -98,6 +99,7 @@ impl std::fmt::Debug for Provider {
 
 impl Provider {
     /// Builds the provider, creating signing keys on first start.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         settings: ProviderSettings,
         clients: ClientRegistry,
@@ -106,6 +108,7 @@ impl Provider {
         hasher: PasswordHasher,
         clock: SharedClock,
         kek: KeyEncryptionKey,
+        notifier: Arc<dyn crate::notify::Notifier>,
     ) -> Result<Self, CoreError> {
         let stored =
             crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
@@ -117,6 +120,10 @@ impl Provider {
             store: store.clone(),
             hasher: hasher.clone(),
             clock: clock.clone(),
+            kek: kek.clone(),
+            notifier,
+            settings: settings.methods.clone(),
+            webauthn: webauthn_settings(&settings.issuer)?,
         };
         let steps = crate::steps::registry();
         for c in clients.iter() {
@@ -261,6 +268,23 @@ impl Provider {
             .await?;
         Ok(())
     }
+}
+
+/// The WebAuthn relying party of an issuer: its host is the RP id, its
+/// origin the only accepted origin.
+fn webauthn_settings(issuer: &str) -> Result<crate::flow::WebauthnSettings, CoreError> {
+    let url = url::Url::parse(issuer).map_err(|e| CoreError::Internal(format!("issuer: {e}")))?;
+    let rp_id = url
+        .host_str()
+        .ok_or_else(|| CoreError::Internal("issuer has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok(crate::flow::WebauthnSettings {
+        rp_name: rp_id.clone(),
+        rp_id,
+        origin: url.origin().ascii_serialization(),
+    })
 }
 
 /// How long a retired key stays published: the longest token lifetime of any

@@ -3,6 +3,7 @@
 
 pub mod identifier;
 pub mod password;
+pub mod recovery_code;
 
 use crate::flow::StepRegistry;
 use std::sync::Arc;
@@ -12,5 +13,6 @@ pub fn registry() -> StepRegistry {
     let mut r = StepRegistry::default();
     r.register(Arc::new(identifier::IdentifierStep));
     r.register(Arc::new(password::PasswordStep));
+    r.register(Arc::new(recovery_code::RecoveryCodeStep));
     r
 }

@@ -1,0 +1,170 @@
+//! Recovery codes: ten single-use codes generated when a user enrolls their
+//! first second factor, shown once, stored only as a keyed hash, and
+//! regenerable. Entering one passes a second-factor step when the user's
+//! device is not at hand.
+
+use crate::domain::{StoredCredential, User};
+use crate::error::CoreError;
+use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub const KIND: &str = "recovery_code";
+const MAC_PURPOSE: &str = "recovery-code";
+/// Unambiguous characters (no 0/o, 1/l/i).
+const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+pub struct RecoveryCodeStep;
+
+/// A code as shown: `xxxxx-xxxxx` (about 49 bits).
+fn new_code() -> String {
+    let chars: String = (0..10)
+        .map(|_| char::from(ALPHABET[crate::random::below(ALPHABET.len() as u32) as usize]))
+        .collect();
+    format!("{}-{}", &chars[..5], &chars[5..])
+}
+
+/// What is hashed: lower case, without separators or spaces.
+fn normalize(input: &str) -> String {
+    input
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Replaces the user's recovery codes with fresh ones; returns them (to be
+/// shown once; only their keyed hashes are stored).
+pub async fn regenerate(cx: &StepCx<'_>, user: &User) -> Result<Vec<String>, CoreError> {
+    let ports = cx.ports;
+    ports
+        .credentials
+        .delete_credentials_of_kind(user.id, KIND)
+        .await?;
+    let now = ports.clock.now();
+    let mut codes = Vec::new();
+    for _ in 0..ports.settings.recovery_codes {
+        let code = new_code();
+        ports
+            .credentials
+            .create_credential(&StoredCredential {
+                id: Uuid::now_v7(),
+                user_id: user.id,
+                kind: KIND.into(),
+                label: None,
+                secret: ports.kek.mac(MAC_PURPOSE, normalize(&code).as_bytes()),
+                created_at: now,
+                last_used_at: None,
+            })
+            .await?;
+        codes.push(code);
+    }
+    Ok(codes)
+}
+
+/// After a first second factor is enrolled: codes if the user had none.
+pub async fn issue_if_first(
+    cx: &StepCx<'_>,
+    user: &User,
+) -> Result<Option<Vec<String>>, CoreError> {
+    if cx
+        .ports
+        .credentials
+        .list_credentials(user.id, KIND)
+        .await?
+        .is_empty()
+    {
+        Ok(Some(regenerate(cx, user).await?))
+    } else {
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Step for RecoveryCodeStep {
+    fn kind(&self) -> StepKind {
+        StepKind::RecoveryCode
+    }
+
+    fn template(&self, _enrolling: bool) -> &'static str {
+        "code"
+    }
+
+    async fn applies(&self, cx: &StepCx<'_>) -> Result<Applicability, CoreError> {
+        Ok(match cx.subject() {
+            Some(u)
+                if !cx
+                    .ports
+                    .credentials
+                    .list_credentials(u.id, KIND)
+                    .await?
+                    .is_empty() =>
+            {
+                Applicability::Applies
+            }
+            _ => Applicability::Skip,
+        })
+    }
+
+    async fn present(&self, _cx: &mut StepCx<'_>) -> Result<Challenge, CoreError> {
+        Ok(challenge())
+    }
+
+    async fn submit(
+        &self,
+        cx: &mut StepCx<'_>,
+        input: &StepInput,
+    ) -> Result<StepOutcome, CoreError> {
+        let rejected = || StepOutcome::Rejected {
+            challenge: challenge().with_error("login.code.invalid"),
+            count_failure: true,
+        };
+        let Some(user) = cx.subject() else {
+            return Ok(rejected());
+        };
+        let typed = normalize(input.get("code").unwrap_or_default());
+        if typed.len() != 10 {
+            return Ok(rejected());
+        }
+        let mac = cx.ports.kek.mac(MAC_PURPOSE, typed.as_bytes());
+        let codes = cx.ports.credentials.list_credentials(user.id, KIND).await?;
+        let Some(found) = codes.iter().find(|c| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                c.secret.as_bytes(),
+                mac.as_bytes(),
+            ))
+        }) else {
+            return Ok(rejected());
+        };
+        // Single use: of two concurrent submits of one code, one deletes it.
+        if !cx.ports.credentials.delete_credential(found.id).await? {
+            return Ok(rejected());
+        }
+        Ok(StepOutcome::Passed {
+            amr: vec!["otp".into()],
+        })
+    }
+}
+
+fn challenge() -> Challenge {
+    Challenge::new("code")
+        .with("method", StepKind::RecoveryCode.as_str())
+        .with("autocomplete", "off")
+        .with("inputmode", "text")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_the_shown_shape_and_normalize() {
+        for _ in 0..100 {
+            let c = new_code();
+            assert_eq!(c.len(), 11);
+            assert_eq!(normalize(&c).len(), 10);
+            assert!(normalize(&c).bytes().all(|b| ALPHABET.contains(&b)));
+        }
+        assert_eq!(normalize(" ABCDE-fghjk "), "abcdefghjk");
+    }
+}
