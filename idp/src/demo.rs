@@ -7,8 +7,8 @@ use crate::config::{self, LoadedConfig};
 use crate::theme::{Locale, Themes};
 use anyhow::{Context, anyhow};
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use idp_core::domain::{ClientId, Email};
@@ -25,7 +25,7 @@ use openidconnect::{
     IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     TokenResponse,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub const DEMO_EMAIL: &str = "demo@example.com";
@@ -45,9 +45,15 @@ struct Pending {
     nonce: Nonce,
 }
 
+/// One demo portal: a registered client the demo relying party acts for.
+struct Portal {
+    name: String,
+    client: DemoClient,
+}
+
 #[derive(Clone)]
 struct Rp {
-    client: Arc<DemoClient>,
+    portals: Arc<BTreeMap<String, Portal>>,
     http: openidconnect::reqwest::Client,
     pending: Arc<Mutex<HashMap<String, Pending>>>,
     themes: Arc<Themes>,
@@ -56,15 +62,15 @@ struct Rp {
     base: String,
 }
 
-/// The demo's relying-party registration.
+/// The built-in demo portal's registration (identifier then password).
 fn demo_client(rp_base: &str, secret: &str) -> Client {
     Client {
         id: ClientId(DEMO_CLIENT.into()),
         name: "Demo portal".into(),
         auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
         secret_hash: Some(ClientSecretHash::of(secret)),
-        redirect_uris: vec![format!("{rp_base}/callback")],
-        post_logout_redirect_uris: vec![format!("{rp_base}/")],
+        redirect_uris: vec![format!("{rp_base}/{DEMO_CLIENT}/callback")],
+        post_logout_redirect_uris: vec![format!("{rp_base}/{DEMO_CLIENT}/")],
         allow_authorization_code: true,
         allow_refresh_token: true,
         allow_client_credentials: false,
@@ -85,10 +91,29 @@ fn demo_client(rp_base: &str, secret: &str) -> Client {
 pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     let rp_addr = std::net::SocketAddr::new(cfg.settings.listen.ip(), rp_port);
     let rp_base = format!("http://{rp_addr}");
-    let secret = idp_core::random::token();
-    let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+    let mut clients = config::load_clients(cfg.clients_dir.as_deref())?;
+    // Configured clients whose callback is on the demo relying party become
+    // demo portals; the demo acts for them with a fresh secret held in memory
+    // (the configuration is not touched).
+    let mut secrets: BTreeMap<String, String> = BTreeMap::new();
+    let mut demo_portals = Vec::new();
+    for c in clients.iter() {
+        let callback = format!("{rp_base}/{}/callback", c.id);
+        if c.redirect_uris.contains(&callback) {
+            demo_portals.push(c.as_ref().clone());
+        }
+    }
+    for mut c in demo_portals {
+        let secret = idp_core::random::token();
+        c.secret_hash = Some(ClientSecretHash::of(&secret));
+        c.auth_method = TokenEndpointAuthMethod::ClientSecretBasic;
+        secrets.insert(c.id.0.clone(), secret);
+        clients.insert(c);
+    }
+    let demo_secret = idp_core::random::token();
+    secrets.insert(DEMO_CLIENT.into(), demo_secret.clone());
     let overrides = Overrides {
-        extra_clients: vec![demo_client(&rp_base, &secret)],
+        extra_clients: vec![demo_client(&rp_base, &demo_secret)],
         ..Overrides::default()
     };
     let state = app::build_state(&cfg, clients, overrides).await?;
@@ -117,16 +142,28 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen: cannot bind {}", cfg.settings.listen))?;
     let themes = state.themes.clone();
+    let names: BTreeMap<String, String> = secrets
+        .keys()
+        .filter_map(|id| {
+            state
+                .provider
+                .clients
+                .get(id)
+                .map(|c| (id.clone(), c.name.clone()))
+        })
+        .collect();
     let running = app::serve(listener, state)?;
     let rp_listener = tokio::net::TcpListener::bind(rp_addr)
         .await
         .with_context(|| format!("--rp-port: cannot bind {rp_addr}"))?;
-    let rp = relying_party(&cfg.issuer, &rp_base, &secret, themes).await?;
+    let rp = relying_party(&cfg.issuer, &rp_base, &secrets, &names, themes).await?;
+    let portal_list: Vec<String> = rp.portals.keys().cloned().collect();
     let rp_router = Router::new()
-        .route("/", get(home))
-        .route("/login", get(login))
-        .route("/callback", get(callback))
-        .route("/logout", get(logout))
+        .route("/", get(index))
+        .route("/{portal}/", get(home))
+        .route("/{portal}/login", get(login))
+        .route("/{portal}/callback", get(callback))
+        .route("/{portal}/logout", get(logout))
         .route("/assets/{theme}/{*path}", get(asset))
         .with_state(rp);
     tokio::spawn(async move {
@@ -136,7 +173,10 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     });
     println!();
     println!("  Identity provider: {} (issuer)", cfg.issuer);
-    println!("  Demo portal:       {rp_base}/");
+    println!("  Demo portals:      {rp_base}/");
+    for p in &portal_list {
+        println!("    {rp_base}/{p}/");
+    }
     println!();
     println!("  Open {rp_base}/ and sign in with");
     println!("    email:               {DEMO_EMAIL}");
@@ -151,7 +191,8 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
 async fn relying_party(
     issuer: &str,
     base: &str,
-    secret: &str,
+    secrets: &BTreeMap<String, String>,
+    names: &BTreeMap<String, String>,
     themes: Arc<Themes>,
 ) -> anyhow::Result<Rp> {
     let http = openidconnect::reqwest::ClientBuilder::new()
@@ -160,14 +201,19 @@ async fn relying_party(
     let meta = CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.to_owned())?, &http)
         .await
         .map_err(|e| anyhow!("demo: discovery of {issuer} failed: {e}"))?;
-    let client = CoreClient::from_provider_metadata(
-        meta,
-        openidconnect::ClientId::new(DEMO_CLIENT.into()),
-        Some(ClientSecret::new(secret.to_owned())),
-    )
-    .set_redirect_uri(RedirectUrl::new(format!("{base}/callback"))?);
+    let mut portals = BTreeMap::new();
+    for (id, secret) in secrets {
+        let client = CoreClient::from_provider_metadata(
+            meta.clone(),
+            openidconnect::ClientId::new(id.clone()),
+            Some(ClientSecret::new(secret.clone())),
+        )
+        .set_redirect_uri(RedirectUrl::new(format!("{base}/{id}/callback"))?);
+        let name = names.get(id).cloned().unwrap_or_else(|| id.clone());
+        portals.insert(id.clone(), Portal { name, client });
+    }
     Ok(Rp {
-        client: Arc::new(client),
+        portals: Arc::new(portals),
         http,
         pending: Arc::new(Mutex::new(HashMap::new())),
         themes,
@@ -199,16 +245,53 @@ async fn asset(
     }
 }
 
-async fn home(State(rp): State<Rp>) -> Response {
+async fn index(State(rp): State<Rp>) -> Response {
+    let portals: Vec<minijinja::Value> = rp
+        .portals
+        .iter()
+        .map(|(id, p)| minijinja::context! { name => p.name.clone(), url => format!("/{id}/") })
+        .collect();
     render(
         &rp,
-        minijinja::context! { login_url => "/login", logout_url => "/logout", provider_url => rp.issuer.clone(), demo_email => DEMO_EMAIL },
+        minijinja::context! { portals => portals, provider_url => rp.issuer.clone(), demo_email => DEMO_EMAIL },
     )
 }
 
-async fn login(State(rp): State<Rp>) -> Response {
+fn portal<'r>(rp: &'r Rp, id: &str) -> Option<&'r Portal> {
+    rp.portals.get(id)
+}
+
+async fn home(State(rp): State<Rp>, Path(id): Path<String>) -> Response {
+    let Some(p) = portal(&rp, &id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    render(
+        &rp,
+        minijinja::context! {
+            portal_name => p.name.clone(),
+            login_url => format!("/{id}/login"),
+            logout_url => format!("/{id}/logout"),
+            provider_url => rp.issuer.clone(),
+            demo_email => DEMO_EMAIL,
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    acr: Option<String>,
+}
+
+async fn login(
+    State(rp): State<Rp>,
+    Path(id): Path<String>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let Some(p) = portal(&rp, &id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, state, nonce) = rp
+    let mut req = p
         .client
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -217,8 +300,11 @@ async fn login(State(rp): State<Rp>) -> Response {
         )
         .add_scope(Scope::new("profile".into()))
         .add_scope(Scope::new("email".into()))
-        .set_pkce_challenge(challenge)
-        .url();
+        .set_pkce_challenge(challenge);
+    if let Some(acr) = q.acr {
+        req = req.add_auth_context_value(openidconnect::AuthenticationContextClass::new(acr));
+    }
+    let (url, state, nonce) = req.url();
     let mut pending = rp.pending.lock().unwrap_or_else(|p| p.into_inner());
     if pending.len() > 1000 {
         pending.clear();
@@ -227,11 +313,18 @@ async fn login(State(rp): State<Rp>) -> Response {
     Redirect::to(url.as_str()).into_response()
 }
 
-async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn callback(
+    State(rp): State<Rp>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(p) = portal(&rp, &id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let show_error = |msg: String| {
         render(
             &rp,
-            minijinja::context! { login_url => "/login", logout_url => "/logout", error => msg },
+            minijinja::context! { portal_name => p.name.clone(), login_url => format!("/{id}/login"), logout_url => format!("/{id}/logout"), error => msg },
         )
     };
     if let Some(e) = q.get("error") {
@@ -248,10 +341,7 @@ async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>
     let Some(code) = q.get("code") else {
         return show_error("no code in the callback".into());
     };
-    let exchange = match rp
-        .client
-        .exchange_code(AuthorizationCode::new(code.clone()))
-    {
+    let exchange = match p.client.exchange_code(AuthorizationCode::new(code.clone())) {
         Ok(x) => x,
         Err(e) => return show_error(e.to_string()),
     };
@@ -266,7 +356,7 @@ async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>
     let Some(id_token) = tokens.id_token() else {
         return show_error("no ID token".into());
     };
-    let verifier = rp.client.id_token_verifier().set_allowed_algs(vec![
+    let verifier = p.client.id_token_verifier().set_allowed_algs(vec![
         CoreJwsSigningAlgorithm::EcdsaP256Sha256,
         CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
     ]);
@@ -274,7 +364,7 @@ async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>
         Ok(c) => c,
         Err(e) => return show_error(format!("ID token rejected: {e}")),
     };
-    let mut rows = vec![
+    let rows = vec![
         ("sub", claims.subject().to_string()),
         ("iss", claims.issuer().to_string()),
         (
@@ -314,14 +404,14 @@ async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
         ),
+        (
+            "access_token expires in",
+            tokens
+                .expires_in()
+                .map(|d| format!("{} s", d.as_secs()))
+                .unwrap_or_default(),
+        ),
     ];
-    rows.push((
-        "access_token expires in",
-        tokens
-            .expires_in()
-            .map(|d| format!("{} s", d.as_secs()))
-            .unwrap_or_default(),
-    ));
     let user: Vec<minijinja::Value> = rows
         .into_iter()
         .map(|(n, v)| minijinja::context! { name => n, value => v })
@@ -330,13 +420,14 @@ async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>
         "{}?id_token_hint={}&post_logout_redirect_uri={}",
         rp.end_session,
         id_token,
-        url::form_urlencoded::byte_serialize(format!("{}/", rp.base).as_bytes())
+        url::form_urlencoded::byte_serialize(format!("{}/{id}/", rp.base).as_bytes())
             .collect::<String>()
     );
     render(
         &rp,
         minijinja::context! {
-            login_url => "/login",
+            portal_name => p.name.clone(),
+            login_url => format!("/{id}/login"),
             logout_url => logout_url,
             provider_url => rp.issuer.clone(),
             user => user,
@@ -345,12 +436,15 @@ async fn callback(State(rp): State<Rp>, Query(q): Query<HashMap<String, String>>
     )
 }
 
-async fn logout(State(rp): State<Rp>, _headers: HeaderMap) -> Response {
+async fn logout(State(rp): State<Rp>, Path(id): Path<String>) -> Response {
+    if portal(&rp, &id).is_none() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     (
         [(
             header::LOCATION,
             format!(
-                "{}?client_id={DEMO_CLIENT}&post_logout_redirect_uri={}/",
+                "{}?client_id={id}&post_logout_redirect_uri={}/{id}/",
                 rp.end_session, rp.base
             ),
         )],

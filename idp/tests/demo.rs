@@ -88,8 +88,19 @@ async fn demo_command_logs_a_user_in_through_the_demo_portal() {
     let browser = Browser::new();
     let res = browser.get(&format!("{rp}/")).await;
     assert_eq!(res.status(), 200);
-    assert!(res.text().await.unwrap().contains("href=\"/login\""));
-    let res = browser.get(&format!("{rp}/login")).await;
+    assert!(
+        res.text().await.unwrap().contains("href=\"/demo-portal/\""),
+        "the index lists the demo portal"
+    );
+    let res = browser.get(&format!("{rp}/demo-portal/")).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("href=\"/demo-portal/login\"")
+    );
+    let res = browser.get(&format!("{rp}/demo-portal/login")).await;
     let authorize = location(&res);
     assert!(
         authorize.starts_with(&format!("{issuer}/authorize?")),
@@ -146,7 +157,7 @@ async fn demo_command_logs_a_user_in_through_the_demo_portal() {
         page = html;
     }
     assert!(
-        url.starts_with(&format!("{rp}/callback?")),
+        url.starts_with(&format!("{rp}/demo-portal/callback?")),
         "ended at {url} after {page}"
     );
     let res = browser.get(&url).await;

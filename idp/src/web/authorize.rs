@@ -2,7 +2,7 @@
 //! (identifier, then password). GET and POST of each page side by side.
 
 use super::{
-    BROWSER_COOKIE, LANG_COOKIE, Peer, SESSION_COOKIE, cookie, error_page, locale,
+    BROWSER_COOKIE, DEVICE_COOKIE, LANG_COOKIE, Peer, SESSION_COOKIE, cookie, error_page, locale,
     page as page_response, peer_addr, request_meta, see_other,
 };
 use crate::app::AppState;
@@ -114,9 +114,16 @@ async fn authorize(state: AppState, jar: CookieJar, headers: HeaderMap, raw: &[u
         }
     };
     let session = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned());
+    let device = jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned());
     match state
         .provider
-        .authorize(client.clone(), req, session.as_deref(), &browser)
+        .authorize(
+            client.clone(),
+            req,
+            session.as_deref(),
+            &browser,
+            device.as_deref(),
+        )
         .await
     {
         Ok(AuthorizeOutcome::Redirect(to)) => (jar, see_other(&to)).into_response(),
@@ -340,13 +347,17 @@ pub(crate) async fn submit_step(
             redirect,
             session_cookie,
             session_ttl,
+            device_cookie,
         }) => {
-            let jar = jar.add(cookie(
+            let mut jar = jar.add(cookie(
                 &state,
                 SESSION_COOKIE,
                 session_cookie,
                 session_ttl.as_secs() as i64,
             ));
+            if let Some((value, ttl)) = device_cookie {
+                jar = jar.add(cookie(&state, DEVICE_COOKIE, value, ttl.as_secs() as i64));
+            }
             (jar, see_other(&redirect)).into_response()
         }
         Ok(SubmitOutcome::Next) => see_other(&format!("/login/{flow_id}")),

@@ -33,6 +33,8 @@ pub const TEMPLATES: &[&str] = &[
 pub(crate) const BROWSER_COOKIE: &str = "idp_browser";
 pub(crate) const SESSION_COOKIE: &str = "idp_session";
 pub(crate) const LANG_COOKIE: &str = "idp_lang";
+/// Remembers a browser after a new-device check (random; only its hash is stored).
+pub(crate) const DEVICE_COOKIE: &str = "idp_device";
 
 /// Largest request body accepted (forms and token requests are small).
 const BODY_LIMIT: usize = 64 * 1024;

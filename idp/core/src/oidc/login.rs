@@ -99,9 +99,10 @@ pub struct LoginFlow {
     /// Each step's own state.
     pub scratch: BTreeMap<StepKind, serde_json::Value>,
     pub completed: bool,
-    /// The browser carried a device cookie known for this user.
+    /// Hash of the browser's device cookie, if it sent one: the device is
+    /// known when a live device record with this hash belongs to the user.
     #[serde(default)]
-    pub known_device: bool,
+    pub device: Option<TokenHash>,
 }
 
 impl LoginFlow {
@@ -166,6 +167,8 @@ pub enum SubmitOutcome {
         redirect: String,
         session_cookie: String,
         session_ttl: Duration,
+        /// A new device cookie to set (the browser passed a new-device check).
+        device_cookie: Option<(String, Duration)>,
     },
 }
 
@@ -301,6 +304,7 @@ impl Provider {
         req: AuthorizeRequest,
         session_cookie: Option<&str>,
         browser_cookie: &str,
+        device_cookie: Option<&str>,
     ) -> Result<AuthorizeOutcome, CoreError> {
         let now = self.clock.now().unix_timestamp();
         let session = match session_cookie {
@@ -370,7 +374,7 @@ impl Provider {
             passed: Vec::new(),
             scratch: BTreeMap::new(),
             completed: false,
-            known_device: false,
+            device: device_cookie.map(TokenHash::of),
             request: req,
         };
         if let Some((s, user)) = step_up_from {
@@ -567,7 +571,7 @@ impl Provider {
             let needed = match stage.when {
                 Condition::Always => true,
                 Condition::Enrolled => !usable.is_empty(),
-                Condition::UnknownDevice => !flow.known_device,
+                Condition::UnknownDevice => !self.is_known_device(flow, user).await?,
                 Condition::MfaRequired => user.is_some_and(|u| u.mfa_required),
             };
             // An unknown identifier goes through every stage the same way as
@@ -913,12 +917,83 @@ impl Provider {
             serde_json::json!({"amr": session.amr, "acr": session.acr, "sid": session.sid}),
         )
         .await;
+        let device_cookie = self.remember_device(client, &flow, &user, meta).await?;
         let redirect = self.issue_code(client, &flow.request, &session).await?;
         Ok(SubmitOutcome::Completed {
             redirect,
             session_cookie: cookie,
             session_ttl: ttl,
+            device_cookie,
         })
+    }
+
+    /// Whether the flow's browser is a device this user signed in from.
+    async fn is_known_device(
+        &self,
+        flow: &LoginFlow,
+        user: Option<&User>,
+    ) -> Result<bool, FlowError> {
+        let (Some(hash), Some(user)) = (&flow.device, user) else {
+            return Ok(false);
+        };
+        Ok(self
+            .ports
+            .devices
+            .find_device(hash)
+            .await?
+            .is_some_and(|d| d.user_id == user.id && d.revoked_at.is_none()))
+    }
+
+    /// After a login: a known device is touched; a new one is remembered (a
+    /// fresh random cookie, only its hash stored) when the client checks for
+    /// new devices, so the check is not asked again from this browser.
+    async fn remember_device(
+        &self,
+        client: &Client,
+        flow: &LoginFlow,
+        user: &User,
+        meta: &RequestMeta,
+    ) -> Result<Option<(String, Duration)>, FlowError> {
+        let now = self.clock.now();
+        if let Some(hash) = &flow.device
+            && let Some(d) = self.ports.devices.find_device(hash).await?
+            && d.user_id == user.id
+            && d.revoked_at.is_none()
+        {
+            self.ports.devices.touch_device(d.id, now).await?;
+            return Ok(None);
+        }
+        let checks_devices = client
+            .login
+            .flows
+            .iter()
+            .any(|f| f.stages.iter().any(|s| s.when == Condition::UnknownDevice));
+        if !checks_devices {
+            return Ok(None);
+        }
+        let token = crate::random::token();
+        self.ports
+            .devices
+            .create_device(&crate::domain::KnownDevice {
+                id: uuid::Uuid::now_v7(),
+                user_id: user.id,
+                token_hash: TokenHash::of(&token),
+                label: meta.user_agent.clone(),
+                created_at: now,
+                last_seen_at: now,
+                revoked_at: None,
+            })
+            .await?;
+        self.audit(
+            "device.remembered",
+            Some(user.id),
+            Some(&client.id),
+            meta,
+            serde_json::json!({}),
+        )
+        .await;
+        let days = u64::from(self.settings.methods.device_cookie_days);
+        Ok(Some((token, Duration::from_secs(days * 24 * 3600))))
     }
 
     /// Levels of this client whose every unconditional stage was passed.
