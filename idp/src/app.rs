@@ -105,6 +105,62 @@ fn write_private_file(path: &std::path::Path, content: &str) -> std::io::Result<
     opts.open(path)?.write_all(content.as_bytes())
 }
 
+/// Start-up checks of every client against what this build and this
+/// configuration can do: its theme exists and has every page its flows show
+/// (the common pages, each method's page and enrollment page, the recovery
+/// codes page), its methods exist, and WebAuthn has a host name to bind to.
+pub(crate) fn check_clients(
+    cfg: &LoadedConfig,
+    clients: &ClientRegistry,
+    themes: &Themes,
+) -> anyhow::Result<()> {
+    use idp_core::flow::StepKind;
+    let steps = idp_core::steps::registry();
+    let issuer_host_is_ip = url::Url::parse(&cfg.issuer)
+        .ok()
+        .is_some_and(|u| matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))));
+    for c in clients.iter() {
+        if !themes.has_theme(&c.theme) {
+            return Err(anyhow!(
+                "client {}: theme: no theme named {:?}",
+                c.id,
+                c.theme
+            ));
+        }
+        let mut pages: Vec<String> = web::TEMPLATES.iter().map(|t| (*t).to_owned()).collect();
+        pages.push("alternatives.html".into());
+        for m in c.login.methods() {
+            let step = steps.get(m).ok_or_else(|| {
+                anyhow!(
+                    "client {}: login: the method {} is not available in this build",
+                    c.id,
+                    m.as_str()
+                )
+            })?;
+            for enrolling in [false, true] {
+                pages.push(format!("{}.html", step.template(enrolling)));
+            }
+            if matches!(m, StepKind::Totp | StepKind::Webauthn | StepKind::SmsCode) {
+                pages.push("recovery_codes.html".into());
+            }
+            if matches!(m, StepKind::Webauthn | StepKind::Passkey) && issuer_host_is_ip {
+                return Err(anyhow!(
+                    "client {}: login: {} needs the issuer to be a host name (WebAuthn relying-party ids cannot be IP addresses); set issuer, e.g. http://localhost:8080",
+                    c.id,
+                    m.as_str()
+                ));
+            }
+        }
+        pages.sort();
+        pages.dedup();
+        let pages: Vec<&str> = pages.iter().map(String::as_str).collect();
+        themes
+            .check_templates(&c.theme, &pages)
+            .map_err(|e| anyhow!("client {}: theme {}: {e}", c.id, c.theme))?;
+    }
+    Ok(())
+}
+
 /// Builds the provider and the app state.
 pub async fn build_state(
     cfg: &LoadedConfig,
@@ -131,18 +187,7 @@ pub async fn build_state(
         clients.insert(c);
     }
     let themes = Themes::load(cfg.themes_dir.as_deref()).map_err(|e| anyhow!("themes: {e}"))?;
-    for c in clients.iter() {
-        if !themes.has_theme(&c.theme) {
-            return Err(anyhow!(
-                "client {}: theme: no theme named {:?}",
-                c.id,
-                c.theme
-            ));
-        }
-        themes
-            .check_templates(&c.theme, web::TEMPLATES)
-            .map_err(|e| anyhow!("client {}: theme {}: {e}", c.id, c.theme))?;
-    }
+    check_clients(cfg, &clients, &themes)?;
     let ports = ProviderPorts {
         users: storage.clone(),
         credentials: storage.clone(),
@@ -163,9 +208,17 @@ pub async fn build_state(
         methods: cfg.settings.login_methods.clone(),
     };
     let kek = key_encryption_key(cfg)?;
+    let themes = Arc::new(themes);
     let notifier: Arc<dyn idp_core::notify::Notifier> = match overrides.notifier {
         Some(n) => n,
-        None => Arc::new(idp_core::notify::MemoryOutbox::default()),
+        None => {
+            let (email, sms) = crate::notifier::senders_from_config(cfg, overrides.clock.clone())?;
+            Arc::new(crate::notifier::ThemedNotifier::new(
+                themes.clone(),
+                email,
+                sms,
+            ))
+        }
     };
     let provider = Provider::new(
         settings,
@@ -184,7 +237,7 @@ pub async fn build_state(
         origin: Arc::new(issuer_url.origin().ascii_serialization()),
         secure_cookies: issuer_url.scheme() == "https",
         trust_forwarded_for: cfg.settings.trust_forwarded_for,
-        themes: Arc::new(themes),
+        themes,
         provider: Arc::new(provider),
     })
 }

@@ -217,11 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let clients = config::load_clients(cfg.clients_dir.as_deref())?;
             let themes = crate::theme::Themes::load(cfg.themes_dir.as_deref())
                 .map_err(|e| anyhow!("themes: {e}"))?;
-            for c in clients.iter() {
-                themes
-                    .check_templates(&c.theme, crate::web::TEMPLATES)
-                    .map_err(|e| anyhow!("client {}: theme: {e}", c.id))?;
-            }
+            crate::app::check_clients(&cfg, &clients, &themes)?;
             println!(
                 "configuration OK: {} ({} client(s), issuer {})",
                 cfg.source.as_ref().map_or_else(

@@ -52,6 +52,10 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     /// Settings of the login methods (codes, TOTP, WebAuthn, devices).
     pub login_methods: idp_core::flow::MethodSettings,
+    /// `[mail]`: how emails (login codes) are delivered.
+    pub mail: MailSettings,
+    /// `[sms]`: how text messages (login codes) are delivered.
+    pub sms: SmsSettings,
 }
 
 impl Default for Settings {
@@ -75,8 +79,218 @@ impl Default for Settings {
             password: Argon2Settings::default(),
             throttle: ThrottleSettings::default(),
             login_methods: idp_core::flow::MethodSettings::default(),
+            mail: MailSettings::default(),
+            sms: SmsSettings::default(),
         }
     }
+}
+
+/// `[mail]` of the main configuration file.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// `outbox` (default): one `.eml` file per email in `<data_dir>/outbox`;
+    /// `smtp`: submitted to `smtp_host`.
+    pub transport: MailTransport,
+    /// The `From` address (`Example <no-reply@example.com>`); required with
+    /// `smtp`. Default for the outbox: `Sign-in <no-reply@localhost>`.
+    pub from: Option<String>,
+    pub smtp_host: Option<String>,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    pub smtp_port: Option<u16>,
+    /// `starttls` (default), `tls` (SMTPS) or `none` (a local relay only).
+    pub smtp_tls: SmtpTlsMode,
+    pub smtp_username: Option<String>,
+    /// Secret: prefer `IDP_MAIL__SMTP_PASSWORD` or `IDP_MAIL__SMTP_PASSWORD_FILE`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub smtp_password: Option<String>,
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("transport", &self.transport)
+            .field("from", &self.from)
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_tls", &self.smtp_tls)
+            .field("smtp_username", &self.smtp_username)
+            .field(
+                "smtp_password",
+                &self.smtp_password.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    #[default]
+    Outbox,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsMode {
+    None,
+    #[default]
+    Starttls,
+    Tls,
+}
+
+/// `[sms]` of the main configuration file.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsSettings {
+    /// `outbox` (default): JSON lines appended to `<data_dir>/sms-outbox.jsonl`;
+    /// `http`: one POST per message to `url`.
+    pub transport: SmsTransport,
+    /// The provider's endpoint: https (http only on a loopback address).
+    pub url: Option<String>,
+    /// A header carrying the credential, e.g. `Authorization`.
+    pub auth_header_name: Option<String>,
+    /// Secret: prefer `IDP_SMS__AUTH_HEADER_VALUE` or `IDP_SMS__AUTH_HEADER_VALUE_FILE`.
+    #[serde(deserialize_with = "lenient_string")]
+    pub auth_header_value: Option<String>,
+    /// The request body; `{to}` and `{text}` are replaced by the number and
+    /// the message, escaped for the inside of a JSON string.
+    pub body_template: String,
+    pub content_type: String,
+}
+
+impl Default for SmsSettings {
+    fn default() -> Self {
+        Self {
+            transport: SmsTransport::default(),
+            url: None,
+            auth_header_name: None,
+            auth_header_value: None,
+            body_template: idp_sms::DEFAULT_BODY_TEMPLATE.into(),
+            content_type: "application/json".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SmsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsSettings")
+            .field("transport", &self.transport)
+            .field("url", &self.url.as_ref().map(|_| "[set]"))
+            .field("auth_header_name", &self.auth_header_name)
+            .field(
+                "auth_header_value",
+                &self.auth_header_value.as_ref().map(|_| "[redacted]"),
+            )
+            .field("body_template", &self.body_template)
+            .field("content_type", &self.content_type)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsTransport {
+    #[default]
+    Outbox,
+    Http,
+}
+
+/// A secret that may be all digits: environment variables and `_FILE`
+/// values that read as numbers arrive as numbers.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+        Float(f64),
+        Flag(bool),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Text(s) => s,
+        Raw::Signed(n) => n.to_string(),
+        Raw::Unsigned(n) => n.to_string(),
+        Raw::Float(n) => n.to_string(),
+        Raw::Flag(b) => b.to_string(),
+    }))
+}
+
+/// Checks `[mail]` and `[sms]`; the error starts with the field.
+fn check_delivery(mail: &MailSettings, sms: &SmsSettings) -> Result<(), String> {
+    if let Some(from) = &mail.from {
+        idp_mail::parse_from(from).map_err(|e| format!("mail.from: {e}"))?;
+    }
+    if mail.smtp_username.is_some() != mail.smtp_password.is_some() {
+        return Err("mail.smtp_username, mail.smtp_password: set both or neither".into());
+    }
+    if mail.smtp_port == Some(0) {
+        return Err("mail.smtp_port: must be between 1 and 65535".into());
+    }
+    if mail.transport == MailTransport::Smtp {
+        if mail.from.is_none() {
+            return Err("mail.from: required with transport = \"smtp\"".into());
+        }
+        let host = mail.smtp_host.as_deref().unwrap_or_default();
+        if host.is_empty() {
+            return Err("mail.smtp_host: required with transport = \"smtp\"".into());
+        }
+        if host.contains(['/', ':', ' ', '@']) && !host.starts_with('[') {
+            return Err(format!(
+                "mail.smtp_host: {host:?} must be a host name or IP address, without scheme or port (see smtp_port)"
+            ));
+        }
+        let is_local = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if mail.smtp_tls == SmtpTlsMode::None && mail.smtp_password.is_some() && !is_local {
+            return Err(
+                "mail.smtp_tls: \"none\" would send the SMTP password in clear text to a remote host; use \"starttls\" or \"tls\"".into(),
+            );
+        }
+    }
+    if sms.auth_header_name.is_some() != sms.auth_header_value.is_some() {
+        return Err("sms.auth_header_name, sms.auth_header_value: set both or neither".into());
+    }
+    if let Some(name) = &sms.auth_header_name
+        && reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        return Err(format!(
+            "sms.auth_header_name: {name:?} is not a valid HTTP header name"
+        ));
+    }
+    if let Some(value) = &sms.auth_header_value
+        && reqwest::header::HeaderValue::from_str(value).is_err()
+    {
+        return Err("sms.auth_header_value: not a valid HTTP header value".into());
+    }
+    if reqwest::header::HeaderValue::from_str(&sms.content_type).is_err() {
+        return Err(format!(
+            "sms.content_type: {:?} is not a valid HTTP header value",
+            sms.content_type
+        ));
+    }
+    if !(sms.body_template.contains("{to}") && sms.body_template.contains("{text}")) {
+        return Err("sms.body_template: must contain the {to} and {text} placeholders".into());
+    }
+    if sms.transport == SmsTransport::Http {
+        let Some(url) = &sms.url else {
+            return Err("sms.url: required with transport = \"http\"".into());
+        };
+        let parsed = url::Url::parse(url).map_err(|e| format!("sms.url: {e}"))?;
+        if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback(&parsed)) {
+            return Err(
+                "sms.url: must be an https URL (http is allowed only on a loopback address)".into(),
+            );
+        }
+        if parsed.fragment().is_some() {
+            return Err("sms.url: must not have a fragment".into());
+        }
+    }
+    Ok(())
 }
 
 /// Settings after loading, with paths resolved and derived values filled.
@@ -111,12 +325,24 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
             .split("__")
             .filter(|k| is_setting_variable(k.as_str())),
     );
+    // Secrets keep their exact text: figment reads `000123` as the number 123.
+    for key in VERBATIM_SETTINGS {
+        let var = format!("IDP_{}", key.to_ascii_uppercase().replace('.', "__"));
+        if let Ok(v) = std::env::var(&var) {
+            fig = fig.merge((key, v));
+        }
+    }
     for (k, v) in std::env::vars() {
         if let Some(name) = k.strip_prefix("IDP_").and_then(|n| n.strip_suffix("_FILE")) {
             let value =
                 std::fs::read_to_string(&v).with_context(|| format!("{k}: cannot read {v}"))?;
             let key = name.to_ascii_lowercase().replace("__", ".");
-            fig = fig.merge((key, file_value(value.trim())));
+            let value = if VERBATIM_SETTINGS.contains(&key.as_str()) {
+                figment::value::Value::from(value.trim().to_owned())
+            } else {
+                file_value(value.trim())
+            };
+            fig = fig.merge((key, value));
         }
     }
     let settings: Settings = fig.extract().map_err(|e| {
@@ -129,6 +355,9 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
     })?;
     resolve(settings, exists.then_some(path))
 }
+
+/// Settings read as text from `IDP_*` variables and files, never as numbers.
+const VERBATIM_SETTINGS: [&str; 2] = ["mail.smtp_password", "sms.auth_header_value"];
 
 /// `IDP_*` variables that are not settings: the config path, the log filter,
 /// the test suite's URLs, and `*_FILE` indirections (read separately).
@@ -198,6 +427,15 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
         idp_core::secret::KeyEncryptionKey::parse(k)
             .map_err(|e| anyhow!("{where_}: key_encryption_key: {e}"))?;
     }
+    if idp_core::steps::webauthn::UserVerification::parse(
+        &settings.login_methods.webauthn_user_verification,
+    )
+    .is_none()
+    {
+        bail!(
+            "{where_}: login_methods.webauthn_user_verification: must be \"required\", \"preferred\" or \"discouraged\""
+        );
+    }
     if !matches!(settings.log_format.as_str(), "text" | "json") {
         bail!("{where_}: log_format: must be \"text\" or \"json\"");
     }
@@ -221,6 +459,7 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
     }
     idp_core::password::PasswordHasher::new(settings.password)
         .map_err(|e| anyhow!("{where_}: password: {e}"))?;
+    check_delivery(&settings.mail, &settings.sms).map_err(|e| anyhow!("{where_}: {e}"))?;
     let rel = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
@@ -523,6 +762,100 @@ mod tests {
         );
         let f: ClientFile = toml::from_str(&text).map_err(|e| e.to_string())?;
         parse_client(f).map_err(|e| e.to_string())
+    }
+
+    /// Loads a config file holding `text` (with an empty clients folder);
+    /// errors as the loader reports them.
+    fn load_settings(text: &str) -> Result<LoadedConfig, String> {
+        let dir = std::env::temp_dir().join(format!("idp-config-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("clients")).expect("create folders");
+        let path = dir.join("idp.toml");
+        std::fs::write(&path, text).expect("write config");
+        let loaded = load(Some(&path)).map_err(|e| format!("{e:#}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    #[test]
+    fn mail_and_sms_settings_default_to_outboxes_and_errors_name_file_and_field() {
+        let ok = load_settings("").expect("defaults are valid");
+        assert_eq!(ok.settings.mail.transport, MailTransport::Outbox);
+        assert_eq!(ok.settings.sms.transport, SmsTransport::Outbox);
+
+        let smtp = "[mail]\ntransport = \"smtp\"\nfrom = \"Sign-in <no-reply@example.com>\"\n";
+        let ok = load_settings(&format!(
+            "{smtp}smtp_host = \"smtp.example.com\"\nsmtp_username = \"mailer\"\nsmtp_password = 123456\n"
+        ))
+        .expect("valid SMTP settings");
+        assert_eq!(ok.settings.mail.smtp_password.as_deref(), Some("123456"));
+        assert!(
+            !format!("{:?}", ok.settings).contains("123456"),
+            "password in Debug"
+        );
+        let ok = load_settings(
+            "[sms]\ntransport = \"http\"\nurl = \"https://sms.example/send\"\nauth_header_name = \"Authorization\"\nauth_header_value = \"Bearer t0ken\"\n",
+        )
+        .expect("valid SMS settings");
+        assert!(
+            !format!("{:?}", ok.settings).contains("t0ken"),
+            "credential in Debug"
+        );
+
+        let cases = [
+            (
+                "[mail]\ntransport = \"smtp\"\nsmtp_host = \"smtp.example.com\"",
+                "mail.from: required",
+            ),
+            (smtp, "mail.smtp_host: required"),
+            ("[mail]\nfrom = \"not an address\"", "mail.from:"),
+            ("[mail]\ntransport = \"pigeon\"", "pigeon"),
+            (
+                "[mail]\nsmtp_username = \"mailer\"",
+                "mail.smtp_username, mail.smtp_password",
+            ),
+            ("[mail]\nsmtp_tls = \"ssl\"", "ssl"),
+            ("[mail]\nsmtp_hostname = \"x\"", "smtp_hostname"),
+            (
+                &format!("{smtp}smtp_host = \"smtp://smtp.example.com:25\""),
+                "mail.smtp_host:",
+            ),
+            (
+                &format!(
+                    "{smtp}smtp_host = \"smtp.example.com\"\nsmtp_tls = \"none\"\nsmtp_username = \"u\"\nsmtp_password = \"p\""
+                ),
+                "mail.smtp_tls:",
+            ),
+            ("[sms]\ntransport = \"http\"", "sms.url: required"),
+            (
+                "[sms]\ntransport = \"http\"\nurl = \"http://sms.example/send\"",
+                "sms.url: must be an https URL",
+            ),
+            (
+                "[sms]\nurl = \"not a url\"\ntransport = \"http\"",
+                "sms.url:",
+            ),
+            (
+                "[sms]\nauth_header_name = \"Authorization\"",
+                "sms.auth_header_name, sms.auth_header_value",
+            ),
+            (
+                "[sms]\nauth_header_name = \"Bad Header\"\nauth_header_value = \"x\"",
+                "sms.auth_header_name:",
+            ),
+            ("[sms]\nbody_template = \"{to}\"", "sms.body_template:"),
+            ("[sms]\ncontent_type = \"a\\nb\"", "sms.content_type:"),
+            ("[sms]\napi_key = \"x\"", "api_key"),
+        ];
+        for (text, expected) in cases {
+            let error = load_settings(text).expect_err(text);
+            assert!(error.contains("idp.toml"), "{text}: {error}");
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        // Plain SMTP with a password is fine to a relay on this machine.
+        load_settings(&format!(
+            "{smtp}smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nsmtp_username = \"u\"\nsmtp_password = \"p\""
+        ))
+        .expect("loopback relay");
     }
 
     #[test]

@@ -182,6 +182,10 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     println!("    email:               {DEMO_EMAIL}");
     println!("    customer identifier: {}", user.customer_id);
     println!("    password:            {password}");
+    println!(
+        "  Emailed codes are {}",
+        crate::notifier::email_destination(&cfg)
+    );
     println!();
     println!("  (the demo user's password is new at every start; Ctrl-C stops)");
     running.handle.await?;

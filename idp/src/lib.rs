@@ -5,5 +5,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod notifier;
 mod theme;
 pub mod web;

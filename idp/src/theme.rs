@@ -7,7 +7,12 @@
 //! <name>/static/*             style sheets, images, fonts, served under /assets/<name>/
 //! <name>/messages/en.toml     message catalogs: flat dotted ids -> text
 //! <name>/messages/fr.toml
+//! <name>/emails/*             emails: <message>.subject.txt, <message>.txt, <message>.html
+//! <name>/sms/*.txt            text messages: <message>.txt
 //! ```
+//!
+//! Email and SMS templates are named by their folder: `emails/login_code.html`,
+//! `sms/login_code.txt` (see `crate::notifier`).
 //!
 //! The `default` theme (`themes/default/` in the repository) is compiled into the
 //! binary, so the server runs from any folder. Every other theme comes from the
@@ -54,7 +59,56 @@ const EMBEDDED_ASSETS: &[(&str, &[u8])] = &[
         "logo.svg",
         include_bytes!("../../themes/default/static/logo.svg"),
     ),
+    (
+        "webauthn.js",
+        include_bytes!("../../themes/default/static/webauthn.js"),
+    ),
 ];
+
+/// Email and SMS templates of the embedded default theme, by template name. A test
+/// checks this list against `themes/default/emails/` and `themes/default/sms/`.
+const EMBEDDED_MESSAGE_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "emails/layout.html",
+        include_str!("../../themes/default/emails/layout.html"),
+    ),
+    (
+        "emails/login_code.subject.txt",
+        include_str!("../../themes/default/emails/login_code.subject.txt"),
+    ),
+    (
+        "emails/login_code.txt",
+        include_str!("../../themes/default/emails/login_code.txt"),
+    ),
+    (
+        "emails/login_code.html",
+        include_str!("../../themes/default/emails/login_code.html"),
+    ),
+    (
+        "emails/phone_verification_code.subject.txt",
+        include_str!("../../themes/default/emails/phone_verification_code.subject.txt"),
+    ),
+    (
+        "emails/phone_verification_code.txt",
+        include_str!("../../themes/default/emails/phone_verification_code.txt"),
+    ),
+    (
+        "emails/phone_verification_code.html",
+        include_str!("../../themes/default/emails/phone_verification_code.html"),
+    ),
+    (
+        "sms/login_code.txt",
+        include_str!("../../themes/default/sms/login_code.txt"),
+    ),
+    (
+        "sms/phone_verification_code.txt",
+        include_str!("../../themes/default/sms/phone_verification_code.txt"),
+    ),
+];
+
+/// The theme folders holding email and SMS templates; a template's name is
+/// `<folder>/<path in the folder>`.
+const MESSAGE_TEMPLATE_FOLDERS: [&str; 2] = ["emails", "sms"];
 
 /// Message catalogs of the embedded default theme: locale, name for errors, text.
 const EMBEDDED_CATALOGS: [(Locale, &str, &str); 2] = [
@@ -418,6 +472,13 @@ fn build_theme(
         },
     );
     minijinja_embed::load_templates!(&mut env);
+    for (template, source) in EMBEDDED_MESSAGE_TEMPLATES {
+        env.add_template(template, source)
+            .map_err(|error| ThemeError::Template {
+                path: PathBuf::from(format!("themes/default/{template} (embedded)")),
+                error,
+            })?;
+    }
     for layer in layers {
         for (template, path, source) in &layer.templates {
             env.add_template_owned(template.clone(), source.clone())
@@ -556,6 +617,17 @@ fn read_theme_dir(dir: &Path) -> Result<ThemeFiles, ThemeError> {
         })?;
         files.templates.push((name, path, source));
     }
+    for folder in MESSAGE_TEMPLATE_FOLDERS {
+        for (name, path) in list_files(&dir.join(folder))? {
+            let source = std::fs::read_to_string(&path).map_err(|error| ThemeError::Io {
+                path: path.clone(),
+                error,
+            })?;
+            files
+                .templates
+                .push((format!("{folder}/{name}"), path, source));
+        }
+    }
     for (name, path) in list_files(&dir.join("static"))? {
         let bytes = std::fs::read(&path).map_err(|error| ThemeError::Io {
             path: path.clone(),
@@ -664,6 +736,7 @@ fn content_type(path: &str) -> &'static str {
         "otf" => "font/otf",
         "txt" => "text/plain; charset=utf-8",
         "json" => "application/json",
+        "js" => "text/javascript; charset=utf-8",
         _ => "application/octet-stream",
     }
 }
@@ -676,6 +749,10 @@ mod tests {
 
     /// Every template of the default theme.
     const DEFAULT_TEMPLATES: &[&str] = &[
+        "webauthn.html",
+        "webauthn_enroll.html",
+        "code.html",
+        "phone_enroll.html",
         "layout.html",
         "identifier.html",
         "password.html",
@@ -684,6 +761,8 @@ mod tests {
         "logged_out.html",
         "demo_home.html",
         "alternatives.html",
+        "totp_enroll.html",
+        "recovery_codes.html",
     ];
 
     /// Templates included by pages rather than rendered as pages.
@@ -692,6 +771,20 @@ mod tests {
     /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
     /// scan of the templates cannot see.
     const IDS_PASSED_BY_HANDLERS: &[&str] = &[
+        "login.webauthn.failed",
+        "login.webauthn.no_credential",
+        "login.webauthn.retry",
+        "login.webauthn.enroll_failed",
+        "login.webauthn.already_registered",
+        "login.webauthn.name_invalid",
+        "login.passkey.failed",
+        "login.code.invalid",
+        "login.code.expired",
+        "login.code.too_many",
+        "login.code.wait",
+        "login.code.send_failed",
+        "login.code.too_many_sent",
+        "login.phone.invalid",
         "login.invalid_credentials",
         "login.locked",
         "login.session_expired",
@@ -715,6 +808,12 @@ mod tests {
         "method.webauthn",
         "method.passkey",
         "method.recovery_code",
+        "login.totp.title",
+        "login.totp.label",
+        "login.totp.help",
+        "login.totp.submit",
+        "login.totp.invalid",
+        "login.totp.enroll.name_too_long",
     ];
 
     /// A folder under the system temp folder, removed when dropped.
@@ -804,6 +903,106 @@ mod tests {
                     context! { method => "email_code", label => "method.email_code" },
                 ],
             },
+            "totp_enroll.html" => context! {
+                action => "/login/flow-1/totp",
+                step => "totp",
+                csrf => "csrf-token",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                enrolling => true,
+                switch_action => "/login/flow-1/method",
+                alternatives => vec![context! { method => "webauthn", label => "method.webauthn" }],
+                data => context! {
+                    qr => "data:image/png;base64,iVBORw0KGgo=",
+                    key => "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP",
+                    issuer => "Acme",
+                    account => "alice@example.com",
+                    name => "",
+                    name_max => 64,
+                },
+            },
+            "recovery_codes.html" => context! {
+                action => "/login/flow-1/totp",
+                step => "totp",
+                csrf => "csrf-token",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                data => context! { codes => vec!["abcde-fghjk", "mnpqr-stuvw"] },
+            },
+            "code.html" => context! {
+                action => "/login/flow-1/email_code",
+                step => "email_code",
+                csrf => "csrf-token",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                enrolling => false,
+                change_identifier_url => "/login/flow-1/restart",
+                switch_action => "/login/flow-1/method",
+                alternatives => vec![context! { method => "sms_code", label => "method.sms_code" }],
+                data => context! {
+                    method => "email_code",
+                    destination => "a***@example.com",
+                    valid_minutes => 10,
+                    resend => true,
+                },
+            },
+            "phone_enroll.html" => context! {
+                action => "/login/flow-1/sms_code",
+                step => "sms_code",
+                csrf => "csrf-token",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                enrolling => true,
+                switch_action => "/login/flow-1/method",
+                alternatives => Vec::<Value>::new(),
+                data => context! {},
+            },
+            "webauthn.html" => context! {
+                action => "/login/flow-1/webauthn",
+                step => "webauthn",
+                csrf => "csrf-token",
+                identifier => "alice@example.com",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                enrolling => false,
+                change_identifier_url => "/login/flow-1/restart",
+                switch_action => "/login/flow-1/method",
+                alternatives => vec![context! { method => "totp", label => "method.totp" }],
+                data => context! {
+                    method => "webauthn",
+                    options => Value::from(minijinja::value::Serde(serde_json::json!({
+                        "publicKey": {
+                            "challenge": "Y2hhbGxlbmdl",
+                            "rpId": "login.example.com",
+                            "allowCredentials": [{"type": "public-key", "id": "a2V5"}],
+                            "userVerification": "preferred"
+                        }
+                    }))),
+                },
+            },
+            "webauthn_enroll.html" => context! {
+                action => "/login/flow-1/webauthn",
+                step => "webauthn",
+                csrf => "csrf-token",
+                error => Value::from(()),
+                client_name => "Marketplace",
+                enrolling => true,
+                switch_action => "/login/flow-1/method",
+                alternatives => Vec::<Value>::new(),
+                data => context! {
+                    method => "webauthn",
+                    options => Value::from(minijinja::value::Serde(serde_json::json!({
+                        "publicKey": {
+                            "challenge": "Y2hhbGxlbmdl",
+                            "rp": {"id": "login.example.com", "name": "login.example.com"},
+                            "user": {"id": "dXNlcg", "name": "alice@example.com", "displayName": "Alice"},
+                            "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+                            "authenticatorSelection": {"residentKey": "preferred", "requireResidentKey": false, "userVerification": "preferred"}
+                        }
+                    }))),
+                    name_max => 64,
+                },
+            },
             other => panic!("no sample context for {other}"),
         }
     }
@@ -884,6 +1083,93 @@ mod tests {
                 "Se connecter avec le fournisseur d’identité",
                 "Compte de démonstration\u{a0}: demo@example.com",
                 "http://127.0.0.1:8080",
+            ],
+            ("totp_enroll.html", Locale::En) => &[
+                "Set up an authenticator app",
+                r#"src="data:image/png;base64,iVBORw0KGgo=""#,
+                "Unable to scan?</summary>",
+                "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP",
+                "alice@example.com",
+                r#"value="Authenticator app" maxlength="64""#,
+                r#"autocomplete="one-time-code""#,
+                ">Confirm and continue</button>",
+                "Security key or passkey",
+            ],
+            ("totp_enroll.html", Locale::Fr) => &[
+                "Configurer une application d’authentification",
+                "Impossible de scanner le code\u{a0}?</summary>",
+                "Clé de configuration",
+                r#"value="Application d’authentification""#,
+                ">Confirmer et continuer</button>",
+            ],
+            ("recovery_codes.html", Locale::En) => &[
+                "Save your recovery codes",
+                "<code class=\"recovery-codes__code\">abcde-fghjk</code>",
+                "mnpqr-stuvw",
+                "Each code can be used only once.",
+                r#"<input type="hidden" name="acknowledge" value="1">"#,
+                ">I have saved these codes</button>",
+            ],
+            ("recovery_codes.html", Locale::Fr) => &[
+                "Enregistrez vos codes de secours",
+                "Chaque code ne peut servir qu’une seule fois.",
+                ">J’ai enregistré ces codes</button>",
+            ],
+            ("code.html", Locale::En) => &[
+                "Enter your verification code",
+                "We sent a code to a***@example.com.",
+                "Enter the 6-digit code. It is valid for 10 minutes.",
+                r#"name="code" type="text" autocomplete="one-time-code" inputmode="numeric""#,
+                r#"<button class="button button--secondary" type="submit" name="resend" value="1" formnovalidate>Send a new code</button>"#,
+                "Not you? Use another identifier",
+                "Code sent by text message",
+            ],
+            ("code.html", Locale::Fr) => &[
+                "Saisissez votre code de vérification",
+                "Nous avons envoyé un code à a***@example.com.",
+                "Il est valable 10\u{a0}minutes.",
+                ">Valider</button>",
+                ">Recevoir un nouveau code</button>",
+            ],
+            ("phone_enroll.html", Locale::En) => &[
+                "Add a mobile number",
+                r#"name="phone" type="tel" value="" autocomplete="tel" inputmode="tel""#,
+                "With the country code, for example +33 6 12 34 56 78.",
+                ">Send a code</button>",
+            ],
+            ("phone_enroll.html", Locale::Fr) => &[
+                "Ajoutez un numéro de mobile",
+                "Numéro de mobile",
+                ">Recevoir un code</button>",
+            ],
+            ("webauthn.html", Locale::En) => &[
+                "Use your security key or passkey",
+                "Signing in as alice@example.com",
+                r#"data-webauthn="get""#,
+                r#"<input type="hidden" name="credential" value="">"#,
+                r#"<script type="application/json" id="webauthn-options">{"#,
+                r#"<script src="/assets/default/webauthn.js" defer></script>"#,
+                ">Continue</button>",
+                "Not you? Use another identifier",
+                "Authenticator app",
+            ],
+            ("webauthn.html", Locale::Fr) => &[
+                "Utilisez votre clé de sécurité ou votre clé d’accès",
+                "Connexion en tant que alice@example.com",
+                ">Continuer</button>",
+                "Application d’authentification",
+            ],
+            ("webauthn_enroll.html", Locale::En) => &[
+                "Set up a security key or passkey",
+                r#"data-webauthn="create""#,
+                r#"name="name" type="text" value="Security key" maxlength="64""#,
+                r#"<script type="application/json" id="webauthn-options">{"#,
+                ">Set up the key</button>",
+            ],
+            ("webauthn_enroll.html", Locale::Fr) => &[
+                "Configurer une clé de sécurité ou une clé d’accès",
+                r#"value="Clé de sécurité""#,
+                ">Configurer la clé</button>",
             ],
             (other, _) => panic!("no expected text for {other}"),
         }
@@ -1037,10 +1323,117 @@ mod tests {
         names.sort();
         let mut expected: Vec<_> = DEFAULT_TEMPLATES
             .iter()
+            .chain(EMBEDDED_MESSAGE_TEMPLATES.iter().map(|(name, _)| name))
             .map(|name| (*name).to_owned())
             .collect();
         expected.sort();
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn embedded_message_templates_match_their_folders() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes/default");
+        let mut on_disk = BTreeSet::new();
+        for folder in MESSAGE_TEMPLATE_FOLDERS {
+            for (name, _) in list_files(&root.join(folder)).expect("folder") {
+                on_disk.insert(format!("{folder}/{name}"));
+            }
+        }
+        let embedded: BTreeSet<String> = EMBEDDED_MESSAGE_TEMPLATES
+            .iter()
+            .map(|(name, _)| (*name).to_owned())
+            .collect();
+        assert_eq!(on_disk, embedded, "update EMBEDDED_MESSAGE_TEMPLATES");
+    }
+
+    #[test]
+    fn emails_and_text_messages_render_in_both_locales() {
+        let themes = themes();
+        let ctx = || {
+            context! { kind => "login_code", code => "482913", valid_minutes => 10, client_name => "A & B" }
+        };
+        let render = |template: &str, locale| {
+            themes
+                .render(DEFAULT_THEME, template, locale, ctx())
+                .unwrap_or_else(|e| panic!("{template}: {e}"))
+        };
+        for family in ["login_code", "phone_verification_code"] {
+            for locale in Locale::ALL {
+                let subject = render(&format!("emails/{family}.subject.txt"), locale);
+                assert!(
+                    !subject.contains('\n') && subject.contains("A & B"),
+                    "{subject:?}"
+                );
+                let text = render(&format!("emails/{family}.txt"), locale);
+                assert!(
+                    text.contains("    482913\n") && text.contains("A & B"),
+                    "{text}"
+                );
+                let html = render(&format!("emails/{family}.html"), locale);
+                assert!(html.contains(">482913</p>"), "{html}");
+                assert!(html.contains(&format!("<html lang=\"{}\">", locale.as_str())));
+                assert!(
+                    html.contains("A &amp; B") && !html.contains("A & B"),
+                    "{html}"
+                );
+                assert!(!html.contains("<script"), "{html}");
+                let sms = render(&format!("sms/{family}.txt"), locale);
+                assert!(sms.starts_with("482913 ") && !sms.contains('\n'), "{sms:?}");
+                assert!(sms.chars().count() <= 160, "{sms}");
+            }
+        }
+        assert_eq!(
+            render("emails/login_code.subject.txt", Locale::Fr),
+            "Votre code de connexion à A & B"
+        );
+        assert!(render("emails/login_code.txt", Locale::Fr).contains("valable 10\u{a0}minutes"));
+        assert!(
+            render("sms/login_code.txt", Locale::En)
+                .starts_with("482913 is your A & B sign-in code. It expires in 10 min.")
+        );
+
+        // A theme folder overrides one email template and inherits the rest.
+        let dir = TempDir::new();
+        dir.write(
+            "acme/emails/login_code.subject.txt",
+            "[Acme] {{ t(\"email.login_code.subject\", client_name=client_name) }}",
+        );
+        let themes = Themes::load(Some(&dir.0)).expect("loads");
+        assert_eq!(
+            themes
+                .render("acme", "emails/login_code.subject.txt", Locale::En, ctx())
+                .expect("renders"),
+            "[Acme] Your sign-in code for A & B"
+        );
+        assert!(
+            themes
+                .render("acme", "sms/login_code.txt", Locale::Fr, ctx())
+                .expect("inherited")
+                .contains("code de connexion")
+        );
+    }
+
+    #[test]
+    fn totp_pages_without_data_still_render() {
+        // The runner's "locked" page carries no step data; a reload of the
+        // recovery codes page carries no codes.
+        let themes = themes();
+        let ctx = context! { error => "login.locked", retry_after => "10:42", data => context! {}, ..sample_context("totp_enroll.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "totp_enroll.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(
+            html.contains("Too many attempts. Try again after 10:42."),
+            "{html}"
+        );
+        assert!(!html.contains("qr-code"), "{html}");
+        let ctx = context! { data => context! { already_shown => true }, ..sample_context("recovery_codes.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "recovery_codes.html", Locale::Fr, ctx)
+            .expect("renders");
+        assert!(html.contains("ils ne sont plus affichés"), "{html}");
+        assert!(!html.contains("recovery-codes__code"), "{html}");
+        assert!(html.contains(r#"name="acknowledge" value="1""#));
     }
 
     #[test]
@@ -1075,7 +1468,16 @@ mod tests {
                     }
                 }
                 assert!(!html.contains("style="), "{template}: inline style");
-                assert!(!html.contains("<script"), "{template}: script");
+                // Scripts come from the theme's assets only (CSP `script-src 'self'`);
+                // the only inline ones are JSON data blocks, which browsers do not run.
+                for (at, _) in html.match_indices("<script") {
+                    let tag = &html[at..];
+                    assert!(
+                        tag.starts_with(r#"<script src="/assets/"#)
+                            || tag.starts_with(r#"<script type="application/json""#),
+                        "{template}: inline script"
+                    );
+                }
                 assert!(!html.contains("<style"), "{template}: style element");
                 for text in expected_text(template, locale) {
                     assert!(
@@ -1115,6 +1517,108 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn code_form_follows_its_method_and_links_errors() {
+        let themes = themes();
+        let render = |template: &str, ctx: Value| {
+            themes
+                .render(DEFAULT_THEME, template, Locale::En, ctx)
+                .expect("renders")
+        };
+        // A recovery code: text, not a one-time code; no resend.
+        let html = render(
+            "code.html",
+            context! {
+                data => context! { method => "recovery_code", autocomplete => "off", inputmode => "text" },
+                step => "recovery_code",
+                ..sample_context("code.html")
+            },
+        );
+        assert!(html.contains("Enter a recovery code"), "{html}");
+        assert!(html.contains(">Recovery code</label>"), "{html}");
+        assert!(
+            html.contains(r#"autocomplete="off" inputmode="text""#),
+            "{html}"
+        );
+        assert!(!html.contains("name=\"resend\""), "{html}");
+        assert!(!html.contains("We sent"), "{html}");
+        // A texted code to a number being enrolled, after a refused resend.
+        let html = render(
+            "code.html",
+            context! {
+                step => "sms_code",
+                enrolling => true,
+                error => "login.code.wait",
+                data => context! {
+                    method => "sms_code",
+                    destination => "+33*******78",
+                    resend => true,
+                    change_phone => true,
+                    wait_seconds => 12,
+                },
+                ..sample_context("code.html")
+            },
+        );
+        assert!(html.contains("Confirm your mobile number"), "{html}");
+        assert!(
+            html.contains("We sent a code by text message to +33*******78."),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"<p class="field__error" id="code-error">You can ask for a new code in 12 s.</p>"#
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"aria-describedby="code-help code-error" aria-invalid="true""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"name="change_phone" value="1" formnovalidate>Use another number</button>"#
+            ),
+            "{html}"
+        );
+        assert!(
+            !html.contains("Not you?"),
+            "no identifier change while enrolling: {html}"
+        );
+        // A customer identifier was typed: no address is named. A new code was sent.
+        let html = render(
+            "code.html",
+            context! { data => context! { method => "email_code", resend => true, resent => true }, ..sample_context("code.html") },
+        );
+        assert!(
+            html.contains("We sent a code to the email address of your account."),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<p class="notice" role="status">We sent you a new code."#),
+            "{html}"
+        );
+        // The "locked" page: no data at all.
+        let html = render(
+            "code.html",
+            context! { data => context! {}, error => "login.locked", retry_after => "10:42 UTC", ..sample_context("code.html") },
+        );
+        assert!(
+            html.contains("Too many attempts. Try again after 10:42 UTC."),
+            "{html}"
+        );
+        // An invalid number keeps what was typed.
+        let html = render(
+            "phone_enroll.html",
+            context! { error => "login.phone.invalid", data => context! { phone => "06 12" }, ..sample_context("phone_enroll.html") },
+        );
+        assert!(html.contains(r#"value="06 12""#), "{html}");
+        assert!(html.contains(r#"<p class="field__error" id="phone-error">Enter a mobile number with its country code"#), "{html}");
+        assert!(
+            html.contains(r#"aria-describedby="phone-help phone-error" aria-invalid="true""#),
+            "{html}"
+        );
     }
 
     #[test]
@@ -1327,6 +1831,72 @@ mod tests {
         );
         assert!(themes.asset("default", "missing.css").is_none());
         assert!(themes.asset("acme", "style.css").is_none());
+    }
+
+    #[test]
+    fn webauthn_pages_embed_options_as_inert_json() {
+        let themes = themes();
+        let hostile =
+            serde_json::json!({"publicKey": {"challenge": "</script><script>alert(1)</script>"}});
+        let ctx = context! {
+            data => context! { method => "passkey", options => Value::from(minijinja::value::Serde(&hostile)) },
+            step => "passkey",
+            ..sample_context("webauthn.html")
+        };
+        let html = themes
+            .render(DEFAULT_THEME, "webauthn.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(!html.contains("<script>alert"), "{html}");
+        let start = html
+            .find(r#"id="webauthn-options">"#)
+            .expect("options block")
+            + 22;
+        let end = start + html[start..].find("</script>").expect("end of block");
+        let back: serde_json::Value = serde_json::from_str(&html[start..end]).expect("JSON");
+        assert_eq!(back, hostile);
+        // Passwordless: no identifier, its own texts.
+        assert!(html.contains("Sign in with a passkey</h1>"), "{html}");
+        assert!(html.contains(">Sign in with a passkey</button>"), "{html}");
+        assert!(!html.contains("Signing in as"), "{html}");
+
+        // Locked: the message, and no ceremony to start.
+        let ctx = context! {
+            error => "login.locked",
+            retry_after => "10:42",
+            data => context! {},
+            ..sample_context("webauthn.html")
+        };
+        let html = themes
+            .render(DEFAULT_THEME, "webauthn.html", Locale::En, ctx)
+            .expect("renders");
+        assert!(
+            html.contains("Too many attempts. Try again after 10:42."),
+            "{html}"
+        );
+        assert!(!html.contains("data-webauthn"), "{html}");
+
+        let ctx = context! { error => "login.webauthn.name_invalid", ..sample_context("webauthn_enroll.html") };
+        let html = themes
+            .render(DEFAULT_THEME, "webauthn_enroll.html", Locale::Fr, ctx)
+            .expect("renders");
+        assert!(
+            html.contains("Utilisez au plus 64\u{a0}caractères"),
+            "{html}"
+        );
+        assert!(html.contains(r#"aria-invalid="true""#), "{html}");
+    }
+
+    #[test]
+    fn scripts_are_served_as_javascript() {
+        let (content_type, js) = themes()
+            .asset("default", "webauthn.js")
+            .expect("webauthn.js");
+        assert_eq!(content_type, "text/javascript; charset=utf-8");
+        assert!(
+            std::str::from_utf8(&js)
+                .expect("utf-8")
+                .contains("navigator.credentials")
+        );
     }
 
     #[test]

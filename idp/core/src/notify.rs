@@ -103,3 +103,29 @@ impl Notifier for MemoryOutbox {
         Ok(())
     }
 }
+
+/// An email ready to send: rendered, with its subject and bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEmail {
+    /// One address (`alice@example.com`).
+    pub to: String,
+    pub subject: String,
+    /// The plain-text body, always present.
+    pub text: String,
+    /// The HTML body; with it the message is `multipart/alternative`.
+    pub html: Option<String>,
+}
+
+/// Delivers rendered emails (SMTP, a file outbox). Adapters hold their own
+/// transport settings, including the sender address.
+#[async_trait]
+pub trait EmailSender: Send + Sync {
+    async fn send_email(&self, email: &OutgoingEmail) -> Result<(), DeliveryError>;
+}
+
+/// Delivers rendered text messages (an HTTP provider, a file outbox).
+#[async_trait]
+pub trait SmsSender: Send + Sync {
+    /// `to` is an E.164 number (`+33612345678`).
+    async fn send_sms(&self, to: &str, text: &str) -> Result<(), DeliveryError>;
+}

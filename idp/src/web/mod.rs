@@ -39,7 +39,7 @@ pub(crate) const DEVICE_COOKIE: &str = "idp_device";
 /// Largest request body accepted (forms and token requests are small).
 const BODY_LIMIT: usize = 64 * 1024;
 
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 pub fn router(state: AppState) -> Router {
     // RFC 9700 §2.6: CORS on the token, metadata, JWKS, userinfo and revocation endpoints only.

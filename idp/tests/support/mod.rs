@@ -135,6 +135,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
+    spawn_app_adjusted(backend, options, |_| {}).await
+}
+
+/// Like [`spawn_app_with`], with the server settings adjusted before it
+/// starts (throttle limits, code lifetimes, ...).
+pub async fn spawn_app_adjusted(
+    backend: Backend,
+    options: AppOptions,
+    adjust: fn(&mut Settings),
+) -> TestApp {
     let data =
         TempDir(std::env::temp_dir().join(format!("idp-test-{}", uuid::Uuid::new_v4().simple())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -155,7 +165,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
             (db.url().to_owned(), Some(redis), Some(db))
         }
     };
-    let settings = Settings {
+    let mut settings = Settings {
         issuer: Some(issuer.clone()),
         listen: addr,
         data_dir: data.0.clone(),
@@ -172,6 +182,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
         },
         ..Settings::default()
     };
+    adjust(&mut settings);
     let cfg = LoadedConfig {
         settings,
         source: None,

@@ -236,7 +236,8 @@ fn factor_category(amr: &str) -> Option<u8> {
     match amr {
         "pwd" | "pin" | "kba" => Some(0),
         "otp" | "sms" | "tel" | "hwk" | "swk" | "sc" => Some(1),
-        "fpt" | "face" | "iris" | "retina" | "vbm" | "user" => Some(2),
+        // `user` (a presence test) is not a factor.
+        "fpt" | "face" | "iris" | "retina" | "vbm" => Some(2),
         _ => None,
     }
 }
@@ -385,8 +386,10 @@ impl Provider {
                 kind: StepKind::Identifier,
                 amr: vec![],
             });
+            // What the session proved (its amr, `mfa` included) carries over.
+            let mut session_amr = Some(s.amr.clone());
             for m in s.methods.iter().filter(|m| **m != StepKind::Identifier) {
-                let amr = s.amr.iter().filter(|a| *a != "mfa").cloned().collect();
+                let amr = session_amr.take().unwrap_or_default();
                 flow.passed.push(PassedStep { kind: *m, amr });
             }
         }
@@ -582,6 +585,14 @@ impl Provider {
                 flow.choice = None;
                 flow.enrolling = false;
                 continue;
+            }
+            // Enrolling a new factor is allowed only once something was
+            // proven in this flow (or the session, for a step-up): an
+            // identifier alone must never let a stranger attach their own
+            // authenticator to someone's account.
+            let proven = flow.passed.iter().any(|p| p.kind.authenticates());
+            if !proven {
+                enrollable.clear();
             }
             if usable.is_empty() && enrollable.is_empty() {
                 return Err(FlowError::NoUsableMethod);
