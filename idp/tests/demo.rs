@@ -210,3 +210,214 @@ async fn password_hash_is_upgraded_at_login(app: &TestApp) {
 }
 
 matrix!(password_hash_is_upgraded_at_login);
+
+/// Copies the repository's `config/` into `dir`, pointing the example
+/// portals' callbacks at `rp_port`.
+fn copy_repo_config(dir: &std::path::Path, rp_port: u16) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    std::fs::create_dir_all(dir.join("config/clients")).unwrap();
+    std::fs::copy(src.join("idp.toml"), dir.join("config/idp.toml")).unwrap();
+    for entry in std::fs::read_dir(src.join("clients")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("127.0.0.1:8081", &format!("127.0.0.1:{rp_port}"));
+        std::fs::write(
+            dir.join("config/clients").join(path.file_name().unwrap()),
+            text,
+        )
+        .unwrap();
+    }
+}
+
+/// The newest 6-digit code in the demo's email outbox.
+fn code_from_outbox(outbox: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(outbox)
+        .unwrap_or_else(|e| panic!("{}: {e}", outbox.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let text = std::fs::read_to_string(files.last().expect("an email in the outbox")).unwrap();
+    // The code stands alone on a line of the text part.
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.len() == 6 && l.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("a 6-digit code in the email: {text}"))
+}
+
+/// The TOTP code of a base32 key now: the demo process runs on the real clock.
+#[allow(clippy::disallowed_methods)]
+fn totp_now(key: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(key.replace(' ', "")).unwrap())
+        .build()
+        .unwrap()
+        .generate(t)
+        .to_string()
+}
+
+/// The three example portals of `config/clients` run their own flows in the
+/// demo: the marketplace asks an emailed code from a new browser, the
+/// customer space an emailed code on every login, the cloud console enrolls
+/// an authenticator app at the first login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_portals_run_their_flows_in_the_demo() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
+    let (idp_port, rp_port) = (free_port(), free_port());
+    copy_repo_config(&dir.0, rp_port);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idp"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("IDP_")) {
+        cmd.env_remove(k);
+    }
+    let child = cmd
+        .current_dir(&dir.0)
+        .env("IDP_LISTEN", format!("127.0.0.1:{idp_port}"))
+        .env("IDP_ISSUER", format!("http://localhost:{idp_port}"))
+        .env("IDP_PASSWORD__MEMORY_KIB", "4096")
+        .env("IDP_PASSWORD__ITERATIONS", "1")
+        .args(["demo", "--rp-port", &rp_port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run idp demo");
+    let mut child = Killed(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut password = None;
+    let mut printed = String::new();
+    while password.is_none() {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no password printed:\n{printed}"));
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(p) = line.trim().strip_prefix("password:") {
+            password = Some(p.trim().to_owned());
+        }
+    }
+    let password = password.unwrap();
+    for portal in ["marketplace", "customer-space", "cloud-console"] {
+        assert!(
+            printed.contains(&format!("/{portal}/")),
+            "{portal} is served: {printed}"
+        );
+    }
+    let rp = format!("http://127.0.0.1:{rp_port}");
+    let issuer = format!("http://localhost:{idp_port}");
+    let outbox = dir.0.join("data/outbox");
+
+    for portal in ["marketplace", "customer-space", "cloud-console"] {
+        let browser = Browser::new();
+        let res = browser.get(&format!("{rp}/{portal}/login")).await;
+        let mut url = location(&res);
+        let mut seen = Vec::new();
+        // A page answered directly to a POST (200), else fetched.
+        let mut shown: Option<String> = None;
+        for step in 0..12 {
+            let html = match shown.take() {
+                Some(h) => h,
+                None => {
+                    let res = browser.get(&url).await;
+                    if res.status().is_redirection() {
+                        let loc = location(&res);
+                        url = if loc.starts_with('/') {
+                            format!("{issuer}{loc}")
+                        } else {
+                            loc
+                        };
+                        if url.starts_with(&rp) {
+                            break;
+                        }
+                        continue;
+                    }
+                    assert_eq!(res.status(), 200, "{portal} step {step}");
+                    res.text().await.unwrap()
+                }
+            };
+            let form = Form::parse(&html)
+                .unwrap_or_else(|| panic!("{portal} step {step}: no form in {html}"));
+            let page = form.action.rsplit('/').next().unwrap().to_owned();
+            let mut values = form.fields.clone();
+            let set = |values: &mut Vec<(String, String)>, k: &str, v: &str| {
+                for (n, val) in values.iter_mut() {
+                    if n == k {
+                        *val = v.to_owned();
+                    }
+                }
+            };
+            if html.contains("id=\"totp-key\"") {
+                let key = html
+                    .split("id=\"totp-key\">")
+                    .nth(1)
+                    .unwrap()
+                    .split('<')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                set(&mut values, "code", &totp_now(&key));
+                seen.push("totp_enroll".to_owned());
+            } else if values.iter().any(|(n, _)| n == "acknowledge") {
+                seen.push("recovery_codes".to_owned());
+            } else {
+                match page.as_str() {
+                    "identifier" => set(&mut values, "identifier", "demo@example.com"),
+                    "password" => set(&mut values, "password", &password),
+                    "email_code" => set(&mut values, "code", &code_from_outbox(&outbox)),
+                    other => panic!("{portal}: unexpected step {other}: {html}"),
+                }
+                seen.push(page.clone());
+            }
+            let res = browser
+                .http
+                .post(format!("{issuer}{}", form.action))
+                .form(&values)
+                .send()
+                .await
+                .unwrap();
+            if res.status() == 200 {
+                shown = Some(res.text().await.unwrap());
+                continue;
+            }
+            assert_eq!(res.status(), 303, "{portal} step {step} ({page})");
+            let loc = location(&res);
+            url = if loc.starts_with('/') {
+                format!("{issuer}{loc}")
+            } else {
+                loc
+            };
+            if url.starts_with(&rp) {
+                break;
+            }
+        }
+        let expected: &[&str] = match portal {
+            "marketplace" => &["identifier", "password", "email_code"],
+            "customer-space" => &["identifier", "password", "email_code"],
+            _ => &["identifier", "password", "totp_enroll", "recovery_codes"],
+        };
+        assert_eq!(seen, expected, "{portal}'s flow");
+        assert!(
+            url.starts_with(&format!("{rp}/{portal}/callback?")),
+            "{portal} ended at {url}"
+        );
+        let html = browser.get(&url).await.text().await.unwrap();
+        assert!(
+            html.contains("demo@example.com"),
+            "{portal}: the portal shows the verified claims"
+        );
+        assert!(html.contains("mfa"), "{portal}: two factors in amr: {html}");
+    }
+    drop(child);
+}
