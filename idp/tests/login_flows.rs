@@ -27,7 +27,7 @@ async fn app_with(backend: Backend, clients: Vec<(&str, &str)>) -> TestApp {
         backend,
         AppOptions {
             clients,
-            localhost: false,
+            ..AppOptions::default()
         },
     )
     .await

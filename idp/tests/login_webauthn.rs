@@ -44,6 +44,7 @@ fn options() -> AppOptions {
         ],
         // WebAuthn needs a host name as its relying-party id.
         localhost: true,
+        ..AppOptions::default()
     }
 }
 

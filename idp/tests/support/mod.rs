@@ -128,6 +128,9 @@ pub struct AppOptions {
     /// Issuer `http://localhost:<port>` instead of `http://127.0.0.1:<port>`
     /// (WebAuthn needs a host name as its relying-party id).
     pub localhost: bool,
+    /// Deliver emails and SMS as configured (`[mail]`, `[sms]`) instead of
+    /// into [`TestApp::outbox`].
+    pub configured_delivery: bool,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -143,7 +146,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
 pub async fn spawn_app_adjusted(
     backend: Backend,
     options: AppOptions,
-    adjust: fn(&mut Settings),
+    adjust: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let data =
         TempDir(std::env::temp_dir().join(format!("idp-test-{}", uuid::Uuid::new_v4().simple())));
@@ -196,7 +199,11 @@ pub async fn spawn_app_adjusted(
     let overrides = Overrides {
         clock: Arc::new(clock.clone()),
         extra_clients: test_clients().into_iter().chain(options.clients).collect(),
-        notifier: Some(outbox.clone()),
+        notifier: if options.configured_delivery {
+            None
+        } else {
+            Some(outbox.clone())
+        },
     };
     let state = app::build_state(&cfg, ClientRegistry::default(), overrides)
         .await
