@@ -30,49 +30,64 @@ impl Drop for Killed {
     }
 }
 
+/// `idp demo` running in `dir` (no `IDP_*` variables inherited but `envs`),
+/// with cheap password hashing; killed on drop.
+struct Demo {
+    _child: Killed,
+    password: String,
+    printed: String,
+}
+
+impl Demo {
+    fn start(dir: &std::path::Path, idp_port: u16, rp_port: u16, envs: &[(&str, &str)]) -> Demo {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_idp"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("IDP_")) {
+            cmd.env_remove(k);
+        }
+        cmd.current_dir(dir)
+            .env("IDP_LISTEN", format!("127.0.0.1:{idp_port}"))
+            .env("IDP_PASSWORD__MEMORY_KIB", "4096")
+            .env("IDP_PASSWORD__ITERATIONS", "1")
+            .envs(envs.iter().copied())
+            .args(["demo", "--rp-port", &rp_port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = Killed(cmd.spawn().expect("run idp demo"));
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut printed = String::new();
+        loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("idp demo printed no password:\n{printed}"));
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(p) = line.trim().strip_prefix("password:") {
+                return Demo {
+                    _child: child,
+                    password: p.trim().to_owned(),
+                    printed,
+                };
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_command_logs_a_user_in_through_the_demo_portal() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let (idp_port, rp_port) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idp"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("IDP_")) {
-        cmd.env_remove(k);
-    }
-    let child = cmd
-        .current_dir(&dir.0)
-        .env("IDP_LISTEN", format!("127.0.0.1:{idp_port}"))
-        .env("IDP_PASSWORD__MEMORY_KIB", "4096")
-        .env("IDP_PASSWORD__ITERATIONS", "1")
-        .args(["demo", "--rp-port", &rp_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run idp demo");
-    let mut child = Killed(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut password = None;
-    let mut printed = String::new();
-    while password.is_none() {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("idp demo printed no password:\n{printed}"));
-        printed.push_str(&line);
-        printed.push('\n');
-        if let Some(p) = line.trim().strip_prefix("password:") {
-            password = Some(p.trim().to_owned());
-        }
-    }
-    let password = password.unwrap();
+    let demo = Demo::start(&dir.0, idp_port, rp_port, &[]);
+    let (password, printed) = (demo.password.clone(), demo.printed.clone());
     assert!(printed.contains("demo@example.com"), "{printed}");
     assert!(
         printed.contains(&format!("http://127.0.0.1:{rp_port}/")),
@@ -168,7 +183,7 @@ async fn demo_command_logs_a_user_in_through_the_demo_portal() {
         "the demo portal shows the verified claims: {html}"
     );
     assert!(html.contains("pwd"), "amr shown: {html}");
-    drop(child);
+    drop(demo);
 }
 
 async fn password_hash_is_upgraded_at_login(app: &TestApp) {
@@ -271,44 +286,9 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
         TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
     let (idp_port, rp_port) = (free_port(), free_port());
     copy_repo_config(&dir.0, rp_port);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_idp"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("IDP_")) {
-        cmd.env_remove(k);
-    }
-    let child = cmd
-        .current_dir(&dir.0)
-        .env("IDP_LISTEN", format!("127.0.0.1:{idp_port}"))
-        .env("IDP_ISSUER", format!("http://localhost:{idp_port}"))
-        .env("IDP_PASSWORD__MEMORY_KIB", "4096")
-        .env("IDP_PASSWORD__ITERATIONS", "1")
-        .args(["demo", "--rp-port", &rp_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run idp demo");
-    let mut child = Killed(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut password = None;
-    let mut printed = String::new();
-    while password.is_none() {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no password printed:\n{printed}"));
-        printed.push_str(&line);
-        printed.push('\n');
-        if let Some(p) = line.trim().strip_prefix("password:") {
-            password = Some(p.trim().to_owned());
-        }
-    }
-    let password = password.unwrap();
+    let issuer_env = format!("http://localhost:{idp_port}");
+    let demo = Demo::start(&dir.0, idp_port, rp_port, &[("IDP_ISSUER", &issuer_env)]);
+    let (password, printed) = (demo.password.clone(), demo.printed.clone());
     for portal in ["marketplace", "customer-space", "cloud-console"] {
         assert!(
             printed.contains(&format!("/{portal}/")),
@@ -419,5 +399,5 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
         );
         assert!(html.contains("mfa"), "{portal}: two factors in amr: {html}");
     }
-    drop(child);
+    drop(demo);
 }

@@ -53,44 +53,6 @@ fn lenient_lock(s: &mut idp::config::Settings) {
     s.throttle.account_max_failures = 50;
 }
 
-/// Like `matrix!`, with this file's clients and adjusted settings.
-macro_rules! codes_matrix {
-    ($group:ident, $adjust:path: $($name:ident),* $(,)?) => {
-        mod $group {
-            mod sqlite {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        let app = $crate::support::spawn_app_adjusted(
-                            $crate::support::Backend::Sqlite,
-                            $crate::options(),
-                            $adjust,
-                        )
-                        .await;
-                        $crate::$name(&app).await;
-                        app.cleanup().await;
-                    }
-                )*
-            }
-            mod postgres_redis {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $name() {
-                        let app = $crate::support::spawn_app_adjusted(
-                            $crate::support::Backend::Postgres,
-                            $crate::options(),
-                            $adjust,
-                        )
-                        .await;
-                        $crate::$name(&app).await;
-                        app.cleanup().await;
-                    }
-                )*
-            }
-        }
-    };
-}
-
 /// A message of the default English catalog as the page shows it.
 fn msg(id: &str) -> String {
     let catalog: toml::Table = toml::from_str(EN).unwrap();
@@ -829,8 +791,8 @@ async fn steps_cannot_be_skipped_or_replayed(app: &TestApp) {
     assert_eq!(res.status(), 400, "the flow is over");
 }
 
-codes_matrix!(
-    default_settings, crate::defaults:
+matrix_with!(
+    default_settings: crate::options(), crate::defaults;
     email_code_on_every_login,
     an_expired_code_is_refused,
     resend_waits_for_the_cooldown_and_replaces_the_code,
@@ -842,7 +804,7 @@ codes_matrix!(
     new_logins_cannot_flood_an_address_with_codes,
 );
 
-codes_matrix!(
-    lenient_lock, crate::lenient_lock:
+matrix_with!(
+    lenient_lock: crate::options(), crate::lenient_lock;
     five_wrong_codes_kill_the_code_until_a_new_one_is_sent,
 );

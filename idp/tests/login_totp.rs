@@ -42,40 +42,6 @@ fn options() -> AppOptions {
     }
 }
 
-/// Like `matrix!`, with this file's clients registered.
-macro_rules! totp_matrix {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let app = $crate::support::spawn_app_with(
-                        $crate::support::Backend::Sqlite,
-                        super::options(),
-                    )
-                    .await;
-                    super::$name(&app).await;
-                    app.cleanup().await;
-                }
-            )*
-        }
-        mod postgres_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let app = $crate::support::spawn_app_with(
-                        $crate::support::Backend::Postgres,
-                        super::options(),
-                    )
-                    .await;
-                    super::$name(&app).await;
-                    app.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
 /// Moves the clock to one second into a fresh 30-second step, so a test's
 /// codes do not straddle a step boundary by accident. Returns that time.
 fn align_clock(app: &TestApp) -> u64 {
@@ -647,7 +613,8 @@ async fn a_user_may_have_several_named_devices(app: &TestApp) {
     assert_eq!(steps, [t / 30 + 1, t / 30 + 1]);
 }
 
-totp_matrix!(
+matrix_with!(crate::options(), |_| {};
+
     forced_enrollment_shows_qr_and_key_then_recovery_codes,
     later_logins_ask_for_a_code_used_once_within_one_step,
     wrong_codes_lock_the_method,

@@ -48,40 +48,6 @@ fn options() -> AppOptions {
     }
 }
 
-/// Like `matrix!`, with this file's clients and a `localhost` issuer.
-macro_rules! webauthn_matrix {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let app = $crate::support::spawn_app_with(
-                        $crate::support::Backend::Sqlite,
-                        super::options(),
-                    )
-                    .await;
-                    super::$name(&app).await;
-                    app.cleanup().await;
-                }
-            )*
-        }
-        mod postgres_redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let app = $crate::support::spawn_app_with(
-                        $crate::support::Backend::Postgres,
-                        super::options(),
-                    )
-                    .await;
-                    super::$name(&app).await;
-                    app.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
 const EMAIL: &str = "alice@example.com";
 
 /// A user's authenticator: a `SoftPasskey`, plus what a platform
@@ -659,7 +625,8 @@ async fn the_script_is_served_as_javascript(app: &TestApp) {
     );
 }
 
-webauthn_matrix!(
+matrix_with!(crate::options(), |_| {};
+
     password_and_key_with_forced_enrollment_then_key_logins,
     passwordless_passkey_identifies_the_user,
     assertions_of_another_user_or_origin_are_refused,

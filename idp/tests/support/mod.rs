@@ -476,16 +476,30 @@ pub async fn token_request(
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-/// Runs a test body on both backends, each as its own #[tokio::test].
+/// Runs each test body (an `async fn(&TestApp)` at the root of the test
+/// file) on both backends, each as its own #[tokio::test], on a server
+/// started with `$options` (`AppOptions`) and settings adjusted by `$adjust`
+/// (`FnOnce(&mut Settings)`). With `group:` the tests sit in a module of
+/// that name, so one file can run groups with different settings.
 #[macro_export]
-macro_rules! matrix {
-    ($($name:ident),* $(,)?) => {
+macro_rules! matrix_with {
+    ($group:ident: $options:expr, $adjust:expr; $($name:ident),* $(,)?) => {
+        mod $group {
+            $crate::matrix_with!($options, $adjust; $($name),*);
+        }
+    };
+    ($options:expr, $adjust:expr; $($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let app = $crate::support::spawn_app($crate::support::Backend::Sqlite).await;
-                    super::$name(&app).await;
+                    let app = $crate::support::spawn_app_adjusted(
+                        $crate::support::Backend::Sqlite,
+                        $options,
+                        $adjust,
+                    )
+                    .await;
+                    crate::$name(&app).await;
                     app.cleanup().await;
                 }
             )*
@@ -494,11 +508,24 @@ macro_rules! matrix {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let app = $crate::support::spawn_app($crate::support::Backend::Postgres).await;
-                    super::$name(&app).await;
+                    let app = $crate::support::spawn_app_adjusted(
+                        $crate::support::Backend::Postgres,
+                        $options,
+                        $adjust,
+                    )
+                    .await;
+                    crate::$name(&app).await;
                     app.cleanup().await;
                 }
             )*
         }
+    };
+}
+
+/// Runs each test body on both backends with the default test server.
+#[macro_export]
+macro_rules! matrix {
+    ($($name:ident),* $(,)?) => {
+        $crate::matrix_with!($crate::support::AppOptions::default(), |_| {}; $($name),*);
     };
 }

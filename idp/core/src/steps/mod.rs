@@ -11,8 +11,31 @@ pub mod sms_code;
 pub mod totp;
 pub mod webauthn;
 
-use crate::flow::StepRegistry;
+use crate::error::CoreError;
+use crate::flow::{Applicability, StepCx, StepRegistry};
 use std::sync::Arc;
+
+/// Applicability of a method backed by enrolled credentials of `kind`: a
+/// known user with none enrolls one; an unknown identifier is asked like
+/// anyone (and fails), so nothing tells whether the account exists.
+pub(crate) async fn enrolled_or_enroll(
+    cx: &StepCx<'_>,
+    kind: &str,
+) -> Result<Applicability, CoreError> {
+    Ok(match cx.subject() {
+        Some(u)
+            if cx
+                .ports
+                .credentials
+                .list_credentials(u.id, kind)
+                .await?
+                .is_empty() =>
+        {
+            Applicability::Enroll
+        }
+        _ => Applicability::Applies,
+    })
+}
 
 /// Every built-in method.
 pub fn registry() -> StepRegistry {

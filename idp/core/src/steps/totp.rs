@@ -256,21 +256,7 @@ impl Step for TotpStep {
     }
 
     async fn applies(&self, cx: &StepCx<'_>) -> Result<Applicability, CoreError> {
-        Ok(match cx.subject() {
-            Some(u)
-                if cx
-                    .ports
-                    .credentials
-                    .list_credentials(u.id, KIND)
-                    .await?
-                    .is_empty() =>
-            {
-                Applicability::Enroll
-            }
-            Some(_) => Applicability::Applies,
-            // An unknown identifier is asked for a code like anyone, and fails.
-            None => Applicability::Applies,
-        })
+        super::enrolled_or_enroll(cx, KIND).await
     }
 
     async fn present(&self, cx: &mut StepCx<'_>) -> Result<Challenge, CoreError> {
