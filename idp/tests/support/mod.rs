@@ -499,7 +499,7 @@ macro_rules! matrix_with {
                         $adjust,
                     )
                     .await;
-                    crate::$name(&app).await;
+                    $crate::$name(&app).await;
                     app.cleanup().await;
                 }
             )*
@@ -514,7 +514,7 @@ macro_rules! matrix_with {
                         $adjust,
                     )
                     .await;
-                    crate::$name(&app).await;
+                    $crate::$name(&app).await;
                     app.cleanup().await;
                 }
             )*
