@@ -29,6 +29,8 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 const KEY_CLIENT: &str = "keys";
 /// `passkey`: passwordless.
 const PASSKEY_CLIENT: &str = "passwordless";
+/// Like [`KEY_CLIENT`], with user verification required by the flow.
+const STRICT_CLIENT: &str = "strict-keys";
 
 fn options() -> AppOptions {
     AppOptions {
@@ -40,6 +42,10 @@ fn options() -> AppOptions {
             client_with_flows(
                 PASSKEY_CLIENT,
                 r#"[{"name": "d", "acr": "1", "steps": ["passkey"]}]"#,
+            ),
+            client_with_flows(
+                STRICT_CLIENT,
+                r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password", "webauthn"], "webauthn_user_verification": "required"}]"#,
             ),
         ],
         // WebAuthn needs a host name as its relying-party id.
@@ -625,7 +631,20 @@ async fn the_script_is_served_as_javascript(app: &TestApp) {
     );
 }
 
+/// User verification is a setting of the flow (else of `login_methods`):
+/// the same user meets `preferred` on one client and `required` on another.
+async fn user_verification_follows_the_flow(app: &TestApp) {
+    let uv = |html: &str| {
+        page_options(html)["publicKey"]["authenticatorSelection"]["userVerification"].clone()
+    };
+    let html = through_password(&Browser::new(), app, KEY_CLIENT, "alice@example.com").await;
+    assert_eq!(uv(&html), "preferred", "{html}");
+    let html = through_password(&Browser::new(), app, STRICT_CLIENT, "alice@example.com").await;
+    assert_eq!(uv(&html), "required", "{html}");
+}
+
 matrix_with!(crate::options(), |_| {};
+    user_verification_follows_the_flow,
 
     password_and_key_with_forced_enrollment_then_key_logins,
     passwordless_passkey_identifies_the_user,

@@ -61,6 +61,10 @@ pub struct FlowDef {
     pub name: String,
     pub acr: String,
     pub stages: Vec<Stage>,
+    /// User verification asked of WebAuthn second factors in this flow
+    /// (`required`, `preferred`, `discouraged`); `None` follows
+    /// `login_methods.webauthn_user_verification`.
+    pub webauthn_user_verification: Option<String>,
 }
 
 /// A client's login policy: its flows (the first is the default).
@@ -86,6 +90,7 @@ impl LoginPolicy {
                         when: Condition::Always,
                     },
                 ],
+                webauthn_user_verification: None,
             }],
         }
     }
@@ -126,6 +131,8 @@ pub struct FlowSpec {
     pub name: String,
     pub acr: String,
     pub steps: Vec<StageSpec>,
+    #[serde(default)]
+    pub webauthn_user_verification: Option<String>,
 }
 
 /// A stage as written: `"password"`, `"totp|webauthn"`, or a table.
@@ -225,10 +232,19 @@ pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> 
             Some(j) => err(format!("{at}.steps[{j}]"), m),
             None => err(format!("{at}.steps"), m),
         })?;
+        if let Some(uv) = &spec.webauthn_user_verification
+            && !matches!(uv.as_str(), "required" | "preferred" | "discouraged")
+        {
+            return Err(err(
+                format!("{at}.webauthn_user_verification"),
+                "required, preferred or discouraged",
+            ));
+        }
         flows.push(FlowDef {
             name: spec.name.clone(),
             acr: spec.acr.clone(),
             stages,
+            webauthn_user_verification: spec.webauthn_user_verification.clone(),
         });
     }
     Ok(LoginPolicy { flows })
@@ -439,6 +455,11 @@ mod tests {
                 r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"]}, {"name": "e", "acr": "1", "steps": ["passkey"]}]"#,
                 "flows[1].acr",
                 "two flows",
+            ),
+            (
+                r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"], "webauthn_user_verification": "always"}]"#,
+                "flows[0].webauthn_user_verification",
+                "required, preferred",
             ),
         ];
         for (flows, path, msg) in cases {

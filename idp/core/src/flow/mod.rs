@@ -229,6 +229,8 @@ pub struct StepCx<'a> {
     pub identifier: Option<&'a str>,
     pub meta: &'a RequestMeta,
     pub locale: &'a str,
+    /// The flow being run (its per-flow settings).
+    pub flow: Option<&'a definition::FlowDef>,
     scratch: &'a mut serde_json::Value,
     identified: Option<Identified>,
 }
@@ -261,9 +263,16 @@ impl<'a> StepCx<'a> {
             identifier,
             meta,
             locale,
+            flow: None,
             scratch,
             identified: None,
         }
+    }
+
+    /// Tells the step which flow it runs in.
+    pub fn in_flow(mut self, flow: &'a definition::FlowDef) -> Self {
+        self.flow = Some(flow);
+        self
     }
 
     /// This step's scratch state (default when none saved yet).

@@ -529,6 +529,7 @@ impl Provider {
     ) -> Result<Applicability, FlowError> {
         let step = self.step(kind)?;
         let mut scratch = flow.scratch.get(&kind).cloned().unwrap_or_default();
+        let def = Self::flow_def(client, flow)?;
         let cx = StepCx::new(
             &self.step_ports,
             client,
@@ -538,7 +539,8 @@ impl Provider {
             meta,
             "en",
             &mut scratch,
-        );
+        )
+        .in_flow(def);
         Ok(step.applies(&cx).await?)
     }
 
@@ -654,6 +656,7 @@ impl Provider {
         };
         let s = self.step(step)?;
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
+        let def = Self::flow_def(&client, &flow)?;
         let challenge = {
             let mut cx = StepCx::new(
                 &self.step_ports,
@@ -664,7 +667,8 @@ impl Provider {
                 meta,
                 locale,
                 &mut scratch,
-            );
+            )
+            .in_flow(def);
             if enrolling {
                 s.present_enrollment(&mut cx).await?
             } else {
@@ -736,6 +740,7 @@ impl Provider {
             });
         }
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
+        let def = Self::flow_def(&client, &flow)?;
         let (outcome, identified) = {
             let mut cx = StepCx::new(
                 &self.step_ports,
@@ -746,7 +751,8 @@ impl Provider {
                 meta,
                 locale,
                 &mut scratch,
-            );
+            )
+            .in_flow(def);
             let outcome = if enrolling {
                 s.submit_enrollment(&mut cx, input).await?
             } else {

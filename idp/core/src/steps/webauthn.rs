@@ -60,8 +60,12 @@ impl UserVerification {
         }
     }
 
-    fn of(ports: &StepPorts) -> Result<Self, CoreError> {
-        let s = &ports.settings.webauthn_user_verification;
+    /// The flow's setting, else the provider-wide one.
+    fn of(cx: &StepCx<'_>) -> Result<Self, CoreError> {
+        let s = cx
+            .flow
+            .and_then(|f| f.webauthn_user_verification.as_deref())
+            .unwrap_or(&cx.ports.settings.webauthn_user_verification);
         Self::parse(s).ok_or_else(|| {
             CoreError::Internal(format!(
                 "login_methods.webauthn_user_verification = {s:?}: expected required, preferred or discouraged"
@@ -440,7 +444,7 @@ impl WebauthnStep {
     /// Starts an authentication for the user's keys; the state goes to the
     /// scratch, the options to the page.
     async fn authentication_page(&self, cx: &mut StepCx<'_>) -> Result<Challenge, CoreError> {
-        let uv = UserVerification::of(cx.ports)?;
+        let uv = UserVerification::of(cx)?;
         let Some(user) = cx.subject() else {
             // An unknown identifier gets a page like anyone's, with a stable
             // made-up credential, and fails like a wrong key.
@@ -576,7 +580,7 @@ impl Step for WebauthnStep {
             tracing::info!(user = %user.id, "WebAuthn assertion by a credential this user does not have");
             return self.rejected(cx, "login.webauthn.failed", true).await;
         };
-        let uv = UserVerification::of(cx.ports)?;
+        let uv = UserVerification::of(cx)?;
         let rp = relying_party(&cx.ports.webauthn, uv)?;
         let result = match finish_authentication(&rp, &state, &posted) {
             Ok(r) => r,
@@ -604,7 +608,7 @@ impl Step for WebauthnStep {
                 "WebAuthn enrollment needs a known user".into(),
             ));
         };
-        let uv = UserVerification::of(cx.ports)?;
+        let uv = UserVerification::of(cx)?;
         let rp = relying_party(&cx.ports.webauthn, uv)?;
         // The authenticator refuses to make a second credential for an
         // account it already holds one for.
@@ -648,7 +652,7 @@ impl Step for WebauthnStep {
                 .enrollment_rejected(cx, "login.webauthn.no_credential", &name)
                 .await;
         };
-        let uv = UserVerification::of(cx.ports)?;
+        let uv = UserVerification::of(cx)?;
         let rp = relying_party(&cx.ports.webauthn, uv)?;
         let (credential_id, secret) = match finish_registration(&rp, &state, &posted)? {
             Ok(registered) => registered,
