@@ -78,6 +78,12 @@ enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Replace a user's recovery codes and print the new ones (they are
+    /// shown only now; give them to the user over a trusted channel).
+    RecoveryCodes {
+        #[arg(long)]
+        email: String,
+    },
     /// List users.
     List {
         #[arg(long, default_value_t = 100)]
@@ -264,6 +270,22 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
                 "created user {} (customer identifier {})",
                 user.id, user.customer_id
             );
+            Ok(())
+        }
+        UserCommand::RecoveryCodes { email } => {
+            let email = Email::parse(&email).map_err(|e| anyhow!("--email: {e}"))?;
+            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let state = app::build_state(&cfg, clients, Overrides::default()).await?;
+            let user = state
+                .provider
+                .ports
+                .users
+                .find_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow!("--email: no user with this email"))?;
+            for code in state.provider.regenerate_recovery_codes(&user).await? {
+                println!("{code}");
+            }
             Ok(())
         }
         UserCommand::List { limit, offset } => {

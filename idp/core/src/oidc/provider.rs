@@ -250,6 +250,21 @@ impl Provider {
         )))
     }
 
+    /// Replaces a user's recovery codes with fresh ones and returns them (to
+    /// be shown once: only their keyed hashes are kept).
+    pub async fn regenerate_recovery_codes(&self, user: &User) -> Result<Vec<String>, CoreError> {
+        let codes = crate::steps::recovery_code::regenerate(&self.step_ports, user).await?;
+        self.audit(
+            "recovery_codes.regenerated",
+            Some(user.id),
+            None,
+            &RequestMeta::default(),
+            serde_json::json!({}),
+        )
+        .await;
+        Ok(codes)
+    }
+
     /// Replaces a user's password (CLI, demo reset).
     pub async fn set_password(
         &self,

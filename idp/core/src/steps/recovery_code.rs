@@ -5,7 +5,9 @@
 
 use crate::domain::{StoredCredential, User};
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{
+    Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome, StepPorts,
+};
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -35,8 +37,7 @@ fn normalize(input: &str) -> String {
 
 /// Replaces the user's recovery codes with fresh ones; returns them (to be
 /// shown once; only their keyed hashes are stored).
-pub async fn regenerate(cx: &StepCx<'_>, user: &User) -> Result<Vec<String>, CoreError> {
-    let ports = cx.ports;
+pub async fn regenerate(ports: &StepPorts, user: &User) -> Result<Vec<String>, CoreError> {
     ports
         .credentials
         .delete_credentials_of_kind(user.id, KIND)
@@ -74,7 +75,7 @@ pub async fn issue_if_first(
         .await?
         .is_empty()
     {
-        Ok(Some(regenerate(cx, user).await?))
+        Ok(Some(regenerate(cx.ports, user).await?))
     } else {
         Ok(None)
     }
