@@ -86,6 +86,8 @@ pub struct Provider {
     pub(crate) step_ports: StepPorts,
     kek: KeyEncryptionKey,
     keys: RwLock<Arc<SigningKeys>>,
+    /// When each client was last recorded as used (see `touch_client`).
+    client_touched: std::sync::Mutex<std::collections::HashMap<ClientId, i64>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -146,6 +148,7 @@ impl Provider {
             step_ports,
             kek,
             keys: RwLock::new(Arc::new(keys)),
+            client_touched: Default::default(),
         })
     }
 
@@ -165,6 +168,30 @@ impl Provider {
         )?;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(())
+    }
+
+    /// Records that `client` obtained tokens, at most once a minute per
+    /// client and node: the token endpoint is a hot path, and "last used" does
+    /// not need more precision than that.
+    pub(crate) async fn touch_client(
+        &self,
+        client: &ClientId,
+        at: time::OffsetDateTime,
+    ) -> Result<(), CoreError> {
+        let now = at.unix_timestamp();
+        {
+            let mut seen = self
+                .client_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match seen.get(client) {
+                Some(last) if now - *last < 60 => return Ok(()),
+                _ => {
+                    seen.insert(client.clone(), now);
+                }
+            }
+        }
+        Ok(self.ports.client_states.touch(client, at).await?)
     }
 
     pub(crate) async fn audit(

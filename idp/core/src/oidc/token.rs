@@ -290,11 +290,7 @@ impl Provider {
                 .map_err(CoreError::from)?;
         }
         let response = self.mint(&facts, refresh).await?;
-        self.ports
-            .client_states
-            .touch(&client.id, now)
-            .await
-            .map_err(CoreError::from)?;
+        self.touch_client(&client.id, now).await?;
         Ok(response)
     }
 
@@ -422,11 +418,7 @@ impl Provider {
             nonce: None,
         };
         let response = self.mint(&facts, Some(new_token)).await?;
-        self.ports
-            .client_states
-            .touch(&client.id, now)
-            .await
-            .map_err(CoreError::from)?;
+        self.touch_client(&client.id, now).await?;
         Ok(response)
     }
 
@@ -494,11 +486,7 @@ impl Provider {
                 None,
             )
             .await?;
-        self.ports
-            .client_states
-            .touch(&client.id, now)
-            .await
-            .map_err(CoreError::from)?;
+        self.touch_client(&client.id, now).await?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
