@@ -102,18 +102,6 @@ async fn exchange(
     token_request(app, client_id, &form).await
 }
 
-async fn introspect(app: &TestApp, token: &str) -> Value {
-    let (status, _, body) = send(
-        reqwest::Client::new()
-            .post(app.url("/introspect"))
-            .basic_auth("conf", Some(SECRET))
-            .form(&[("token", token)]),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 fn assert_oauth_error(status: u16, body: &Value, want_status: u16, want_error: &str) {
     assert_eq!(
         (status, body["error"].as_str()),

@@ -23,21 +23,6 @@ fn http() -> openidconnect::reqwest::Client {
         .unwrap()
 }
 
-async fn introspect(app: &TestApp, token: &str) -> Value {
-    let (status, body) = {
-        let res = reqwest::Client::new()
-            .post(app.url("/introspect"))
-            .basic_auth("conf", Some(SECRET))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        (res.status().as_u16(), res.json::<Value>().await.unwrap())
-    };
-    assert_eq!(status, 200);
-    body
-}
-
 async fn full_flow_with_openidconnect_client(app: &TestApp) {
     let http = http();
     let meta =

@@ -459,6 +459,20 @@ pub fn authorize_url(
     u.into()
 }
 
+/// `/introspect` of `token`, authenticated as the test client `conf`;
+/// asserts a 200 and returns the JSON answer.
+pub async fn introspect(app: &TestApp, token: &str) -> serde_json::Value {
+    let res = reqwest::Client::new()
+        .post(app.url("/introspect"))
+        .basic_auth("conf", Some(SECRET))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "introspection answers");
+    res.json().await.unwrap()
+}
+
 /// Token endpoint call with HTTP Basic for `client_id` and the test secret.
 pub async fn token_request(
     app: &TestApp,
