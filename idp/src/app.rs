@@ -38,6 +38,8 @@ pub struct Overrides {
     pub extra_clients: Vec<idp_core::oidc::client::Client>,
     /// Replaces the configured email/SMS delivery (tests read codes from it).
     pub notifier: Option<Arc<dyn idp_core::notify::Notifier>>,
+    /// Replaces the configured company registry (tests simulate outages).
+    pub registry: Option<Arc<dyn idp_core::company::CompanyRegistry>>,
 }
 
 impl Default for Overrides {
@@ -46,6 +48,7 @@ impl Default for Overrides {
             clock: Arc::new(SystemClock),
             extra_clients: Vec::new(),
             notifier: None,
+            registry: None,
         }
     }
 }
@@ -186,6 +189,13 @@ pub async fn build_state(
         }
         clients.insert(c);
     }
+    // The account page (`/account`) signs users in through OIDC like any
+    // portal, as the built-in public client `account`, unless a client file
+    // registers that client_id itself (to change its theme, name or flows).
+    match clients.get(web::account::CLIENT_ID) {
+        None => clients.insert(web::account::builtin_client(&cfg.issuer)?),
+        Some(c) => web::account::check_client(&c, &cfg.issuer)?,
+    }
     let themes = Themes::load(cfg.themes_dir.as_deref()).map_err(|e| anyhow!("themes: {e}"))?;
     check_clients(cfg, &clients, &themes)?;
     let ports = ProviderPorts {
@@ -197,6 +207,11 @@ pub async fn build_state(
         audit: storage.clone(),
         client_states: storage.clone(),
         devices: storage.clone(),
+        orgs: storage.clone(),
+        registry: match overrides.registry {
+            Some(r) => r,
+            None => crate::registry::from_config(cfg)?,
+        },
     };
     let hasher = PasswordHasher::new(cfg.settings.password)?;
     let settings = ProviderSettings {
@@ -206,6 +221,7 @@ pub async fn build_state(
         customer_id_suffix: cfg.settings.customer_id_suffix.clone(),
         throttle: cfg.settings.throttle,
         methods: cfg.settings.login_methods.clone(),
+        accounts: cfg.settings.accounts.clone(),
     };
     let kek = key_encryption_key(cfg)?;
     let themes = Arc::new(themes);

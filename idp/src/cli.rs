@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage organizations (platform operator): list, validate, reject, add members.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -64,6 +69,163 @@ enum Command {
         #[arg(long, default_value_t = 8081)]
         rp_port: u16,
     },
+}
+
+/// `idp org ...`: the platform operator's commands.
+#[derive(Subcommand)]
+pub enum OrgCommand {
+    /// List organizations, oldest first.
+    List {
+        /// Only this status: pending, validated or rejected.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+    },
+    /// Validate a pending organization (emails every member).
+    Validate { id: String },
+    /// Reject a pending organization (emails its creator).
+    Reject { id: String },
+    /// Add a member: an existing account joins; otherwise an account is
+    /// created and emailed a link to define its password.
+    AddMember {
+        org: String,
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// administrator, security_manager or member (repeatable; default member).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+/// Parses `idp org` arguments (without `idp org`), for callers embedding the CLI.
+pub fn parse_org_command<I, S>(args: I) -> Result<OrgCommand, clap::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    #[derive(Parser)]
+    #[command(name = "idp org")]
+    struct OrgCli {
+        #[command(subcommand)]
+        command: OrgCommand,
+    }
+    let args = std::iter::once(std::ffi::OsString::from("idp org"))
+        .chain(args.into_iter().map(Into::into));
+    OrgCli::try_parse_from(args).map(|c| c.command)
+}
+
+/// Runs an `idp org` command against a provider; returns what it prints.
+pub async fn run_org_command(
+    provider: &idp_core::oidc::Provider,
+    command: OrgCommand,
+) -> anyhow::Result<String> {
+    use idp_core::accounts::orgs::{MemberManager, PlatformOperator, parse_roles};
+    use idp_core::domain::{OrgId, OrgStatus};
+    use std::fmt::Write;
+    let op = PlatformOperator::command_line();
+    let meta = idp_core::oidc::RequestMeta::default();
+    let org_id = |s: &str| {
+        uuid::Uuid::parse_str(s.trim())
+            .map(OrgId)
+            .map_err(|_| anyhow!("{s:?} is not an organization id (a UUID, see `idp org list`)"))
+    };
+    let mut out = String::new();
+    match command {
+        OrgCommand::List {
+            status,
+            limit,
+            offset,
+        } => {
+            let status = match status.as_deref() {
+                None => None,
+                Some(s) => Some(OrgStatus::parse(s).ok_or_else(|| {
+                    anyhow!("--status: expected pending, validated or rejected, got {s:?}")
+                })?),
+            };
+            let orgs = provider
+                .list_organizations(&op, status, limit, offset)
+                .await?;
+            writeln!(
+                out,
+                "{:<36}  {:<9}  {:<7}  {:<14}  name",
+                "id", "status", "country", "siret"
+            )?;
+            for o in orgs {
+                writeln!(
+                    out,
+                    "{:<36}  {:<9}  {:<7}  {:<14}  {}",
+                    o.id,
+                    o.status.as_str(),
+                    o.country,
+                    o.siret.as_deref().unwrap_or("-"),
+                    o.name
+                )?;
+            }
+        }
+        OrgCommand::Validate { id } => {
+            let org = provider
+                .decide_organization(&op, org_id(&id)?, true, &meta)
+                .await?;
+            writeln!(
+                out,
+                "organization {} ({}) validated; its members are emailed",
+                org.id, org.name
+            )?;
+        }
+        OrgCommand::Reject { id } => {
+            let org = provider
+                .decide_organization(&op, org_id(&id)?, false, &meta)
+                .await?;
+            writeln!(
+                out,
+                "organization {} ({}) rejected; its creator is emailed",
+                org.id, org.name
+            )?;
+        }
+        OrgCommand::AddMember {
+            org,
+            email,
+            name,
+            roles,
+        } => {
+            let email = Email::parse(&email).map_err(|e| anyhow!("email: {e}"))?;
+            let roles = if roles.is_empty() {
+                vec!["member".to_owned()]
+            } else {
+                roles
+            };
+            let roles = parse_roles(&roles).map_err(|e| anyhow!("--role: {e}"))?;
+            let org = provider.operator_find_org(&op, org_id(&org)?).await?;
+            let name_of_org = org.name.clone();
+            let added = provider
+                .add_org_member(
+                    &MemberManager::Operator(op, org),
+                    &email,
+                    name,
+                    &roles,
+                    &meta,
+                )
+                .await?;
+            if added.created {
+                writeln!(
+                    out,
+                    "created account {} (customer identifier {}) as a member of {name_of_org}; it was emailed a link to define its password",
+                    added.user.id, added.user.customer_id
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "added the existing account {} (customer identifier {}) to {name_of_org}",
+                    added.user.id, added.user.customer_id
+                )?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Subcommand)]
@@ -175,6 +337,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User { command } => user(load()?, command).await,
+        Command::Org { command } => {
+            let cfg = load()?;
+            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let state = app::build_state(&cfg, clients, Overrides::default()).await?;
+            let out = run_org_command(&state.provider, command).await?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Keys {
             command: KeysCommand::NewKek,
         } => {

@@ -56,6 +56,55 @@ pub struct Settings {
     pub mail: MailSettings,
     /// `[sms]`: how text messages (login codes) are delivered.
     pub sms: SmsSettings,
+    /// `[accounts]`: recovery links, throttles, the platform password policy.
+    pub accounts: idp_core::accounts::AccountSettings,
+    /// `[company_registry]`: where SIRET numbers are looked up.
+    pub company_registry: CompanyRegistrySettings,
+}
+
+/// `[company_registry]` of the main configuration file.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompanyRegistrySettings {
+    /// `bundled` (a small data file shipped in the binary, for development and
+    /// tests) or `sirene` (the INSEE Sirene API).
+    pub kind: CompanyRegistryKind,
+    /// Base URL of the Sirene API.
+    pub base_url: String,
+    /// The Sirene API key (`X-INSEE-Api-Key-Integration` header); also from
+    /// `IDP_COMPANY_REGISTRY__API_KEY` or `IDP_COMPANY_REGISTRY__API_KEY_FILE`.
+    pub api_key: Option<String>,
+    pub timeout_secs: u32,
+}
+
+impl Default for CompanyRegistrySettings {
+    fn default() -> Self {
+        Self {
+            kind: CompanyRegistryKind::Bundled,
+            base_url: "https://api.insee.fr/api-sirene/3.11".into(),
+            api_key: None,
+            timeout_secs: 5,
+        }
+    }
+}
+
+impl std::fmt::Debug for CompanyRegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompanyRegistrySettings")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompanyRegistryKind {
+    #[default]
+    Bundled,
+    Sirene,
 }
 
 impl Default for Settings {
@@ -81,6 +130,8 @@ impl Default for Settings {
             login_methods: idp_core::flow::MethodSettings::default(),
             mail: MailSettings::default(),
             sms: SmsSettings::default(),
+            accounts: idp_core::accounts::AccountSettings::default(),
+            company_registry: CompanyRegistrySettings::default(),
         }
     }
 }
@@ -216,6 +267,75 @@ fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
         Raw::Float(n) => n.to_string(),
         Raw::Flag(b) => b.to_string(),
     }))
+}
+
+/// Checks `[accounts]`; the error starts with the field (under `accounts.`).
+fn check_accounts(a: &idp_core::accounts::AccountSettings) -> Result<(), String> {
+    a.password_policy.validate()?;
+    let ranges: [(&str, u64, u64, u64); 6] = [
+        ("invite_link_hours", a.invite_link_hours.into(), 1, 24 * 30),
+        (
+            "reset_link_minutes",
+            a.reset_link_minutes.into(),
+            1,
+            24 * 60,
+        ),
+        (
+            "email_change_code_minutes",
+            a.email_change_code_minutes.into(),
+            1,
+            60,
+        ),
+        (
+            "recovery_max_per_ip",
+            a.recovery_max_per_ip.into(),
+            1,
+            1_000_000,
+        ),
+        (
+            "recovery_max_per_account",
+            a.recovery_max_per_account.into(),
+            1,
+            1000,
+        ),
+        (
+            "challenge_max_number",
+            a.challenge_max_number,
+            1,
+            10_000_000,
+        ),
+    ];
+    for (name, v, lo, hi) in ranges {
+        if !(lo..=hi).contains(&v) {
+            return Err(format!("{name}: must be between {lo} and {hi}, not {v}"));
+        }
+    }
+    if a.recovery_window_secs == 0 {
+        return Err("recovery_window_secs: must be positive".into());
+    }
+    Ok(())
+}
+
+/// Checks a client file's `[account]`; the error starts with the field.
+fn check_client_account(a: &idp_core::oidc::ClientAccountSettings) -> Result<(), String> {
+    a.password_policy.validate()?;
+    if let Some(m) = a.reset_link_minutes
+        && !(1..=24 * 60).contains(&m)
+    {
+        return Err(format!(
+            "reset_link_minutes: must be between 1 and 1440, not {m}"
+        ));
+    }
+    if a.auth_kind.is_empty()
+        || a.auth_kind.len() > 32
+        || !a
+            .auth_kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err("auth_kind: 1 to 32 lower-case letters, digits, '-' or '_'".into());
+    }
+    Ok(())
 }
 
 /// Checks `[mail]` and `[sms]`; the error starts with the field.
@@ -357,7 +477,11 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<LoadedConfig> {
 }
 
 /// Settings read as text from `IDP_*` variables and files, never as numbers.
-const VERBATIM_SETTINGS: [&str; 2] = ["mail.smtp_password", "sms.auth_header_value"];
+const VERBATIM_SETTINGS: [&str; 3] = [
+    "mail.smtp_password",
+    "sms.auth_header_value",
+    "company_registry.api_key",
+];
 
 /// `IDP_*` variables that are not settings: the config path, the log filter,
 /// the test suite's URLs, and `*_FILE` indirections (read separately).
@@ -439,6 +563,7 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
     if !matches!(settings.log_format.as_str(), "text" | "json") {
         bail!("{where_}: log_format: must be \"text\" or \"json\"");
     }
+    check_accounts(&settings.accounts).map_err(|e| anyhow!("{where_}: accounts.{e}"))?;
     let sfx = &settings.customer_id_suffix;
     if sfx.is_empty()
         || sfx.len() > 16
@@ -533,6 +658,9 @@ pub struct ClientFile {
     /// The login flows (`[[login.flows]]`); none means identifier then password.
     #[serde(default)]
     pub login: LoginFile,
+    /// `[account]`: journeys offered around login, password policy.
+    #[serde(default)]
+    pub account: idp_core::oidc::ClientAccountSettings,
 }
 
 /// `[login]` of a client file.
@@ -686,6 +814,7 @@ pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
     }
     let alg = SigningAlg::parse(&f.id_token_signed_response_alg)
         .ok_or_else(|| anyhow!("id_token_signed_response_alg: must be ES256 or RS256"))?;
+    check_client_account(&f.account).map_err(|e| anyhow!("account.{e}"))?;
     let l = f.lifetimes;
     if l.authorization_code_secs == 0 || l.authorization_code_secs > 600 {
         bail!("lifetimes.authorization_code_secs: between 1 and 600");
@@ -720,6 +849,7 @@ pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
         require_pkce: f.require_pkce,
         login: idp_core::flow::definition::parse_policy(&f.login.flows)
             .map_err(|e| anyhow!("login.{e}"))?,
+        account: f.account,
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
             access_token: l.access_token_secs,
@@ -859,6 +989,29 @@ mod tests {
     }
 
     #[test]
+    fn account_settings_errors_name_the_field() {
+        for (text, field) in [
+            (
+                "[accounts.password_policy]\nmin_length = 4",
+                "accounts.password_policy.min_length",
+            ),
+            (
+                "[accounts]\ninvite_link_hours = 0",
+                "accounts.invite_link_hours",
+            ),
+            (
+                "[accounts]\nchallenge_max_number = 0",
+                "accounts.challenge_max_number",
+            ),
+        ] {
+            let err = load_settings(text).unwrap_err();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let ok = load_settings("[accounts]\nreset_link_minutes = 15").unwrap();
+        assert_eq!(ok.settings.accounts.reset_link_minutes, 15);
+    }
+
+    #[test]
     fn client_file_errors_name_the_field() {
         assert!(file("").is_ok());
         let cases = [
@@ -883,6 +1036,16 @@ mod tests {
                 "[lifetimes]\nauthorization_code_secs = 0",
                 "authorization_code_secs",
             ),
+            (
+                "[account.password_policy]\nmax_length = 20",
+                "account.password_policy.max_length",
+            ),
+            (
+                "[account]\nreset_link_minutes = 0",
+                "account.reset_link_minutes",
+            ),
+            ("[account]\nauth_kind = \"Console!\"", "account.auth_kind"),
+            ("[account]\nallow_org = true", "allow_org"),
         ];
         for (extra, field) in cases {
             let err = file(extra).unwrap_err();

@@ -85,6 +85,7 @@ fn demo_client(rp_base: &str, secret: &str) -> Client {
         require_pkce: true,
         lifetimes: Lifetimes::default(),
         login: idp_core::flow::definition::LoginPolicy::password_only(),
+        account: Default::default(),
     }
 }
 

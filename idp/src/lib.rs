@@ -6,5 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod notifier;
+pub mod registry;
 mod theme;
 pub mod web;

@@ -63,11 +63,44 @@ const EMBEDDED_ASSETS: &[(&str, &[u8])] = &[
         "webauthn.js",
         include_bytes!("../../themes/default/static/webauthn.js"),
     ),
+    (
+        "altcha.js",
+        include_bytes!("../../themes/default/static/altcha.js"),
+    ),
+    (
+        "password-meter.js",
+        include_bytes!("../../themes/default/static/password-meter.js"),
+    ),
 ];
 
 /// Email and SMS templates of the embedded default theme, by template name. A test
 /// checks this list against `themes/default/emails/` and `themes/default/sms/`.
 const EMBEDDED_MESSAGE_TEMPLATES: &[(&str, &str)] = &[
+    // Account page: a change of the primary email.
+    (
+        "emails/email_change_code.subject.txt",
+        include_str!("../../themes/default/emails/email_change_code.subject.txt"),
+    ),
+    (
+        "emails/email_change_code.txt",
+        include_str!("../../themes/default/emails/email_change_code.txt"),
+    ),
+    (
+        "emails/email_change_code.html",
+        include_str!("../../themes/default/emails/email_change_code.html"),
+    ),
+    (
+        "emails/email_changed.subject.txt",
+        include_str!("../../themes/default/emails/email_changed.subject.txt"),
+    ),
+    (
+        "emails/email_changed.txt",
+        include_str!("../../themes/default/emails/email_changed.txt"),
+    ),
+    (
+        "emails/email_changed.html",
+        include_str!("../../themes/default/emails/email_changed.html"),
+    ),
     (
         "emails/layout.html",
         include_str!("../../themes/default/emails/layout.html"),
@@ -95,6 +128,90 @@ const EMBEDDED_MESSAGE_TEMPLATES: &[(&str, &str)] = &[
     (
         "emails/phone_verification_code.html",
         include_str!("../../themes/default/emails/phone_verification_code.html"),
+    ),
+    (
+        "emails/password_reset_link.subject.txt",
+        include_str!("../../themes/default/emails/password_reset_link.subject.txt"),
+    ),
+    (
+        "emails/password_reset_link.txt",
+        include_str!("../../themes/default/emails/password_reset_link.txt"),
+    ),
+    (
+        "emails/password_reset_link.html",
+        include_str!("../../themes/default/emails/password_reset_link.html"),
+    ),
+    (
+        "emails/customer_id_reminder.subject.txt",
+        include_str!("../../themes/default/emails/customer_id_reminder.subject.txt"),
+    ),
+    (
+        "emails/customer_id_reminder.txt",
+        include_str!("../../themes/default/emails/customer_id_reminder.txt"),
+    ),
+    (
+        "emails/customer_id_reminder.html",
+        include_str!("../../themes/default/emails/customer_id_reminder.html"),
+    ),
+    (
+        "emails/password_changed.subject.txt",
+        include_str!("../../themes/default/emails/password_changed.subject.txt"),
+    ),
+    (
+        "emails/password_changed.txt",
+        include_str!("../../themes/default/emails/password_changed.txt"),
+    ),
+    (
+        "emails/password_changed.html",
+        include_str!("../../themes/default/emails/password_changed.html"),
+    ),
+    (
+        "emails/invitation_link.subject.txt",
+        include_str!("../../themes/default/emails/invitation_link.subject.txt"),
+    ),
+    (
+        "emails/invitation_link.txt",
+        include_str!("../../themes/default/emails/invitation_link.txt"),
+    ),
+    (
+        "emails/invitation_link.html",
+        include_str!("../../themes/default/emails/invitation_link.html"),
+    ),
+    (
+        "emails/organization_created.subject.txt",
+        include_str!("../../themes/default/emails/organization_created.subject.txt"),
+    ),
+    (
+        "emails/organization_created.txt",
+        include_str!("../../themes/default/emails/organization_created.txt"),
+    ),
+    (
+        "emails/organization_created.html",
+        include_str!("../../themes/default/emails/organization_created.html"),
+    ),
+    (
+        "emails/organization_validated.subject.txt",
+        include_str!("../../themes/default/emails/organization_validated.subject.txt"),
+    ),
+    (
+        "emails/organization_validated.txt",
+        include_str!("../../themes/default/emails/organization_validated.txt"),
+    ),
+    (
+        "emails/organization_validated.html",
+        include_str!("../../themes/default/emails/organization_validated.html"),
+    ),
+    (
+        "emails/organization_rejected.subject.txt",
+        include_str!("../../themes/default/emails/organization_rejected.subject.txt"),
+    ),
+    (
+        "emails/organization_rejected.txt",
+        include_str!("../../themes/default/emails/organization_rejected.txt"),
+    ),
+    (
+        "emails/organization_rejected.html",
+        include_str!("../../themes/default/emails/organization_rejected.html"),
     ),
     (
         "sms/login_code.txt",
@@ -763,14 +880,99 @@ mod tests {
         "alternatives.html",
         "totp_enroll.html",
         "recovery_codes.html",
+        "forgot_password.html",
+        "forgot_identifier.html",
+        "recovery_sent.html",
+        "reset_password.html",
+        "password_changed.html",
+        "challenge_widget.html",
+        "password_rules.html",
+        "org_new.html",
+        "org_confirm.html",
+        "org_created.html",
+        "account_devices.html",
+        "account_totp_new.html",
+        "account_webauthn_new.html",
+        "account_recovery_codes.html",
+        "account.html",
+        "account_password.html",
+        "account_email.html",
     ];
 
     /// Templates included by pages rather than rendered as pages.
-    const PARTIALS: &[&str] = &["alternatives.html"];
+    const PARTIALS: &[&str] = &[
+        "alternatives.html",
+        "challenge_widget.html",
+        "password_rules.html",
+    ];
 
     /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
     /// scan of the templates cannot see.
     const IDS_PASSED_BY_HANDLERS: &[&str] = &[
+        // Account page (web/account.rs): errors, flash messages, event labels.
+        "account.login_expired",
+        "account.login_failed",
+        "account.done.password_changed",
+        "account.done.email_changed",
+        "account.done.backup_email_set",
+        "account.done.backup_email_cleared",
+        "account.done.sessions_ended",
+        "account.backup.invalid",
+        "account.backup.same_as_primary",
+        "account.email.invalid",
+        "account.email.same",
+        "account.email.too_many_codes",
+        "account.email.send_failed",
+        "account.email.wrong_code",
+        "account.email.expired",
+        "account.email.too_many_attempts",
+        "account.email.in_use",
+        "account.email.nothing_pending",
+        "account.event.login_succeeded",
+        "account.event.login_failed",
+        "account.event.logout",
+        "account.event.user_created",
+        "account.event.password_changed",
+        "account.event.password_change_failed",
+        "account.event.password_reset",
+        "account.event.password_defined",
+        "account.event.email_change_requested",
+        "account.event.email_changed",
+        "account.event.email_change_failed",
+        "account.event.backup_email_set",
+        "account.event.backup_email_cleared",
+        "account.event.session_revoked",
+        "account.event.device_remembered",
+        "account.event.recovery_codes_regenerated",
+        "account.event.other",
+        "account_devices.name_empty",
+        "account_devices.name_too_long",
+        "account_devices.name_invalid",
+        "account_devices.last_factor",
+        "account_devices.busy",
+        "account_devices.setup_expired",
+        "account_devices.recovery_no_factor",
+        "account_devices.done.added",
+        "account_devices.done.renamed",
+        "account_devices.done.removed",
+        "account_devices.done.revoked",
+        "org.error.email_invalid",
+        "org.error.password_missing",
+        "org.error.name_invalid",
+        "org.error.invalid_credentials",
+        "org.error.email_taken",
+        "org.error.password_rules",
+        "org.error.siret_length",
+        "org.error.siret_digits",
+        "org.error.siret_checksum",
+        "org.error.siret_unknown",
+        "org.error.siret_closed",
+        "org.error.siret_taken",
+        "org.error.registry_unavailable",
+        "org.error.company_name_invalid",
+        "org.error.country_invalid",
+        "org.error.country_france",
+        "org.error.expired",
         "login.webauthn.failed",
         "login.webauthn.no_credential",
         "login.webauthn.retry",
@@ -814,6 +1016,10 @@ mod tests {
         "login.totp.submit",
         "login.totp.invalid",
         "login.totp.enroll.name_too_long",
+        "recovery.identifier_invalid",
+        "recovery.email_invalid",
+        "recovery.challenge_failed",
+        "recovery.throttled",
     ];
 
     /// A folder under the system temp folder, removed when dropped.
@@ -868,6 +1074,7 @@ mod tests {
                 client_name => "Marketplace",
                 forgot_password_url => "/forgot-password?flow=1",
                 forgot_identifier_url => "/forgot-identifier?flow=1",
+                create_org_url => "/organizations/new?client_id=marketplace",
                 lang_links => lang_links(),
             },
             "password.html" => context! {
@@ -1003,6 +1210,250 @@ mod tests {
                     name_max => 64,
                 },
             },
+            "forgot_password.html" | "forgot_identifier.html" => context! {
+                action => "/forgot-password",
+                csrf => "csrf-token",
+                client_id => "shop",
+                typed => "alice@example.com",
+                error => Value::from(()),
+                field_error => false,
+                retry_after => Value::from(()),
+                challenge => r#"{"algorithm":"SHA-256","challenge":"ab","maxnumber":50000,"salt":"cd?expires=1","signature":"ef"}"#,
+                client_name => "Marketplace",
+                back_url => "https://shop.example/",
+                lang_links => lang_links(),
+            },
+            "challenge_widget.html" => context! {},
+            "password_rules.html" => context! {
+                password_rules => vec![
+                    context! { key => "password.rule.length", params => context! { min => "8", max => "128" } },
+                    context! { key => "password.rule.special_among", params => context! { allowed => "!?#" } },
+                    context! { key => "password.rule.not_common", params => context! {} },
+                ],
+            },
+            "recovery_sent.html" => context! {
+                kind => "password",
+                client_name => "Marketplace",
+                again_url => "/forgot-password?client_id=shop",
+                back_url => "https://shop.example/",
+            },
+            "reset_password.html" => context! {
+                purpose => "reset",
+                action => "/reset-password",
+                csrf => "csrf-token",
+                token => "link-token",
+                client_id => "shop",
+                account => "alice@example.com",
+                password_rules => vec![context! { key => "password.rule.length", params => context! { min => "10", max => "128" } }],
+                violations => vec![context! { key => "password.rule.missing_digit", params => context! {} }],
+                mismatch => true,
+                client_name => "Marketplace",
+                lang_links => lang_links(),
+            },
+            "password_changed.html" => context! {
+                purpose => "invitation",
+                customer_id => "ab12345-idp",
+                client_name => "Marketplace",
+                back_url => "https://shop.example/",
+            },
+            "org_new.html" => context! {
+                action => "/organizations/new",
+                csrf => "csrf-token",
+                client_id => "marketplace",
+                challenge => r#"{"algorithm":"SHA-256","challenge":"ab","maxnumber":1000,"salt":"s","signature":"x"}"#,
+                client_name => "Marketplace",
+                typed => context! {
+                    account => "new", email => "alice@example.com", name => "Alice",
+                    domicile => "france", siret => "123 456 789 00012", company_name => "", country => "",
+                },
+                errors => context! { siret => "org.error.siret_checksum", password => "org.error.password_rules" },
+                violations => vec![context! { key => "password.rule.too_short", params => context! { min => 8 } }],
+                rules => vec![context! { key => "password.rule.length", params => context! { min => 8, max => 128 } }],
+                notice => "org.error.registry_unavailable",
+                retry_after => Value::from(()),
+                back_url => "http://127.0.0.1:8081/",
+                lang_links => lang_links(),
+            },
+            "org_confirm.html" => context! {
+                action => "/organizations/confirm",
+                csrf => "csrf-token",
+                client_id => "marketplace",
+                request => "req-1",
+                client_name => "Marketplace",
+                org => context! {
+                    name => "Exemple SA", siret => "732 829 320 00074",
+                    address => "1 rue de la Paix, 75002 Paris", country => "FR",
+                },
+                email => "alice@example.com",
+                new_account => true,
+                edit_url => "/organizations/new?client_id=marketplace",
+                back_url => "http://127.0.0.1:8081/",
+            },
+            "org_created.html" => context! {
+                org_name => "Exemple SA",
+                email => "alice@example.com",
+                customer_id => "ab12345-idp",
+                client_name => "Marketplace",
+                back_url => "http://127.0.0.1:8081/",
+            },
+            "account_devices.html" => context! {
+                csrf => "csrf-token",
+                client_name => "Marketplace",
+                lang_links => lang_links(),
+                back_url => "/account",
+                notice => "account_devices.done.renamed",
+                error => "account_devices.last_factor",
+                reauth_url => "/account/login",
+                mfa_enforced => true,
+                name_max => 64,
+                factors => vec![
+                    context! {
+                        id => "0190b3c4-0000-7000-8000-000000000001",
+                        method_label => "method.totp",
+                        label => "Work phone",
+                        created => "2026-01-02 10:00 UTC",
+                        last_used => "2026-01-03 09:30 UTC",
+                        rename_action => "/account/devices/0190b3c4-0000-7000-8000-000000000001/rename",
+                        delete_action => "/account/devices/0190b3c4-0000-7000-8000-000000000001/delete",
+                        name_value => "",
+                        name_error => "account_devices.name_empty",
+                    },
+                    context! {
+                        id => "0190b3c4-0000-7000-8000-000000000002",
+                        method_label => "method.webauthn",
+                        label => "YubiKey",
+                        created => "2026-01-04 10:00 UTC",
+                        last_used => Value::from(()),
+                        rename_action => "/account/devices/0190b3c4-0000-7000-8000-000000000002/rename",
+                        delete_action => "/account/devices/0190b3c4-0000-7000-8000-000000000002/delete",
+                        name_value => "YubiKey",
+                        name_error => Value::from(()),
+                    },
+                ],
+                add_totp_url => "/account/devices/totp/new",
+                add_webauthn_url => "/account/devices/webauthn/new",
+                recovery_codes_left => 7,
+                regenerate_action => "/account/devices/recovery-codes",
+                browsers => vec![context! {
+                    label => "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+                    current => true,
+                    created => "2026-01-02 10:00 UTC",
+                    last_seen => "2026-01-05 08:00 UTC",
+                    revoke_action => "/account/devices/browsers/0190b3c4-0000-7000-8000-000000000003/revoke",
+                }],
+            },
+            "account_totp_new.html" => context! {
+                csrf => "csrf-token",
+                client_name => "Marketplace",
+                lang_links => lang_links(),
+                back_url => "/account/devices",
+                error => "login.totp.invalid",
+                name_error => false,
+                reauth_url => Value::from(()),
+                action => "/account/devices/totp/new",
+                pending => "pending-1",
+                qr => "data:image/png;base64,iVBORw0KGgo=",
+                key => "JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP",
+                account => "alice@example.com",
+                name => "",
+                name_max => 64,
+            },
+            "account_webauthn_new.html" => context! {
+                csrf => "csrf-token",
+                client_name => "Marketplace",
+                lang_links => lang_links(),
+                back_url => "/account/devices",
+                error => Value::from(()),
+                name_error => false,
+                reauth_url => Value::from(()),
+                action => "/account/devices/webauthn/new",
+                pending => "pending-1",
+                options => Value::from(minijinja::value::Serde(serde_json::json!({
+                    "publicKey": {
+                        "challenge": "Y2hhbGxlbmdl",
+                        "rp": {"id": "login.example.com", "name": "login.example.com"},
+                        "user": {"id": "dXNlcg", "name": "alice@example.com", "displayName": "Alice"},
+                        "pubKeyCredParams": [{"type": "public-key", "alg": -7}]
+                    }
+                }))),
+                name => "",
+                name_max => 64,
+            },
+            "account_recovery_codes.html" => context! {
+                client_name => "Marketplace",
+                lang_links => lang_links(),
+                codes => vec!["abcde-fghjk", "mnpqr-stuvw"],
+                reason => "regenerated",
+                continue_url => "/account/devices",
+            },
+            "account.html" => context! {
+                client_name => "Account",
+                lang_links => lang_links(),
+                done => "account.done.password_changed",
+                name => "Alice Martin",
+                email => "alice@example.com",
+                email_verified => false,
+                customer_id => "ab12345-idp",
+                pending_email => "alice@new.example",
+                email_url => "/account/email",
+                password_url => "/account/password",
+                devices_url => "/account/devices",
+                logout_url => "/logout",
+                backup_email => "alice@backup.example",
+                backup_value => "alice@backup.example",
+                backup_error => Value::from(()),
+                backup_action => "/account/backup-email",
+                csrf_backup => "csrf-token",
+                sessions => vec![
+                    context! { started => "2026-11-22 09:00 UTC", ip => "192.0.2.1", browser => "Firefox", current => true },
+                    context! { started => "2026-11-21 18:30 UTC", ip => "", browser => "", current => false },
+                ],
+                other_sessions => 1,
+                sessions_action => "/account/sessions/sign-out-others",
+                csrf_sessions => "csrf-token",
+                protection => context! {
+                    has_second_factor => true,
+                    totp_devices => vec!["Work phone"],
+                    webauthn_keys => Vec::<String>::new(),
+                    phone_verified => false,
+                    recovery_codes_left => 9,
+                    mfa_required_on_account => false,
+                    enforced_by => vec![context! { name => "Acme SAS", kinds => "console, api" }],
+                },
+                events => vec![
+                    context! { at => "2026-11-22 09:00 UTC", label => "account.event.login_succeeded", kind => "login.succeeded", ip => "192.0.2.1" },
+                    context! { at => "2026-11-22 08:00 UTC", label => "account.event.other", kind => "org.created", ip => "" },
+                ],
+            },
+            "account_password.html" => context! {
+                client_name => "Account",
+                lang_links => lang_links(),
+                action => "/account/password",
+                csrf => "csrf-token",
+                account => "alice@example.com",
+                has_password => true,
+                rules => vec![context! { key => "password.rule.length", params => context! { min => "8", max => "128" } }],
+                current_error => true,
+                mismatch => true,
+                violations => vec![context! { key => "password.rule.too_short", params => context! { min => "8" } }],
+                locked_minutes => Value::from(()),
+                back_url => "/account",
+            },
+            "account_email.html" => context! {
+                client_name => "Account",
+                lang_links => lang_links(),
+                current_email => "alice@example.com",
+                pending_email => "alice@new.example",
+                valid_minutes => 10,
+                request_action => "/account/email",
+                confirm_action => "/account/email/confirm",
+                cancel_action => "/account/email/cancel",
+                csrf => "csrf-token",
+                new_email => "",
+                address_error => Value::from(()),
+                code_error => "account.email.wrong_code",
+                back_url => "/account",
+            },
             other => panic!("no sample context for {other}"),
         }
     }
@@ -1010,6 +1461,48 @@ mod tests {
     /// The text a page must show, per template and locale (as it appears in HTML).
     fn expected_text(template: &str, locale: Locale) -> &'static [&'static str] {
         match (template, locale) {
+            ("account.html", Locale::En) => &[
+                "Your account",
+                "Your password is changed.",
+                "ab12345-idp",
+                "Change to alice@new.example waiting",
+                "by Acme SAS, for these sign-ins: console, api",
+                "Authenticator apps: 1: Work phone",
+                "Unused recovery codes: 9",
+                r#"href="/account/devices""#,
+                "(this session)",
+                "Sign out my other sessions (1)",
+                "Signed in",
+                "Other event (org.created)",
+            ],
+            ("account.html", Locale::Fr) => &[
+                "Votre compte",
+                "Votre mot de passe est modifié.",
+                "imposée par Acme SAS, pour ces connexions\u{a0}: console, api",
+                "Déconnecter mes autres sessions (1)",
+                "Activité récente",
+            ],
+            ("account_password.html", Locale::En) => &[
+                "Change my password",
+                "This is not your current password.",
+                "The two passwords are different.",
+                r#"autocomplete="current-password""#,
+                r#"autocomplete="new-password""#,
+            ],
+            ("account_password.html", Locale::Fr) => &[
+                "Changer mon mot de passe",
+                "Ce n’est pas votre mot de passe actuel.",
+            ],
+            ("account_email.html", Locale::En) => &[
+                "Change my email address",
+                "We sent a code to alice@new.example.",
+                "This code is not correct.",
+                r#"action="/account/email/confirm""#,
+            ],
+            ("account_email.html", Locale::Fr) => &[
+                "Changer mon adresse e-mail",
+                "Nous avons envoyé un code à alice@new.example.",
+            ],
             ("layout.html", Locale::En) => &["Marketplace", "Skip to main content", "Français"],
             ("alternatives.html", Locale::En) => &[
                 "Other ways to sign in",
@@ -1030,6 +1523,7 @@ mod tests {
                 "Forgot password?",
                 "Forgot your customer identifier?",
                 "to continue to Marketplace",
+                r#"<a href="/organizations/new?client_id=marketplace">Create an organization</a>"#,
             ],
             ("identifier.html", Locale::Fr) => &[
                 "Adresse e-mail ou identifiant client",
@@ -1170,6 +1664,164 @@ mod tests {
                 "Configurer une clé de sécurité ou une clé d’accès",
                 r#"value="Clé de sécurité""#,
                 ">Configurer la clé</button>",
+            ],
+            ("forgot_password.html", Locale::En) => &[
+                "Reset your password",
+                r#"data-challenge="{&quot;algorithm&quot;:&quot;SHA-256&quot;"#,
+                r#"<input type="hidden" name="altcha" value="">"#,
+                r#"aria-live="polite""#,
+                r#"<script src="/assets/default/altcha.js" defer></script>"#,
+                r#"value="alice@example.com""#,
+                ">Send the link</button>",
+                r#"<a href="https://shop.example/">Back to Marketplace</a>"#,
+            ],
+            ("forgot_password.html", Locale::Fr) => &[
+                "Réinitialiser votre mot de passe",
+                ">Envoyer le lien</button>",
+                "Retour à Marketplace",
+            ],
+            ("forgot_identifier.html", Locale::En) => &[
+                "Find your customer identifier",
+                r#"name="email" type="email" value="alice@example.com""#,
+                r#"<input type="hidden" name="altcha" value="">"#,
+                ">Send my identifier</button>",
+            ],
+            ("forgot_identifier.html", Locale::Fr) => &[
+                "Retrouver votre identifiant client",
+                ">Recevoir mon identifiant</button>",
+            ],
+            ("challenge_widget.html", Locale::En) => &[
+                r#"data-text-working="Checking that you are not a robot"#,
+                "needs JavaScript",
+            ],
+            ("challenge_widget.html", Locale::Fr) => &["Vérification terminée."],
+            ("password_rules.html", Locale::En) => &[
+                "At least 8 characters (at most 128)",
+                r#"data-rule="password.rule.special_among" data-allowed="!?#">"#,
+                r#"aria-live="polite""#,
+                r#"data-text-medium="Medium""#,
+                r#"<script src="/assets/default/password-meter.js" defer>"#,
+            ],
+            ("password_rules.html", Locale::Fr) => &[
+                "Au moins 8 caractères (au plus 128)",
+                r#"data-text-strong="Élevée""#,
+            ],
+            ("recovery_sent.html", Locale::En) => &[
+                "Check your email",
+                "If an account matches what you entered",
+                r#"<a href="/forgot-password?client_id=shop">Ask again</a>"#,
+            ],
+            ("recovery_sent.html", Locale::Fr) => &[
+                "Consultez vos e-mails",
+                "Si un compte correspond à votre saisie",
+            ],
+            ("reset_password.html", Locale::En) => &[
+                "Choose a new password",
+                r#"<input type="hidden" name="token" value="link-token">"#,
+                r#"autocomplete="new-password" data-password-meter="password-rules""#,
+                r#"id="password-rules""#,
+                r#"<script src="/assets/default/password-meter.js" defer></script>"#,
+                "The two passwords are different.",
+                ">Change my password</button>",
+            ],
+            ("reset_password.html", Locale::Fr) => &[
+                "Choisir un nouveau mot de passe",
+                "Les deux mots de passe sont différents.",
+            ],
+            ("password_changed.html", Locale::En) => &[
+                "Your password is defined",
+                "Your customer identifier is ab12345-idp.",
+                r#"<a href="https://shop.example/">Go to Marketplace and sign in</a>"#,
+            ],
+            ("password_changed.html", Locale::Fr) => &[
+                "Votre mot de passe est défini",
+                "Votre identifiant client est ab12345-idp.",
+            ],
+            ("org_new.html", Locale::En) => &[
+                "Create an organization",
+                "This is not a valid SIRET number",
+                "Nothing you typed is lost",
+                r#"value="123 456 789 00012""#,
+                r#"id="password-error""#,
+                "data-challenge=",
+            ],
+            ("org_new.html", Locale::Fr) => &[
+                "Créer une organisation",
+                "Ce numéro SIRET n’est pas valide",
+                "Domiciliée à l’étranger",
+            ],
+            ("org_confirm.html", Locale::En) => &[
+                "Confirm your organization",
+                "Exemple SA",
+                "732 829 320 00074",
+                "1 rue de la Paix, 75002 Paris",
+                ">Create the organization</button>",
+            ],
+            ("org_confirm.html", Locale::Fr) => &["Confirmez votre organisation", "nouveau compte"],
+            ("org_created.html", Locale::En) => &[
+                "The organization Exemple SA is created.",
+                "pending validation",
+                "Go to Marketplace and sign in",
+            ],
+            ("org_created.html", Locale::Fr) => &[
+                "L’organisation Exemple SA est créée.",
+                "en attente de validation",
+            ],
+            ("account_devices.html", Locale::En) => &[
+                "Sign-in devices",
+                "Work phone",
+                "Authenticator app",
+                "Security key or passkey",
+                "Added 2026-01-02 10:00 UTC · last used 2026-01-03 09:30 UTC",
+                "never used to sign in",
+                "Enter a name.",
+                "Remove “YubiKey”</button>",
+                "Unused recovery codes: 7.",
+                "This browser",
+                ">Forget this browser</button>",
+                r#"<a href="/account/login">Sign in again</a>"#,
+                "The name is changed.",
+                "two-step verification is required for you",
+            ],
+            ("account_devices.html", Locale::Fr) => &[
+                "Appareils de connexion",
+                "Retirer «\u{a0}YubiKey\u{a0}»</button>",
+                "Codes de secours inutilisés\u{a0}: 7.",
+                "Me reconnecter",
+            ],
+            ("account_totp_new.html", Locale::En) => &[
+                "Add an authenticator app",
+                r#"<code class="setup-key__value" id="totp-key">JBSW"#,
+                r#"name="pending" value="pending-1""#,
+                r#"value="Authenticator app" maxlength="64""#,
+                "Incorrect or expired code.",
+                ">Add this app</button>",
+            ],
+            ("account_totp_new.html", Locale::Fr) => &[
+                "Ajouter une application d’authentification",
+                ">Ajouter cette application</button>",
+            ],
+            ("account_webauthn_new.html", Locale::En) => &[
+                "Add a security key or passkey",
+                r#"data-webauthn="create""#,
+                r#"<input type="hidden" name="credential" value="">"#,
+                r#"<script type="application/json" id="webauthn-options">{"#,
+                r#"<script src="/assets/default/webauthn.js" defer></script>"#,
+                r#"value="Security key" maxlength="64""#,
+            ],
+            ("account_webauthn_new.html", Locale::Fr) => &[
+                "Ajouter une clé de sécurité ou une clé d’accès",
+                r#"value="Clé de sécurité""#,
+            ],
+            ("account_recovery_codes.html", Locale::En) => &[
+                "Save your recovery codes",
+                "Your previous codes no longer work.",
+                r#"<code class="recovery-codes__code">abcde-fghjk</code>"#,
+                r#"<a href="/account/devices">I have saved these codes</a>"#,
+            ],
+            ("account_recovery_codes.html", Locale::Fr) => &[
+                "Enregistrez vos codes de secours",
+                "Les précédents ne fonctionnent plus.",
             ],
             (other, _) => panic!("no expected text for {other}"),
         }
@@ -2089,6 +2741,66 @@ mod tests {
             Themes::load(Some(&missing)),
             Err(ThemeError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn recovery_emails_render_in_both_locales() {
+        let themes = themes();
+        let url = "https://login.example/reset-password?token=t0k&client_id=shop";
+        let cases = [
+            (
+                "password_reset_link",
+                context! { url => url, valid_minutes => 5 },
+                vec![url, "5"],
+            ),
+            (
+                "customer_id_reminder",
+                context! { customer_id => "ab12345-idp" },
+                vec!["ab12345-idp"],
+            ),
+            ("password_changed", context! {}, vec![]),
+            (
+                "invitation_link",
+                context! { url => url, valid_hours => 24, org_name => "Acme & Co", customer_id => "ab12345-idp" },
+                vec![url, "24", "ab12345-idp", "Acme & Co"],
+            ),
+        ];
+        for (family, fields, expected) in cases {
+            for locale in Locale::ALL {
+                for client_name in ["A & B", ""] {
+                    let render = |part: &str| {
+                        let ctx = context! { client_name => client_name, ..fields.clone() };
+                        themes
+                            .render(
+                                DEFAULT_THEME,
+                                &format!("emails/{family}.{part}"),
+                                locale,
+                                ctx,
+                            )
+                            .unwrap_or_else(|e| panic!("{family}.{part}: {e}"))
+                    };
+                    let shown = match (client_name, locale) {
+                        ("", Locale::En) => "Secure sign-in",
+                        ("", Locale::Fr) => "Connexion sécurisée",
+                        (name, _) => name,
+                    };
+                    let subject = render("subject.txt");
+                    assert!(subject.trim().contains(shown), "{subject:?}");
+                    let text = render("txt");
+                    let html = render("html");
+                    assert!(text.contains(shown), "{text}");
+                    assert!(html.contains(&format!("<html lang=\"{}\">", locale.as_str())));
+                    for part in &expected {
+                        assert!(text.contains(part), "{family} text: {part} in {text}");
+                        let escaped = part.replace('&', "&amp;");
+                        assert!(
+                            html.contains(&escaped),
+                            "{family} html: {escaped} in {html}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

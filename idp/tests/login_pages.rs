@@ -556,11 +556,11 @@ async fn login_forms_carry_autocomplete_tokens_and_help_links(app: &TestApp) {
         "{identifier}"
     );
     assert!(html.contains(&format!(
-        "href=\"/forgot-password\">{}</a>",
+        "href=\"/forgot-password?client_id=conf\">{}</a>",
         msg("en", "login.forgot_password")
     )));
     assert!(html.contains(&format!(
-        "href=\"/forgot-identifier\">{}</a>",
+        "href=\"/forgot-identifier?client_id=conf\">{}</a>",
         msg("en", "login.forgot_identifier")
     )));
     assert!(input_tag(&html, "csrf").contains("type=\"hidden\""));
@@ -579,7 +579,7 @@ async fn login_forms_carry_autocomplete_tokens_and_help_links(app: &TestApp) {
     // The identifier is repeated for password managers.
     assert!(input_tag(&html, "username").contains("autocomplete=\"username\""));
     assert!(html.contains(&format!(
-        "href=\"/forgot-password\">{}</a>",
+        "href=\"/forgot-password?client_id=conf\">{}</a>",
         msg("en", "login.forgot_password")
     )));
     assert!(html.contains(&msg("en", "login.change_identifier")));

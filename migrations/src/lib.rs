@@ -11,6 +11,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_login_methods;
+mod m20261122_000003_accounts;
 
 /// Applies the migrations in order; `seaql_migrations` records which ran.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_login_methods::Migration),
+            Box::new(m20261122_000003_accounts::Migration),
         ]
     }
 }

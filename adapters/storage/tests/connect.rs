@@ -74,6 +74,7 @@ async fn sqlite_file_concurrent_rotation_has_one_winner() {
         phone_verified: false,
         mfa_required: false,
         last_method: None,
+        backup_email: None,
         created_at: t,
         updated_at: t,
     };
@@ -154,6 +155,7 @@ async fn sqlite_file_concurrent_credential_swaps_have_one_winner() {
         phone_verified: false,
         mfa_required: false,
         last_method: None,
+        backup_email: None,
         created_at: t,
         updated_at: t,
     };

@@ -7,14 +7,19 @@
 // Test names are `case__backend`.
 #![allow(non_snake_case)]
 
-use idp_core::domain::{CustomerId, Email, KnownDevice, TokenHash, User, UserId, UserStatus};
-use idp_core::ports::{CredentialRepo, DeviceRepo, UserRepo};
+use idp_core::domain::{
+    AuditEvent, ClientId, CustomerId, Email, KnownDevice, Membership, OrgId, OrgStatus,
+    Organization, Role, TokenHash, User, UserId, UserStatus,
+};
+use idp_core::password_policy::PasswordPolicy;
+use idp_core::ports::{AuditRepo, CredentialRepo, DeviceRepo, OrgRepo, RepoError, UserRepo};
 use idp_migrations::Migrator;
 use idp_storage::SeaStorage;
 use idp_storage::testing::fresh_postgres;
 use sea_orm::sea_query::{Alias, Query};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Value};
 use sea_orm_migration::MigratorTrait;
+use serde_json::json;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -52,6 +57,12 @@ async fn insert(db: &DatabaseConnection, table: &str, row: &[(&str, Value)]) {
         .values_panic(row.iter().map(|(_, v)| v.clone().into()))
         .to_owned();
     db.execute(&stmt).await.unwrap();
+}
+
+/// How many migrations follow the first `n`: what `Migrator::down` takes to
+/// go back to the schema of the first `n`.
+fn after_first(n: usize) -> u32 {
+    u32::try_from(Migrator::migrations().len() - n).unwrap()
 }
 
 async fn applied(db: &DatabaseConnection) -> Vec<String> {
@@ -120,6 +131,7 @@ async fn login_methods_keeps_existing_users(url: &str) {
         phone_verified: false,
         mfa_required: false,
         last_method: None,
+        backup_email: None,
         created_at: CREATED,
         updated_at: CREATED,
     };
@@ -158,7 +170,7 @@ async fn login_methods_keeps_existing_users(url: &str) {
     // Down and up again: the migration reverts cleanly and re-applies; the
     // user survives both, the new data goes with the reverted schema.
     let db = raw_connection(url).await;
-    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::down(&db, Some(after_first(1))).await.unwrap();
     assert_eq!(applied(&db).await, ["m20261122_000001_initial"]);
     Migrator::up(&db, None).await.unwrap();
     db.close().await.unwrap();
@@ -181,6 +193,198 @@ async fn login_methods_keeps_existing_users__postgres() {
     let db = fresh_postgres().await;
     let url = db.url().to_owned();
     let outcome = tokio::spawn(async move { login_methods_keeps_existing_users(&url).await }).await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// `m20261122_000003_accounts` on a database of the login-methods schema
+/// holding a user and an audit event.
+async fn accounts_keeps_existing_data(url: &str) {
+    let user_id = Uuid::now_v7();
+    let event_id = Uuid::now_v7();
+
+    // The schema up to login methods, and rows as its release wrote them.
+    let db = raw_connection(url).await;
+    Migrator::up(&db, Some(2)).await.unwrap();
+    assert_eq!(
+        applied(&db).await,
+        ["m20261122_000001_initial", "m20261122_000002_login_methods"]
+    );
+    insert(
+        &db,
+        "users",
+        &[
+            ("id", user_id.into()),
+            ("customer_id", "ab12345-xyz".into()),
+            ("email", "Alice@Example.com".into()),
+            ("email_normalized", "alice@example.com".into()),
+            ("email_verified", true.into()),
+            ("name", "Alice Martin".into()),
+            ("locale", "fr".into()),
+            ("status", "active".into()),
+            ("phone", "+33612345678".into()),
+            ("phone_verified", true.into()),
+            ("mfa_required", true.into()),
+            ("last_method", "password".into()),
+            ("created_at", CREATED.into()),
+            ("updated_at", CREATED.into()),
+        ],
+    )
+    .await;
+    insert(
+        &db,
+        "audit_events",
+        &[
+            ("id", event_id.into()),
+            ("at", CREATED.into()),
+            ("kind", "login.succeeded".into()),
+            ("user_id", user_id.into()),
+            ("client_id", "console".into()),
+            ("ip", "203.0.113.7".into()),
+            ("user_agent", "Mozilla/5.0".into()),
+            ("detail", r#"{"step":"password"}"#.into()),
+        ],
+    )
+    .await;
+    db.close().await.unwrap();
+
+    // The rest, as the server does at start-up.
+    let s = SeaStorage::connect(url).await.unwrap();
+    s.migrate().await.unwrap();
+    let alice = User {
+        id: UserId(user_id),
+        customer_id: CustomerId::parse("ab12345-xyz").unwrap(),
+        email: Email::parse("Alice@Example.com").unwrap(),
+        email_verified: true,
+        name: Some("Alice Martin".into()),
+        locale: Some("fr".into()),
+        status: UserStatus::Active,
+        phone: Some("+33612345678".into()),
+        phone_verified: true,
+        mfa_required: true,
+        last_method: Some("password".into()),
+        backup_email: None,
+        created_at: CREATED,
+        updated_at: CREATED,
+    };
+    assert_eq!(s.find_by_id(alice.id).await.unwrap(), Some(alice.clone()));
+    let login = AuditEvent {
+        id: event_id,
+        at: CREATED,
+        kind: "login.succeeded".into(),
+        user_id: Some(alice.id),
+        client_id: Some(ClientId("console".into())),
+        org_id: None,
+        ip: Some("203.0.113.7".into()),
+        user_agent: Some("Mozilla/5.0".into()),
+        detail: json!({ "step": "password" }),
+    };
+    assert_eq!(
+        s.list_for_user(alice.id, 10).await.unwrap(),
+        vec![login.clone()]
+    );
+
+    // The new columns and tables work for the old user.
+    let backup = Email::parse("alice@example.org").unwrap();
+    s.set_backup_email(alice.id, Some(&backup)).await.unwrap();
+    let org = Organization {
+        id: OrgId(Uuid::now_v7()),
+        name: "Acme SAS".into(),
+        siret: Some("73282932000074".into()),
+        country: "FR".into(),
+        status: OrgStatus::Pending,
+        created_by: alice.id,
+        created_at: CREATED,
+        decided_at: None,
+        mfa_required_for: vec!["console".into()],
+        password_policy: PasswordPolicy::default(),
+    };
+    let admin = Membership {
+        org_id: org.id,
+        user_id: alice.id,
+        roles: vec![Role::Administrator],
+        created_at: CREATED,
+    };
+    s.create_org(&org, &admin).await.unwrap();
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(org.clone()));
+    assert_eq!(
+        s.memberships_of(alice.id).await.unwrap(),
+        vec![admin.clone()]
+    );
+    // The SIRET is unique among live organizations.
+    let dup = Organization {
+        id: OrgId(Uuid::now_v7()),
+        ..org.clone()
+    };
+    let dup_admin = Membership {
+        org_id: dup.id,
+        ..admin.clone()
+    };
+    assert!(matches!(
+        s.create_org(&dup, &dup_admin).await,
+        Err(RepoError::Conflict(_))
+    ));
+    let created = AuditEvent {
+        id: Uuid::now_v7(),
+        kind: "org.created".into(),
+        org_id: Some(org.id),
+        detail: json!({}),
+        ..login.clone()
+    };
+    s.record(&created).await.unwrap();
+    assert_eq!(
+        s.list_for_org(org.id, 10).await.unwrap(),
+        vec![created.clone()]
+    );
+    let back = s.find_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(back.backup_email, Some(backup));
+    drop(s);
+
+    // Down and up again: the migration reverts cleanly and re-applies; the
+    // user and the events survive both, the new data goes with the reverted
+    // schema.
+    let db = raw_connection(url).await;
+    Migrator::down(&db, Some(after_first(2))).await.unwrap();
+    assert_eq!(
+        applied(&db).await,
+        ["m20261122_000001_initial", "m20261122_000002_login_methods"]
+    );
+    Migrator::up(&db, None).await.unwrap();
+    db.close().await.unwrap();
+    let s = SeaStorage::connect(url).await.unwrap();
+    assert_eq!(s.find_by_id(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.find_org(org.id).await.unwrap(), None);
+    assert_eq!(s.memberships_of(alice.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_for_org(org.id, 10).await.unwrap(), vec![]);
+    let unlinked = AuditEvent {
+        org_id: None,
+        ..created
+    };
+    let mut events = s.list_for_user(alice.id, 10).await.unwrap();
+    events.sort_by_key(|e| e.kind.clone());
+    assert_eq!(events, vec![login, unlinked]);
+    // The schema is whole again: the SIRET is free and unique once more.
+    s.create_org(&dup, &dup_admin).await.unwrap();
+    assert!(matches!(
+        s.create_org(&org, &admin).await,
+        Err(RepoError::Conflict(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_keeps_existing_data__sqlite() {
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("idp.db").display());
+    accounts_keeps_existing_data(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_keeps_existing_data__postgres() {
+    let db = fresh_postgres().await;
+    let url = db.url().to_owned();
+    let outcome = tokio::spawn(async move { accounts_keeps_existing_data(&url).await }).await;
     db.drop_database().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());

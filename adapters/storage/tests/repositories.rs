@@ -10,13 +10,14 @@
 #![allow(non_snake_case)]
 
 use idp_core::domain::{
-    AuditEvent, ClientId, Consent, CustomerId, Email, KnownDevice, PasswordCredential,
-    RefreshTokenRecord, StoredCredential, StoredSigningKey, TokenFamily, TokenHash, User, UserId,
-    UserStatus,
+    AuditEvent, ClientId, Consent, CustomerId, Email, KnownDevice, Membership, OrgId, OrgStatus,
+    Organization, PasswordCredential, RefreshTokenRecord, Role, StoredCredential, StoredSigningKey,
+    TokenFamily, TokenHash, User, UserId, UserStatus,
 };
+use idp_core::password_policy::PasswordPolicy;
 use idp_core::ports::{
-    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, RepoError, SigningKeyRepo,
-    TokenFamilyRepo, UserRepo,
+    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, OrgRepo, RepoError,
+    SigningKeyRepo, TokenFamilyRepo, UserRepo,
 };
 use idp_storage::SeaStorage;
 use idp_storage::entities;
@@ -49,6 +50,7 @@ fn user(email: &str, customer_id: &str, created_at: OffsetDateTime) -> User {
         phone_verified: false,
         mfa_required: false,
         last_method: None,
+        backup_email: None,
         created_at,
         updated_at: created_at,
     }
@@ -135,10 +137,52 @@ fn audit_event(user: Option<UserId>, kind: &str, when: OffsetDateTime) -> AuditE
         kind: kind.into(),
         user_id: user,
         client_id: Some(ClientId("console".into())),
+        org_id: None,
         ip: Some("203.0.113.7".into()),
         user_agent: Some("Mozilla/5.0".into()),
         detail: json!({ "step": "password", "attempt": 2, "flags": [true, null] }),
     }
+}
+
+fn organization(
+    name: &str,
+    siret: Option<&str>,
+    created_by: UserId,
+    created_at: OffsetDateTime,
+) -> Organization {
+    Organization {
+        id: OrgId(Uuid::now_v7()),
+        name: name.into(),
+        siret: siret.map(str::to_owned),
+        country: "FR".into(),
+        status: OrgStatus::Pending,
+        created_by,
+        created_at,
+        decided_at: None,
+        mfa_required_for: vec![],
+        password_policy: PasswordPolicy::default(),
+    }
+}
+
+fn membership(org: OrgId, user: UserId, roles: &[Role], joined: OffsetDateTime) -> Membership {
+    Membership {
+        org_id: org,
+        user_id: user,
+        roles: roles.to_vec(),
+        created_at: joined,
+    }
+}
+
+/// Creates `org` with `creator` as its administrator.
+async fn created_org(s: &SeaStorage, org: &Organization) -> Membership {
+    let creator = membership(
+        org.id,
+        org.created_by,
+        &[Role::Administrator],
+        org.created_at,
+    );
+    s.create_org(org, &creator).await.unwrap();
+    creator
 }
 
 fn assert_conflict<T: std::fmt::Debug>(res: Result<T, RepoError>) {
@@ -336,6 +380,91 @@ async fn user_login_settings_default_then_set(s: &SeaStorage) {
     s.set_mfa_required(ghost, true).await.unwrap();
     s.set_last_method(ghost, "password").await.unwrap();
     assert_eq!(s.find_by_id(ghost).await.unwrap(), None);
+}
+
+async fn user_set_email_conflict_changes_nothing(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+
+    // Alice's address, in another case: refused, neither account changes.
+    let taken = Email::parse("ALICE@Example.com").unwrap();
+    assert_conflict(s.set_email(bob.id, &taken, true).await);
+    assert_eq!(s.find_by_id(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.find_by_id(bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(s.find_by_email(&taken).await.unwrap(), Some(alice.clone()));
+
+    // A free address: kept as typed, found case-insensitively, the old one
+    // is free again.
+    let new = Email::parse("Alice.New@Example.com").unwrap();
+    s.set_email(alice.id, &new, true).await.unwrap();
+    let expected = User {
+        email: new.clone(),
+        email_verified: true,
+        ..alice.clone()
+    };
+    assert_eq!(
+        s.find_by_id(alice.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    let typed = Email::parse("alice.new@example.COM").unwrap();
+    assert_eq!(s.find_by_email(&typed).await.unwrap(), Some(expected));
+    assert_eq!(s.find_by_email(&alice.email).await.unwrap(), None);
+
+    // Her own address in another case is not a conflict.
+    let recased = Email::parse("ALICE.NEW@example.com").unwrap();
+    s.set_email(alice.id, &recased, false).await.unwrap();
+    let back = s.find_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(back.email.as_str(), "ALICE.NEW@example.com");
+    assert!(!back.email_verified);
+
+    // Bob may now take Alice's former address.
+    s.set_email(bob.id, &alice.email, false).await.unwrap();
+    let found = s.find_by_email(&alice.email).await.unwrap().unwrap();
+    assert_eq!(found.id, bob.id);
+
+    // An unknown user: nothing happens, nothing is created.
+    let ghost = UserId(Uuid::now_v7());
+    let free = Email::parse("ghost@example.com").unwrap();
+    s.set_email(ghost, &free, true).await.unwrap();
+    assert_eq!(s.find_by_email(&free).await.unwrap(), None);
+}
+
+async fn user_backup_email_and_name(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    assert_eq!(alice.backup_email, None);
+
+    let backup = Email::parse("Alice.Perso@Example.org").unwrap();
+    s.set_backup_email(alice.id, Some(&backup)).await.unwrap();
+    s.set_name(alice.id, Some("Alice Dupont")).await.unwrap();
+    let expected = User {
+        backup_email: Some(backup.clone()),
+        name: Some("Alice Dupont".into()),
+        ..alice.clone()
+    };
+    assert_eq!(
+        s.find_by_id(alice.id).await.unwrap(),
+        Some(expected.clone())
+    );
+    // The backup address is kept as typed and is not a login identifier.
+    let back = s.find_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        back.backup_email.as_ref().map(Email::as_str),
+        Some("Alice.Perso@Example.org")
+    );
+    assert_eq!(s.find_by_email(&backup).await.unwrap(), None);
+
+    s.set_backup_email(alice.id, None).await.unwrap();
+    s.set_name(alice.id, None).await.unwrap();
+    let expected = User {
+        backup_email: None,
+        name: None,
+        ..expected
+    };
+    assert_eq!(s.find_by_id(alice.id).await.unwrap(), Some(expected));
+
+    // The other user is untouched.
+    assert_eq!(s.find_by_id(bob.id).await.unwrap(), Some(bob));
 }
 
 // ---------------------------------------------------------------- credentials
@@ -1062,6 +1191,458 @@ async fn consents_upsert_and_replace(s: &SeaStorage) {
     assert_conflict(s.upsert(&ghost).await);
 }
 
+// ---------------------------------------------------------------- organizations
+
+async fn org_create_with_creator_membership(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    // Settings other than the defaults, and a time not in UTC with
+    // nanoseconds: stored in UTC, to the microsecond.
+    let created = datetime!(2026-11-22 11:00:00.123456789 +01:00);
+    let org = Organization {
+        mfa_required_for: vec!["console".into(), "api".into()],
+        password_policy: PasswordPolicy {
+            min_length: 12,
+            require_digit: true,
+            allowed_special: Some("!@#".into()),
+            ..PasswordPolicy::default()
+        },
+        ..organization("Acme SAS", Some("73282932000074"), alice.id, created)
+    };
+    let creator = membership(org.id, alice.id, &[Role::Administrator], created);
+    s.create_org(&org, &creator).await.unwrap();
+
+    let expected = Organization {
+        created_at: stored_time(created),
+        ..org.clone()
+    };
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(expected));
+    let creator = Membership {
+        created_at: stored_time(created),
+        ..creator
+    };
+    assert_eq!(
+        s.find_membership(org.id, alice.id).await.unwrap(),
+        Some(creator.clone())
+    );
+    assert_eq!(s.list_members(org.id).await.unwrap(), vec![creator.clone()]);
+    assert_eq!(s.memberships_of(alice.id).await.unwrap(), vec![creator]);
+
+    // A foreign company: no SIRET.
+    let gmbh = Organization {
+        country: "DE".into(),
+        ..organization("Beispiel GmbH", None, alice.id, at(1.0))
+    };
+    created_org(s, &gmbh).await;
+    assert_eq!(s.find_org(gmbh.id).await.unwrap(), Some(gmbh));
+
+    assert_eq!(s.find_org(OrgId(Uuid::now_v7())).await.unwrap(), None);
+    let nobody = UserId(Uuid::now_v7());
+    assert_eq!(s.find_membership(org.id, nobody).await.unwrap(), None);
+    assert_eq!(s.memberships_of(nobody).await.unwrap(), vec![]);
+}
+
+async fn org_creation_is_atomic(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    // The organization row is fine, the membership is not (unknown user):
+    // neither is written.
+    let org = organization("Acme SAS", Some("73282932000074"), alice.id, T0);
+    let ghost = UserId(Uuid::now_v7());
+    let bad_creator = membership(org.id, ghost, &[Role::Administrator], T0);
+    assert_conflict(s.create_org(&org, &bad_creator).await);
+    assert_eq!(s.find_org(org.id).await.unwrap(), None);
+    assert_eq!(s.list_orgs(None, 100, 0).await.unwrap(), vec![]);
+
+    // Nor does the SIRET stay taken.
+    created_org(s, &org).await;
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(org.clone()));
+
+    // Same id again.
+    let again = membership(org.id, alice.id, &[Role::Administrator], T0);
+    let dup_id = Organization {
+        siret: None,
+        ..org.clone()
+    };
+    assert_conflict(s.create_org(&dup_id, &again).await);
+}
+
+async fn org_siret_conflict_writes_nothing(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let first = organization("Acme SAS", Some("73282932000074"), alice.id, T0);
+    let alices = created_org(s, &first).await;
+
+    // Bob registers the same company: refused while it is pending...
+    let dup = organization("ACME", Some("73282932000074"), bob.id, at(1.0));
+    let bobs = membership(dup.id, bob.id, &[Role::Administrator], at(1.0));
+    assert_conflict(s.create_org(&dup, &bobs).await);
+    // ...and once validated.
+    assert!(
+        s.set_status(first.id, OrgStatus::Pending, OrgStatus::Validated, at(2.0))
+            .await
+            .unwrap()
+    );
+    assert_conflict(s.create_org(&dup, &bobs).await);
+
+    // Nothing of the refused organization was written.
+    assert_eq!(s.find_org(dup.id).await.unwrap(), None);
+    assert_eq!(s.find_membership(dup.id, bob.id).await.unwrap(), None);
+    assert_eq!(s.memberships_of(bob.id).await.unwrap(), vec![]);
+    let orgs = s.list_orgs(None, 100, 0).await.unwrap();
+    assert_eq!(orgs.iter().map(|o| o.id).collect::<Vec<_>>(), [first.id]);
+    assert_eq!(s.list_members(first.id).await.unwrap(), vec![alices]);
+
+    // Companies without a SIRET never collide.
+    for name in ["Beispiel GmbH", "Ejemplo SL"] {
+        created_org(s, &organization(name, None, bob.id, at(3.0))).await;
+    }
+    assert_eq!(s.memberships_of(bob.id).await.unwrap().len(), 2);
+}
+
+async fn org_rejected_siret_can_be_reused(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let siret = Some("73282932000074");
+    let rejected = organization("Acme", siret, alice.id, T0);
+    created_org(s, &rejected).await;
+    assert!(
+        s.set_status(
+            rejected.id,
+            OrgStatus::Pending,
+            OrgStatus::Rejected,
+            at(1.0)
+        )
+        .await
+        .unwrap()
+    );
+
+    let again = organization("Acme SAS", siret, bob.id, at(2.0));
+    created_org(s, &again).await;
+    assert_eq!(s.find_org(again.id).await.unwrap(), Some(again.clone()));
+    // Several rejected registrations of a company may coexist.
+    assert!(
+        s.set_status(again.id, OrgStatus::Pending, OrgStatus::Rejected, at(3.0))
+            .await
+            .unwrap()
+    );
+    let third = organization("Acme SAS", siret, bob.id, at(4.0));
+    created_org(s, &third).await;
+
+    // Reviving a rejected registration while the SIRET is taken again is a
+    // conflict, and changes nothing.
+    assert_conflict(
+        s.set_status(
+            rejected.id,
+            OrgStatus::Rejected,
+            OrgStatus::Pending,
+            at(5.0),
+        )
+        .await,
+    );
+    let back = s.find_org(rejected.id).await.unwrap().unwrap();
+    assert_eq!(back.status, OrgStatus::Rejected);
+    assert_eq!(back.decided_at, Some(at(1.0)));
+}
+
+async fn org_set_status_compare_and_swap(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let org = organization("Acme SAS", Some("73282932000074"), alice.id, T0);
+    created_org(s, &org).await;
+
+    assert!(
+        s.set_status(org.id, OrgStatus::Pending, OrgStatus::Validated, at(5.0))
+            .await
+            .unwrap()
+    );
+    let decided = Organization {
+        status: OrgStatus::Validated,
+        decided_at: Some(at(5.0)),
+        ..org.clone()
+    };
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(decided.clone()));
+
+    // The same decision again, or another from the stale status: refused,
+    // nothing changes.
+    assert!(
+        !s.set_status(org.id, OrgStatus::Pending, OrgStatus::Validated, at(6.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_status(org.id, OrgStatus::Pending, OrgStatus::Rejected, at(7.0))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(decided));
+
+    // From the current status it moves (and `decided_at` follows).
+    assert!(
+        s.set_status(org.id, OrgStatus::Validated, OrgStatus::Rejected, at(8.0))
+            .await
+            .unwrap()
+    );
+    let back = s.find_org(org.id).await.unwrap().unwrap();
+    assert_eq!(back.status, OrgStatus::Rejected);
+    assert_eq!(back.decided_at, Some(at(8.0)));
+
+    // An unknown organization.
+    let ghost = OrgId(Uuid::now_v7());
+    assert!(
+        !s.set_status(ghost, OrgStatus::Pending, OrgStatus::Validated, at(9.0))
+            .await
+            .unwrap()
+    );
+}
+
+async fn concurrent_org_decisions_have_one_winner(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    for round in 0..5 {
+        let org = organization("Acme", None, alice.id, at(f64::from(round)));
+        created_org(s, &org).await;
+        let id = org.id;
+        let decisions = [OrgStatus::Validated, OrgStatus::Rejected];
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(decisions.len()));
+        let handles: Vec<_> = decisions
+            .iter()
+            .map(|&new| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.set_status(id, OrgStatus::Pending, new, at(10.0)).await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (h, new) in handles.into_iter().zip(decisions) {
+            if h.await.unwrap().unwrap() {
+                won.push(new);
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: exactly one decision wins");
+        let back = s.find_org(org.id).await.unwrap().unwrap();
+        assert_eq!(back.status, won[0], "round {round}");
+    }
+}
+
+async fn org_update_security_round_trips(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let org = organization("Acme SAS", Some("73282932000074"), alice.id, T0);
+    let other = organization("Other", None, alice.id, T0);
+    created_org(s, &org).await;
+    created_org(s, &other).await;
+
+    let kinds = vec!["console".to_owned(), "api".to_owned()];
+    let policy = PasswordPolicy {
+        min_length: 14,
+        max_length: 64,
+        require_lowercase: true,
+        require_uppercase: true,
+        require_digit: true,
+        require_special: true,
+        allowed_special: Some("!?#-_".into()),
+        refuse_breached: false,
+    };
+    s.update_security(org.id, &kinds, &policy).await.unwrap();
+    let expected = Organization {
+        mfa_required_for: kinds,
+        password_policy: policy,
+        ..org.clone()
+    };
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(expected));
+    assert_eq!(s.find_org(other.id).await.unwrap(), Some(other.clone()));
+
+    // Back to nothing enforced.
+    s.update_security(org.id, &[], &PasswordPolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(s.find_org(org.id).await.unwrap(), Some(org));
+
+    // An unknown organization: nothing happens.
+    let ghost = OrgId(Uuid::now_v7());
+    s.update_security(ghost, &[], &PasswordPolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(s.find_org(ghost).await.unwrap(), None);
+}
+
+async fn members_add_set_roles_remove(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let org = organization("Acme SAS", Some("73282932000074"), alice.id, T0);
+    let admin = created_org(s, &org).await;
+
+    let bobs = membership(org.id, bob.id, &[Role::Member], at(1.0));
+    s.add_member(&bobs).await.unwrap();
+    assert_eq!(
+        s.find_membership(org.id, bob.id).await.unwrap(),
+        Some(bobs.clone())
+    );
+
+    // Already a member (with other roles): refused, nothing changes.
+    let again = membership(org.id, bob.id, &[Role::Administrator], at(2.0));
+    assert_conflict(s.add_member(&again).await);
+    assert_eq!(
+        s.find_membership(org.id, bob.id).await.unwrap(),
+        Some(bobs.clone())
+    );
+    // An unknown user or organization.
+    let ghost = membership(org.id, UserId(Uuid::now_v7()), &[Role::Member], at(2.0));
+    assert_conflict(s.add_member(&ghost).await);
+    let nowhere = membership(OrgId(Uuid::now_v7()), bob.id, &[Role::Member], at(2.0));
+    assert_conflict(s.add_member(&nowhere).await);
+    assert_eq!(
+        s.list_members(org.id).await.unwrap(),
+        vec![admin.clone(), bobs.clone()]
+    );
+
+    // Roles are replaced as given, in order.
+    let roles = [Role::SecurityManager, Role::Member];
+    assert!(s.set_roles(org.id, bob.id, &roles).await.unwrap());
+    let promoted = Membership {
+        roles: roles.to_vec(),
+        ..bobs.clone()
+    };
+    assert_eq!(
+        s.find_membership(org.id, bob.id).await.unwrap(),
+        Some(promoted.clone())
+    );
+    // The same roles again still finds the membership.
+    assert!(s.set_roles(org.id, bob.id, &roles).await.unwrap());
+    assert_eq!(
+        s.find_membership(org.id, alice.id).await.unwrap(),
+        Some(admin.clone())
+    );
+    let stranger = UserId(Uuid::now_v7());
+    assert!(!s.set_roles(org.id, stranger, &roles).await.unwrap());
+    assert!(
+        !s.set_roles(OrgId(Uuid::now_v7()), bob.id, &roles)
+            .await
+            .unwrap()
+    );
+
+    assert!(s.remove_member(org.id, bob.id).await.unwrap());
+    assert!(!s.remove_member(org.id, bob.id).await.unwrap());
+    assert_eq!(s.find_membership(org.id, bob.id).await.unwrap(), None);
+    assert_eq!(s.memberships_of(bob.id).await.unwrap(), vec![]);
+    assert_eq!(s.list_members(org.id).await.unwrap(), vec![admin]);
+    // Removed, they can be added again.
+    s.add_member(&promoted).await.unwrap();
+    assert_eq!(s.memberships_of(bob.id).await.unwrap(), vec![promoted]);
+}
+
+async fn memberships_of_and_members_in_join_order(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let carol = created_user(s, "carol@example.com", "ef11111-xyz").await;
+    let whole = T0.replace_nanosecond(0).unwrap() + Duration::seconds(5);
+    let acme = organization("Acme", None, alice.id, whole - Duration::seconds(10));
+    let globex = organization("Globex", None, carol.id, whole - Duration::seconds(10));
+    let acme_admin = created_org(s, &acme).await;
+    let globex_admin = created_org(s, &globex).await;
+
+    // Joined out of insertion order, with whole and fractional seconds.
+    let bob_acme = membership(
+        acme.id,
+        bob.id,
+        &[Role::Member],
+        whole + Duration::milliseconds(500),
+    );
+    let bob_globex = membership(globex.id, bob.id, &[Role::SecurityManager], whole);
+    let carol_acme = membership(acme.id, carol.id, &[Role::Member], whole);
+    for m in [&bob_acme, &bob_globex, &carol_acme] {
+        s.add_member(m).await.unwrap();
+    }
+
+    assert_eq!(
+        s.memberships_of(bob.id).await.unwrap(),
+        vec![bob_globex.clone(), bob_acme.clone()]
+    );
+    assert_eq!(
+        s.memberships_of(carol.id).await.unwrap(),
+        vec![globex_admin.clone(), carol_acme.clone()]
+    );
+    assert_eq!(
+        s.memberships_of(alice.id).await.unwrap(),
+        vec![acme_admin.clone()]
+    );
+    assert_eq!(
+        s.list_members(acme.id).await.unwrap(),
+        vec![acme_admin, carol_acme, bob_acme]
+    );
+    assert_eq!(
+        s.list_members(globex.id).await.unwrap(),
+        vec![globex_admin, bob_globex]
+    );
+    assert_eq!(s.list_members(OrgId(Uuid::now_v7())).await.unwrap(), vec![]);
+}
+
+async fn list_orgs_filter_and_order(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    // Created out of order, with whole and fractional seconds.
+    let whole = T0.replace_nanosecond(0).unwrap() + Duration::seconds(5);
+    let times = [
+        whole + Duration::milliseconds(500),
+        whole,
+        whole + Duration::seconds(1),
+        whole - Duration::milliseconds(100),
+        whole + Duration::microseconds(1),
+    ];
+    let statuses = [
+        OrgStatus::Pending,
+        OrgStatus::Validated,
+        OrgStatus::Pending,
+        OrgStatus::Rejected,
+        OrgStatus::Validated,
+    ];
+    let mut orgs = Vec::new();
+    for (i, (t, status)) in times.iter().zip(statuses).enumerate() {
+        let org = organization(&format!("Org {i}"), None, alice.id, *t);
+        created_org(s, &org).await;
+        let org = if status == OrgStatus::Pending {
+            org
+        } else {
+            assert!(
+                s.set_status(org.id, OrgStatus::Pending, status, at(60.0))
+                    .await
+                    .unwrap()
+            );
+            Organization {
+                status,
+                decided_at: Some(at(60.0)),
+                ..org
+            }
+        };
+        orgs.push(org);
+    }
+    let mut expected = orgs.clone();
+    expected.sort_by_key(|o| o.created_at);
+
+    assert_eq!(s.list_orgs(None, 100, 0).await.unwrap(), expected);
+    assert_eq!(s.list_orgs(None, 2, 0).await.unwrap(), expected[..2]);
+    assert_eq!(s.list_orgs(None, 2, 2).await.unwrap(), expected[2..4]);
+    assert_eq!(s.list_orgs(None, 10, 5).await.unwrap(), vec![]);
+    for status in [
+        OrgStatus::Pending,
+        OrgStatus::Validated,
+        OrgStatus::Rejected,
+    ] {
+        let of_status: Vec<_> = expected
+            .iter()
+            .filter(|o| o.status == status)
+            .cloned()
+            .collect();
+        assert_eq!(
+            s.list_orgs(Some(status), 100, 0).await.unwrap(),
+            of_status,
+            "{status:?}"
+        );
+        assert_eq!(
+            s.list_orgs(Some(status), 1, 1).await.unwrap(),
+            of_status[1.min(of_status.len())..of_status.len().min(2)],
+            "{status:?}, second page of one"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- audit
 
 async fn audit_record_and_list_newest_first(s: &SeaStorage) {
@@ -1103,6 +1684,52 @@ async fn audit_record_and_list_newest_first(s: &SeaStorage) {
     assert_eq!(s.list_for_user(nobody, 100).await.unwrap(), vec![]);
 
     assert_conflict(s.record(&anonymous).await);
+}
+
+async fn audit_list_for_org_newest_first(s: &SeaStorage) {
+    // No organizations row is needed (no foreign key).
+    let acme = OrgId(Uuid::now_v7());
+    let globex = OrgId(Uuid::now_v7());
+    let alice = UserId(Uuid::now_v7());
+    let whole = T0.replace_nanosecond(0).unwrap();
+    let times = [
+        whole + Duration::milliseconds(500),
+        whole,
+        whole + Duration::seconds(2),
+        whole - Duration::microseconds(1),
+        whole + Duration::seconds(1),
+    ];
+    let mut acmes = Vec::new();
+    for (i, t) in times.iter().enumerate() {
+        let e = AuditEvent {
+            org_id: Some(acme),
+            ..audit_event(Some(alice), &format!("org.event{i}"), *t)
+        };
+        s.record(&e).await.unwrap();
+        acmes.push(e);
+    }
+    let globexs = AuditEvent {
+        org_id: Some(globex),
+        ..audit_event(None, "org.created", at(5.0))
+    };
+    s.record(&globexs).await.unwrap();
+    // Alice's own event, of no organization.
+    let personal = audit_event(Some(alice), "login.succeeded", at(6.0));
+    s.record(&personal).await.unwrap();
+
+    let mut newest_first = acmes.clone();
+    newest_first.sort_by_key(|e| std::cmp::Reverse(e.at));
+    assert_eq!(s.list_for_org(acme, 3).await.unwrap(), newest_first[..3]);
+    assert_eq!(s.list_for_org(acme, 100).await.unwrap(), newest_first);
+    assert_eq!(s.list_for_org(globex, 100).await.unwrap(), vec![globexs]);
+    let nowhere = OrgId(Uuid::now_v7());
+    assert_eq!(s.list_for_org(nowhere, 100).await.unwrap(), vec![]);
+
+    // The user's list has both kinds, `org_id` as recorded.
+    let mut alices = acmes;
+    alices.push(personal);
+    alices.sort_by_key(|e| std::cmp::Reverse(e.at));
+    assert_eq!(s.list_for_user(alice, 100).await.unwrap(), alices);
 }
 
 // ---------------------------------------------------------------- client state
@@ -1174,6 +1801,11 @@ on_both_backends! {
     user_login_settings_default_then_set =>
         user_login_settings_default_then_set__sqlite,
         user_login_settings_default_then_set__postgres;
+    user_set_email_conflict_changes_nothing =>
+        user_set_email_conflict_changes_nothing__sqlite,
+        user_set_email_conflict_changes_nothing__postgres;
+    user_backup_email_and_name =>
+        user_backup_email_and_name__sqlite, user_backup_email_and_name__postgres;
     password_set_and_replace => password_set_and_replace__sqlite, password_set_and_replace__postgres;
     password_of_unknown_user_is_refused =>
         password_of_unknown_user_is_refused__sqlite, password_of_unknown_user_is_refused__postgres;
@@ -1208,8 +1840,30 @@ on_both_backends! {
         signing_keys_list_create_retire__sqlite, signing_keys_list_create_retire__postgres;
     consents_upsert_and_replace =>
         consents_upsert_and_replace__sqlite, consents_upsert_and_replace__postgres;
+    org_create_with_creator_membership =>
+        org_create_with_creator_membership__sqlite, org_create_with_creator_membership__postgres;
+    org_creation_is_atomic => org_creation_is_atomic__sqlite, org_creation_is_atomic__postgres;
+    org_siret_conflict_writes_nothing =>
+        org_siret_conflict_writes_nothing__sqlite, org_siret_conflict_writes_nothing__postgres;
+    org_rejected_siret_can_be_reused =>
+        org_rejected_siret_can_be_reused__sqlite, org_rejected_siret_can_be_reused__postgres;
+    org_set_status_compare_and_swap =>
+        org_set_status_compare_and_swap__sqlite, org_set_status_compare_and_swap__postgres;
+    concurrent_org_decisions_have_one_winner =>
+        concurrent_org_decisions_have_one_winner__sqlite,
+        concurrent_org_decisions_have_one_winner__postgres;
+    org_update_security_round_trips =>
+        org_update_security_round_trips__sqlite, org_update_security_round_trips__postgres;
+    members_add_set_roles_remove =>
+        members_add_set_roles_remove__sqlite, members_add_set_roles_remove__postgres;
+    memberships_of_and_members_in_join_order =>
+        memberships_of_and_members_in_join_order__sqlite,
+        memberships_of_and_members_in_join_order__postgres;
+    list_orgs_filter_and_order => list_orgs_filter_and_order__sqlite, list_orgs_filter_and_order__postgres;
     audit_record_and_list_newest_first =>
         audit_record_and_list_newest_first__sqlite, audit_record_and_list_newest_first__postgres;
+    audit_list_for_org_newest_first =>
+        audit_list_for_org_newest_first__sqlite, audit_list_for_org_newest_first__postgres;
     client_state_touch_creates_then_updates =>
         client_state_touch_creates_then_updates__sqlite,
         client_state_touch_creates_then_updates__postgres;
@@ -1233,6 +1887,7 @@ fn stored_garbage_is_corrupt() {
         phone_verified: false,
         mfa_required: false,
         last_method: None,
+        backup_email: None,
         created_at: T0,
         updated_at: T0,
     };
@@ -1248,6 +1903,10 @@ fn stored_garbage_is_corrupt() {
         },
         entities::users::Model {
             customer_id: "12345".into(),
+            ..row.clone()
+        },
+        entities::users::Model {
+            backup_email: Some("not an address".into()),
             ..row.clone()
         },
     ] {
@@ -1287,6 +1946,7 @@ fn stored_garbage_is_corrupt() {
         kind: "login.succeeded".into(),
         user_id: None,
         client_id: None,
+        org_id: None,
         ip: None,
         user_agent: None,
         detail: "{not json".into(),
@@ -1295,4 +1955,71 @@ fn stored_garbage_is_corrupt() {
         AuditEvent::try_from(event),
         Err(RepoError::Corrupt(_))
     ));
+
+    let org = entities::organizations::Model {
+        id: Uuid::now_v7(),
+        name: "Acme SAS".into(),
+        siret: Some("73282932000074".into()),
+        country: "FR".into(),
+        status: "validated".into(),
+        created_by: Uuid::now_v7(),
+        created_at: T0,
+        decided_at: Some(T0),
+        mfa_required_for: r#"["console"]"#.into(),
+        password_policy: r#"{"min_length":12}"#.into(),
+    };
+    let back = Organization::try_from(org.clone()).unwrap();
+    assert_eq!(back.mfa_required_for, ["console"]);
+    // Fields missing from the stored policy take their defaults.
+    assert_eq!(
+        back.password_policy,
+        PasswordPolicy {
+            min_length: 12,
+            ..PasswordPolicy::default()
+        }
+    );
+    for bad in [
+        entities::organizations::Model {
+            status: "approved".into(),
+            ..org.clone()
+        },
+        entities::organizations::Model {
+            mfa_required_for: "console".into(),
+            ..org.clone()
+        },
+        entities::organizations::Model {
+            password_policy: r#"{"min_length":"long"}"#.into(),
+            ..org.clone()
+        },
+        entities::organizations::Model {
+            password_policy: r#"{"shiny":true}"#.into(),
+            ..org.clone()
+        },
+    ] {
+        assert!(matches!(
+            Organization::try_from(bad),
+            Err(RepoError::Corrupt(_))
+        ));
+    }
+
+    let member = entities::memberships::Model {
+        org_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+        roles: r#"["administrator","security_manager"]"#.into(),
+        created_at: T0,
+    };
+    assert_eq!(
+        Membership::try_from(member.clone()).unwrap().roles,
+        [Role::Administrator, Role::SecurityManager]
+    );
+    for roles in [r#"["owner"]"#, "administrator", r#"[1]"#] {
+        let bad = entities::memberships::Model {
+            roles: roles.into(),
+            ..member.clone()
+        };
+        assert!(
+            matches!(Membership::try_from(bad), Err(RepoError::Corrupt(_))),
+            "{roles}"
+        );
+    }
 }

@@ -184,6 +184,8 @@ pub struct User {
     pub mfa_required: bool,
     /// The login method this user passed last (shown first next time).
     pub last_method: Option<String>,
+    /// A second address for account notices (never a login identifier).
+    pub backup_email: Option<Email>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -360,10 +362,124 @@ pub struct AuditEvent {
     pub kind: String,
     pub user_id: Option<UserId>,
     pub client_id: Option<ClientId>,
+    /// The organization the event concerns, when there is one (listed to its
+    /// administrators).
+    pub org_id: Option<OrgId>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     /// Event-specific facts (never secrets).
     pub detail: serde_json::Value,
+}
+
+/// An organization (a customer company).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct OrgId(pub Uuid);
+
+impl OrgId {
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for OrgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where an organization stands with the platform operator. Tokens of its
+/// members carry it so relying parties can restrict a pending organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrgStatus {
+    /// Created, waiting for an operator to validate it.
+    Pending,
+    Validated,
+    Rejected,
+}
+
+impl OrgStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Validated => "validated",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "validated" => Some(Self::Validated),
+            "rejected" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// A customer company. French companies are identified by their SIRET
+/// number (checked against the company registry); others by name and country.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: OrgId,
+    /// As confirmed by the creator (the registry's name for a French company).
+    pub name: String,
+    /// 14 digits, for a company domiciled in France.
+    pub siret: Option<String>,
+    /// ISO 3166-1 alpha-2 country code (`FR`, `DE`, ...).
+    pub country: String,
+    pub status: OrgStatus,
+    pub created_by: UserId,
+    pub created_at: OffsetDateTime,
+    /// When it was validated or rejected.
+    pub decided_at: Option<OffsetDateTime>,
+    /// Authentication kinds (a client's `auth_kind`, e.g. `console`, `api`)
+    /// for which members must use a second factor.
+    pub mfa_required_for: Vec<String>,
+    /// The organization's password rules (merged with the client's: the
+    /// strictest wins).
+    pub password_policy: crate::password_policy::PasswordPolicy,
+}
+
+/// What a member may do in an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages members and roles (the creator is the first one).
+    Administrator,
+    /// Manages security settings: enforced MFA, password policy, audit trail.
+    SecurityManager,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Administrator => "administrator",
+            Self::SecurityManager => "security_manager",
+            Self::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "administrator" => Some(Self::Administrator),
+            "security_manager" => Some(Self::SecurityManager),
+            "member" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+
+/// A user's membership of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub org_id: OrgId,
+    pub user_id: UserId,
+    /// Never empty.
+    pub roles: Vec<Role>,
+    pub created_at: OffsetDateTime,
 }
 
 /// Runtime state of a registered client (the registration itself is config).

@@ -4,7 +4,10 @@
 //! store contract with its in-process implementation, the OAuth 2.0 / OpenID
 //! Connect protocol checks, token minting and password hashing.
 
+pub mod accounts;
+pub mod challenge;
 pub mod clock;
+pub mod company;
 pub mod domain;
 pub mod ephemeral;
 pub mod error;
@@ -13,6 +16,7 @@ pub mod keys;
 pub mod notify;
 pub mod oidc;
 pub mod password;
+pub mod password_policy;
 pub mod ports;
 pub mod random;
 pub mod secret;

@@ -16,6 +16,29 @@ pub enum Message {
     LoginCode { code: String, valid_minutes: u32 },
     /// A code confirming a phone number being enrolled.
     PhoneVerificationCode { code: String, valid_minutes: u32 },
+    /// A link to choose a new password (forgot password).
+    PasswordResetLink { url: String, valid_minutes: u32 },
+    /// A link for a new member to define their password.
+    InvitationLink {
+        url: String,
+        valid_hours: u32,
+        org_name: String,
+        customer_id: String,
+    },
+    /// The password was changed or reset.
+    PasswordChanged,
+    /// The customer identifier of the account (forgot identifier).
+    CustomerIdReminder { customer_id: String },
+    /// A code confirming a new primary email address.
+    EmailChangeCode { code: String, valid_minutes: u32 },
+    /// Sent to the old address when the primary email changed.
+    EmailChanged { new_email: String },
+    /// To the creator: the organization waits for validation.
+    OrganizationCreated { org_name: String },
+    /// To every member: the organization was validated.
+    OrganizationValidated { org_name: String },
+    /// To the creator: the organization was rejected.
+    OrganizationRejected { org_name: String },
 }
 
 impl Message {
@@ -24,6 +47,15 @@ impl Message {
         match self {
             Self::LoginCode { .. } => "login_code",
             Self::PhoneVerificationCode { .. } => "phone_verification_code",
+            Self::PasswordResetLink { .. } => "password_reset_link",
+            Self::InvitationLink { .. } => "invitation_link",
+            Self::PasswordChanged => "password_changed",
+            Self::CustomerIdReminder { .. } => "customer_id_reminder",
+            Self::EmailChangeCode { .. } => "email_change_code",
+            Self::EmailChanged { .. } => "email_changed",
+            Self::OrganizationCreated { .. } => "organization_created",
+            Self::OrganizationValidated { .. } => "organization_validated",
+            Self::OrganizationRejected { .. } => "organization_rejected",
         }
     }
 }

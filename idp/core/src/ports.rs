@@ -3,8 +3,9 @@
 //! (SQLite and PostgreSQL).
 
 use crate::domain::{
-    AuditEvent, ClientId, ClientState, Consent, CustomerId, Email, KnownDevice, PasswordCredential,
-    RefreshTokenRecord, StoredCredential, StoredSigningKey, TokenFamily, TokenHash, User, UserId,
+    AuditEvent, ClientId, ClientState, Consent, CustomerId, Email, KnownDevice, Membership, OrgId,
+    OrgStatus, Organization, PasswordCredential, RefreshTokenRecord, Role, StoredCredential,
+    StoredSigningKey, TokenFamily, TokenHash, User, UserId,
 };
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -47,6 +48,13 @@ pub trait UserRepo: Send + Sync {
         phone: Option<&str>,
         verified: bool,
     ) -> Result<(), RepoError>;
+    /// Changes the primary email. Another account holding it (case-insensitive)
+    /// gives [`RepoError::Conflict`] and changes nothing.
+    async fn set_email(&self, user: UserId, email: &Email, verified: bool)
+    -> Result<(), RepoError>;
+    /// Sets or clears the backup email.
+    async fn set_backup_email(&self, user: UserId, email: Option<&Email>) -> Result<(), RepoError>;
+    async fn set_name(&self, user: UserId, name: Option<&str>) -> Result<(), RepoError>;
 }
 
 /// Authentication credentials of users (password for now; TOTP, WebAuthn, ...
@@ -157,6 +165,56 @@ pub trait AuditRepo: Send + Sync {
     async fn record(&self, event: &AuditEvent) -> Result<(), RepoError>;
     /// A user's most recent events, newest first.
     async fn list_for_user(&self, user: UserId, limit: u64) -> Result<Vec<AuditEvent>, RepoError>;
+    /// An organization's most recent events (`org_id` set), newest first.
+    async fn list_for_org(&self, org: OrgId, limit: u64) -> Result<Vec<AuditEvent>, RepoError>;
+}
+
+/// Organizations and their members.
+#[async_trait]
+pub trait OrgRepo: Send + Sync {
+    /// Inserts the organization and its creator's membership in one transaction.
+    /// A SIRET already registered by a pending or validated organization gives
+    /// [`RepoError::Conflict`] and writes nothing.
+    async fn create_org(&self, org: &Organization, creator: &Membership) -> Result<(), RepoError>;
+    async fn find_org(&self, id: OrgId) -> Result<Option<Organization>, RepoError>;
+    /// Organizations ordered by creation time, optionally of one status.
+    async fn list_orgs(
+        &self,
+        status: Option<OrgStatus>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<Organization>, RepoError>;
+    /// Moves an organization from `expected` to `new` status (compare-and-swap,
+    /// sets `decided_at`). Returns whether it moved.
+    async fn set_status(
+        &self,
+        id: OrgId,
+        expected: OrgStatus,
+        new: OrgStatus,
+        at: OffsetDateTime,
+    ) -> Result<bool, RepoError>;
+    /// Replaces the security settings (enforced MFA kinds, password policy).
+    async fn update_security(
+        &self,
+        id: OrgId,
+        mfa_required_for: &[String],
+        password_policy: &crate::password_policy::PasswordPolicy,
+    ) -> Result<(), RepoError>;
+    /// Adds a member; already a member gives [`RepoError::Conflict`].
+    async fn add_member(&self, m: &Membership) -> Result<(), RepoError>;
+    async fn find_membership(
+        &self,
+        org: OrgId,
+        user: UserId,
+    ) -> Result<Option<Membership>, RepoError>;
+    /// Members ordered by the time they joined.
+    async fn list_members(&self, org: OrgId) -> Result<Vec<Membership>, RepoError>;
+    /// Every organization a user belongs to.
+    async fn memberships_of(&self, user: UserId) -> Result<Vec<Membership>, RepoError>;
+    /// Returns whether the membership existed.
+    async fn set_roles(&self, org: OrgId, user: UserId, roles: &[Role]) -> Result<bool, RepoError>;
+    /// Returns whether the membership existed.
+    async fn remove_member(&self, org: OrgId, user: UserId) -> Result<bool, RepoError>;
 }
 
 /// Runtime state of registered clients.

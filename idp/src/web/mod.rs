@@ -1,9 +1,15 @@
 //! HTTP: the router, security layers and what handlers share (cookies, the
 //! client IP, themed pages). Handlers are thin: parse, call the core, render.
 
+pub mod account;
+pub mod account_devices;
+pub mod admin;
 pub mod authorize;
 pub mod discovery;
+pub(crate) mod forms;
 pub mod logout;
+pub mod orgs;
+pub mod recovery;
 pub mod token;
 
 use crate::app::AppState;
@@ -75,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/logout/confirm", post(logout::confirm))
         .route("/logged-out", get(logout::logged_out))
+        .merge(recovery::routes())
+        .merge(orgs::routes())
+        .merge(account::routes())
+        .merge(account_devices::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_origin,
@@ -82,6 +92,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(pages)
+        // Bearer-token JSON API: no cookies, so no Origin check.
+        .merge(admin::routes())
         .route("/introspect", post(token::introspect))
         .route("/assets/{theme}/{*path}", get(asset))
         .route("/healthz", get(healthz))

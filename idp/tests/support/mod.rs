@@ -89,6 +89,7 @@ fn client(id: &str, public: bool, format: AccessTokenFormat, alg: SigningAlg) ->
         require_pkce: false,
         lifetimes: Lifetimes::default(),
         login: idp_core::flow::definition::LoginPolicy::password_only(),
+        account: Default::default(),
     }
 }
 
@@ -116,6 +117,7 @@ pub fn client_with_flows(id: &str, flows_json: &str) -> Client {
         serde_json::from_str(flows_json).expect("flows JSON");
     Client {
         login: idp_core::flow::definition::parse_policy(&specs).expect("valid flows"),
+        account: Default::default(),
         ..client(id, false, AccessTokenFormat::Jwt, SigningAlg::ES256)
     }
 }
@@ -131,6 +133,8 @@ pub struct AppOptions {
     /// Deliver emails and SMS as configured (`[mail]`, `[sms]`) instead of
     /// into [`TestApp::outbox`].
     pub configured_delivery: bool,
+    /// Replaces the configured company registry (outage tests).
+    pub registry: Option<Arc<dyn idp_core::company::CompanyRegistry>>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -204,6 +208,7 @@ pub async fn spawn_app_adjusted(
         } else {
             Some(outbox.clone())
         },
+        registry: options.registry,
     };
     let state = app::build_state(&cfg, ClientRegistry::default(), overrides)
         .await

@@ -1,7 +1,7 @@
-//! `audit_events`: the audit trail. `user_id` has no foreign key: events
-//! outlive the users they are about.
+//! `audit_events`: the audit trail. `user_id` and `org_id` have no foreign
+//! key: events outlive the users and organizations they are about.
 
-use idp_core::domain::{AuditEvent, ClientId, UserId};
+use idp_core::domain::{AuditEvent, ClientId, OrgId, UserId};
 use idp_core::ports::RepoError;
 use sea_orm::ActiveValue::Set;
 use sea_orm::entity::prelude::*;
@@ -18,6 +18,7 @@ pub struct Model {
     pub user_id: Option<Uuid>,
     #[sea_orm(column_type = "Text", nullable)]
     pub client_id: Option<String>,
+    pub org_id: Option<Uuid>,
     #[sea_orm(column_type = "Text", nullable)]
     pub ip: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
@@ -41,6 +42,7 @@ impl TryFrom<&AuditEvent> for ActiveModel {
             kind: Set(e.kind.clone()),
             user_id: Set(e.user_id.map(|u| u.0)),
             client_id: Set(e.client_id.as_ref().map(|c| c.0.clone())),
+            org_id: Set(e.org_id.map(|o| o.0)),
             ip: Set(e.ip.clone()),
             user_agent: Set(e.user_agent.clone()),
             detail: Set(detail),
@@ -60,6 +62,7 @@ impl TryFrom<Model> for AuditEvent {
             kind: m.kind,
             user_id: m.user_id.map(UserId),
             client_id: m.client_id.map(ClientId),
+            org_id: m.org_id.map(OrgId),
             ip: m.ip,
             user_agent: m.user_agent,
             detail,

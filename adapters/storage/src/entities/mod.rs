@@ -8,6 +8,8 @@ pub mod client_states;
 pub mod consents;
 pub mod credentials;
 pub mod known_devices;
+pub mod memberships;
+pub mod organizations;
 pub mod refresh_tokens;
 pub mod signing_keys;
 pub mod token_families;

@@ -35,6 +35,9 @@ pub struct Model {
     /// Step kind of the login method passed last.
     #[sea_orm(column_type = "Text", nullable)]
     pub last_method: Option<String>,
+    /// Second address for account notices, as typed (never a login key).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub backup_email: Option<String>,
     pub created_at: TimeDateTimeWithTimeZone,
     pub updated_at: TimeDateTimeWithTimeZone,
     #[sea_orm(has_many)]
@@ -45,6 +48,8 @@ pub struct Model {
     pub consents: HasMany<super::consents::Entity>,
     #[sea_orm(has_many)]
     pub known_devices: HasMany<super::known_devices::Entity>,
+    #[sea_orm(has_many)]
+    pub memberships: HasMany<super::memberships::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}
@@ -64,6 +69,7 @@ impl From<&User> for ActiveModel {
             phone_verified: Set(u.phone_verified),
             mfa_required: Set(u.mfa_required),
             last_method: Set(u.last_method.clone()),
+            backup_email: Set(u.backup_email.as_ref().map(|e| e.as_str().to_owned())),
             created_at: Set(crate::stored_time(u.created_at)),
             updated_at: Set(crate::stored_time(u.updated_at)),
         }
@@ -80,6 +86,11 @@ impl TryFrom<Model> for User {
         let email = Email::parse(&m.email).map_err(|_| corrupt("email", &m.email))?;
         let customer_id = CustomerId::parse(&m.customer_id)
             .ok_or_else(|| corrupt("customer_id", &m.customer_id))?;
+        let backup_email = m
+            .backup_email
+            .as_deref()
+            .map(|b| Email::parse(b).map_err(|_| corrupt("backup_email", b)))
+            .transpose()?;
         let status = UserStatus::parse(&m.status).ok_or_else(|| corrupt("status", &m.status))?;
         Ok(User {
             id: UserId(m.id),
@@ -93,6 +104,7 @@ impl TryFrom<Model> for User {
             phone_verified: m.phone_verified,
             mfa_required: m.mfa_required,
             last_method: m.last_method,
+            backup_email,
             created_at: m.created_at,
             updated_at: m.updated_at,
         })

@@ -3,7 +3,7 @@
 use crate::entities::audit_events;
 use crate::{SeaStorage, db_err};
 use async_trait::async_trait;
-use idp_core::domain::{AuditEvent, UserId};
+use idp_core::domain::{AuditEvent, OrgId, UserId};
 use idp_core::ports::{AuditRepo, RepoError};
 use sea_orm::sea_query::Order;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -21,6 +21,23 @@ impl AuditRepo for SeaStorage {
     async fn list_for_user(&self, user: UserId, limit: u64) -> Result<Vec<AuditEvent>, RepoError> {
         audit_events::Entity::find()
             .filter(audit_events::Column::UserId.eq(user.0))
+            .order_by(
+                self.time_order((audit_events::Entity, audit_events::Column::At)),
+                Order::Desc,
+            )
+            .order_by_desc(audit_events::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(AuditEvent::try_from)
+            .collect()
+    }
+
+    async fn list_for_org(&self, org: OrgId, limit: u64) -> Result<Vec<AuditEvent>, RepoError> {
+        audit_events::Entity::find()
+            .filter(audit_events::Column::OrgId.eq(org.0))
             .order_by(
                 self.time_order((audit_events::Entity, audit_events::Column::At)),
                 Order::Desc,

@@ -90,6 +90,44 @@ impl UserRepo for SeaStorage {
         )
         .await
     }
+
+    async fn set_email(
+        &self,
+        user: UserId,
+        email: &Email,
+        verified: bool,
+    ) -> Result<(), RepoError> {
+        // One statement: when another account holds the address, the unique
+        // key on `email_normalized` refuses it and nothing changes.
+        self.update_user(
+            user,
+            [
+                (users::Column::Email, Expr::value(email.as_str())),
+                (
+                    users::Column::EmailNormalized,
+                    Expr::value(email.normalized()),
+                ),
+                (users::Column::EmailVerified, Expr::value(verified)),
+            ],
+        )
+        .await
+    }
+
+    async fn set_backup_email(&self, user: UserId, email: Option<&Email>) -> Result<(), RepoError> {
+        self.update_user(
+            user,
+            [(
+                users::Column::BackupEmail,
+                Expr::value(email.map(Email::as_str)),
+            )],
+        )
+        .await
+    }
+
+    async fn set_name(&self, user: UserId, name: Option<&str>) -> Result<(), RepoError> {
+        self.update_user(user, [(users::Column::Name, Expr::value(name))])
+            .await
+    }
 }
 
 impl SeaStorage {

@@ -372,6 +372,7 @@ mod tests {
             require_pkce: false,
             lifetimes: Lifetimes::default(),
             login: crate::flow::definition::LoginPolicy::password_only(),
+            account: Default::default(),
         }
     }
 

@@ -117,6 +117,40 @@ pub struct Client {
     pub lifetimes: Lifetimes,
     /// The login flows of this client (the first is the default).
     pub login: LoginPolicy,
+    /// Account journeys offered from this client's login pages.
+    pub account: ClientAccountSettings,
+}
+
+/// What a client's login pages offer around login (`[account]` in a client file).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientAccountSettings {
+    /// Show "create an organization" on the login page.
+    pub allow_org_creation: bool,
+    /// Validity of a password reset link started from this client (default:
+    /// `[accounts] reset_link_minutes`).
+    pub reset_link_minutes: Option<u32>,
+    /// The authentication kind this client's logins count as, for an
+    /// organization's enforced MFA (`console`, `api`, ...).
+    pub auth_kind: String,
+    /// The client's password rules (merged with the platform's and the
+    /// organization's: the strictest wins).
+    pub password_policy: crate::password_policy::PasswordPolicy,
+    /// Tokens this client obtains with `client_credentials` may call the
+    /// platform operator's admin API (validate organizations, ...).
+    pub platform_admin: bool,
+}
+
+impl Default for ClientAccountSettings {
+    fn default() -> Self {
+        Self {
+            allow_org_creation: false,
+            reset_link_minutes: None,
+            auth_kind: "console".into(),
+            password_policy: crate::password_policy::PasswordPolicy::default(),
+            platform_admin: false,
+        }
+    }
 }
 
 impl Client {

@@ -577,7 +577,10 @@ impl Provider {
                 Condition::Always => true,
                 Condition::Enrolled => !usable.is_empty(),
                 Condition::UnknownDevice => !self.is_known_device(flow, user).await?,
-                Condition::MfaRequired => user.is_some_and(|u| u.mfa_required),
+                Condition::MfaRequired => match user {
+                    Some(u) => self.mfa_required(u, client).await?,
+                    None => false,
+                },
             };
             // An unknown identifier goes through every stage the same way as
             // a known one would: it fails at its first secret, like a wrong
@@ -617,6 +620,27 @@ impl Provider {
                 enrolling,
             });
         }
+    }
+
+    /// Whether `user` must use a second factor when signing in to `client`:
+    /// set on the account, or enforced by one of the user's organizations for
+    /// the client's authentication kind (`[account] auth_kind`).
+    pub async fn mfa_required(&self, user: &User, client: &Client) -> Result<bool, CoreError> {
+        if user.mfa_required {
+            return Ok(true);
+        }
+        for m in self.ports.orgs.memberships_of(user.id).await? {
+            if let Some(org) = self.ports.orgs.find_org(m.org_id).await?
+                && org.status != crate::domain::OrgStatus::Rejected
+                && org
+                    .mfa_required_for
+                    .iter()
+                    .any(|k| k == &client.account.auth_kind)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The method the user used last among `pool`, else the first listed.
@@ -926,6 +950,9 @@ impl Provider {
         let cookie = crate::random::token();
         let ttl = secs(i64::from(self.settings.session_lifetime_secs));
         put_json(self.store.as_ref(), &session_key(&cookie), &session, ttl).await?;
+        // Listed on the account page ("active sessions", "sign out other
+        // sessions"): see `accounts::security` for the index.
+        self.index_session(&session, &cookie, meta).await?;
         self.audit(
             "login.succeeded",
             Some(user.id),

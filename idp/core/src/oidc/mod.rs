@@ -11,5 +11,6 @@ pub mod logout;
 pub mod provider;
 pub mod token;
 
+pub use client::ClientAccountSettings;
 pub use error::{ErrorCode, OAuthError};
 pub use provider::{Provider, ProviderPorts, ProviderSettings, RequestMeta};

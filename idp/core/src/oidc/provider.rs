@@ -12,8 +12,8 @@ use crate::flow::{StepPorts, StepRegistry};
 use crate::keys::SigningKeys;
 use crate::password::PasswordHasher;
 use crate::ports::{
-    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, RepoError, SigningKeyRepo,
-    TokenFamilyRepo, UserRepo,
+    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, OrgRepo, RepoError,
+    SigningKeyRepo, TokenFamilyRepo, UserRepo,
 };
 use crate::secret::{KeyEncryptionKey, Secret};
 use serde::Deserialize;
@@ -52,6 +52,7 @@ pub struct ProviderSettings {
     pub customer_id_suffix: String,
     pub throttle: ThrottleSettings,
     pub methods: crate::flow::MethodSettings,
+    pub accounts: crate::accounts::AccountSettings,
 }
 
 /// Durable storage ports.
@@ -65,6 +66,9 @@ pub struct ProviderPorts {
     pub audit: Arc<dyn AuditRepo>,
     pub client_states: Arc<dyn ClientStateRepo>,
     pub devices: Arc<dyn DeviceRepo>,
+    pub orgs: Arc<dyn OrgRepo>,
+    /// Looks up French companies by SIRET (not storage, but an outside system).
+    pub registry: Arc<dyn crate::company::CompanyRegistry>,
 }
 
 /// Facts about the HTTP request, for throttling and the audit trail.
@@ -84,7 +88,7 @@ pub struct Provider {
     /// The authentication methods.
     pub steps: StepRegistry,
     pub(crate) step_ports: StepPorts,
-    kek: KeyEncryptionKey,
+    pub(crate) kek: KeyEncryptionKey,
     keys: RwLock<Arc<SigningKeys>>,
     /// When each client was last recorded as used (see `touch_client`).
     client_touched: std::sync::Mutex<std::collections::HashMap<ClientId, i64>>,
@@ -202,12 +206,28 @@ impl Provider {
         meta: &RequestMeta,
         detail: serde_json::Value,
     ) {
+        self.audit_in_org(kind, user, None, client, meta, detail)
+            .await;
+    }
+
+    /// Records an event that concerns an organization (listed to its
+    /// administrators as well as to the user).
+    pub(crate) async fn audit_in_org(
+        &self,
+        kind: &str,
+        user: Option<UserId>,
+        org: Option<crate::domain::OrgId>,
+        client: Option<&ClientId>,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) {
         let ev = AuditEvent {
             id: uuid::Uuid::now_v7(),
             at: self.clock.now(),
             kind: kind.to_owned(),
             user_id: user,
             client_id: client.cloned(),
+            org_id: org,
             ip: meta.ip.clone(),
             user_agent: meta.user_agent.clone(),
             detail,
@@ -224,7 +244,15 @@ impl Provider {
         name: Option<String>,
         password: &Secret,
     ) -> Result<User, CreateUserError> {
-        check_password_policy(password)?;
+        let local_part = email
+            .as_str()
+            .rsplit_once('@')
+            .map_or(email.as_str(), |(local, _)| local);
+        check_password_policy(
+            &self.settings.accounts.password_policy,
+            password,
+            &[local_part],
+        )?;
         let phc = self.hasher.hash(password).await?;
         let now = self.clock.now();
         for _ in 0..8 {
@@ -240,6 +268,7 @@ impl Provider {
                 phone_verified: false,
                 mfa_required: false,
                 last_method: None,
+                backup_email: None,
                 created_at: now,
                 updated_at: now,
             };
@@ -298,7 +327,21 @@ impl Provider {
         user: UserId,
         password: &Secret,
     ) -> Result<(), CreateUserError> {
-        check_password_policy(password)?;
+        let Some(account) = self.ports.users.find_by_id(user).await? else {
+            return Err(CreateUserError::Core(CoreError::Internal(format!(
+                "no account with id {user}"
+            ))));
+        };
+        let local_part = account
+            .email
+            .as_str()
+            .rsplit_once('@')
+            .map_or(account.email.as_str(), |(local, _)| local);
+        check_password_policy(
+            &self.settings.accounts.password_policy,
+            password,
+            &[local_part, account.customer_id.as_str()],
+        )?;
         let phc = self.hasher.hash(password).await?;
         self.ports
             .credentials
@@ -309,6 +352,25 @@ impl Provider {
             })
             .await?;
         Ok(())
+    }
+
+    /// The password rules that apply: the platform's (`[accounts]
+    /// password_policy`), the client's and every organization's, the
+    /// strictest of each rule
+    /// ([`crate::password_policy::PasswordPolicy::strictest`]).
+    pub fn password_policy_for(
+        &self,
+        client: Option<&super::client::Client>,
+        orgs: &[crate::domain::Organization],
+    ) -> crate::password_policy::PasswordPolicy {
+        let platform = self.settings.accounts.password_policy.clone();
+        let with_client = match client {
+            Some(c) => platform.strictest(&c.account.password_policy),
+            None => platform,
+        };
+        orgs.iter().fold(with_client, |policy, org| {
+            policy.strictest(&org.password_policy)
+        })
     }
 }
 
@@ -344,8 +406,9 @@ fn keep_published(clients: &ClientRegistry) -> time::Duration {
 pub enum CreateUserError {
     #[error("an account with this email already exists")]
     EmailTaken,
-    #[error("{0}")]
-    WeakPassword(&'static str),
+    /// Every rule the password breaks.
+    #[error("{}", crate::password_policy::english_all(.0))]
+    WeakPassword(Vec<crate::password_policy::Violation>),
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -356,19 +419,17 @@ impl From<RepoError> for CreateUserError {
     }
 }
 
-/// Minimal policy until per-organization policies land: 8 to 128 characters
-/// (NIST 800-63B §5.1.1.2: at least 8, accept at least 64).
-pub fn check_password_policy(pw: &Secret) -> Result<(), CreateUserError> {
-    let n = pw.expose().chars().count();
-    if n < 8 {
-        return Err(CreateUserError::WeakPassword(
-            "the password must have at least 8 characters",
-        ));
+/// Checks `pw` against `policy`; `context` holds what it must not contain
+/// (email local part, customer identifier). Every broken rule is reported.
+pub fn check_password_policy(
+    policy: &crate::password_policy::PasswordPolicy,
+    pw: &Secret,
+    context: &[&str],
+) -> Result<(), CreateUserError> {
+    let violations = policy.check(pw.expose(), context);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(CreateUserError::WeakPassword(violations))
     }
-    if n > 128 {
-        return Err(CreateUserError::WeakPassword(
-            "the password must have at most 128 characters",
-        ));
-    }
-    Ok(())
 }

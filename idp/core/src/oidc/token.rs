@@ -527,7 +527,8 @@ impl Provider {
             )
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
-            Some(self.mint_id_token(f, &access_token)?)
+            let orgs = self.organizations_claim(f.user, f.scope).await?;
+            Some(self.mint_id_token(f, &access_token, orgs)?)
         } else {
             None
         };
@@ -541,7 +542,12 @@ impl Provider {
         })
     }
 
-    fn mint_id_token(&self, f: &GrantFacts<'_>, access_token: &str) -> Result<String, OAuthError> {
+    fn mint_id_token(
+        &self,
+        f: &GrantFacts<'_>,
+        access_token: &str,
+        organizations: Option<Value>,
+    ) -> Result<String, OAuthError> {
         let now = self.clock.now().unix_timestamp();
         let mut c = Map::new();
         c.insert("iss".into(), self.settings.issuer.clone().into());
@@ -566,6 +572,9 @@ impl Provider {
         }
         c.insert("at_hash".into(), at_hash(access_token).into());
         user_claims(f.user, f.scope, &mut c);
+        if let Some(o) = organizations {
+            c.insert("organizations".into(), o);
+        }
         Ok(self.keys().sign(f.client.id_token_alg, "JWT", c)?)
     }
 
@@ -734,6 +743,9 @@ impl Provider {
         let mut c = Map::new();
         c.insert("sub".into(), user.id.to_string().into());
         user_claims(&user, &info.scope, &mut c);
+        if let Some(o) = self.organizations_claim(&user, &info.scope).await? {
+            c.insert("organizations".into(), o);
+        }
         Ok(c)
     }
 
@@ -908,6 +920,37 @@ pub fn check_code_verifier(
                 ))
             }
         }
+    }
+}
+
+impl Provider {
+    /// The `organizations` claim (with the `profile` scope, for users who
+    /// belong to at least one): `[{id, name, status, roles}]`, so relying
+    /// parties can restrict members of a pending organization.
+    async fn organizations_claim(
+        &self,
+        user: &User,
+        scope: &str,
+    ) -> Result<Option<Value>, CoreError> {
+        if !has_scope(scope, "profile") {
+            return Ok(None);
+        }
+        let orgs = self.user_organizations(user.id).await?;
+        if orgs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Value::Array(
+            orgs.into_iter()
+                .map(|(o, roles)| {
+                    json!({
+                        "id": o.id,
+                        "name": o.name,
+                        "status": o.status.as_str(),
+                        "roles": roles,
+                    })
+                })
+                .collect(),
+        )))
     }
 }
 

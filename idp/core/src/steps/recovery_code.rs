@@ -68,17 +68,28 @@ pub async fn issue_if_first(
     cx: &StepCx<'_>,
     user: &User,
 ) -> Result<Option<Vec<String>>, CoreError> {
-    if cx
-        .ports
-        .credentials
-        .list_credentials(user.id, KIND)
-        .await?
-        .is_empty()
-    {
-        Ok(Some(regenerate(cx.ports, user).await?))
+    issue_if_none(cx.ports, user).await
+}
+
+/// Fresh codes if the user has none left (to be shown once), else `None`.
+pub async fn issue_if_none(
+    ports: &StepPorts,
+    user: &User,
+) -> Result<Option<Vec<String>>, CoreError> {
+    if remaining(ports, user).await? == 0 {
+        Ok(Some(regenerate(ports, user).await?))
     } else {
         Ok(None)
     }
+}
+
+/// How many unused recovery codes the user has.
+pub async fn remaining(ports: &StepPorts, user: &User) -> Result<usize, CoreError> {
+    Ok(ports
+        .credentials
+        .list_credentials(user.id, KIND)
+        .await?
+        .len())
 }
 
 #[async_trait]

@@ -18,7 +18,9 @@
 
 use crate::domain::{StoredCredential, User};
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{
+    Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome, StepPorts,
+};
 use crate::ports::RepoError;
 use crate::secret::KeyEncryptionKey;
 use async_trait::async_trait;
@@ -103,8 +105,8 @@ fn generator(
 }
 
 /// Unix seconds of the injected clock (0 before 1970, which never happens).
-fn unix_now(cx: &StepCx<'_>) -> u64 {
-    u64::try_from(cx.ports.clock.now().unix_timestamp()).unwrap_or(0)
+fn unix_now(ports: &StepPorts) -> u64 {
+    u64::try_from(ports.clock.now().unix_timestamp()).unwrap_or(0)
 }
 
 /// What the user typed, without spaces (apps show `123 456`).
@@ -210,6 +212,87 @@ fn recovery_codes_challenge(codes: Option<Vec<String>>) -> Challenge {
     }
 }
 
+/// What an enrollment page shows for a pending seed. The seed itself stays
+/// sealed server-side (in a flow's scratch, or the short-lived store for the
+/// account page) until a code confirms it.
+#[derive(Clone)]
+pub struct TotpSetup {
+    /// The seed sealed with the key-encryption key (compact JWE).
+    pub sealed_seed: String,
+    /// The otpauth URL as a QR code (PNG data URI).
+    pub qr: String,
+    /// The base32 key in groups of four, for typing into an app.
+    pub key: String,
+    pub issuer: String,
+    pub account: String,
+}
+
+/// A fresh seed for `user`, sealed, with its QR code and key.
+pub fn begin_enrollment(ports: &StepPorts, user: &User) -> Result<TotpSetup, CoreError> {
+    let sealed = ports
+        .kek
+        .seal(totp_rs::Secret::generate().to_base32().as_bytes())?;
+    enrollment_setup(ports, user, &sealed)
+}
+
+/// The QR code and key of a sealed pending seed (the same on every display).
+pub fn enrollment_setup(
+    ports: &StepPorts,
+    user: &User,
+    sealed_seed: &str,
+) -> Result<TotpSetup, CoreError> {
+    let seed = open_seed(&ports.kek, sealed_seed)?;
+    let key = grouped(&seed.to_base32());
+    let issuer = ports.settings.totp_issuer.as_str();
+    let totp = generator(seed, Some((issuer, user.email.as_str())))?;
+    // Not `{e}`: the error of a URL too long to draw carries the URL, seed included.
+    let qr = totp.to_qr_base64().map_err(|_| {
+        CoreError::Internal("TOTP QR code: the otpauth URL (issuer, account) is too long".into())
+    })?;
+    Ok(TotpSetup {
+        sealed_seed: sealed_seed.to_owned(),
+        qr: format!("data:image/png;base64,{qr}"),
+        key,
+        issuer: totp.issuer().unwrap_or_default().to_owned(),
+        account: totp.account_name().to_owned(),
+    })
+}
+
+/// Confirms a pending seed with the first code the app shows and stores the
+/// device under `id` with `name` (already checked by the caller). The inner
+/// `Err` is the message id shown to the user: a wrong code, or a concurrent
+/// confirmation of the same enrollment (the insert under `id` conflicts).
+pub async fn finish_enrollment(
+    ports: &StepPorts,
+    user: &User,
+    sealed_seed: &str,
+    name: String,
+    code: &str,
+    id: Uuid,
+) -> Result<Result<StoredCredential, &'static str>, CoreError> {
+    let seed = open_seed(&ports.kek, sealed_seed)?;
+    let totp = generator(seed.clone(), None)?;
+    let Some(step) = matching_step(&totp, &normalize_code(Some(code)), unix_now(ports), None)
+    else {
+        return Ok(Err("login.totp.invalid"));
+    };
+    let now = ports.clock.now();
+    let device = StoredCredential {
+        id,
+        user_id: user.id,
+        kind: KIND.into(),
+        label: Some(name),
+        secret: StoredTotp::seal(&ports.kek, &seed, Some(step))?.encode()?,
+        created_at: now,
+        last_used_at: Some(now),
+    };
+    match ports.credentials.create_credential(&device).await {
+        Ok(()) => Ok(Ok(device)),
+        Err(RepoError::Conflict(_)) => Ok(Err("login.totp.invalid")),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The enrollment page for the sealed seed: QR code and key to type.
 fn enrollment_challenge(
     cx: &StepCx<'_>,
@@ -217,19 +300,12 @@ fn enrollment_challenge(
     sealed_seed: &str,
     name: &str,
 ) -> Result<Challenge, CoreError> {
-    let seed = open_seed(&cx.ports.kek, sealed_seed)?;
-    let key = grouped(&seed.to_base32());
-    let issuer = cx.ports.settings.totp_issuer.as_str();
-    let totp = generator(seed, Some((issuer, user.email.as_str())))?;
-    // Not `{e}`: the error of a URL too long to draw carries the URL, seed included.
-    let qr = totp.to_qr_base64().map_err(|_| {
-        CoreError::Internal("TOTP QR code: the otpauth URL (issuer, account) is too long".into())
-    })?;
+    let setup = enrollment_setup(cx.ports, user, sealed_seed)?;
     Ok(Challenge::new("totp_enroll")
-        .with("qr", format!("data:image/png;base64,{qr}"))
-        .with("key", key)
-        .with("issuer", totp.issuer().unwrap_or_default())
-        .with("account", totp.account_name())
+        .with("qr", setup.qr)
+        .with("key", setup.key)
+        .with("issuer", setup.issuer)
+        .with("account", setup.account)
         .with("name", name)
         .with("name_max", MAX_DEVICE_NAME_CHARS))
 }
@@ -286,7 +362,7 @@ impl Step for TotpStep {
             return Ok(rejected());
         };
         let code = normalize_code(input.get("code"));
-        let now = unix_now(cx);
+        let now = unix_now(cx.ports);
         let kek = &cx.ports.kek;
         for device in cx.ports.credentials.list_credentials(user.id, KIND).await? {
             // A device that cannot be read (corrupt, or sealed with another
@@ -382,31 +458,19 @@ impl Step for TotpStep {
             Ok(n) => n,
             Err(e) => return refuse(cx, e),
         };
-        let seed = open_seed(&cx.ports.kek, &sealed)?;
-        let totp = generator(seed.clone(), None)?;
-        let Some(step) = matching_step(
-            &totp,
-            &normalize_code(input.get("code")),
-            unix_now(cx),
-            None,
-        ) else {
-            return refuse(cx, "login.totp.invalid");
-        };
-        let now = cx.ports.clock.now();
-        let device = StoredCredential {
-            id: enrolled_credential_id(cx.flow_id, user),
-            user_id: user.id,
-            kind: KIND.into(),
-            label: Some(name),
-            secret: StoredTotp::seal(&cx.ports.kek, &seed, Some(step))?.encode()?,
-            created_at: now,
-            last_used_at: Some(now),
-        };
-        match cx.ports.credentials.create_credential(&device).await {
-            Ok(()) => {}
-            // A concurrent submit of this same enrollment created it.
-            Err(RepoError::Conflict(_)) => return refuse(cx, "login.totp.invalid"),
-            Err(e) => return Err(e.into()),
+        // A concurrent submit of this same enrollment creates the device
+        // under the same derived id: the second one is refused.
+        if let Err(error) = finish_enrollment(
+            cx.ports,
+            user,
+            &sealed,
+            name,
+            input.get("code").unwrap_or_default(),
+            enrolled_credential_id(cx.flow_id, user),
+        )
+        .await?
+        {
+            return refuse(cx, error);
         }
         scratch.pending_seed = None;
         match crate::steps::recovery_code::issue_if_first(cx, user).await? {

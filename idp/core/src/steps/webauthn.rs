@@ -66,6 +66,15 @@ impl UserVerification {
             .flow
             .and_then(|f| f.webauthn_user_verification.as_deref())
             .unwrap_or(&cx.ports.settings.webauthn_user_verification);
+        Self::setting(s)
+    }
+
+    /// The provider-wide setting (outside login flows: the account page).
+    fn provider_wide(ports: &StepPorts) -> Result<Self, CoreError> {
+        Self::setting(&ports.settings.webauthn_user_verification)
+    }
+
+    fn setting(s: &str) -> Result<Self, CoreError> {
         Self::parse(s).ok_or_else(|| {
             CoreError::Internal(format!(
                 "login_methods.webauthn_user_verification = {s:?}: expected required, preferred or discouraged"
@@ -654,38 +663,96 @@ impl Step for WebauthnStep {
         };
         let uv = UserVerification::of(cx)?;
         let rp = relying_party(&cx.ports.webauthn, uv)?;
-        let (credential_id, secret) = match finish_registration(&rp, &state, &posted)? {
-            Ok(registered) => registered,
-            Err(e) => {
-                tracing::info!(user = %user.id, error = %e, "WebAuthn registration refused");
-                return self
-                    .enrollment_rejected(cx, "login.webauthn.enroll_failed", &name)
-                    .await;
-            }
-        };
-        let keys = enrolled_keys(cx.ports, user.id).await?;
-        if key_for(keys, credential_id.as_slice()).is_some() {
-            return self
-                .enrollment_rejected(cx, "login.webauthn.already_registered", &name)
-                .await;
-        }
-        cx.ports
-            .credentials
-            .create_credential(&StoredCredential {
-                id: Uuid::now_v7(),
-                user_id: user.id,
-                kind: KIND.into(),
-                label: Some(name),
-                secret: secret.clone(),
-                created_at: cx.ports.clock.now(),
-                last_used_at: None,
-            })
-            .await?;
-        tracing::info!(user = %user.id, "WebAuthn key enrolled");
-        let (backup_eligible, user_verified) = registered_flags(&secret);
+        let stored =
+            match store_registration(cx.ports, &rp, user, &state, &posted, name.clone()).await? {
+                Ok(stored) => stored,
+                Err(error) => return self.enrollment_rejected(cx, error, &name).await,
+            };
+        let (backup_eligible, user_verified) = registered_flags(&stored.secret);
         let amr = amr(backup_eligible, user_verified);
         finish_enrollment(cx, user, amr).await
     }
+}
+
+/// Checks a registration and stores the new key under `name`; the inner
+/// `Err` is the message id shown to the user.
+async fn store_registration(
+    ports: &StepPorts,
+    rp: &Webauthn,
+    user: &User,
+    state: &RegistrationState,
+    posted: &RegisterPublicKeyCredential,
+    name: String,
+) -> Result<Result<StoredCredential, &'static str>, CoreError> {
+    let (credential_id, secret) = match finish_registration(rp, state, posted)? {
+        Ok(registered) => registered,
+        Err(e) => {
+            tracing::info!(user = %user.id, error = %e, "WebAuthn registration refused");
+            return Ok(Err("login.webauthn.enroll_failed"));
+        }
+    };
+    let keys = enrolled_keys(ports, user.id).await?;
+    if key_for(keys, credential_id.as_slice()).is_some() {
+        return Ok(Err("login.webauthn.already_registered"));
+    }
+    let stored = StoredCredential {
+        id: Uuid::now_v7(),
+        user_id: user.id,
+        kind: KIND.into(),
+        label: Some(name),
+        secret,
+        created_at: ports.clock.now(),
+        last_used_at: None,
+    };
+    ports.credentials.create_credential(&stored).await?;
+    tracing::info!(user = %user.id, "WebAuthn key enrolled");
+    Ok(Ok(stored))
+}
+
+/// Starts registering a key outside a login flow (the account page), under
+/// the provider-wide user verification setting: the creation options for
+/// the browser (as `webauthn.js` reads them) and the ceremony state to keep
+/// server-side until the browser answers (opaque JSON, single use).
+pub async fn begin_registration(
+    ports: &StepPorts,
+    user: &User,
+) -> Result<(serde_json::Value, String), CoreError> {
+    let uv = UserVerification::provider_wide(ports)?;
+    let rp = relying_party(&ports.webauthn, uv)?;
+    let exclude: Vec<CredentialID> = enrolled_keys(ports, user.id)
+        .await?
+        .iter()
+        .map(|k| k.passkey.cred_id().clone())
+        .collect();
+    let (options, state) = start_registration(&rp, uv, user, exclude)?;
+    let state = serde_json::to_string(&state)
+        .map_err(|e| CoreError::Internal(format!("WebAuthn registration state: {e}")))?;
+    Ok((options, state))
+}
+
+/// Finishes a registration begun by [`begin_registration`]: `credential` is
+/// the JSON `webauthn.js` posts. Stores the key under `name` (checked by the
+/// caller); the inner `Err` is the message id shown to the user.
+pub async fn finish_registration_for(
+    ports: &StepPorts,
+    user: &User,
+    state: &str,
+    credential: &str,
+    name: String,
+) -> Result<Result<StoredCredential, &'static str>, CoreError> {
+    let Ok(state) = serde_json::from_str::<RegistrationState>(state) else {
+        return Ok(Err("login.webauthn.enroll_failed"));
+    };
+    let credential = credential.trim();
+    let Some(posted) = (!credential.is_empty())
+        .then(|| serde_json::from_str::<RegisterPublicKeyCredential>(credential).ok())
+        .flatten()
+    else {
+        return Ok(Err("login.webauthn.no_credential"));
+    };
+    let uv = UserVerification::provider_wide(ports)?;
+    let rp = relying_party(&ports.webauthn, uv)?;
+    store_registration(ports, &rp, user, &state, &posted, name).await
 }
 
 /// After a key is stored: the first second factor brings recovery codes,
@@ -736,6 +803,7 @@ mod tests {
             phone_verified: false,
             mfa_required: false,
             last_method: None,
+            backup_email: None,
             created_at: now,
             updated_at: now,
         }

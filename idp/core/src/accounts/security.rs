@@ -1,0 +1,859 @@
+//! The signed-in user's own security settings (the account page): change the
+//! password, change the primary email (proved by a code sent to the new
+//! address), set a backup email, see and end sessions, see what protects the
+//! account and what happened to it recently.
+//!
+//! # Sessions index
+//!
+//! SSO sessions live in the short-lived store under `session:<hash of the
+//! cookie>`; nothing there lists a user's sessions. So every login also
+//! records the session in `user_sessions:<user id>`, a JSON list of
+//! [`SessionEntry`] updated by compare-and-swap (`put_new` / `replace_if`):
+//! two logins at the same moment cannot lose each other's entry. Entries of
+//! expired sessions are pruned at each update; entries of sessions ended
+//! elsewhere (logout) are pruned when the list is read. The index lives as
+//! long as its longest session.
+//!
+//! # Email change
+//!
+//! A change of the primary email is pending until the user types the 6-digit
+//! code sent to the new address: `email_change:<user id>` holds the new
+//! address, a keyed hash of the code, the wrong attempts so far and the
+//! expiry (`[accounts] email_change_code_minutes`). The pending change is
+//! bound to the session that asked for it. Whether the new address already
+//! belongs to another account is only said once the code proved the user
+//! owns it, so the form cannot be used to find out who has an account.
+
+use crate::domain::{AuditEvent, ClientId, Email, PasswordCredential, TokenHash, User, UserId};
+use crate::ephemeral::get_json;
+use crate::error::CoreError;
+use crate::notify::{Message, Notification};
+use crate::oidc::client::Client;
+use crate::oidc::login::SsoSession;
+use crate::oidc::{Provider, RequestMeta};
+use crate::password::PasswordCheck;
+use crate::password_policy::{PasswordPolicy, Violation};
+use crate::ports::RepoError;
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// How old an authentication may be for a sensitive change (password,
+/// primary email): older sessions sign in again first.
+pub const RECENT_AUTH_SECS: i64 = 600;
+/// Sessions kept in a user's index; past it the oldest session is ended.
+const MAX_INDEXED_SESSIONS: usize = 100;
+/// Codes sent to new addresses per user and hour.
+const MAX_EMAIL_CODES_PER_HOUR: u64 = 5;
+const EMAIL_CODE_MAC_PURPOSE: &str = "email-change-code";
+const CODE_LEN: usize = 6;
+
+/// One of a user's SSO sessions, as the account page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    /// The session's public id (the `sid` claim).
+    pub sid: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// SHA-256 of the session cookie: the session's key in the store is
+    /// `session:<key_hash>`. Lets the session be ended without its cookie.
+    pub key_hash: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+fn index_key(user: UserId) -> String {
+    format!("user_sessions:{user}")
+}
+
+/// The store key of a session, from the hash of its cookie (the same key as
+/// `session_key` in `oidc/login.rs`).
+fn session_key_of(key_hash: &str) -> String {
+    format!("session:{key_hash}")
+}
+
+fn email_change_key(user: UserId) -> String {
+    format!("email_change:{user}")
+}
+
+/// What protects an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProtectionStatus {
+    /// Named authenticator apps.
+    pub totp_devices: Vec<String>,
+    /// Named security keys and passkeys.
+    pub webauthn_keys: Vec<String>,
+    /// A verified mobile number (texted codes).
+    pub phone_verified: bool,
+    pub recovery_codes_left: usize,
+    /// Whether any second factor is enrolled.
+    pub has_second_factor: bool,
+    /// A second factor is required on the account itself.
+    pub mfa_required_on_account: bool,
+    /// Organizations that require a second factor of their members.
+    pub enforced_by: Vec<EnforcingOrg>,
+}
+
+/// An organization enforcing a second factor, and for which kinds of login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnforcingOrg {
+    pub name: String,
+    /// Authentication kinds (`console`, `api`, ...).
+    pub kinds: Vec<String>,
+}
+
+/// What is wrong with a password change form (every problem at once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordProblems {
+    /// The current password is missing or wrong.
+    pub current_wrong: bool,
+    /// The confirmation differs from the new password.
+    pub mismatch: bool,
+    /// Rules the new password breaks.
+    pub violations: Vec<Violation>,
+}
+
+impl PasswordProblems {
+    fn is_empty(&self) -> bool {
+        !self.current_wrong && !self.mismatch && self.violations.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordChangeError {
+    #[error("the password change was refused")]
+    Invalid(PasswordProblems),
+    /// Too many wrong current passwords: try again later.
+    #[error("too many wrong passwords; try again in {retry_after_secs} seconds")]
+    Locked { retry_after_secs: u64 },
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+/// A primary email change waiting for its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEmailChange {
+    pub new_email: Email,
+    pub valid_minutes: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmailChangeError {
+    #[error("not a valid email address")]
+    InvalidAddress,
+    #[error("this is already the account's address")]
+    SameAddress,
+    #[error("too many codes were sent; try again later")]
+    TooManyCodes,
+    #[error("the code could not be sent")]
+    SendFailed,
+    #[error("no email change is pending")]
+    NothingPending,
+    #[error("wrong code")]
+    WrongCode,
+    /// The pending change (to `address`) has expired.
+    #[error("the code has expired")]
+    Expired { address: Email },
+    /// The pending change (to `address`) died of too many wrong codes.
+    #[error("too many wrong codes")]
+    TooManyAttempts { address: Email },
+    /// Said only after the code proved the user owns `address`.
+    #[error("the address belongs to another account")]
+    AddressInUse { address: Email },
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupEmailError {
+    #[error("not a valid email address")]
+    InvalidAddress,
+    #[error("the backup address must differ from the primary one")]
+    SameAsPrimary,
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EmailChangeRecord {
+    new_email: Email,
+    /// Keyed hash of the code, bound to the user and the address.
+    mac: String,
+    attempts: u32,
+    /// Unix seconds.
+    expires_at: i64,
+    /// The session that asked (only it may confirm).
+    sid: String,
+    client_id: Option<ClientId>,
+}
+
+/// The S256 PKCE challenge of a verifier (RFC 7636 §4.2), for the
+/// provider's own pages that sign in through OIDC (the account page).
+pub fn pkce_s256(verifier: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+fn new_code() -> String {
+    format!("{:06}", crate::random::below(1_000_000))
+}
+
+/// The typed code without spaces or dashes, if it is 6 digits.
+fn normalize_code(typed: &str) -> Option<String> {
+    let code: String = typed
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .collect();
+    (code.len() == CODE_LEN && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(n.max(1) as u64)
+}
+
+impl Provider {
+    /// Whether the session's authentication is recent enough for a
+    /// sensitive change ([`RECENT_AUTH_SECS`]).
+    pub fn is_recent_auth(&self, session: &SsoSession) -> bool {
+        self.clock.now().unix_timestamp() - session.auth_time <= RECENT_AUTH_SECS
+    }
+
+    /// Applies `change` to the user's session index (compare-and-swap, retried
+    /// on contention). Expired entries are dropped; past
+    /// [`MAX_INDEXED_SESSIONS`] the oldest are dropped and returned, for the
+    /// caller to end.
+    async fn update_session_index(
+        &self,
+        user: UserId,
+        change: impl Fn(&mut Vec<SessionEntry>),
+    ) -> Result<Vec<SessionEntry>, CoreError> {
+        let key = index_key(user);
+        for _ in 0..32 {
+            let now = self.clock.now().unix_timestamp();
+            let old = self.store.get(&key).await?;
+            let mut list: Vec<SessionEntry> = match &old {
+                Some(bytes) => serde_json::from_slice(bytes).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "session index unreadable; starting a new one");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            list.retain(|e| e.expires_at > now);
+            change(&mut list);
+            list.sort_by_key(|e| e.created_at);
+            let evicted: Vec<SessionEntry> = if list.len() > MAX_INDEXED_SESSIONS {
+                list.drain(..list.len() - MAX_INDEXED_SESSIONS).collect()
+            } else {
+                Vec::new()
+            };
+            let ttl = secs(list.iter().map(|e| e.expires_at).max().unwrap_or(now) - now);
+            let new = serde_json::to_vec(&list).map_err(|e| CoreError::Internal(e.to_string()))?;
+            let written = match &old {
+                None => self.store.put_new(&key, &new, ttl).await?,
+                Some(old) => self.store.replace_if(&key, old, &new, ttl).await?,
+            };
+            if written {
+                return Ok(evicted);
+            }
+        }
+        Err(CoreError::Internal(
+            "the session index kept changing; giving up".into(),
+        ))
+    }
+
+    /// Records a new SSO session in its user's index (called when a login
+    /// completes).
+    pub(crate) async fn index_session(
+        &self,
+        session: &SsoSession,
+        cookie: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), CoreError> {
+        let entry = SessionEntry {
+            sid: session.sid.clone(),
+            created_at: session.auth_time,
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+            key_hash: TokenHash::of(cookie).as_str().to_owned(),
+            expires_at: session.expires_at,
+        };
+        let evicted = self
+            .update_session_index(session.user_id, |list| {
+                list.retain(|e| e.sid != entry.sid);
+                list.push(entry.clone());
+            })
+            .await?;
+        for e in evicted {
+            self.store.delete(&session_key_of(&e.key_hash)).await?;
+        }
+        Ok(())
+    }
+
+    /// The user's live sessions, newest first. Entries of sessions ended
+    /// meanwhile (logout, expiry) are dropped from the index.
+    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionEntry>, CoreError> {
+        let now = self.clock.now().unix_timestamp();
+        let list: Vec<SessionEntry> = get_json(self.store.as_ref(), &index_key(user))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "session index unreadable");
+                None
+            })
+            .unwrap_or_default();
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for e in list {
+            let exists = e.expires_at > now
+                && get_json::<SsoSession>(self.store.as_ref(), &session_key_of(&e.key_hash))
+                    .await?
+                    .is_some_and(|s| s.sid == e.sid && s.user_id == user && s.expires_at > now);
+            if exists {
+                live.push(e);
+            } else {
+                gone.push(e.sid);
+            }
+        }
+        if !gone.is_empty() {
+            self.update_session_index(user, |list| list.retain(|e| !gone.contains(&e.sid)))
+                .await?;
+        }
+        live.sort_by_key(|e| std::cmp::Reverse(e.created_at));
+        Ok(live)
+    }
+
+    /// Ends every session of the user but `current_sid`, and revokes the
+    /// tokens issued from them. Returns how many were ended.
+    pub async fn sign_out_other_sessions(
+        &self,
+        user: &User,
+        current_sid: &str,
+        meta: &RequestMeta,
+    ) -> Result<usize, CoreError> {
+        let others: Vec<SessionEntry> = self
+            .list_sessions(user.id)
+            .await?
+            .into_iter()
+            .filter(|e| e.sid != current_sid)
+            .collect();
+        let now = self.clock.now();
+        for e in &others {
+            self.store.delete(&session_key_of(&e.key_hash)).await?;
+            let grants = self
+                .ports
+                .families
+                .revoke_families_of_session(&e.sid, now, "signed_out_by_user")
+                .await?;
+            self.audit(
+                "session.revoked",
+                Some(user.id),
+                None,
+                meta,
+                serde_json::json!({"sid": e.sid, "grants_revoked": grants, "by": "user"}),
+            )
+            .await;
+        }
+        let ended: Vec<String> = others.iter().map(|e| e.sid.clone()).collect();
+        self.update_session_index(user.id, |list| list.retain(|e| !ended.contains(&e.sid)))
+            .await?;
+        Ok(others.len())
+    }
+
+    /// Ends a session this browser no longer uses (its cookie, of hash
+    /// `cookie_hash` ([`TokenHash`] hex), was replaced by a new login), without revoking the
+    /// tokens issued from it: the same person holds them.
+    pub async fn forget_replaced_session(&self, cookie_hash: &str) -> Result<(), CoreError> {
+        let key = session_key_of(cookie_hash);
+        if let Some(s) = get_json::<SsoSession>(self.store.as_ref(), &key).await? {
+            self.store.delete(&key).await?;
+            self.update_session_index(s.user_id, |list| list.retain(|e| e.sid != s.sid))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The password rules for this user: the platform's, the client's (when
+    /// the change is made from one) and those of the user's organizations,
+    /// the strictest of each.
+    pub async fn password_policy_for_user(
+        &self,
+        client: Option<&Client>,
+        user: &User,
+    ) -> Result<PasswordPolicy, CoreError> {
+        let mut orgs = Vec::new();
+        for m in self.ports.orgs.memberships_of(user.id).await? {
+            if let Some(org) = self.ports.orgs.find_org(m.org_id).await? {
+                orgs.push(org);
+            }
+        }
+        Ok(self.password_policy_for(client, &orgs))
+    }
+
+    /// Whether the user has a password (an invited member who never set
+    /// one, or a passkey-only account, has none).
+    pub async fn has_password(&self, user: UserId) -> Result<bool, CoreError> {
+        Ok(self.ports.credentials.find_password(user).await?.is_some())
+    }
+
+    /// Sends `message` to `to`, themed for `client`; a failed delivery is
+    /// logged, not returned (for notices of something already done).
+    async fn send_notice(
+        &self,
+        to: &Email,
+        message: Message,
+        client: Option<&Client>,
+        locale: &str,
+    ) {
+        let n = Notification {
+            message,
+            locale: locale.to_owned(),
+            theme: client.map_or_else(|| "default".to_owned(), |c| c.theme.clone()),
+            client_name: client.map(|c| c.name.clone()).unwrap_or_default(),
+        };
+        if let Err(e) = self.step_ports.notifier.email(to, &n).await {
+            tracing::warn!(error = %e, template = n.message.template(), "notice not delivered");
+        }
+    }
+
+    /// Changes the user's password: the current one must be right (when the
+    /// account has one), the new one must follow `policy` and match its
+    /// confirmation. Wrong current passwords are throttled like failed
+    /// logins. The user is emailed that their password changed; emailed
+    /// reset links sent before stop working.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_password(
+        &self,
+        user: &User,
+        client: Option<&Client>,
+        current: &Secret,
+        new: &Secret,
+        confirmation: &Secret,
+        locale: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), PasswordChangeError> {
+        let throttle_key = format!("password_change_failures:{}", user.id);
+        let limits = self.settings.throttle;
+        let failures = self
+            .store
+            .get(&throttle_key)
+            .await
+            .map_err(CoreError::from)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if failures >= u64::from(limits.account_max_failures) {
+            let left = self
+                .store
+                .ttl(&throttle_key)
+                .await
+                .map_err(CoreError::from)?
+                .unwrap_or_default();
+            return Err(PasswordChangeError::Locked {
+                retry_after_secs: left.as_secs().max(1),
+            });
+        }
+        let mut problems = PasswordProblems::default();
+        if let Some(stored) = self
+            .ports
+            .credentials
+            .find_password(user.id)
+            .await
+            .map_err(CoreError::from)?
+        {
+            let check = self.hasher.verify(current, Some(&stored.phc)).await?;
+            if !matches!(check, PasswordCheck::Match { .. }) {
+                problems.current_wrong = true;
+                self.store
+                    .incr(
+                        &throttle_key,
+                        Duration::from_secs(u64::from(limits.window_secs)),
+                    )
+                    .await
+                    .map_err(CoreError::from)?;
+                self.audit(
+                    "password.change_failed",
+                    Some(user.id),
+                    client.map(|c| &c.id),
+                    meta,
+                    serde_json::json!({"reason": "wrong_current_password"}),
+                )
+                .await;
+            }
+        }
+        let policy = self.password_policy_for_user(client, user).await?;
+        let context = [
+            user.email.as_str().split('@').next().unwrap_or(""),
+            user.customer_id.as_str(),
+        ];
+        problems.violations = policy.check(new.expose(), &context);
+        problems.mismatch = new.expose() != confirmation.expose();
+        if !problems.is_empty() {
+            return Err(PasswordChangeError::Invalid(problems));
+        }
+        let phc = self.hasher.hash(new).await?;
+        self.ports
+            .credentials
+            .set_password(&PasswordCredential {
+                user_id: user.id,
+                phc,
+                updated_at: self.clock.now(),
+            })
+            .await
+            .map_err(CoreError::from)?;
+        self.store
+            .delete(&throttle_key)
+            .await
+            .map_err(CoreError::from)?;
+        self.audit(
+            "password.changed",
+            Some(user.id),
+            client.map(|c| &c.id),
+            meta,
+            serde_json::json!({}),
+        )
+        .await;
+        self.send_notice(&user.email, Message::PasswordChanged, client, locale)
+            .await;
+        Ok(())
+    }
+
+    fn email_code_mac(&self, user: UserId, email: &Email, code: &str) -> String {
+        self.kek.mac(
+            EMAIL_CODE_MAC_PURPOSE,
+            format!("{user}\n{}\n{code}", email.as_str().to_lowercase()).as_bytes(),
+        )
+    }
+
+    /// Starts a change of the primary email to `new_address`: sends a code
+    /// to it (replacing any pending change). Whether another account uses
+    /// the address is not checked yet (see the module documentation).
+    pub async fn request_email_change(
+        &self,
+        user: &User,
+        session: &SsoSession,
+        new_address: &str,
+        client: Option<&Client>,
+        locale: &str,
+        meta: &RequestMeta,
+    ) -> Result<PendingEmailChange, EmailChangeError> {
+        let new_email =
+            Email::parse(new_address.trim()).map_err(|_| EmailChangeError::InvalidAddress)?;
+        if new_email.as_str().eq_ignore_ascii_case(user.email.as_str()) {
+            return Err(EmailChangeError::SameAddress);
+        }
+        let sends = self
+            .store
+            .incr(
+                &format!("email_change_sends:{}", user.id),
+                Duration::from_secs(3600),
+            )
+            .await
+            .map_err(CoreError::from)?;
+        if sends > MAX_EMAIL_CODES_PER_HOUR {
+            return Err(EmailChangeError::TooManyCodes);
+        }
+        let valid_minutes = self.settings.accounts.email_change_code_minutes.max(1);
+        let ttl = i64::from(valid_minutes) * 60;
+        let code = new_code();
+        let record = EmailChangeRecord {
+            mac: self.email_code_mac(user.id, &new_email, &code),
+            new_email: new_email.clone(),
+            attempts: 0,
+            expires_at: self.clock.now().unix_timestamp() + ttl,
+            sid: session.sid.clone(),
+            client_id: client.map(|c| c.id.clone()),
+        };
+        // Kept an hour past its validity, so that a late code is told
+        // "expired" (checked against the record's own expiry) rather than
+        // "nothing pending".
+        crate::ephemeral::put_json(
+            self.store.as_ref(),
+            &email_change_key(user.id),
+            &record,
+            secs(ttl + 3600),
+        )
+        .await
+        .map_err(CoreError::from)?;
+        let n = Notification {
+            message: Message::EmailChangeCode {
+                code,
+                valid_minutes,
+            },
+            locale: locale.to_owned(),
+            theme: client.map_or_else(|| "default".to_owned(), |c| c.theme.clone()),
+            client_name: client.map(|c| c.name.clone()).unwrap_or_default(),
+        };
+        if let Err(e) = self.step_ports.notifier.email(&new_email, &n).await {
+            tracing::warn!(error = %e, "email change code not delivered");
+            self.store
+                .delete(&email_change_key(user.id))
+                .await
+                .map_err(CoreError::from)?;
+            return Err(EmailChangeError::SendFailed);
+        }
+        self.audit(
+            "email.change_requested",
+            Some(user.id),
+            client.map(|c| &c.id),
+            meta,
+            serde_json::json!({}),
+        )
+        .await;
+        Ok(PendingEmailChange {
+            new_email,
+            valid_minutes,
+        })
+    }
+
+    /// The email change pending for this session, if any (and not expired).
+    pub async fn pending_email_change(
+        &self,
+        user: &User,
+        session: &SsoSession,
+    ) -> Result<Option<PendingEmailChange>, CoreError> {
+        let record: Option<EmailChangeRecord> =
+            get_json(self.store.as_ref(), &email_change_key(user.id)).await?;
+        let now = self.clock.now().unix_timestamp();
+        Ok(record
+            .filter(|r| r.sid == session.sid && r.expires_at > now)
+            .map(|r| PendingEmailChange {
+                new_email: r.new_email,
+                valid_minutes: self.settings.accounts.email_change_code_minutes.max(1),
+            }))
+    }
+
+    /// Drops the pending email change.
+    pub async fn cancel_email_change(&self, user: &User) -> Result<(), CoreError> {
+        Ok(self.store.delete(&email_change_key(user.id)).await?)
+    }
+
+    /// Confirms the pending email change with the code sent to the new
+    /// address. On success the new address is the account's (verified), the
+    /// old address gets a notice, and the event is recorded.
+    pub async fn confirm_email_change(
+        &self,
+        user: &User,
+        session: &SsoSession,
+        typed: &str,
+        client: Option<&Client>,
+        locale: &str,
+        meta: &RequestMeta,
+    ) -> Result<Email, EmailChangeError> {
+        let key = email_change_key(user.id);
+        for _ in 0..8 {
+            let Some(bytes) = self.store.get(&key).await.map_err(CoreError::from)? else {
+                return Err(EmailChangeError::NothingPending);
+            };
+            let mut record: EmailChangeRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| CoreError::Internal(format!("email change record: {e}")))?;
+            if record.sid != session.sid {
+                return Err(EmailChangeError::NothingPending);
+            }
+            if record.expires_at <= self.clock.now().unix_timestamp() {
+                self.store.delete(&key).await.map_err(CoreError::from)?;
+                return Err(EmailChangeError::Expired {
+                    address: record.new_email,
+                });
+            }
+            let max = self.settings.methods.code_max_attempts.max(1);
+            if record.attempts >= max {
+                // Dead: a new code must be asked for.
+                self.store.delete(&key).await.map_err(CoreError::from)?;
+                return Err(EmailChangeError::TooManyAttempts {
+                    address: record.new_email,
+                });
+            }
+            let right = normalize_code(typed).is_some_and(|code| {
+                let mac = self.email_code_mac(user.id, &record.new_email, &code);
+                bool::from(mac.as_bytes().ct_eq(record.mac.as_bytes()))
+            });
+            if !right {
+                record.attempts += 1;
+                let new =
+                    serde_json::to_vec(&record).map_err(|e| CoreError::Internal(e.to_string()))?;
+                let left = secs(record.expires_at + 3600 - self.clock.now().unix_timestamp());
+                if self
+                    .store
+                    .replace_if(&key, &bytes, &new, left)
+                    .await
+                    .map_err(CoreError::from)?
+                {
+                    if record.attempts >= max {
+                        self.store.delete(&key).await.map_err(CoreError::from)?;
+                        return Err(EmailChangeError::TooManyAttempts {
+                            address: record.new_email,
+                        });
+                    }
+                    return Err(EmailChangeError::WrongCode);
+                }
+                continue;
+            }
+            // Single use: of two concurrent confirmations, one takes it.
+            let taken = self.store.take(&key).await.map_err(CoreError::from)?;
+            if taken.as_deref() != Some(bytes.as_slice()) {
+                return Err(EmailChangeError::NothingPending);
+            }
+            match self
+                .ports
+                .users
+                .set_email(user.id, &record.new_email, true)
+                .await
+            {
+                Ok(()) => {}
+                Err(RepoError::Conflict(_)) => {
+                    self.audit(
+                        "email.change_failed",
+                        Some(user.id),
+                        client.map(|c| &c.id),
+                        meta,
+                        serde_json::json!({"reason": "address_in_use"}),
+                    )
+                    .await;
+                    return Err(EmailChangeError::AddressInUse {
+                        address: record.new_email,
+                    });
+                }
+                Err(e) => return Err(CoreError::from(e).into()),
+            }
+            self.audit(
+                "email.changed",
+                Some(user.id),
+                client.map(|c| &c.id),
+                meta,
+                serde_json::json!({"from": user.email.as_str(), "to": record.new_email.as_str()}),
+            )
+            .await;
+            self.send_notice(
+                &user.email,
+                Message::EmailChanged {
+                    new_email: record.new_email.as_str().to_owned(),
+                },
+                client,
+                locale,
+            )
+            .await;
+            return Ok(record.new_email);
+        }
+        Err(CoreError::Internal("the email change kept changing; giving up".into()).into())
+    }
+
+    /// Sets (or, with `None` or an empty value, clears) the backup email.
+    pub async fn set_backup_email(
+        &self,
+        user: &User,
+        address: Option<&str>,
+        client: Option<&Client>,
+        meta: &RequestMeta,
+    ) -> Result<Option<Email>, BackupEmailError> {
+        let email = match address.map(str::trim).filter(|a| !a.is_empty()) {
+            None => None,
+            Some(a) => {
+                let e = Email::parse(a).map_err(|_| BackupEmailError::InvalidAddress)?;
+                if e.as_str().eq_ignore_ascii_case(user.email.as_str()) {
+                    return Err(BackupEmailError::SameAsPrimary);
+                }
+                Some(e)
+            }
+        };
+        self.ports
+            .users
+            .set_backup_email(user.id, email.as_ref())
+            .await
+            .map_err(CoreError::from)?;
+        let kind = if email.is_some() {
+            "backup_email.set"
+        } else {
+            "backup_email.cleared"
+        };
+        self.audit(
+            kind,
+            Some(user.id),
+            client.map(|c| &c.id),
+            meta,
+            serde_json::json!({}),
+        )
+        .await;
+        Ok(email)
+    }
+
+    /// What protects the account: enrolled second factors, recovery codes
+    /// left, and whether a second factor is required (on the account, or by
+    /// which organizations for which kinds of login).
+    pub async fn protection_status(&self, user: &User) -> Result<ProtectionStatus, CoreError> {
+        let creds = &self.ports.credentials;
+        let names = |list: Vec<crate::domain::StoredCredential>| -> Vec<String> {
+            list.into_iter()
+                .map(|c| c.label.unwrap_or_default())
+                .collect()
+        };
+        let totp_devices = names(
+            creds
+                .list_credentials(user.id, crate::steps::totp::KIND)
+                .await?,
+        );
+        let webauthn_keys = names(
+            creds
+                .list_credentials(user.id, crate::steps::webauthn::KIND)
+                .await?,
+        );
+        let recovery_codes_left = creds
+            .list_credentials(user.id, crate::steps::recovery_code::KIND)
+            .await?
+            .len();
+        let mut enforced_by = Vec::new();
+        for m in self.ports.orgs.memberships_of(user.id).await? {
+            if let Some(org) = self.ports.orgs.find_org(m.org_id).await?
+                && org.status != crate::domain::OrgStatus::Rejected
+                && !org.mfa_required_for.is_empty()
+            {
+                enforced_by.push(EnforcingOrg {
+                    name: org.name,
+                    kinds: org.mfa_required_for,
+                });
+            }
+        }
+        let phone_verified = user.phone.is_some() && user.phone_verified;
+        Ok(ProtectionStatus {
+            has_second_factor: !totp_devices.is_empty()
+                || !webauthn_keys.is_empty()
+                || phone_verified,
+            totp_devices,
+            webauthn_keys,
+            phone_verified,
+            recovery_codes_left,
+            mfa_required_on_account: user.mfa_required,
+            enforced_by,
+        })
+    }
+
+    /// The user's own most recent audit events, newest first.
+    pub async fn recent_activity(
+        &self,
+        user: UserId,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, CoreError> {
+        Ok(self.ports.audit.list_for_user(user, limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_six_digits_and_typed_codes_normalize() {
+        for _ in 0..50 {
+            let c = new_code();
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+        assert_eq!(normalize_code(" 123 456 ").as_deref(), Some("123456"));
+        assert_eq!(normalize_code("123-456").as_deref(), Some("123456"));
+        assert_eq!(normalize_code("12345"), None);
+        assert_eq!(normalize_code("12345a"), None);
+    }
+}
