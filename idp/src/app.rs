@@ -164,6 +164,18 @@ pub(crate) fn check_clients(
     Ok(())
 }
 
+/// The account page (`/account`) signs users in through OIDC like any
+/// portal, as the built-in public client `account`, unless a client file
+/// registers that client_id itself (to change its theme, name or flows):
+/// that one must accept the account pages' redirect URI and scope.
+pub(crate) fn add_account_client(clients: &mut ClientRegistry, issuer: &str) -> anyhow::Result<()> {
+    match clients.get(web::account::CLIENT_ID) {
+        None => clients.insert(web::account::builtin_client(issuer)?),
+        Some(c) => web::account::check_client(&c, issuer)?,
+    }
+    Ok(())
+}
+
 /// Builds the provider and the app state.
 pub async fn build_state(
     cfg: &LoadedConfig,
@@ -189,13 +201,7 @@ pub async fn build_state(
         }
         clients.insert(c);
     }
-    // The account page (`/account`) signs users in through OIDC like any
-    // portal, as the built-in public client `account`, unless a client file
-    // registers that client_id itself (to change its theme, name or flows).
-    match clients.get(web::account::CLIENT_ID) {
-        None => clients.insert(web::account::builtin_client(&cfg.issuer)?),
-        Some(c) => web::account::check_client(&c, &cfg.issuer)?,
-    }
+    add_account_client(&mut clients, &cfg.issuer)?;
     let themes = Themes::load(cfg.themes_dir.as_deref()).map_err(|e| anyhow!("themes: {e}"))?;
     check_clients(cfg, &clients, &themes)?;
     let ports = ProviderPorts {

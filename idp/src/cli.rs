@@ -390,17 +390,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => {
             let cfg = load()?;
-            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let files = config::load_client_files(cfg.clients_dir.as_deref())?;
+            let mut clients =
+                idp_core::oidc::client::ClientRegistry::new(files.iter().map(|(_, c)| c.clone()));
+            // The checks of `idp serve`: a client file registering the
+            // account pages' client must fit them, else the built-in one is
+            // added; then every client, that one included.
+            let account_file = files
+                .iter()
+                .find(|(_, c)| c.id.0 == crate::web::account::CLIENT_ID)
+                .map(|(path, _)| path);
+            app::add_account_client(&mut clients, &cfg.issuer).map_err(|e| match account_file {
+                Some(path) => anyhow!("{}: {e:#}", path.display()),
+                None => e,
+            })?;
             let themes = crate::theme::Themes::load(cfg.themes_dir.as_deref())
                 .map_err(|e| anyhow!("themes: {e}"))?;
-            crate::app::check_clients(&cfg, &clients, &themes)?;
+            app::check_clients(&cfg, &clients, &themes)?;
             println!(
                 "configuration OK: {} ({} client(s), issuer {})",
                 cfg.source.as_ref().map_or_else(
                     || "built-in defaults".to_owned(),
                     |p| p.display().to_string()
                 ),
-                clients.len(),
+                files.len(),
                 cfg.issuer
             );
             Ok(())

@@ -722,9 +722,17 @@ fn default_alg() -> String {
 
 /// Reads every `*.toml` in the folder (sorted by name).
 pub fn load_clients(dir: Option<&Path>) -> anyhow::Result<ClientRegistry> {
-    let mut reg = ClientRegistry::default();
+    Ok(ClientRegistry::new(
+        load_client_files(dir)?.into_iter().map(|(_, c)| c),
+    ))
+}
+
+/// Like [`load_clients`], with the file each client comes from (in name
+/// order), for messages that name the file.
+pub fn load_client_files(dir: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, Client)>> {
+    let mut loaded: Vec<(PathBuf, Client)> = Vec::new();
     let Some(dir) = dir else {
-        return Ok(reg);
+        return Ok(loaded);
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot read clients folder", dir.display()))?
@@ -738,16 +746,16 @@ pub fn load_clients(dir: Option<&Path>) -> anyhow::Result<ClientRegistry> {
         let parsed: ClientFile =
             toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         let client = parse_client(parsed).map_err(|e| anyhow!("{}: {e}", f.display()))?;
-        if reg.get(&client.id.0).is_some() {
+        if loaded.iter().any(|(_, c)| c.id == client.id) {
             bail!(
                 "{}: client_id: {} is already registered by another file",
                 f.display(),
                 client.id
             );
         }
-        reg.insert(client);
+        loaded.push((f, client));
     }
-    Ok(reg)
+    Ok(loaded)
 }
 
 /// Turns a client file into a checked [`Client`]; errors name the field.

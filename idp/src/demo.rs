@@ -258,7 +258,12 @@ async fn index(State(rp): State<Rp>) -> Response {
         .collect();
     render(
         &rp,
-        minijinja::context! { portals => portals, provider_url => rp.issuer.clone(), demo_email => DEMO_EMAIL },
+        minijinja::context! {
+            portals => portals,
+            account_url => format!("{}/account", rp.issuer),
+            provider_url => rp.issuer.clone(),
+            demo_email => DEMO_EMAIL,
+        },
     )
 }
 

@@ -887,6 +887,9 @@ mod tests {
         "password_changed.html",
         "challenge_widget.html",
         "password_rules.html",
+        "back_link.html",
+        "password_violations.html",
+        "reauth_notice.html",
         "org_new.html",
         "org_confirm.html",
         "org_created.html",
@@ -904,6 +907,9 @@ mod tests {
         "alternatives.html",
         "challenge_widget.html",
         "password_rules.html",
+        "back_link.html",
+        "password_violations.html",
+        "reauth_notice.html",
     ];
 
     /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
@@ -1097,6 +1103,7 @@ mod tests {
             }
             "logged_out.html" => context! {},
             "demo_home.html" => context! {
+                account_url => "http://127.0.0.1:8080/account",
                 login_url => "/login",
                 logout_url => "/logout",
                 provider_url => "http://127.0.0.1:8080",
@@ -1224,6 +1231,18 @@ mod tests {
                 lang_links => lang_links(),
             },
             "challenge_widget.html" => context! {},
+            "back_link.html" => context! {
+                client_name => "Marketplace",
+                back_url => "https://shop.example/",
+            },
+            "reauth_notice.html" => context! {
+                reauth_url => "/account/login?reauth=1&next=%2Faccount%2Fdevices",
+            },
+            "password_violations.html" => context! {
+                violations => vec![
+                    context! { key => "password.rule.length", params => context! { min => "8", max => "128" } },
+                ],
+            },
             "password_rules.html" => context! {
                 password_rules => vec![
                     context! { key => "password.rule.length", params => context! { min => "8", max => "128" } },
@@ -1571,11 +1590,13 @@ mod tests {
             ("demo_home.html", Locale::En) => &[
                 "Sign in with the identity provider",
                 "Demo account: demo@example.com",
+                r#"<a href="http://127.0.0.1:8080/account">Account settings</a>"#,
                 "http://127.0.0.1:8080",
             ],
             ("demo_home.html", Locale::Fr) => &[
                 "Se connecter avec le fournisseur d’identité",
                 "Compte de démonstration\u{a0}: demo@example.com",
+                r#"<a href="http://127.0.0.1:8080/account">Paramètres du compte</a>"#,
                 "http://127.0.0.1:8080",
             ],
             ("totp_enroll.html", Locale::En) => &[
@@ -1695,6 +1716,20 @@ mod tests {
                 "needs JavaScript",
             ],
             ("challenge_widget.html", Locale::Fr) => &["Vérification terminée."],
+            ("back_link.html", Locale::En) => {
+                &[r#"<a href="https://shop.example/">Back to Marketplace</a>"#]
+            }
+            ("back_link.html", Locale::Fr) => &["Retour à Marketplace"],
+            ("reauth_notice.html", Locale::En) => &[
+                "sign in again before you add or remove a sign-in method",
+                r#"<a href="/account/login?reauth=1&amp;next=%2Faccount%2Fdevices">Sign in again</a>"#,
+            ],
+            ("reauth_notice.html", Locale::Fr) => &["Me reconnecter"],
+            ("password_violations.html", Locale::En) => &[
+                r#"id="password-error""#,
+                "At least 8 characters (at most 128)",
+            ],
+            ("password_violations.html", Locale::Fr) => &["Au moins 8 caractères (au plus 128)"],
             ("password_rules.html", Locale::En) => &[
                 "At least 8 characters (at most 128)",
                 r#"data-rule="password.rule.special_among" data-allowed="!?#">"#,

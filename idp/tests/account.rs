@@ -4,7 +4,6 @@
 
 mod support;
 
-use idp::config::{MailSettings, MailTransport, SmtpTlsMode};
 use idp_core::domain::{Email, Membership, OrgId, OrgStatus, Organization, Role};
 use idp_core::notify::{Message, Recipient};
 use idp_core::password_policy::{PasswordPolicy, Violation};
@@ -13,22 +12,6 @@ use idp_mail::testing::SmtpSink;
 use support::*;
 
 const NEW_PASSWORD: &str = "Purple-Otter-42-Sings";
-
-fn browser_named(agent: &str) -> Browser {
-    Browser {
-        http: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(agent)
-            .default_headers(
-                [(reqwest::header::ACCEPT_LANGUAGE, "en".parse().unwrap())]
-                    .into_iter()
-                    .collect(),
-            )
-            .build()
-            .unwrap(),
-    }
-}
 
 /// The POST form of `html` whose action is `action`.
 fn form_for(html: &str, action: &str) -> String {
@@ -748,7 +731,7 @@ async fn backup_email_is_set_and_removed(app: &TestApp) {
 
 async fn sign_out_other_sessions_ends_them_and_their_tokens(app: &TestApp) {
     // Browser B signs in to a portal and gets a refresh token.
-    let b = browser_named("Browser B");
+    let b = Browser::with_agent("Browser B");
     let back = b
         .login(
             app,
@@ -773,7 +756,7 @@ async fn sign_out_other_sessions_ends_them_and_their_tokens(app: &TestApp) {
     page(app, &b, "/account").await;
 
     // Browser A sees both sessions.
-    let a = browser_named("Browser A");
+    let a = Browser::with_agent("Browser A");
     let html = sign_in(app, &a, "alice@example.com", PASSWORD).await;
     assert_eq!(html.matches("<tr class=\"session\">").count(), 2, "{html}");
     assert!(html.contains("Browser A") && html.contains("Browser B"));
@@ -801,7 +784,7 @@ async fn sign_out_other_sessions_ends_them_and_their_tokens(app: &TestApp) {
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
     // A logout elsewhere drops out of the list too.
-    let c = browser_named("Browser C");
+    let c = Browser::with_agent("Browser C");
     sign_in(app, &c, "alice@example.com", PASSWORD).await;
     assert_eq!(
         page(app, &a, "/account")
@@ -966,22 +949,12 @@ matrix!(
 async fn notices_arrive_by_smtp(backend: Backend) {
     let sink = SmtpSink::start();
     let port = sink.port();
-    let app = spawn_app_adjusted(
+    let app = spawn_app_with_smtp(
         backend,
-        AppOptions {
-            configured_delivery: true,
-            ..AppOptions::default()
-        },
-        move |s| {
-            s.mail = MailSettings {
-                transport: MailTransport::Smtp,
-                from: Some("Account <no-reply@idp.example>".into()),
-                smtp_host: Some("127.0.0.1".into()),
-                smtp_port: Some(port),
-                smtp_tls: SmtpTlsMode::None,
-                ..MailSettings::default()
-            };
-        },
+        AppOptions::default(),
+        "Account <no-reply@idp.example>",
+        port,
+        |_| {},
     )
     .await;
     let browser = Browser::new();
@@ -1066,14 +1039,4 @@ async fn notices_arrive_by_smtp(backend: Backend) {
     app.cleanup().await;
 }
 
-mod smtp {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn notices_arrive_by_smtp_sqlite() {
-        super::notices_arrive_by_smtp(super::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn notices_arrive_by_smtp_postgres_redis() {
-        super::notices_arrive_by_smtp(super::Backend::Postgres).await;
-    }
-}
+on_both_backends!(notices_arrive_by_smtp);

@@ -12,12 +12,8 @@
 
 mod support;
 
-use idp::config::{MailSettings, MailTransport, SmtpTlsMode};
 use idp_core::clock::Clock;
-use idp_core::domain::{
-    Email, Membership, OrgId, OrgStatus, Organization, Role, StoredCredential, User,
-};
-use idp_core::secret::Secret;
+use idp_core::domain::{Membership, OrgId, OrgStatus, Organization, Role, StoredCredential, User};
 use idp_mail::testing::SmtpSink;
 use serde_json::{Value, json};
 use support::*;
@@ -73,17 +69,7 @@ fn options() -> AppOptions {
 /// A browser with a recognisable user agent (shown in the browsers list and
 /// recorded in the audit trail).
 fn browser() -> Browser {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::ACCEPT_LANGUAGE, "en".parse().unwrap());
-    Browser {
-        http: reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .default_headers(headers)
-            .user_agent("DevicesTest/1.0 (X11; Linux)")
-            .build()
-            .unwrap(),
-    }
+    Browser::with_agent("DevicesTest/1.0 (X11; Linux)")
 }
 
 /// Signs `email` in through the password-only client `conf`: the browser
@@ -170,26 +156,14 @@ fn advance(app: &TestApp, secs: i64) {
         .set(app.clock.now() + time::Duration::seconds(secs));
 }
 
-fn now(app: &TestApp) -> u64 {
-    app.clock.now().unix_timestamp() as u64
-}
-
-/// The authenticator app for the key the page showed.
-fn authenticator_app(key: &str) -> totp_rs::Totp {
-    totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(key.replace(' ', "")).expect("base32 key"))
-        .build()
-        .expect("a valid TOTP")
-}
-
 fn code_now(app: &TestApp, key: &str) -> String {
-    authenticator_app(key).generate(now(app)).to_string()
+    totp_code(key, clock_secs(app))
 }
 
 /// A six-digit code valid for no step of the ±1 window now.
 fn wrong_code(app: &TestApp, key: &str) -> String {
     let totp = authenticator_app(key);
-    let t = now(app);
+    let t = clock_secs(app);
     let valid: Vec<String> = [t - 30, t, t + 30]
         .iter()
         .map(|s| totp.generate(*s).to_string())
@@ -317,13 +291,8 @@ fn factor_id(html: &str, name: &str) -> String {
 /// and the page of the step that follows.
 async fn to_second_step(app: &TestApp, client: &str, email: &str) -> (Browser, String) {
     let b = browser();
-    let to = b
-        .login(app, &authorize_url(app, client, None, &[]), email, PASSWORD)
-        .await;
-    assert!(to.starts_with("/login/"), "a second step follows: {to}");
-    let (res, _) = b.follow(app, &app.url(&to)).await;
-    assert_eq!(res.status(), 200);
-    (b, res.text().await.unwrap())
+    let html = second_step_page(app, &b, client, email, PASSWORD).await;
+    (b, html)
 }
 
 /// Submits `code` on a code page; whether the login completed.
@@ -333,11 +302,7 @@ async fn code_accepted(app: &TestApp, b: &Browser, html: &str, code: &str) -> bo
 }
 
 async fn create_user(app: &TestApp, email: &str) -> User {
-    app.state
-        .provider
-        .create_user(Email::parse(email).unwrap(), None, &Secret::new(PASSWORD))
-        .await
-        .expect("create user")
+    user_with_password(app, email, None).await
 }
 
 /// A redirect's target as a full URL.
@@ -1079,20 +1044,13 @@ async fn new_device_login(app: &TestApp, b: &Browser, sink: &SmtpSink) -> bool {
 async fn a_remembered_browser_is_forgotten(backend: Backend) {
     let sink = SmtpSink::start();
     let smtp_port = sink.port();
-    let options = AppOptions {
-        configured_delivery: true,
-        ..options()
-    };
-    let app = spawn_app_adjusted(backend, options, move |s| {
-        s.mail = MailSettings {
-            transport: MailTransport::Smtp,
-            from: Some("Portal <no-reply@portal.example>".into()),
-            smtp_host: Some("127.0.0.1".into()),
-            smtp_port: Some(smtp_port),
-            smtp_tls: SmtpTlsMode::None,
-            ..MailSettings::default()
-        };
-    })
+    let app = spawn_app_with_smtp(
+        backend,
+        options(),
+        "Portal <no-reply@portal.example>",
+        smtp_port,
+        |_| {},
+    )
     .await;
     let b = browser();
     assert!(
@@ -1139,16 +1097,4 @@ async fn a_remembered_browser_is_forgotten(backend: Backend) {
     app.cleanup().await;
 }
 
-mod browsers_sqlite {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_remembered_browser_is_forgotten() {
-        super::a_remembered_browser_is_forgotten(super::Backend::Sqlite).await;
-    }
-}
-
-mod browsers_postgres_redis {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_remembered_browser_is_forgotten() {
-        super::a_remembered_browser_is_forgotten(super::Backend::Postgres).await;
-    }
-}
+on_both_backends!(a_remembered_browser_is_forgotten);

@@ -231,6 +231,56 @@ fn config_check_names_the_file_and_field_of_each_error() {
     assert!(err.contains(ws.config().to_str().unwrap()), "{err}");
 }
 
+/// A client file registering the account pages' client (`client_id =
+/// "account"`) replaces the built-in one: `config check` refuses it, as
+/// `idp serve` does, when it lacks what the account pages need (their
+/// redirect URI, the `openid` scope), naming the file and the field; fixed,
+/// it passes.
+#[test]
+fn config_check_runs_the_account_client_checks_of_serve() {
+    let ws = Workspace::new("issuer = \"http://localhost:8080\"");
+    let account = |redirect_uris: &str, scopes: &str| {
+        format!(
+            "client_id = \"account\"\nname = \"My account\"\ntype = \"public\"\n\
+             redirect_uris = {redirect_uris}\nscopes = {scopes}\n"
+        )
+    };
+    let file = ws.write(
+        "clients/account.toml",
+        &account("[\"http://localhost:8080/elsewhere\"]", "[\"openid\"]"),
+    );
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(err.contains("redirect_uris"), "{err}");
+    assert!(
+        err.contains("http://localhost:8080/account/callback"),
+        "says which URI is needed: {err}"
+    );
+
+    // The scope the account pages ask for.
+    ws.write(
+        "clients/account.toml",
+        &account(
+            "[\"http://localhost:8080/account/callback\"]",
+            "[\"email\"]",
+        ),
+    );
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(err.contains("scopes"), "{err}");
+
+    ws.write(
+        "clients/account.toml",
+        &account(
+            "[\"http://localhost:8080/account/callback\"]",
+            "[\"openid\", \"email\"]",
+        ),
+    );
+    let out = ws.idp(&["config", "check"], None).ok();
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(out.contains("1 client(s)"), "{out}");
+}
+
 /// Two lower-case letters, five digits, `-idp`.
 fn is_customer_id(s: &str) -> bool {
     let b = s.as_bytes();

@@ -15,12 +15,10 @@ mod support;
 
 use async_trait::async_trait;
 use base64::Engine;
-use idp::config::{MailSettings, MailTransport, SmtpTlsMode};
 use idp_core::accounts::orgs::{CreatorInput, DomicileInput, OrgCreationInput};
-use idp_core::challenge::ChallengeSpec;
 use idp_core::company::{Company, CompanyRegistry, RegistryError, Siret};
 use idp_core::domain::{ClientId, Email, OrgId, OrgStatus, Organization, User};
-use idp_core::notify::{Message, Recipient};
+use idp_core::notify::Message;
 use idp_core::oidc::RequestMeta;
 use idp_core::oidc::client::{Client, ClientAccountSettings};
 use idp_core::secret::Secret;
@@ -28,7 +26,6 @@ use idp_mail::testing::SmtpSink;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use support::*;
 
 /// Console logins (`auth_kind = "console"`), "create an organization" shown,
@@ -70,34 +67,7 @@ fn options() -> AppOptions {
     }
 }
 
-fn cheap_challenges(s: &mut idp::config::Settings) {
-    s.accounts.challenge_max_number = 1000;
-}
-
 // ---------------------------------------------------------------- helpers
-
-/// Polls `probe` until it gives a value (background deliveries): every 10
-/// ms, at most 1000 times (10 s).
-async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..1000 {
-        if let Some(v) = probe() {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}")
-}
-
-/// The messages sent to `email` so far.
-fn messages_to(app: &TestApp, email: &str) -> Vec<Message> {
-    let to = Recipient::Email(email.to_owned());
-    app.outbox
-        .messages()
-        .into_iter()
-        .filter(|(r, _)| *r == to)
-        .map(|(_, n)| n.message)
-        .collect()
-}
 
 /// Waits for a message to `email` that `pick` recognizes.
 async fn wait_message<T>(
@@ -107,19 +77,6 @@ async fn wait_message<T>(
     pick: impl Fn(&Message) -> Option<T>,
 ) -> T {
     wait_for(what, || messages_to(app, email).iter().find_map(&pick)).await
-}
-
-fn challenge_of(html: &str) -> ChallengeSpec {
-    let start = html
-        .find("data-challenge=\"")
-        .expect("a challenge on the form")
-        + 16;
-    let end = start + html[start..].find('"').unwrap();
-    let json = html[start..end]
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&amp;", "&");
-    serde_json::from_str(&json).expect("challenge JSON")
 }
 
 /// The value of the input named `name` (None when it has no value attribute).
@@ -133,11 +90,7 @@ fn input_value(html: &str, name: &str) -> Option<String> {
 
 /// GETs the creation form of `client`.
 async fn org_form(app: &TestApp, browser: &Browser, client: &str) -> String {
-    let res = browser
-        .get(&app.url(&format!("/organizations/new?client_id={client}")))
-        .await;
-    assert_eq!(res.status(), 200);
-    res.text().await.unwrap()
+    client_page(app, browser, "/organizations/new", client).await
 }
 
 /// Fills the creation form, solves its challenge, posts it: (status, HTML).
@@ -147,10 +100,7 @@ async fn submit_org(
     html: &str,
     fields: &[(&str, &str)],
 ) -> (u16, String) {
-    let solution = idp_core::challenge::solve(&challenge_of(html)).expect("solvable");
-    let mut all: Vec<(&str, &str)> = fields.to_vec();
-    all.push(("altcha", &solution));
-    let res = browser.submit(app, html, &all).await;
+    let res = submit_with_challenge(app, browser, html, fields).await;
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
@@ -230,15 +180,7 @@ async fn create_org(
 }
 
 async fn user(app: &TestApp, email: &str, name: &str) -> User {
-    app.state
-        .provider
-        .create_user(
-            Email::parse(email).unwrap(),
-            Some(name.into()),
-            &Secret::new(PASSWORD),
-        )
-        .await
-        .expect("user created")
+    user_with_password(app, email, Some(name)).await
 }
 
 /// Signs in to `client` and exchanges the code: the token response.
@@ -395,21 +337,13 @@ fn unknown_valid_siret() -> String {
 async fn france_end_to_end(backend: Backend) {
     let sink = SmtpSink::start();
     let port = sink.port();
-    let options = AppOptions {
-        configured_delivery: true,
-        ..options()
-    };
-    let app = spawn_app_adjusted(backend, options, move |s| {
-        cheap_challenges(s);
-        s.mail = MailSettings {
-            transport: MailTransport::Smtp,
-            from: Some("Sign-in <no-reply@idp.example>".into()),
-            smtp_host: Some("127.0.0.1".into()),
-            smtp_port: Some(port),
-            smtp_tls: SmtpTlsMode::None,
-            ..MailSettings::default()
-        };
-    })
+    let app = spawn_app_with_smtp(
+        backend,
+        options(),
+        "Sign-in <no-reply@idp.example>",
+        port,
+        cheap_challenges,
+    )
     .await;
 
     // The login page links to the creation page.
@@ -624,15 +558,7 @@ async fn france_end_to_end(backend: Backend) {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn france_end_to_end_sqlite() {
-    france_end_to_end(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn france_end_to_end_postgres_redis() {
-    france_end_to_end(Backend::Postgres).await;
-}
+on_both_backends!(france_end_to_end);
 
 /// Abroad, with a new account: the new password follows the rules (each
 /// broken rule listed), an address with an account is refused for a new
@@ -906,15 +832,7 @@ async fn registry_outage_keeps_what_was_typed(backend: Backend) {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_outage_keeps_what_was_typed_sqlite() {
-    registry_outage_keeps_what_was_typed(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registry_outage_keeps_what_was_typed_postgres_redis() {
-    registry_outage_keeps_what_was_typed(Backend::Postgres).await;
-}
+on_both_backends!(registry_outage_keeps_what_was_typed);
 
 /// A wrong password for an existing account and an unknown email get the
 /// same page; failures are counted like the login's, and lock.

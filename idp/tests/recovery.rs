@@ -14,10 +14,8 @@
 mod support;
 
 use base64::Engine;
-use idp::config::{MailSettings, MailTransport, SmtpTlsMode};
 use idp_core::accounts::links::LinkPurpose;
 use idp_core::accounts::recovery::RecoveryTarget;
-use idp_core::challenge::ChallengeSpec;
 use idp_core::domain::{ClientId, Email, TokenHash};
 use idp_core::notify::{Message, Recipient};
 use idp_core::oidc::RequestMeta;
@@ -78,27 +76,7 @@ fn options() -> AppOptions {
     }
 }
 
-/// Cheap challenges keep the suite fast (the browser's work is the same kind).
-fn cheap_challenges(s: &mut idp::config::Settings) {
-    s.accounts.challenge_max_number = 1000;
-}
-
 // ---------------------------------------------------------------- helpers
-
-/// Polls `probe` until it gives a value (background deliveries), for at most 10 s.
-async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let poll = async {
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), poll)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 fn alice(app: &TestApp) -> Recipient {
     Recipient::Email(app.user.email.as_str().to_owned())
@@ -106,13 +84,7 @@ fn alice(app: &TestApp) -> Recipient {
 
 /// Every message sent to Alice so far.
 fn alice_messages(app: &TestApp) -> Vec<Message> {
-    let to = alice(app);
-    app.outbox
-        .messages()
-        .into_iter()
-        .filter(|(r, _)| *r == to)
-        .map(|(_, n)| n.message)
-        .collect()
+    messages_to(app, app.user.email.as_str())
 }
 
 /// Waits until Alice has received `n` messages; returns the last one.
@@ -132,24 +104,6 @@ fn reset_url(message: &Message) -> (String, u32) {
     }
 }
 
-/// The challenge JSON of a page's form.
-fn challenge_of(html: &str) -> ChallengeSpec {
-    let start = html
-        .find("data-challenge=\"")
-        .expect("a challenge on the form")
-        + 16;
-    let end = start + html[start..].find('"').unwrap();
-    let json = html[start..end]
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&");
-    serde_json::from_str(&json).expect("challenge JSON")
-}
-
-/// Solves the page's challenge as altcha.js does.
-fn solution(html: &str) -> String {
-    idp_core::challenge::solve(&challenge_of(html)).expect("solvable")
-}
-
 /// The first `href` of a page that starts with `prefix`.
 fn link_to(html: &str, prefix: &str) -> String {
     let needle = format!("href=\"{prefix}");
@@ -163,11 +117,7 @@ fn link_to(html: &str, prefix: &str) -> String {
 
 /// GETs a recovery form (`/forgot-password` or `/forgot-identifier`).
 async fn form(app: &TestApp, browser: &Browser, path: &str, client: &str) -> String {
-    let res = browser
-        .get(&app.url(&format!("{path}?client_id={client}")))
-        .await;
-    assert_eq!(res.status(), 200);
-    res.text().await.unwrap()
+    client_page(app, browser, path, client).await
 }
 
 /// Fills a recovery form with `value`, solves its challenge and posts it.
@@ -182,9 +132,7 @@ async fn submit_form(
     } else {
         "email"
     };
-    browser
-        .submit(app, html, &[(field, value), ("altcha", &solution(html))])
-        .await
+    submit_with_challenge(app, browser, html, &[(field, value)]).await
 }
 
 /// Asks for a reset link for `identifier` from `client`; returns the answer page.
@@ -275,21 +223,13 @@ async fn audit_kinds(app: &TestApp) -> Vec<String> {
 async fn reset_journey_through_smtp(backend: Backend) {
     let sink = SmtpSink::start();
     let port = sink.port();
-    let options = AppOptions {
-        configured_delivery: true,
-        ..options()
-    };
-    let app = spawn_app_adjusted(backend, options, move |s| {
-        crate::cheap_challenges(s);
-        s.mail = MailSettings {
-            transport: MailTransport::Smtp,
-            from: Some("Sign-in <no-reply@idp.example>".into()),
-            smtp_host: Some("127.0.0.1".into()),
-            smtp_port: Some(port),
-            smtp_tls: SmtpTlsMode::None,
-            ..MailSettings::default()
-        };
-    })
+    let app = spawn_app_with_smtp(
+        backend,
+        options(),
+        "Sign-in <no-reply@idp.example>",
+        port,
+        crate::cheap_challenges,
+    )
     .await;
 
     // From the login page's link, in French.
@@ -406,15 +346,7 @@ async fn reset_journey_through_smtp(backend: Backend) {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_journey_through_smtp_sqlite() {
-    reset_journey_through_smtp(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_journey_through_smtp_postgres_redis() {
-    reset_journey_through_smtp(Backend::Postgres).await;
-}
+on_both_backends!(reset_journey_through_smtp);
 
 // ------------------------------------------------------- the link itself
 
@@ -629,29 +561,9 @@ fn setup_key(html: &str) -> String {
     html[start..end].trim().to_owned()
 }
 
-fn totp_code(key: &str, t: u64) -> String {
-    totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(key.replace(' ', "")).expect("base32"))
-        .build()
-        .expect("a valid TOTP")
-        .generate(t)
-        .to_string()
-}
-
-fn now(app: &TestApp) -> u64 {
-    use idp_core::clock::Clock;
-    app.clock.now().unix_timestamp() as u64
-}
-
 /// Identifier and password at `client`; the page that follows.
 async fn after_password(app: &TestApp, browser: &Browser, client: &str, password: &str) -> String {
-    let to = browser
-        .login(app, &authorize_url(app, client, None, &[]), EMAIL, password)
-        .await;
-    assert!(to.starts_with("/login/"), "a second step follows: {to}");
-    let (res, _) = browser.follow(app, &app.url(&to)).await;
-    assert_eq!(res.status(), 200);
-    res.text().await.unwrap()
+    second_step_page(app, browser, client, EMAIL, password).await
 }
 
 async fn a_reset_keeps_second_factors(app: &TestApp) {
@@ -663,7 +575,10 @@ async fn a_reset_keeps_second_factors(app: &TestApp) {
         .submit(
             app,
             &page,
-            &[("name", "My phone"), ("code", &totp_code(&key, now(app)))],
+            &[
+                ("name", "My phone"),
+                ("code", &totp_code(&key, clock_secs(app))),
+            ],
         )
         .await;
     assert_eq!(res.status(), 200, "recovery codes page");
@@ -694,7 +609,7 @@ async fn a_reset_keeps_second_factors(app: &TestApp) {
         "the TOTP code is asked: {page}"
     );
     let res = browser
-        .submit(app, &page, &[("code", &totp_code(&key, now(app)))])
+        .submit(app, &page, &[("code", &totp_code(&key, clock_secs(app)))])
         .await;
     assert_eq!(res.status(), 303);
     assert!(query_param(&location(&res), "code").is_some());
@@ -810,21 +725,13 @@ async fn answers_do_not_depend_on_the_account(app: &TestApp) {
 async fn the_answer_does_not_wait_for_delivery(backend: Backend) {
     let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = stalled.local_addr().unwrap().port();
-    let options = AppOptions {
-        configured_delivery: true,
-        ..options()
-    };
-    let app = spawn_app_adjusted(backend, options, move |s| {
-        crate::cheap_challenges(s);
-        s.mail = MailSettings {
-            transport: MailTransport::Smtp,
-            from: Some("Sign-in <no-reply@idp.example>".into()),
-            smtp_host: Some("127.0.0.1".into()),
-            smtp_port: Some(port),
-            smtp_tls: SmtpTlsMode::None,
-            ..MailSettings::default()
-        };
-    })
+    let app = spawn_app_with_smtp(
+        backend,
+        options(),
+        "Sign-in <no-reply@idp.example>",
+        port,
+        crate::cheap_challenges,
+    )
     .await;
     let (status, html) = forgot_password(&app, EMAIL, "conf").await;
     assert_eq!(status, 200);
@@ -837,15 +744,7 @@ async fn the_answer_does_not_wait_for_delivery(backend: Backend) {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_answer_does_not_wait_for_delivery_sqlite() {
-    the_answer_does_not_wait_for_delivery(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_answer_does_not_wait_for_delivery_postgres_redis() {
-    the_answer_does_not_wait_for_delivery(Backend::Postgres).await;
-}
+on_both_backends!(the_answer_does_not_wait_for_delivery);
 
 // --------------------------------------------------- form protections
 
@@ -866,7 +765,7 @@ async fn the_challenge_is_required_valid_and_single_use(app: &TestApp) {
         assert!(page.contains("data-challenge="), "a new challenge: {page}");
     }
     // A wrong number for the right challenge fails as well.
-    let solved = solution(&html);
+    let solved = challenge_solution(&html);
     let mut wrong: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::STANDARD
             .decode(&solved)
@@ -903,7 +802,7 @@ async fn forms_need_their_csrf_token(app: &TestApp) {
                 &html,
                 &[
                     ("identifier", EMAIL),
-                    ("altcha", &solution(&html)),
+                    ("altcha", &challenge_solution(&html)),
                     ("csrf", csrf),
                 ],
             )
@@ -917,7 +816,10 @@ async fn forms_need_their_csrf_token(app: &TestApp) {
         .submit(
             app,
             &html,
-            &[("identifier", EMAIL), ("altcha", &solution(&html))],
+            &[
+                ("identifier", EMAIL),
+                ("altcha", &challenge_solution(&html)),
+            ],
         )
         .await;
     assert_eq!(res.status(), 403);

@@ -17,8 +17,11 @@
 //!   orders timestamp columns in SQL must go through such a key too.
 
 use idp_core::ports::RepoError;
-use sea_orm::sea_query::{Expr, Func, IntoColumnRef};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr};
+use sea_orm::sea_query::{Expr, Func, IntoColumnRef, Order};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryOrder,
+    QuerySelect, RuntimeErr, Select, SqlErr,
+};
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
 use time::{OffsetDateTime, UtcOffset};
@@ -113,6 +116,33 @@ impl SeaStorage {
             DbBackend::Sqlite => Func::cust("rtrim").arg(Expr::col(col)).arg("Z").into(),
             _ => Expr::col(col),
         }
+    }
+
+    /// One page (`limit` rows after `offset`) of `query`'s rows, oldest
+    /// first by the timestamp column `created` (ties by `id`), as `T`.
+    pub(crate) async fn oldest_first_page<E, T>(
+        &self,
+        query: Select<E>,
+        created: E::Column,
+        id: E::Column,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<T>, RepoError>
+    where
+        E: EntityTrait,
+        T: TryFrom<E::Model, Error = RepoError>,
+    {
+        query
+            .order_by(self.time_order((E::default(), created)), Order::Asc)
+            .order_by_asc(id)
+            .limit(limit)
+            .offset(offset)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(T::try_from)
+            .collect()
     }
 }
 

@@ -26,10 +26,12 @@
 //! again, and the ID token's `auth_time` says when they did; the callback
 //! checks it is after the request started).
 
-use super::forms::{browser, csrf_ok, csrf_token};
+use super::forms::{
+    browser, csrf_ok, csrf_token, internal_error, lang_links, page_locale, theme_of, when,
+};
 use super::{
-    BROWSER_COOKIE, LANG_COOKIE, Peer, SESSION_COOKIE, cookie, error_page, locale, page, peer_addr,
-    request_meta, see_other,
+    BROWSER_COOKIE, Peer, SESSION_COOKIE, error_page, locale, page, peer_addr, request_meta,
+    see_other,
 };
 use crate::app::AppState;
 use crate::theme::Locale;
@@ -151,9 +153,7 @@ fn account_client(state: &AppState) -> Option<Arc<Client>> {
 }
 
 fn theme_and_name(state: &AppState) -> (String, String) {
-    account_client(state).map_or(("default".to_owned(), String::new()), |c| {
-        (c.theme.clone(), c.name.clone())
-    })
+    theme_of(account_client(state).as_deref())
 }
 
 /// The signed-in user and their SSO session, or a redirect to sign in.
@@ -214,41 +214,6 @@ fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
-/// The page language, switched by `?lang=` (remembered in a cookie).
-fn page_locale(
-    state: &AppState,
-    jar: CookieJar,
-    headers: &HeaderMap,
-    lang: Option<&str>,
-) -> (CookieJar, Locale) {
-    match lang {
-        Some(l @ ("en" | "fr")) => {
-            let loc = if l == "fr" { Locale::Fr } else { Locale::En };
-            (
-                jar.add(cookie(state, LANG_COOKIE, l.to_owned(), 365 * 24 * 3600)),
-                loc,
-            )
-        }
-        _ => {
-            let loc = locale(&jar, headers, None);
-            (jar, loc)
-        }
-    }
-}
-
-fn lang_links(path: &str) -> Vec<Value> {
-    ["en", "fr"]
-        .iter()
-        .map(|l| context! { lang => *l, href => format!("{path}?lang={l}") })
-        .collect()
-}
-
-/// "2026-11-22 14:05 UTC".
-fn when(t: time::OffsetDateTime) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    t.format(&fmt).unwrap_or_default()
-}
-
 fn when_unix(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .map(when)
@@ -303,28 +268,58 @@ const DONE: &[&str] = &[
 ];
 
 fn internal(state: &AppState, loc: Locale, e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "account page failed");
     let (theme, _) = theme_and_name(state);
-    error_page(
-        state,
-        &theme,
-        loc,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "error.internal",
-        None,
-    )
+    internal_error(state, &theme, loc, "account page failed", &e)
 }
 
-fn csrf_refused(state: &AppState, loc: Locale) -> Response {
-    let (theme, _) = theme_and_name(state);
-    error_page(
-        state,
-        &theme,
-        loc,
-        StatusCode::FORBIDDEN,
-        "error.csrf",
-        None,
-    )
+/// A page of the account pages: its locale (switched by `lang`) and the
+/// signed-in user and session; with `recent` (the page to come back to), the
+/// authentication must also be recent. Else the response to send (a redirect
+/// to sign in, with the language cookie).
+async fn signed_in_page(
+    state: &AppState,
+    jar: CookieJar,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+    recent: Option<&str>,
+) -> Result<(CookieJar, Locale, User, SsoSession), Response> {
+    let (jar, loc) = page_locale(state, jar, headers, lang);
+    let (user, session, _) = match signed_in(state, &jar).await {
+        Ok(s) => s,
+        Err(r) => return Err((jar, r).into_response()),
+    };
+    if let Some(next) = recent
+        && let Some(r) = require_recent(state, &session, next)
+    {
+        return Err((jar, r).into_response());
+    }
+    Ok((jar, loc, user, session))
+}
+
+/// A POST of the account pages: its locale, once the CSRF token of
+/// `purpose` checks and the browser is signed in; with `recent` (the page to
+/// come back to), the authentication must also be recent. Else the response
+/// to send (403, or a redirect to sign in).
+async fn signed_in_post(
+    state: &AppState,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    purpose: &str,
+    csrf: &str,
+    recent: Option<&str>,
+) -> Result<(Locale, User, SsoSession), Response> {
+    let loc = locale(jar, headers, None);
+    if !csrf_ok(state, jar, purpose, csrf) {
+        let (theme, _) = theme_and_name(state);
+        return Err(super::forms::csrf_refused(state, &theme, loc));
+    }
+    let (user, session, _) = signed_in(state, jar).await?;
+    if let Some(next) = recent
+        && let Some(r) = require_recent(state, &session, next)
+    {
+        return Err(r);
+    }
+    Ok((loc, user, session))
 }
 
 // ---------------------------------------------------------------------------
@@ -532,11 +527,11 @@ async fn overview(
     jar: CookieJar,
     headers: HeaderMap,
 ) -> Response {
-    let (jar, loc) = page_locale(&state, jar, &headers, q.lang.as_deref());
-    let (user, session, _) = match signed_in(&state, &jar).await {
-        Ok(s) => s,
-        Err(r) => return (jar, r).into_response(),
-    };
+    let (jar, loc, user, session) =
+        match signed_in_page(&state, jar, &headers, q.lang.as_deref(), None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
     let done = q
         .done
         .as_deref()
@@ -626,7 +621,7 @@ async fn render_overview(
         "account.html",
         context! {
             client_name => client_name,
-            lang_links => lang_links("/account"),
+            lang_links => lang_links("/account", &[]),
             done => done,
             name => user.name.clone().unwrap_or_default(),
             email => user.email.as_str(),
@@ -679,11 +674,16 @@ async fn backup_email(
     peer: Peer,
     Form(f): Form<BackupEmailForm>,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    if !csrf_ok(&state, &jar, "account.backup_email", &f.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let (user, session, _) = match signed_in(&state, &jar).await {
+    let (loc, user, session) = match signed_in_post(
+        &state,
+        &jar,
+        &headers,
+        "account.backup_email",
+        &f.csrf,
+        None,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -725,14 +725,11 @@ async fn sign_out_others(
     peer: Peer,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    if !csrf_ok(&state, &jar, "account.sessions", &f.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let (user, session, _) = match signed_in(&state, &jar).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let (loc, user, session) =
+        match signed_in_post(&state, &jar, &headers, "account.sessions", &f.csrf, None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     match state
         .provider
@@ -806,7 +803,7 @@ async fn render_password(
         "account_password.html",
         context! {
             client_name => client_name,
-            lang_links => lang_links("/account/password"),
+            lang_links => lang_links("/account/password", &[]),
             action => "/account/password",
             csrf => csrf_token(state, &browser_id, "account.password"),
             account => user.email.as_str(),
@@ -828,14 +825,18 @@ async fn password_page(
     jar: CookieJar,
     headers: HeaderMap,
 ) -> Response {
-    let (jar, loc) = page_locale(&state, jar, &headers, q.lang.as_deref());
-    let (user, session, _) = match signed_in(&state, &jar).await {
+    let (jar, loc, user, _) = match signed_in_page(
+        &state,
+        jar,
+        &headers,
+        q.lang.as_deref(),
+        Some("/account/password"),
+    )
+    .await
+    {
         Ok(s) => s,
-        Err(r) => return (jar, r).into_response(),
+        Err(r) => return r,
     };
-    if let Some(r) = require_recent(&state, &session, "/account/password") {
-        return (jar, r).into_response();
-    }
     render_password(&state, jar, loc, &user, None).await
 }
 
@@ -858,17 +859,19 @@ async fn password_submit(
     peer: Peer,
     Form(f): Form<PasswordForm>,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    if !csrf_ok(&state, &jar, "account.password", &f.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let (user, session, _) = match signed_in(&state, &jar).await {
+    let (loc, user, _) = match signed_in_post(
+        &state,
+        &jar,
+        &headers,
+        "account.password",
+        &f.csrf,
+        Some("/account/password"),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = require_recent(&state, &session, "/account/password") {
-        return r;
-    }
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let client = account_client(&state);
     let result = state
@@ -938,7 +941,7 @@ async fn render_email(
         "account_email.html",
         context! {
             client_name => client_name,
-            lang_links => lang_links("/account/email"),
+            lang_links => lang_links("/account/email", &[]),
             current_email => user.email.as_str(),
             pending_email => pending.as_ref().map(|p| p.new_email.as_str().to_owned()),
             valid_minutes => pending.as_ref().map(|p| p.valid_minutes),
@@ -961,14 +964,18 @@ async fn email_page(
     jar: CookieJar,
     headers: HeaderMap,
 ) -> Response {
-    let (jar, loc) = page_locale(&state, jar, &headers, q.lang.as_deref());
-    let (user, session, _) = match signed_in(&state, &jar).await {
+    let (jar, loc, user, session) = match signed_in_page(
+        &state,
+        jar,
+        &headers,
+        q.lang.as_deref(),
+        Some("/account/email"),
+    )
+    .await
+    {
         Ok(s) => s,
-        Err(r) => return (jar, r).into_response(),
+        Err(r) => return r,
     };
-    if let Some(r) = require_recent(&state, &session, "/account/email") {
-        return (jar, r).into_response();
-    }
     render_email(&state, jar, loc, &user, &session, EmailView::default()).await
 }
 
@@ -987,17 +994,19 @@ async fn email_request(
     peer: Peer,
     Form(f): Form<EmailForm>,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    if !csrf_ok(&state, &jar, "account.email", &f.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let (user, session, _) = match signed_in(&state, &jar).await {
+    let (loc, user, session) = match signed_in_post(
+        &state,
+        &jar,
+        &headers,
+        "account.email",
+        &f.csrf,
+        Some("/account/email"),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(r) = require_recent(&state, &session, "/account/email") {
-        return r;
-    }
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let client = account_client(&state);
     let result = state
@@ -1042,14 +1051,11 @@ async fn email_confirm(
     peer: Peer,
     Form(f): Form<CodeForm>,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    if !csrf_ok(&state, &jar, "account.email", &f.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let (user, session, _) = match signed_in(&state, &jar).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let (loc, user, session) =
+        match signed_in_post(&state, &jar, &headers, "account.email", &f.csrf, None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let client = account_client(&state);
     let result = state
@@ -1100,14 +1106,11 @@ async fn email_cancel(
     headers: HeaderMap,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    if !csrf_ok(&state, &jar, "account.email", &f.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let (user, _, _) = match signed_in(&state, &jar).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    let (loc, user, _) =
+        match signed_in_post(&state, &jar, &headers, "account.email", &f.csrf, None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
     match state.provider.cancel_email_change(&user).await {
         Ok(()) => see_other("/account/email"),
         Err(e) => internal(&state, loc, e),

@@ -10,11 +10,8 @@
 //! browser cookie (`web::forms`).
 
 use super::account::{SIGN_IN_PATH, signed_in};
-use super::forms::{browser, client_of, csrf_ok, csrf_token, theme_of};
-use super::{
-    DEVICE_COOKIE, LANG_COOKIE, Peer, cookie, error_page, locale, page, peer_addr, request_meta,
-    see_other,
-};
+use super::forms::{browser, client_of, csrf_ok, csrf_token, page_locale, theme_of, when};
+use super::{DEVICE_COOKIE, Peer, error_page, page, peer_addr, request_meta, see_other};
 use crate::app::AppState;
 use crate::theme::Locale;
 use axum::Router;
@@ -125,17 +122,7 @@ impl Ctx {
         let (user, session, _) = signed_in(&state, &jar)
             .await
             .map_err(|_| see_other(&sign_in_url(page_path, false)))?;
-        let jar = match q.lang.as_deref() {
-            Some(l @ ("en" | "fr")) => {
-                jar.add(cookie(&state, LANG_COOKIE, l.to_owned(), 365 * 24 * 3600))
-            }
-            _ => jar,
-        };
-        let loc = match q.lang.as_deref() {
-            Some("fr") => Locale::Fr,
-            Some("en") => Locale::En,
-            _ => locale(&jar, headers, None),
-        };
+        let (jar, loc) = page_locale(&state, jar, headers, q.lang.as_deref());
         let (jar, browser) = browser(&state, jar);
         let client = client_of(&state, q.client_id.as_deref());
         let (theme, client_name) = theme_of(client.as_deref());
@@ -237,11 +224,6 @@ struct ListState<'a> {
     name_error: Option<(Uuid, &'a str, &'static str)>,
 }
 
-fn when(t: time::OffsetDateTime) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    t.format(&fmt).unwrap_or_default()
-}
-
 async fn render_list(cx: Ctx, status: StatusCode, list: ListState<'_>) -> Response {
     let device_cookie = cx.jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned());
     let summary: SecuritySummary = match cx
@@ -337,20 +319,40 @@ async fn devices_page(
     .await
 }
 
-/// A POST's context once the user is signed in and the CSRF token checked.
+/// A POST's context and fields once the user is signed in and the CSRF
+/// token checked.
 async fn posted_cx(
     state: AppState,
     jar: CookieJar,
     headers: &HeaderMap,
     peer: &Peer,
     q: &PageQuery,
-    posted: &Posted,
-) -> Result<Ctx, Response> {
+    body: &[u8],
+) -> Result<(Ctx, Posted), Response> {
+    let posted = parse_posted(body);
     let cx = Ctx::new(state, jar, headers, peer, q, DEVICES_PATH).await?;
-    if !cx.csrf_ok(posted) {
+    if !cx.csrf_ok(&posted) {
         return Err(cx.error(StatusCode::FORBIDDEN, "error.csrf"));
     }
-    Ok(cx)
+    Ok((cx, posted))
+}
+
+/// [`posted_cx`] for a POST about one factor or browser: its `id` from the
+/// path too, or 404 when it is not one.
+async fn posted_cx_for(
+    state: AppState,
+    jar: CookieJar,
+    headers: &HeaderMap,
+    peer: &Peer,
+    q: &PageQuery,
+    body: &[u8],
+    id: &str,
+) -> Result<(Ctx, Posted, Uuid), Response> {
+    let (cx, posted) = posted_cx(state, jar, headers, peer, q, body).await?;
+    match parse_id(id) {
+        Some(id) => Ok((cx, posted, id)),
+        None => Err(cx.error(StatusCode::NOT_FOUND, "error.not_found")),
+    }
 }
 
 /// The recovery codes page (shown once).
@@ -436,9 +438,8 @@ async fn totp_submit(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let posted = parse_posted(&body);
-    let cx = match posted_cx(state, jar, &headers, &peer, &q, &posted).await {
-        Ok(cx) => cx,
+    let (cx, posted) = match posted_cx(state, jar, &headers, &peer, &q, &body).await {
+        Ok(p) => p,
         Err(res) => return res,
     };
     let provider = cx.state.provider.clone();
@@ -544,9 +545,8 @@ async fn webauthn_submit(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let posted = parse_posted(&body);
-    let cx = match posted_cx(state, jar, &headers, &peer, &q, &posted).await {
-        Ok(cx) => cx,
+    let (cx, posted) = match posted_cx(state, jar, &headers, &peer, &q, &body).await {
+        Ok(p) => p,
         Err(res) => return res,
     };
     let provider = cx.state.provider.clone();
@@ -595,13 +595,9 @@ async fn rename(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let posted = parse_posted(&body);
-    let cx = match posted_cx(state, jar, &headers, &peer, &q, &posted).await {
-        Ok(cx) => cx,
+    let (cx, posted, id) = match posted_cx_for(state, jar, &headers, &peer, &q, &body, &id).await {
+        Ok(p) => p,
         Err(res) => return res,
-    };
-    let Some(id) = parse_id(&id) else {
-        return cx.error(StatusCode::NOT_FOUND, "error.not_found");
     };
     let provider = cx.state.provider.clone();
     match provider
@@ -630,13 +626,9 @@ async fn delete(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let posted = parse_posted(&body);
-    let cx = match posted_cx(state, jar, &headers, &peer, &q, &posted).await {
-        Ok(cx) => cx,
+    let (cx, _, id) = match posted_cx_for(state, jar, &headers, &peer, &q, &body, &id).await {
+        Ok(p) => p,
         Err(res) => return res,
-    };
-    let Some(id) = parse_id(&id) else {
-        return cx.error(StatusCode::NOT_FOUND, "error.not_found");
     };
     let provider = cx.state.provider.clone();
     match provider.delete_factor(&cx.account(), id).await {
@@ -654,9 +646,8 @@ async fn regenerate_codes(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let posted = parse_posted(&body);
-    let cx = match posted_cx(state, jar, &headers, &peer, &q, &posted).await {
-        Ok(cx) => cx,
+    let (cx, _) = match posted_cx(state, jar, &headers, &peer, &q, &body).await {
+        Ok(p) => p,
         Err(res) => return res,
     };
     let provider = cx.state.provider.clone();
@@ -676,13 +667,9 @@ async fn revoke_browser(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let posted = parse_posted(&body);
-    let cx = match posted_cx(state, jar, &headers, &peer, &q, &posted).await {
-        Ok(cx) => cx,
+    let (cx, _, id) = match posted_cx_for(state, jar, &headers, &peer, &q, &body, &id).await {
+        Ok(p) => p,
         Err(res) => return res,
-    };
-    let Some(id) = parse_id(&id) else {
-        return cx.error(StatusCode::NOT_FOUND, "error.not_found");
     };
     let provider = cx.state.provider.clone();
     match provider.revoke_browser(&cx.account(), id).await {

@@ -14,8 +14,11 @@
 //!    validation by the platform operator; the creator becomes its
 //!    administrator and is emailed.
 
-use super::forms::{browser, client_of, csrf_ok, csrf_token, theme_of};
-use super::{LANG_COOKIE, Peer, cookie, error_page, locale, page, peer_addr, request_meta};
+use super::forms::{
+    Fields, PublicPost, back_url, browser, challenge_json, client_of, csrf_token, internal_error,
+    lang_links, page_locale, public_post, theme_of, with_client_query,
+};
+use super::{Peer, error_page, page};
 use crate::app::AppState;
 use crate::theme::Locale;
 use axum::Router;
@@ -40,8 +43,6 @@ const NEW_PATH: &str = "/organizations/new";
 const CONFIRM_PATH: &str = "/organizations/confirm";
 const NEW_FORM: &str = "org-new";
 const CONFIRM_FORM: &str = "org-confirm";
-/// Longest value kept from any typed field.
-const MAX_TYPED: usize = 254;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -53,27 +54,6 @@ pub fn routes() -> Router<AppState> {
 struct PageQuery {
     client_id: Option<String>,
     lang: Option<String>,
-}
-
-/// The posted fields, by name (the last value of a repeated name wins).
-struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    fn parse(body: &[u8]) -> Option<Self> {
-        serde_urlencoded::from_bytes(body).ok().map(Self)
-    }
-
-    fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    fn typed(&self, name: &str) -> String {
-        self.get(name).trim().chars().take(MAX_TYPED).collect()
-    }
 }
 
 /// What the creation form shows again after a problem (never the password).
@@ -148,8 +128,7 @@ impl<'a> NewForm<'a> {
     fn render(&self, state: &AppState, browser: &str, loc: Locale, status: StatusCode) -> Response {
         let (theme, client_name) = theme_of(self.client);
         let client_id = self.client.map(|c| c.id.0.as_str());
-        let challenge = serde_json::to_string(&state.provider.issue_challenge())
-            .unwrap_or_else(|_| "{}".into());
+        let challenge = challenge_json(state);
         let rules = state.provider.signup_password_policy(self.client).rules();
         page(
             state,
@@ -170,43 +149,10 @@ impl<'a> NewForm<'a> {
                 notice => self.notice,
                 retry_after => self.retry_after.clone(),
                 back_url => back_url(self.client),
-                lang_links => lang_links(client_id),
+                lang_links => lang_links(NEW_PATH, &[("client_id", client_id)]),
             },
         )
     }
-}
-
-/// Where "back to the application" leads: the origin of the client's first
-/// redirect URI (its portal), when it is a web address.
-fn back_url(client: Option<&Client>) -> Option<String> {
-    let uri = client?.redirect_uris.first()?;
-    let url = url::Url::parse(uri).ok()?;
-    matches!(url.scheme(), "http" | "https").then(|| url.origin().ascii_serialization() + "/")
-}
-
-fn new_url(client: Option<&Client>) -> String {
-    match client {
-        Some(c) => {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            q.append_pair("client_id", &c.id.0);
-            format!("{NEW_PATH}?{}", q.finish())
-        }
-        None => NEW_PATH.to_owned(),
-    }
-}
-
-fn lang_links(client_id: Option<&str>) -> Vec<Value> {
-    ["en", "fr"]
-        .iter()
-        .map(|l| {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            if let Some(c) = client_id {
-                q.append_pair("client_id", c);
-            }
-            q.append_pair("lang", l);
-            context! { lang => *l, href => format!("{NEW_PATH}?{}", q.finish()) }
-        })
-        .collect()
 }
 
 async fn new_page(
@@ -215,16 +161,7 @@ async fn new_page(
     jar: CookieJar,
     headers: HeaderMap,
 ) -> Response {
-    let (jar, loc) = match q.lang.as_deref() {
-        Some(l @ ("en" | "fr")) => (
-            jar.add(cookie(&state, LANG_COOKIE, l.to_owned(), 365 * 24 * 3600)),
-            if l == "fr" { Locale::Fr } else { Locale::En },
-        ),
-        _ => {
-            let loc = locale(&jar, &headers, None);
-            (jar, loc)
-        }
-    };
+    let (jar, loc) = page_locale(&state, jar, &headers, q.lang.as_deref());
     let (jar, browser_id) = browser(&state, jar);
     let client = client_of(&state, q.client_id.as_deref());
     let form = NewForm::new(client.as_deref(), Typed::blank());
@@ -246,35 +183,20 @@ async fn new_submit(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    let Some(fields) = Fields::parse(&body) else {
-        return error_page(
-            &state,
-            "default",
-            loc,
-            StatusCode::BAD_REQUEST,
-            "error.invalid_request",
-            None,
-        );
+    let PublicPost {
+        loc,
+        fields,
+        client,
+        theme,
+        client_name,
+        jar,
+        browser_id,
+        meta,
+    } = match public_post(&state, jar, &headers, &peer, &body, NEW_FORM) {
+        Ok(post) => post,
+        Err(res) => return *res,
     };
-    let client = client_of(
-        &state,
-        Some(fields.get("client_id")).filter(|s| !s.is_empty()),
-    );
     let client = client.as_deref();
-    let (theme, _) = theme_of(client);
-    if !csrf_ok(&state, &jar, NEW_FORM, fields.get("csrf")) {
-        return error_page(
-            &state,
-            &theme,
-            loc,
-            StatusCode::FORBIDDEN,
-            "error.csrf",
-            None,
-        );
-    }
-    let (jar, browser_id) = browser(&state, jar);
-    let meta = request_meta(&state, &headers, peer_addr(&peer));
     let typed = Typed::from_fields(&fields);
     let mut form = NewForm::new(client, typed.clone());
     let p = &state.provider;
@@ -428,7 +350,6 @@ async fn new_submit(
             return (jar, res).into_response();
         }
     };
-    let (_, client_name) = theme_of(client);
     let client_id = client.map(|c| c.id.0.as_str());
     let res = page(
         &state,
@@ -450,7 +371,7 @@ async fn new_submit(
             },
             email => request.email.as_str(),
             new_account => typed.account == "new",
-            edit_url => new_url(client),
+            edit_url => with_client_query(NEW_PATH, client),
             back_url => back_url(client),
         },
     );
@@ -473,35 +394,20 @@ async fn confirm_submit(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let loc = locale(&jar, &headers, None);
-    let Some(fields) = Fields::parse(&body) else {
-        return error_page(
-            &state,
-            "default",
-            loc,
-            StatusCode::BAD_REQUEST,
-            "error.invalid_request",
-            None,
-        );
+    let PublicPost {
+        loc,
+        fields,
+        client,
+        theme,
+        client_name,
+        jar,
+        browser_id,
+        meta,
+    } = match public_post(&state, jar, &headers, &peer, &body, CONFIRM_FORM) {
+        Ok(post) => post,
+        Err(res) => return *res,
     };
-    let client = client_of(
-        &state,
-        Some(fields.get("client_id")).filter(|s| !s.is_empty()),
-    );
     let client = client.as_deref();
-    let (theme, client_name) = theme_of(client);
-    if !csrf_ok(&state, &jar, CONFIRM_FORM, fields.get("csrf")) {
-        return error_page(
-            &state,
-            &theme,
-            loc,
-            StatusCode::FORBIDDEN,
-            "error.csrf",
-            None,
-        );
-    }
-    let (jar, browser_id) = browser(&state, jar);
-    let meta = request_meta(&state, &headers, peer_addr(&peer));
     match state
         .provider
         .confirm_organization(fields.get("request"), &browser_id, &meta)
@@ -538,13 +444,5 @@ async fn confirm_submit(
 }
 
 fn internal(state: &AppState, theme: &str, loc: Locale, e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "organization creation failed");
-    error_page(
-        state,
-        theme,
-        loc,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "error.internal",
-        None,
-    )
+    internal_error(state, theme, loc, "organization creation failed", e)
 }

@@ -8,8 +8,12 @@
 //! they answer with the same page, and the core does the lookup and the
 //! email in the background, so an answer says nothing about any account.
 
-use super::forms::{browser, client_of, csrf_ok, csrf_token, theme_of};
-use super::{LANG_COOKIE, Peer, cookie, error_page, locale, page, peer_addr, request_meta};
+use super::forms::{
+    Fields, PublicPost, back_url, bad_request, browser, challenge_json, client_of, csrf_ok,
+    csrf_refused, csrf_token, form_client_id, internal_error, lang_links, page_locale, public_post,
+    theme_of, with_client_query,
+};
+use super::{Peer, locale, page, peer_addr, request_meta};
 use crate::app::AppState;
 use crate::theme::Locale;
 use axum::Router;
@@ -33,10 +37,6 @@ use std::sync::Arc;
 const FORGOT_PASSWORD: &str = "forgot-password";
 const FORGOT_IDENTIFIER: &str = "forgot-identifier";
 const SET_PASSWORD: &str = "set-password";
-
-/// Longest identifier or email accepted from the forms (an email is at
-/// most 254 characters).
-const MAX_TYPED: usize = 254;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -65,81 +65,6 @@ pub(crate) struct PageQuery {
     token: Option<String>,
 }
 
-/// The posted fields, by name (the last value of a repeated name wins).
-struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    fn parse(body: &[u8]) -> Option<Self> {
-        serde_urlencoded::from_bytes(body).ok().map(Self)
-    }
-
-    fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
-/// Remembers a `?lang=` switch in the language cookie; the page locale.
-fn page_locale(
-    state: &AppState,
-    jar: CookieJar,
-    headers: &HeaderMap,
-    lang: Option<&str>,
-) -> (CookieJar, Locale) {
-    match lang {
-        Some(l @ ("en" | "fr")) => {
-            let loc = if l == "fr" { Locale::Fr } else { Locale::En };
-            (
-                jar.add(cookie(state, LANG_COOKIE, l.to_owned(), 365 * 24 * 3600)),
-                loc,
-            )
-        }
-        _ => {
-            let loc = locale(&jar, headers, None);
-            (jar, loc)
-        }
-    }
-}
-
-/// Links switching the page's language, keeping its query.
-fn lang_links(path: &str, params: &[(&str, Option<&str>)]) -> Vec<Value> {
-    ["en", "fr"]
-        .iter()
-        .map(|l| {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in params {
-                if let Some(v) = v {
-                    q.append_pair(k, v);
-                }
-            }
-            q.append_pair("lang", l);
-            context! { lang => *l, href => format!("{path}?{}", q.finish()) }
-        })
-        .collect()
-}
-
-/// Where "back to the application" leads: the origin of the client's first
-/// redirect URI (its portal), when it is a web address.
-fn back_url(client: Option<&Client>) -> Option<String> {
-    let uri = client?.redirect_uris.first()?;
-    let url = url::Url::parse(uri).ok()?;
-    matches!(url.scheme(), "http" | "https").then(|| url.origin().ascii_serialization() + "/")
-}
-
-fn with_query(path: &str, client: Option<&Client>) -> String {
-    match client {
-        Some(c) => {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            q.append_pair("client_id", &c.id.0);
-            format!("{path}?{}", q.finish())
-        }
-        None => path.to_owned(),
-    }
-}
-
 /// A public recovery form: which one, what was typed, what went wrong.
 struct RecoveryForm<'a> {
     purpose: &'static str,
@@ -155,8 +80,7 @@ struct RecoveryForm<'a> {
 impl RecoveryForm<'_> {
     fn render(&self, state: &AppState, browser: &str, loc: Locale, status: StatusCode) -> Response {
         let (theme, client_name) = theme_of(self.client);
-        let challenge = serde_json::to_string(&state.provider.issue_challenge())
-            .unwrap_or_else(|_| "{}".into());
+        let challenge = challenge_json(state);
         let path = format!("/{}", self.purpose);
         let client_id = self.client.map(|c| c.id.0.as_str());
         let template = if self.purpose == FORGOT_PASSWORD {
@@ -265,34 +189,26 @@ async fn recovery_submit(
     body: &[u8],
     purpose: &'static str,
 ) -> Response {
-    let loc = locale(&jar, headers, None);
-    let Some(fields) = Fields::parse(body) else {
-        return bad_request(state, loc);
+    let PublicPost {
+        loc,
+        fields,
+        client,
+        theme,
+        client_name,
+        jar,
+        browser_id,
+        meta,
+    } = match public_post(state, jar, headers, peer, body, purpose) {
+        Ok(post) => post,
+        Err(res) => return *res,
     };
-    let client = client_of(
-        state,
-        Some(fields.get("client_id")).filter(|s| !s.is_empty()),
-    );
     let client = client.as_deref();
-    let (theme, _) = theme_of(client);
-    if !csrf_ok(state, &jar, purpose, fields.get("csrf")) {
-        return error_page(
-            state,
-            &theme,
-            loc,
-            StatusCode::FORBIDDEN,
-            "error.csrf",
-            None,
-        );
-    }
-    let (jar, browser_id) = browser(state, jar);
-    let meta = request_meta(state, headers, peer_addr(peer));
     let field = if purpose == FORGOT_PASSWORD {
         "identifier"
     } else {
         "email"
     };
-    let typed: String = fields.get(field).trim().chars().take(MAX_TYPED).collect();
+    let typed = fields.typed(field);
     let mut form = RecoveryForm {
         purpose,
         client,
@@ -346,7 +262,6 @@ async fn recovery_submit(
             drop(p.request_identifier_reminder(&email, client, loc.as_str(), &meta));
         }
     }
-    let (_, client_name) = theme_of(client);
     let res = page(
         state,
         &theme,
@@ -356,34 +271,15 @@ async fn recovery_submit(
         context! {
             kind => if purpose == FORGOT_PASSWORD { "password" } else { "identifier" },
             client_name => client_name,
-            again_url => with_query(&format!("/{purpose}"), client),
+            again_url => with_client_query(&format!("/{purpose}"), client),
             back_url => back_url(client),
         },
     );
     (jar, res).into_response()
 }
 
-fn bad_request(state: &AppState, loc: Locale) -> Response {
-    error_page(
-        state,
-        "default",
-        loc,
-        StatusCode::BAD_REQUEST,
-        "error.invalid_request",
-        None,
-    )
-}
-
 fn internal(state: &AppState, theme: &str, loc: Locale, e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "recovery request failed");
-    error_page(
-        state,
-        theme,
-        loc,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "error.internal",
-        None,
-    )
+    internal_error(state, theme, loc, "recovery request failed", e)
 }
 
 /// A serializable value for a template context.
@@ -460,7 +356,7 @@ fn invalid_link_page(
             invalid_link => true,
             purpose => purpose_name(purpose),
             client_name => client_name,
-            again_url => with_query("/forgot-password", client),
+            again_url => with_client_query("/forgot-password", client),
             back_url => back_url(client),
         },
     )
@@ -524,18 +420,11 @@ async fn set_password_submit(
     };
     let path = uri.path().to_owned();
     let token = fields.get("token").to_owned();
-    let query_client = Some(fields.get("client_id")).filter(|s| !s.is_empty());
+    let query_client = form_client_id(&fields);
     if !csrf_ok(&state, &jar, SET_PASSWORD, fields.get("csrf")) {
         let client = client_of(&state, query_client);
         let (theme, _) = theme_of(client.as_deref());
-        return error_page(
-            &state,
-            &theme,
-            loc,
-            StatusCode::FORBIDDEN,
-            "error.csrf",
-            None,
-        );
+        return csrf_refused(&state, &theme, loc);
     }
     let (jar, browser_id) = browser(&state, jar);
     let meta = request_meta(&state, &headers, peer_addr(&peer));

@@ -252,15 +252,27 @@ impl Browser {
     }
 
     pub fn with_language(lang: &str) -> Self {
+        Self::build(lang, None)
+    }
+
+    /// An English browser with a recognisable user agent (shown in the
+    /// account pages and recorded in the audit trail).
+    pub fn with_agent(agent: &str) -> Self {
+        Self::build("en", Some(agent))
+    }
+
+    fn build(lang: &str, agent: Option<&str>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::ACCEPT_LANGUAGE, lang.parse().unwrap());
+        let mut http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers);
+        if let Some(agent) = agent {
+            http = http.user_agent(agent);
+        }
         Self {
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .default_headers(headers)
-                .build()
-                .unwrap(),
+            http: http.build().unwrap(),
         }
     }
 
@@ -541,10 +553,195 @@ macro_rules! matrix_with {
     };
 }
 
+/// Runs each test that starts its own server (an `async fn(Backend)` at the
+/// root of the test file) on both backends, each as its own #[tokio::test]:
+/// `name::sqlite` and `name::postgres_redis`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::$name($crate::support::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_redis() {
+                    $crate::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
 /// Runs each test body on both backends with the default test server.
 #[macro_export]
 macro_rules! matrix {
     ($($name:ident),* $(,)?) => {
         $crate::matrix_with!($crate::support::AppOptions::default(), |_| {}; $($name),*);
     };
+}
+
+// ------------------------------------------------- accounts and organizations
+
+/// Mail settings for plain SMTP to a local test server on `port`, sending
+/// as `from` (`"Name <address>"`).
+pub fn local_smtp(from: &str, port: u16) -> idp::config::MailSettings {
+    idp::config::MailSettings {
+        transport: idp::config::MailTransport::Smtp,
+        from: Some(from.into()),
+        smtp_host: Some("127.0.0.1".into()),
+        smtp_port: Some(port),
+        smtp_tls: idp::config::SmtpTlsMode::None,
+        ..idp::config::MailSettings::default()
+    }
+}
+
+/// Like [`spawn_app_adjusted`], with delivery configured: notices go by
+/// plain SMTP to a local test server on `port`, sent as `from`.
+pub async fn spawn_app_with_smtp(
+    backend: Backend,
+    options: AppOptions,
+    from: &str,
+    port: u16,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let options = AppOptions {
+        configured_delivery: true,
+        ..options
+    };
+    spawn_app_adjusted(backend, options, |s| {
+        adjust(s);
+        s.mail = local_smtp(from, port);
+    })
+    .await
+}
+
+/// Cheap proof-of-work challenges keep the suites fast (the browser's work
+/// is the same kind).
+pub fn cheap_challenges(s: &mut Settings) {
+    s.accounts.challenge_max_number = 1000;
+}
+
+/// Polls `probe` until it gives a value (background deliveries), for at
+/// most 10 s.
+pub async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let poll = async {
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), poll)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The messages sent to `email` so far (in the app's outbox).
+pub fn messages_to(app: &TestApp, email: &str) -> Vec<idp_core::notify::Message> {
+    let to = idp_core::notify::Recipient::Email(email.to_owned());
+    app.outbox
+        .messages()
+        .into_iter()
+        .filter(|(r, _)| *r == to)
+        .map(|(_, n)| n.message)
+        .collect()
+}
+
+/// The proof-of-work challenge of a page's form (its `data-challenge`).
+pub fn challenge_of(html: &str) -> idp_core::challenge::ChallengeSpec {
+    let start = html
+        .find("data-challenge=\"")
+        .expect("a challenge on the form")
+        + 16;
+    let end = start + html[start..].find('"').unwrap();
+    let json = html[start..end]
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&amp;", "&");
+    serde_json::from_str(&json).expect("challenge JSON")
+}
+
+/// Solves the page's challenge as altcha.js does.
+pub fn challenge_solution(html: &str) -> String {
+    idp_core::challenge::solve(&challenge_of(html)).expect("solvable")
+}
+
+/// Fills the page's form with `fields` (hidden fields kept), solves its
+/// proof-of-work challenge as altcha.js does, and posts it.
+pub async fn submit_with_challenge(
+    app: &TestApp,
+    browser: &Browser,
+    html: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let solution = challenge_solution(html);
+    let mut all: Vec<(&str, &str)> = fields.to_vec();
+    all.push(("altcha", &solution));
+    browser.submit(app, html, &all).await
+}
+
+/// Creates an active account for `email` (with `name`) whose password is
+/// [`PASSWORD`].
+pub async fn user_with_password(app: &TestApp, email: &str, name: Option<&str>) -> User {
+    app.state
+        .provider
+        .create_user(
+            Email::parse(email).unwrap(),
+            name.map(str::to_owned),
+            &Secret::new(PASSWORD),
+        )
+        .await
+        .expect("user created")
+}
+
+/// Identifier and password for `email` at `client` in `browser`, when a
+/// second step follows: that step's page.
+pub async fn second_step_page(
+    app: &TestApp,
+    browser: &Browser,
+    client: &str,
+    email: &str,
+    password: &str,
+) -> String {
+    let to = browser
+        .login(app, &authorize_url(app, client, None, &[]), email, password)
+        .await;
+    assert!(to.starts_with("/login/"), "a second step follows: {to}");
+    let (res, _) = browser.follow(app, &app.url(&to)).await;
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap()
+}
+
+/// The test clock's time, in Unix seconds.
+pub fn clock_secs(app: &TestApp) -> u64 {
+    use idp_core::clock::Clock;
+    app.clock.now().unix_timestamp() as u64
+}
+
+/// An authenticator app set up with `key` (base32, as a page shows it,
+/// spaces allowed).
+pub fn authenticator_app(key: &str) -> totp_rs::Totp {
+    totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(key.replace(' ', "")).expect("base32 key"))
+        .build()
+        .expect("a valid TOTP")
+}
+
+/// The code the authenticator app with `key` shows at `t` (Unix seconds).
+pub fn totp_code(key: &str, t: u64) -> String {
+    authenticator_app(key).generate(t).to_string()
+}
+
+/// GETs the page at `path` for `client` (`?client_id=`), asserting it is
+/// shown.
+pub async fn client_page(app: &TestApp, browser: &Browser, path: &str, client: &str) -> String {
+    let res = browser
+        .get(&app.url(&format!("{path}?client_id={client}")))
+        .await;
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap()
 }

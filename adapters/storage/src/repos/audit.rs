@@ -19,25 +19,27 @@ impl AuditRepo for SeaStorage {
     }
 
     async fn list_for_user(&self, user: UserId, limit: u64) -> Result<Vec<AuditEvent>, RepoError> {
-        audit_events::Entity::find()
-            .filter(audit_events::Column::UserId.eq(user.0))
-            .order_by(
-                self.time_order((audit_events::Entity, audit_events::Column::At)),
-                Order::Desc,
-            )
-            .order_by_desc(audit_events::Column::Id)
-            .limit(limit)
-            .all(&self.db)
+        self.latest_events_by(audit_events::Column::UserId, user.0, limit)
             .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(AuditEvent::try_from)
-            .collect()
     }
 
     async fn list_for_org(&self, org: OrgId, limit: u64) -> Result<Vec<AuditEvent>, RepoError> {
+        self.latest_events_by(audit_events::Column::OrgId, org.0, limit)
+            .await
+    }
+}
+
+impl SeaStorage {
+    /// The latest `limit` events whose `column` (user or organization) is
+    /// `id`, newest first.
+    async fn latest_events_by(
+        &self,
+        column: audit_events::Column,
+        id: uuid::Uuid,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, RepoError> {
         audit_events::Entity::find()
-            .filter(audit_events::Column::OrgId.eq(org.0))
+            .filter(column.eq(id))
             .order_by(
                 self.time_order((audit_events::Entity, audit_events::Column::At)),
                 Order::Desc,

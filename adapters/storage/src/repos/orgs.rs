@@ -13,7 +13,7 @@ use idp_core::domain::{Membership, OrgId, OrgStatus, Organization, Role, UserId}
 use idp_core::password_policy::PasswordPolicy;
 use idp_core::ports::{OrgRepo, RepoError};
 use sea_orm::sea_query::{Expr, Order};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
 use time::OffsetDateTime;
 
 #[async_trait]
@@ -53,20 +53,14 @@ impl OrgRepo for SeaStorage {
         if let Some(status) = status {
             query = query.filter(organizations::Column::Status.eq(status.as_str()));
         }
-        query
-            .order_by(
-                self.time_order((organizations::Entity, organizations::Column::CreatedAt)),
-                Order::Asc,
-            )
-            .order_by_asc(organizations::Column::Id)
-            .limit(limit)
-            .offset(offset)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(Organization::try_from)
-            .collect()
+        self.oldest_first_page(
+            query,
+            organizations::Column::CreatedAt,
+            organizations::Column::Id,
+            limit,
+            offset,
+        )
+        .await
     }
 
     async fn set_status(
@@ -137,36 +131,22 @@ impl OrgRepo for SeaStorage {
     }
 
     async fn list_members(&self, org: OrgId) -> Result<Vec<Membership>, RepoError> {
-        memberships::Entity::find()
-            .filter(memberships::Column::OrgId.eq(org.0))
-            .order_by(
-                self.time_order((memberships::Entity, memberships::Column::CreatedAt)),
-                Order::Asc,
-            )
-            .order_by_asc(memberships::Column::UserId)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(Membership::try_from)
-            .collect()
+        self.memberships_by(
+            memberships::Column::OrgId,
+            org.0,
+            memberships::Column::UserId,
+        )
+        .await
     }
 
     async fn memberships_of(&self, user: UserId) -> Result<Vec<Membership>, RepoError> {
         // In the order the user joined them, so the first is stable.
-        memberships::Entity::find()
-            .filter(memberships::Column::UserId.eq(user.0))
-            .order_by(
-                self.time_order((memberships::Entity, memberships::Column::CreatedAt)),
-                Order::Asc,
-            )
-            .order_by_asc(memberships::Column::OrgId)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(Membership::try_from)
-            .collect()
+        self.memberships_by(
+            memberships::Column::UserId,
+            user.0,
+            memberships::Column::OrgId,
+        )
+        .await
     }
 
     async fn set_roles(&self, org: OrgId, user: UserId, roles: &[Role]) -> Result<bool, RepoError> {
@@ -191,5 +171,30 @@ impl OrgRepo for SeaStorage {
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
+    }
+}
+
+impl SeaStorage {
+    /// The memberships whose `column` is `id` (one organization's, or one
+    /// user's), oldest first (ties by `then`).
+    async fn memberships_by(
+        &self,
+        column: memberships::Column,
+        id: uuid::Uuid,
+        then: memberships::Column,
+    ) -> Result<Vec<Membership>, RepoError> {
+        memberships::Entity::find()
+            .filter(column.eq(id))
+            .order_by(
+                self.time_order((memberships::Entity, memberships::Column::CreatedAt)),
+                Order::Asc,
+            )
+            .order_by_asc(then)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(Membership::try_from)
+            .collect()
     }
 }

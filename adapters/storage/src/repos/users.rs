@@ -5,8 +5,8 @@ use crate::{SeaStorage, db_err};
 use async_trait::async_trait;
 use idp_core::domain::{CustomerId, Email, User, UserId};
 use idp_core::ports::{RepoError, UserRepo};
-use sea_orm::sea_query::{Expr, Order};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 #[async_trait]
 impl UserRepo for SeaStorage {
@@ -49,20 +49,14 @@ impl UserRepo for SeaStorage {
     }
 
     async fn list(&self, limit: u64, offset: u64) -> Result<Vec<User>, RepoError> {
-        users::Entity::find()
-            .order_by(
-                self.time_order((users::Entity, users::Column::CreatedAt)),
-                Order::Asc,
-            )
-            .order_by_asc(users::Column::Id)
-            .limit(limit)
-            .offset(offset)
-            .all(&self.db)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(User::try_from)
-            .collect()
+        self.oldest_first_page(
+            users::Entity::find(),
+            users::Column::CreatedAt,
+            users::Column::Id,
+            limit,
+            offset,
+        )
+        .await
     }
 
     async fn set_last_method(&self, user: UserId, method: &str) -> Result<(), RepoError> {

@@ -14,8 +14,8 @@
 use crate::accounts::links::LinkPurpose;
 use crate::company::{Company, RegistryError, Siret};
 use crate::domain::{
-    AuditEvent, ClientId, CustomerId, Email, Membership, OrgId, OrgStatus, Organization,
-    PasswordCredential, Role, User, UserId, UserStatus,
+    AuditEvent, ClientId, Email, Membership, OrgId, OrgStatus, Organization, Role, User, UserId,
+    UserStatus,
 };
 use crate::ephemeral::{get_json, put_json, take_json};
 use crate::error::CoreError;
@@ -550,21 +550,16 @@ impl Provider {
                 .await?
                 .filter(|u| u.status == UserStatus::Active)
                 .ok_or(OrgCreateError::Expired)?,
-            Creator::New { email, name, phc } => {
-                let user = self
-                    .new_account(email, Some(name.clone()), request.client_id.as_ref(), meta)
-                    .await?
-                    .ok_or(OrgCreateError::EmailTaken)?;
-                self.ports
-                    .credentials
-                    .set_password(&PasswordCredential {
-                        user_id: user.id,
-                        phc: phc.clone(),
-                        updated_at: self.clock.now(),
-                    })
-                    .await?;
-                user
-            }
+            Creator::New { email, name, phc } => self
+                .insert_user(
+                    email,
+                    Some(name.clone()),
+                    Some(phc.clone()),
+                    request.client_id.as_ref(),
+                    meta,
+                )
+                .await?
+                .ok_or(OrgCreateError::EmailTaken)?,
         };
         let now = self.clock.now();
         let org = Organization {
@@ -658,7 +653,7 @@ impl Provider {
                     ),
                 };
                 let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
-                if let Some(until) = self.creator_locked(&acct_key, ip_key.as_deref()).await? {
+                if let Some(until) = self.locked_until_keys(&acct_key, ip_key.as_deref()).await? {
                     return Err(OrgCreateError::Locked { until });
                 }
                 let stored = match &user {
@@ -730,34 +725,6 @@ impl Provider {
         }
     }
 
-    async fn creator_locked(
-        &self,
-        acct_key: &str,
-        ip_key: Option<&str>,
-    ) -> Result<Option<OffsetDateTime>, CoreError> {
-        let t = self.settings.throttle;
-        for (key, max) in [
-            (Some(acct_key), t.account_max_failures),
-            (ip_key, t.ip_max_failures),
-        ] {
-            let Some(key) = key else { continue };
-            let count = self
-                .store
-                .get(key)
-                .await?
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
-            if count >= u64::from(max) {
-                let left = self.store.ttl(key).await?.unwrap_or_default();
-                return Ok(Some(
-                    self.clock.now() + time::Duration::try_from(left).unwrap_or_default(),
-                ));
-            }
-        }
-        Ok(None)
-    }
-
     /// Creates an account without a password (a member invited by an
     /// administrator defines it through the emailed link). `None` when the
     /// email is taken.
@@ -767,58 +734,7 @@ impl Provider {
         name: Option<String>,
         meta: &RequestMeta,
     ) -> Result<Option<User>, CoreError> {
-        self.new_account(email, name, None, meta).await
-    }
-
-    async fn new_account(
-        &self,
-        email: &Email,
-        name: Option<String>,
-        client: Option<&ClientId>,
-        meta: &RequestMeta,
-    ) -> Result<Option<User>, CoreError> {
-        let now = self.clock.now();
-        for _ in 0..8 {
-            let user = User {
-                id: UserId::new_v7(),
-                customer_id: CustomerId::generate(&self.settings.customer_id_suffix),
-                email: email.clone(),
-                email_verified: false,
-                name: name.clone(),
-                locale: None,
-                status: UserStatus::Active,
-                phone: None,
-                phone_verified: false,
-                mfa_required: false,
-                last_method: None,
-                backup_email: None,
-                created_at: now,
-                updated_at: now,
-            };
-            match self.ports.users.create(&user).await {
-                Ok(()) => {
-                    self.audit(
-                        "user.created",
-                        Some(user.id),
-                        client,
-                        meta,
-                        serde_json::json!({}),
-                    )
-                    .await;
-                    return Ok(Some(user));
-                }
-                Err(RepoError::Conflict(_)) => {
-                    if self.ports.users.find_by_email(email).await?.is_some() {
-                        return Ok(None);
-                    }
-                    // A customer identifier collision: draw another.
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CoreError::Internal(
-            "could not draw a free customer identifier".into(),
-        ))
+        self.insert_user(email, name, None, None, meta).await
     }
 
     /// Sends an email and waits for it (admin actions: nothing to hide, and
@@ -1080,7 +996,10 @@ impl Provider {
         let org = by.org();
         let (user, created) = match self.ports.users.find_by_email(email).await? {
             Some(u) => (u, false),
-            None => match self.new_account(email, name, by.client(), meta).await? {
+            None => match self
+                .insert_user(email, name, None, by.client(), meta)
+                .await?
+            {
                 Some(u) => (u, true),
                 // Created concurrently: join it.
                 None => (
@@ -1165,17 +1084,8 @@ impl Provider {
             return Err(OrgError::Invalid("at least one role is needed".into()));
         }
         let current = self
-            .ports
-            .orgs
-            .find_membership(actor.org.id, member)
-            .await?
-            .ok_or(OrgError::MemberNotFound)?;
-        if current.roles.contains(&Role::Administrator)
-            && !roles.contains(&Role::Administrator)
-            && self.administrators(actor.org.id).await? <= 1
-        {
-            return Err(OrgError::LastAdministrator);
-        }
+            .membership_to_change(actor, member, roles.contains(&Role::Administrator))
+            .await?;
         let mut roles = roles.to_vec();
         roles.sort();
         roles.dedup();
@@ -1187,11 +1097,9 @@ impl Provider {
         {
             return Err(OrgError::MemberNotFound);
         }
-        self.audit_in_org(
+        self.audit_by_actor(
             "organization.roles_changed",
-            Some(actor.user_id),
-            Some(actor.org.id),
-            actor.client_id.as_ref(),
+            actor,
             meta,
             serde_json::json!({
                 "org_id": actor.org.id,
@@ -1213,6 +1121,50 @@ impl Provider {
         meta: &RequestMeta,
     ) -> Result<(), OrgError> {
         require(actor, OrgAction::ManageMembers)?;
+        self.membership_to_change(actor, member, false).await?;
+        if !self.ports.orgs.remove_member(actor.org.id, member).await? {
+            return Err(OrgError::MemberNotFound);
+        }
+        self.audit_by_actor(
+            "organization.member_removed",
+            actor,
+            meta,
+            serde_json::json!({"org_id": actor.org.id, "member": member}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Audits `kind` in the actor's organization, by the actor (and the
+    /// client it acts through).
+    async fn audit_by_actor(
+        &self,
+        kind: &str,
+        actor: &OrgActor,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) {
+        self.audit_in_org(
+            kind,
+            Some(actor.user_id),
+            Some(actor.org.id),
+            actor.client_id.as_ref(),
+            meta,
+            detail,
+        )
+        .await;
+    }
+
+    /// The current membership of `member` in the actor's organization, for
+    /// a change after which the member is an administrator or not
+    /// (`stays_administrator`). Refused when the member is not one, or when
+    /// the change would leave the organization without an administrator.
+    async fn membership_to_change(
+        &self,
+        actor: &OrgActor,
+        member: UserId,
+        stays_administrator: bool,
+    ) -> Result<Membership, OrgError> {
         let current = self
             .ports
             .orgs
@@ -1220,23 +1172,12 @@ impl Provider {
             .await?
             .ok_or(OrgError::MemberNotFound)?;
         if current.roles.contains(&Role::Administrator)
+            && !stays_administrator
             && self.administrators(actor.org.id).await? <= 1
         {
             return Err(OrgError::LastAdministrator);
         }
-        if !self.ports.orgs.remove_member(actor.org.id, member).await? {
-            return Err(OrgError::MemberNotFound);
-        }
-        self.audit_in_org(
-            "organization.member_removed",
-            Some(actor.user_id),
-            Some(actor.org.id),
-            actor.client_id.as_ref(),
-            meta,
-            serde_json::json!({"org_id": actor.org.id, "member": member}),
-        )
-        .await;
-        Ok(())
+        Ok(current)
     }
 
     async fn administrators(&self, org: OrgId) -> Result<usize, OrgError> {
@@ -1272,11 +1213,9 @@ impl Provider {
             .orgs
             .update_security(actor.org.id, &kinds, &settings.password_policy)
             .await?;
-        self.audit_in_org(
+        self.audit_by_actor(
             "organization.policy_changed",
-            Some(actor.user_id),
-            Some(actor.org.id),
-            actor.client_id.as_ref(),
+            actor,
             meta,
             serde_json::json!({
                 "org_id": actor.org.id,

@@ -145,17 +145,46 @@ impl Provider {
         locale: &str,
         meta: &RequestMeta,
     ) -> JoinHandle<()> {
-        let this = Arc::clone(self);
-        let target = target.clone();
-        let journey = JourneyClient::of(client);
-        let locale = locale.to_owned();
-        let meta = meta.clone();
+        self.request_in_background(
+            "password reset request failed",
+            target.clone(),
+            client,
+            locale,
+            meta,
+            |this, target, journey, locale, meta| async move {
+                this.send_reset_link(&target, &journey, &locale, &meta)
+                    .await
+            },
+        )
+    }
+
+    /// Runs a recovery request's `work` on `subject` in the background (with
+    /// the journey's client, the locale and the request facts), logging its
+    /// failure as `what`; the handle only lets a caller wait for it.
+    fn request_in_background<T, F, Fut>(
+        self: &Arc<Self>,
+        what: &'static str,
+        subject: T,
+        client: Option<&Client>,
+        locale: &str,
+        meta: &RequestMeta,
+        work: F,
+    ) -> JoinHandle<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>, T, JourneyClient, String, RequestMeta) -> Fut,
+        Fut: Future<Output = Result<(), CoreError>> + Send + 'static,
+    {
+        let work = work(
+            Arc::clone(self),
+            subject,
+            JourneyClient::of(client),
+            locale.to_owned(),
+            meta.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = this
-                .send_reset_link(&target, &journey, &locale, &meta)
-                .await
-            {
-                tracing::error!(error = %e, "password reset request failed");
+            if let Err(e) = work.await {
+                tracing::error!(error = %e, "{what}");
             }
         })
     }
@@ -225,19 +254,17 @@ impl Provider {
         locale: &str,
         meta: &RequestMeta,
     ) -> JoinHandle<()> {
-        let this = Arc::clone(self);
-        let email = email.clone();
-        let journey = JourneyClient::of(client);
-        let locale = locale.to_owned();
-        let meta = meta.clone();
-        tokio::spawn(async move {
-            if let Err(e) = this
-                .send_identifier_reminder(&email, &journey, &locale, &meta)
-                .await
-            {
-                tracing::error!(error = %e, "identifier reminder request failed");
-            }
-        })
+        self.request_in_background(
+            "identifier reminder request failed",
+            email.clone(),
+            client,
+            locale,
+            meta,
+            |this, email, journey, locale, meta| async move {
+                this.send_identifier_reminder(&email, &journey, &locale, &meta)
+                    .await
+            },
+        )
     }
 
     async fn send_identifier_reminder(

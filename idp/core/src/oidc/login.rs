@@ -1094,12 +1094,23 @@ impl Provider {
         flow: &LoginFlow,
         meta: &RequestMeta,
     ) -> Result<Option<OffsetDateTime>, FlowError> {
-        let t = self.settings.throttle;
         let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
         let acct_key = self.throttle_key(step, flow);
+        Ok(self.locked_until_keys(&acct_key, ip_key.as_deref()).await?)
+    }
+
+    /// Until when failures lock out: the account's key (`acct_key`) past
+    /// `[throttle] account_max_failures`, or the client IP's (`ip_key`) past
+    /// `ip_max_failures`; `None` when neither is.
+    pub(crate) async fn locked_until_keys(
+        &self,
+        acct_key: &str,
+        ip_key: Option<&str>,
+    ) -> Result<Option<OffsetDateTime>, CoreError> {
+        let t = self.settings.throttle;
         for (key, max) in [
-            (Some(acct_key.as_str()), t.account_max_failures),
-            (ip_key.as_deref(), t.ip_max_failures),
+            (Some(acct_key), t.account_max_failures),
+            (ip_key, t.ip_max_failures),
         ] {
             let Some(key) = key else { continue };
             let count = self

@@ -254,6 +254,22 @@ impl Provider {
             &[local_part],
         )?;
         let phc = self.hasher.hash(password).await?;
+        self.insert_user(&email, name, Some(phc), None, &RequestMeta::default())
+            .await?
+            .ok_or(CreateUserError::EmailTaken)
+    }
+
+    /// Creates an active account for `email` (drawing customer identifiers
+    /// until one is free), with the password of hash `phc` when given, and
+    /// audits `user.created`. `None` when the email is taken.
+    pub(crate) async fn insert_user(
+        &self,
+        email: &Email,
+        name: Option<String>,
+        phc: Option<String>,
+        client: Option<&ClientId>,
+        meta: &RequestMeta,
+    ) -> Result<Option<User>, CoreError> {
         let now = self.clock.now();
         for _ in 0..8 {
             let user = User {
@@ -274,36 +290,38 @@ impl Provider {
             };
             match self.ports.users.create(&user).await {
                 Ok(()) => {
-                    self.ports
-                        .credentials
-                        .set_password(&PasswordCredential {
-                            user_id: user.id,
-                            phc,
-                            updated_at: now,
-                        })
-                        .await?;
+                    if let Some(phc) = phc {
+                        self.ports
+                            .credentials
+                            .set_password(&PasswordCredential {
+                                user_id: user.id,
+                                phc,
+                                updated_at: now,
+                            })
+                            .await?;
+                    }
                     self.audit(
                         "user.created",
                         Some(user.id),
-                        None,
-                        &RequestMeta::default(),
+                        client,
+                        meta,
                         serde_json::json!({}),
                     )
                     .await;
-                    return Ok(user);
+                    return Ok(Some(user));
                 }
                 Err(RepoError::Conflict(_)) => {
-                    if self.ports.users.find_by_email(&email).await?.is_some() {
-                        return Err(CreateUserError::EmailTaken);
+                    if self.ports.users.find_by_email(email).await?.is_some() {
+                        return Ok(None);
                     }
-                    // A customer id collision: draw another.
+                    // A customer identifier collision: draw another.
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CreateUserError::Core(CoreError::Internal(
+        Err(CoreError::Internal(
             "could not draw a free customer identifier".into(),
-        )))
+        ))
     }
 
     /// Replaces a user's recovery codes with fresh ones and returns them (to
