@@ -9,6 +9,7 @@ of bench/floor. Figures are medians over the repetitions, each metric on its
 own.
 """
 
+import os
 import json
 import statistics
 import sys
@@ -251,6 +252,12 @@ def main():
     out.append("")
 
     text = "\n".join(out)
+    # The hand-kept log of fixes with their before/after measurements
+    # (bench/fixes.md) follows every fresh table.
+    fixes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixes.md")
+    if os.path.exists(fixes):
+        with open(fixes) as f:
+            text += "\n" + f.read()
     with open(out_path, "w") as f:
         f.write(text)
     print(text)

@@ -1,13 +1,20 @@
 //! Password hashing: argon2id, off the async runtime, with a bound on how many
 //! hashes run at once. Unknown accounts are checked against a dummy hash so a
 //! wrong identifier costs the same time as a wrong password.
+//!
+//! Each hash needs `memory_kib` of working memory (19 MiB by default). It is
+//! taken from a small pool of buffers, one per permit, instead of being
+//! allocated and freed per hash: with the allocator's per-thread arenas, a
+//! fresh 19 MiB block per login left the process holding hundreds of MiB
+//! after a burst of logins (see `bench/results.md`), while the pool keeps it
+//! at `max_concurrent` buffers.
 
 use crate::error::CoreError;
 use crate::secret::Secret;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier as _, Version};
 use serde::Deserialize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 /// Argon2id cost parameters. Defaults are OWASP's: m=19456 KiB, t=2, p=1.
@@ -47,6 +54,38 @@ pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
     dummy_phc: Arc<String>,
+    pool: Arc<BlockPool>,
+}
+
+/// Working memory of argon2, reused across hashes (at most one buffer per
+/// permit is kept).
+#[derive(Debug)]
+struct BlockPool {
+    blocks_per_buffer: usize,
+    keep: usize,
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl BlockPool {
+    fn new(params: &Params, keep: usize) -> Self {
+        Self {
+            blocks_per_buffer: params.block_count(),
+            keep,
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a buffer of the configured size.
+    fn with_buffer<R>(&self, f: impl FnOnce(&mut [Block]) -> R) -> R {
+        let taken = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut buf = taken.unwrap_or_else(|| vec![Block::default(); self.blocks_per_buffer]);
+        let out = f(&mut buf);
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.keep {
+            free.push(buf);
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -71,11 +110,13 @@ impl PasswordHasher {
         } else {
             settings.max_concurrent
         };
-        let dummy = hash_blocking(&params, crate::random::token().as_bytes())?;
+        let pool = Arc::new(BlockPool::new(&params, permits));
+        let dummy = hash_blocking(&params, &pool, crate::random::token().as_bytes())?;
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(permits)),
             dummy_phc: Arc::new(dummy),
+            pool,
         })
     }
 
@@ -83,8 +124,9 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Secret) -> Result<String, CoreError> {
         let _permit = self.permit().await?;
         let params = self.params.clone();
+        let pool = self.pool.clone();
         let pw = password.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(&params, pw.expose().as_bytes()))
+        tokio::task::spawn_blocking(move || hash_blocking(&params, &pool, pw.expose().as_bytes()))
             .await
             .map_err(|e| CoreError::Internal(format!("hashing task: {e}")))?
     }
@@ -100,8 +142,9 @@ impl PasswordHasher {
         let is_real = stored.is_some();
         let phc = stored.map_or_else(|| self.dummy_phc.as_str().to_owned(), str::to_owned);
         let params = self.params.clone();
+        let pool = self.pool.clone();
         let pw = password.clone();
-        let check = tokio::task::spawn_blocking(move || verify_blocking(&params, &pw, &phc))
+        let check = tokio::task::spawn_blocking(move || verify_blocking(&params, &pool, &pw, &phc))
             .await
             .map_err(|e| CoreError::Internal(format!("hashing task: {e}")))??;
         Ok(if is_real {
@@ -123,21 +166,75 @@ fn argon(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_blocking(params: &Params, pw: &[u8]) -> Result<String, CoreError> {
-    argon(params)
-        .hash_password(pw)
-        .map(|h| h.to_string())
-        .map_err(|e| CoreError::Crypto(format!("argon2 hash: {e}")))
+fn crypto(what: &str) -> impl FnOnce(argon2::Error) -> CoreError + '_ {
+    move |e| CoreError::Crypto(format!("{what}: {e}"))
 }
 
-fn verify_blocking(params: &Params, pw: &Secret, phc: &str) -> Result<PasswordCheck, CoreError> {
+/// Hashes into a PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`) with a
+/// fresh 16-byte salt, in a pooled buffer.
+fn hash_blocking(params: &Params, pool: &BlockPool, pw: &[u8]) -> Result<String, CoreError> {
+    let salt = crate::random::bytes(16);
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    pool.with_buffer(|blocks| {
+        argon(params).hash_password_into_with_memory(pw, &salt, &mut out, blocks)
+    })
+    .map_err(crypto("argon2 hash"))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params)
+            .map_err(|e| CoreError::Crypto(format!("argon2 parameters: {e}")))?,
+        salt: Some(Salt::new(&salt).map_err(|e| CoreError::Crypto(format!("salt: {e}")))?),
+        hash: Some(Output::new(&out).map_err(|e| CoreError::Crypto(format!("output: {e}")))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Recomputes an argon2id v1.3 hash made with the configured memory cost in
+/// a pooled buffer; `None` for any other hash (checked by the library).
+fn pooled_check(
+    params: &Params,
+    pool: &BlockPool,
+    pw: &[u8],
+    parsed: &PasswordHash,
+) -> Option<Result<bool, CoreError>> {
+    let stored = Params::try_from(parsed).ok()?;
+    let (salt, expected) = (parsed.salt.as_ref()?, parsed.hash.as_ref()?);
+    let pooled = parsed.algorithm == argon2::ARGON2ID_IDENT
+        && parsed.version == Some(Version::V0x13.into())
+        && stored.block_count() == params.block_count()
+        && stored.p_cost() == params.p_cost();
+    if !pooled {
+        return None;
+    }
+    let mut out = vec![0u8; expected.len()];
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, stored);
+    Some(
+        pool.with_buffer(|blocks| argon.hash_password_into_with_memory(pw, salt, &mut out, blocks))
+            .map(|()| subtle::ConstantTimeEq::ct_eq(out.as_slice(), expected.as_bytes()).into())
+            .map_err(crypto("argon2 verify")),
+    )
+}
+
+fn verify_blocking(
+    params: &Params,
+    pool: &BlockPool,
+    pw: &Secret,
+    phc: &str,
+) -> Result<PasswordCheck, CoreError> {
     let parsed = PasswordHash::new(phc)
         .map_err(|e| CoreError::Crypto(format!("stored password hash unreadable: {e}")))?;
     let stored_params = Params::try_from(&parsed).ok();
-    // Verify with the parameters the hash was made with.
-    let verifier = Argon2::default();
-    match verifier.verify_password(pw.expose().as_bytes(), &parsed) {
-        Ok(()) => {
+    // Verify with the parameters the hash was made with: in a pooled buffer
+    // when it has the configured size, else by the library (older hashes).
+    let matched = match pooled_check(params, pool, pw.expose().as_bytes(), &parsed) {
+        Some(result) => result?,
+        None => Argon2::default()
+            .verify_password(pw.expose().as_bytes(), &parsed)
+            .is_ok(),
+    };
+    match matched {
+        true => {
             let same = parsed.algorithm.as_str() == "argon2id"
                 && stored_params.is_some_and(|p| {
                     p.m_cost() == params.m_cost()
@@ -148,7 +245,7 @@ fn verify_blocking(params: &Params, pw: &Secret, phc: &str) -> Result<PasswordCh
                 needs_rehash: !same,
             })
         }
-        Err(_) => Ok(PasswordCheck::Mismatch),
+        false => Ok(PasswordCheck::Mismatch),
     }
 }
 
@@ -190,6 +287,76 @@ mod tests {
             stronger.verify(&pw, Some(&phc)).await.unwrap(),
             PasswordCheck::Match { needs_rehash: true }
         );
+    }
+
+    #[tokio::test]
+    async fn pooled_hashes_are_standard_phc_strings_both_ways() {
+        use argon2::PasswordHasher as _;
+        let h = PasswordHasher::new(cheap()).unwrap();
+        let pw = Secret::new("correct horse battery staple");
+        // Ours, checked by the library as any other argon2 implementation would.
+        let ours = h.hash(&pw).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(pw.expose().as_bytes(), &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong", &parsed)
+                .is_err()
+        );
+        assert_ne!(ours, h.hash(&pw).await.unwrap(), "a fresh salt each time");
+        // The library's, checked by ours (the pooled path: same parameters).
+        let theirs = argon(&h.params)
+            .hash_password(pw.expose().as_bytes())
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            h.verify(&pw, Some(&theirs)).await.unwrap(),
+            PasswordCheck::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            h.verify(&Secret::new("wrong"), Some(&theirs))
+                .await
+                .unwrap(),
+            PasswordCheck::Mismatch
+        );
+        // An argon2i hash takes the library path and asks for a rehash.
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, h.params.clone())
+            .hash_password(pw.expose().as_bytes())
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            h.verify(&pw, Some(&argon2i)).await.unwrap(),
+            PasswordCheck::Match { needs_rehash: true }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_keeps_at_most_one_buffer_per_permit() {
+        let h = PasswordHasher::new(cheap()).unwrap();
+        let pw = Secret::new("correct horse battery staple");
+        let phc = h.hash(&pw).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (h, pw, phc) = (h.clone(), pw.clone(), phc.clone());
+                tokio::spawn(async move { h.verify(&pw, Some(&phc)).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(
+                t.await.unwrap().unwrap(),
+                PasswordCheck::Match { .. }
+            ));
+        }
+        let free = h.pool.free.lock().unwrap();
+        assert!((1..=2).contains(&free.len()), "{} buffers kept", free.len());
+        // memory_kib = 1024: 1024 blocks of 1 KiB each.
+        assert!(free.iter().all(|b| b.len() == 1024));
     }
 
     #[tokio::test]
