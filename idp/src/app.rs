@@ -30,6 +30,8 @@ pub struct AppState {
     pub discovery: Arc<String>,
     /// Origin of the issuer, for the Origin check on form posts.
     pub origin: Arc<String>,
+    /// Sends the webhook outbox (its background pass is started by [`serve`]).
+    pub webhooks: Arc<crate::webhooks::WebhookDispatcher>,
 }
 
 /// What the server needs besides configuration; tests replace the clock.
@@ -40,6 +42,8 @@ pub struct Overrides {
     pub notifier: Option<Arc<dyn idp_core::notify::Notifier>>,
     /// Replaces the configured company registry (tests simulate outages).
     pub registry: Option<Arc<dyn idp_core::company::CompanyRegistry>>,
+    /// Replaces the webhook endpoints of the client files.
+    pub webhooks: Option<Vec<idp_core::webhooks::WebhookEndpoint>>,
 }
 
 impl Default for Overrides {
@@ -49,6 +53,7 @@ impl Default for Overrides {
             extra_clients: Vec::new(),
             notifier: None,
             registry: None,
+            webhooks: None,
         }
     }
 }
@@ -214,11 +219,22 @@ pub async fn build_state(
         client_states: storage.clone(),
         devices: storage.clone(),
         orgs: storage.clone(),
+        webhooks: storage.clone(),
         registry: match overrides.registry {
             Some(r) => r,
             None => crate::registry::from_config(cfg)?,
         },
     };
+    let webhooks = Arc::new(match overrides.webhooks {
+        Some(w) => w,
+        None => crate::config::load_webhooks(cfg.clients_dir.as_deref())?,
+    });
+    let dispatcher = crate::webhooks::WebhookDispatcher::new(
+        storage.clone(),
+        webhooks.clone(),
+        overrides.clock.clone(),
+        cfg.settings.webhook_delivery,
+    )?;
     let hasher = PasswordHasher::new(cfg.settings.password)?;
     let settings = ProviderSettings {
         issuer: cfg.issuer.clone(),
@@ -228,6 +244,7 @@ pub async fn build_state(
         throttle: cfg.settings.throttle,
         methods: cfg.settings.login_methods.clone(),
         accounts: cfg.settings.accounts.clone(),
+        webhooks,
     };
     let kek = key_encryption_key(cfg)?;
     let themes = Arc::new(themes);
@@ -261,6 +278,7 @@ pub async fn build_state(
         trust_forwarded_for: cfg.settings.trust_forwarded_for,
         themes,
         provider: Arc::new(provider),
+        webhooks: Arc::new(dispatcher),
     })
 }
 
@@ -269,15 +287,30 @@ pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
     pub handle: tokio::task::JoinHandle<()>,
+    /// Background tasks: signing key refresh, webhook delivery.
+    pub workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving and the background tasks at once (in-flight requests
+    /// are cut; a webhook delivery cut half-way is sent again once its
+    /// lease expires).
+    pub fn stop(&self) {
+        self.handle.abort();
+        for w in &self.workers {
+            w.abort();
+        }
+    }
 }
 
 /// Serves `state` on `listener` in the background; refreshes signing keys
-/// every minute so a rotation on any node is picked up.
+/// every minute so a rotation on any node is picked up, and sends the
+/// webhook outbox.
 pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let router: Router = web::router(state.clone());
     let provider = state.provider.clone();
-    tokio::spawn(async move {
+    let keys = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         tick.tick().await;
         loop {
@@ -296,10 +329,12 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
             tracing::error!(error = %e, "server stopped");
         }
     });
+    let webhooks = state.webhooks.clone().spawn();
     Ok(Running {
         addr,
         state,
         handle,
+        workers: vec![keys, webhooks],
     })
 }
 

@@ -14,6 +14,7 @@ use idp_core::oidc::client::{
 };
 use idp_core::oidc::provider::ThrottleSettings;
 use idp_core::password::Argon2Settings;
+use idp_core::webhooks::WebhookEndpoint;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,82 @@ pub struct Settings {
     pub accounts: idp_core::accounts::AccountSettings,
     /// `[company_registry]`: where SIRET numbers are looked up.
     pub company_registry: CompanyRegistrySettings,
+    /// `[webhook_delivery]`: how the webhooks of the client files are sent.
+    pub webhook_delivery: WebhookDeliverySettings,
+}
+
+/// `[webhook_delivery]` of the main configuration file (the endpoints
+/// themselves are in the client files, `[[webhooks]]`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookDeliverySettings {
+    /// How often each node looks for due deliveries.
+    pub poll_interval_secs: u32,
+    /// Time limit of one request.
+    pub timeout_secs: u32,
+    /// Most deliveries a node claims per pass.
+    pub batch_size: u32,
+    /// Delay after the first failure; doubles after each further one.
+    pub retry_base_secs: u32,
+    /// Longest delay between two attempts.
+    pub retry_max_delay_secs: u32,
+    /// Give up after this many attempts.
+    pub max_attempts: u32,
+    /// Give up on deliveries older than this.
+    pub give_up_after_hours: u32,
+}
+
+impl Default for WebhookDeliverySettings {
+    fn default() -> Self {
+        let p = idp_core::webhooks::RetryPolicy::default();
+        Self {
+            poll_interval_secs: 5,
+            timeout_secs: 10,
+            batch_size: 50,
+            retry_base_secs: p.base_delay_secs,
+            retry_max_delay_secs: p.max_delay_secs,
+            max_attempts: p.max_attempts,
+            give_up_after_hours: p.give_up_after_secs / 3600,
+        }
+    }
+}
+
+impl WebhookDeliverySettings {
+    pub fn retry_policy(&self) -> idp_core::webhooks::RetryPolicy {
+        idp_core::webhooks::RetryPolicy {
+            base_delay_secs: self.retry_base_secs,
+            max_delay_secs: self.retry_max_delay_secs,
+            max_attempts: self.max_attempts,
+            give_up_after_secs: self.give_up_after_hours.saturating_mul(3600),
+        }
+    }
+
+    /// Checks the values; the error starts with the field.
+    fn check(&self) -> Result<(), String> {
+        let ranges: [(&str, u32, u32, u32); 7] = [
+            ("poll_interval_secs", self.poll_interval_secs, 1, 86_400),
+            ("timeout_secs", self.timeout_secs, 1, 300),
+            ("batch_size", self.batch_size, 1, 1000),
+            ("retry_base_secs", self.retry_base_secs, 1, 86_400),
+            (
+                "retry_max_delay_secs",
+                self.retry_max_delay_secs,
+                1,
+                7 * 86_400,
+            ),
+            ("max_attempts", self.max_attempts, 1, 10_000),
+            ("give_up_after_hours", self.give_up_after_hours, 1, 24 * 365),
+        ];
+        for (name, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("{name}: must be between {lo} and {hi}, not {v}"));
+            }
+        }
+        if self.retry_max_delay_secs < self.retry_base_secs {
+            return Err("retry_max_delay_secs: must not be less than retry_base_secs".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[company_registry]` of the main configuration file.
@@ -132,6 +209,7 @@ impl Default for Settings {
             sms: SmsSettings::default(),
             accounts: idp_core::accounts::AccountSettings::default(),
             company_registry: CompanyRegistrySettings::default(),
+            webhook_delivery: WebhookDeliverySettings::default(),
         }
     }
 }
@@ -585,6 +663,10 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
     idp_core::password::PasswordHasher::new(settings.password)
         .map_err(|e| anyhow!("{where_}: password: {e}"))?;
     check_delivery(&settings.mail, &settings.sms).map_err(|e| anyhow!("{where_}: {e}"))?;
+    settings
+        .webhook_delivery
+        .check()
+        .map_err(|e| anyhow!("{where_}: webhook_delivery.{e}"))?;
     let rel = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
@@ -661,6 +743,27 @@ pub struct ClientFile {
     /// `[account]`: journeys offered around login, password policy.
     #[serde(default)]
     pub account: idp_core::oidc::ClientAccountSettings,
+    /// `[[webhooks]]`: endpoints of this platform told about accounts.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookFile>,
+}
+
+/// One `[[webhooks]]` entry of a client file. The secret is never written in
+/// the file itself: it comes from an environment variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// https (http only on a loopback address).
+    pub url: String,
+    /// An environment variable holding the signing secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// A file holding the signing secret (relative paths are from the client
+    /// file's folder).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Event types (`user.created`, ...).
+    pub events: Vec<String>,
 }
 
 /// `[login]` of a client file.
@@ -745,6 +848,8 @@ pub fn load_client_files(dir: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, Cli
             std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
         let parsed: ClientFile =
             toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        let base = f.parent().unwrap_or_else(|| Path::new("."));
+        parse_webhooks(&parsed, base).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         let client = parse_client(parsed).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         if loaded.iter().any(|(_, c)| c.id == client.id) {
             bail!(
@@ -756,6 +861,104 @@ pub fn load_client_files(dir: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, Cli
         loaded.push((f, client));
     }
     Ok(loaded)
+}
+
+/// The webhook endpoints of every client file of the folder (in file name
+/// order), with their secrets read; errors name the file and the field.
+pub fn load_webhooks(dir: Option<&Path>) -> anyhow::Result<Vec<WebhookEndpoint>> {
+    let mut out = Vec::new();
+    let Some(dir) = dir else {
+        return Ok(out);
+    };
+    for (f, _) in load_client_files(Some(dir))? {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let parsed: ClientFile =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        let base = f.parent().unwrap_or_else(|| Path::new("."));
+        out.extend(parse_webhooks(&parsed, base).map_err(|e| anyhow!("{}: {e}", f.display()))?);
+    }
+    Ok(out)
+}
+
+/// The checked `[[webhooks]]` of a client file, secrets read (`secret_file`
+/// relative to `base`); errors start with the field (`webhooks[0].url: ...`)
+/// and never contain the secret.
+pub fn parse_webhooks(f: &ClientFile, base: &Path) -> anyhow::Result<Vec<WebhookEndpoint>> {
+    use idp_core::webhooks::{WebhookEventType, WebhookSecret};
+    let mut out: Vec<WebhookEndpoint> = Vec::new();
+    for (i, w) in f.webhooks.iter().enumerate() {
+        let field = |name: &str| format!("webhooks[{i}].{name}");
+        let url = url::Url::parse(&w.url)
+            .map_err(|e| anyhow!("{}: {:?} is not an absolute URL ({e})", field("url"), w.url))?;
+        if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(&url)) {
+            bail!(
+                "{}: must be an https URL (http is allowed only on a loopback address)",
+                field("url")
+            );
+        }
+        if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            bail!("{}: must have no fragment and no credentials", field("url"));
+        }
+        if out.iter().any(|e| e.url == w.url) {
+            bail!("{}: {} is listed twice", field("url"), w.url);
+        }
+        if w.events.is_empty() {
+            bail!("{}: at least one event type is needed", field("events"));
+        }
+        let mut events = std::collections::BTreeSet::new();
+        for (j, e) in w.events.iter().enumerate() {
+            let t = WebhookEventType::parse(e).ok_or_else(|| {
+                anyhow!(
+                    "{}[{j}]: unknown event type {e:?} (expected one of {})",
+                    field("events"),
+                    WebhookEventType::ALL.map(|t| t.as_str()).join(", ")
+                )
+            })?;
+            events.insert(t);
+        }
+        let raw = match (&w.secret_env, &w.secret_file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                anyhow!(
+                    "{}: the environment variable {var} is not set",
+                    field("secret_env")
+                )
+            })?,
+            (None, Some(path)) => {
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base.join(path)
+                };
+                std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow!(
+                        "{}: cannot read {} ({e})",
+                        field("secret_file"),
+                        path.display()
+                    )
+                })?
+            }
+            _ => bail!(
+                "{}: set exactly one of secret_env and secret_file (the secret itself never goes in the file)",
+                field("secret_env")
+            ),
+        };
+        let secret = WebhookSecret::parse(&raw).map_err(|e| {
+            let name = if w.secret_env.is_some() {
+                "secret_env"
+            } else {
+                "secret_file"
+            };
+            anyhow!("{}: the secret {e}", field(name))
+        })?;
+        out.push(WebhookEndpoint {
+            client_id: ClientId(f.client_id.clone()),
+            url: w.url.clone(),
+            events,
+            secret,
+        });
+    }
+    Ok(out)
 }
 
 /// Turns a client file into a checked [`Client`]; errors name the field.

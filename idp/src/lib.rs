@@ -9,3 +9,4 @@ pub mod notifier;
 pub mod registry;
 mod theme;
 pub mod web;
+pub mod webhooks;

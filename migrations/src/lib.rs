@@ -12,6 +12,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_login_methods;
 mod m20261122_000003_accounts;
+mod m20261122_000004_webhooks;
 
 /// Applies the migrations in order; `seaql_migrations` records which ran.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_login_methods::Migration),
             Box::new(m20261122_000003_accounts::Migration),
+            Box::new(m20261122_000004_webhooks::Migration),
         ]
     }
 }

@@ -2023,3 +2023,171 @@ fn stored_garbage_is_corrupt() {
         );
     }
 }
+
+// ---------------------------------------------------------------- webhook outbox
+
+/// Scheduling times are kept to the millisecond.
+const W0: OffsetDateTime = datetime!(2026-11-22 10:00:00.123 UTC);
+
+fn wat(seconds: f64) -> OffsetDateTime {
+    W0 + Duration::seconds_f64(seconds)
+}
+
+fn webhook_delivery(n: u32, due: OffsetDateTime) -> idp_core::webhooks::WebhookDelivery {
+    use idp_core::webhooks::{DeliveryStatus, WebhookDelivery, WebhookEventType};
+    WebhookDelivery {
+        id: Uuid::now_v7(),
+        event_id: Uuid::now_v7(),
+        event_type: WebhookEventType::UserCreated,
+        client_id: ClientId("platform".into()),
+        url: format!("https://platform.example/hooks/{n}"),
+        payload: json!({"n": n}).to_string(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: due,
+        lease_until: None,
+        last_error: None,
+        created_at: T0,
+        delivered_at: None,
+    }
+}
+
+async fn webhook_outbox_claim_lease_and_finish(s: &SeaStorage) {
+    use idp_core::ports::WebhookRepo;
+    use idp_core::webhooks::DeliveryStatus;
+    let now = wat(0.0);
+    let a = webhook_delivery(1, now);
+    let b = webhook_delivery(2, wat(-5.0));
+    let later = webhook_delivery(3, wat(60.0));
+    s.enqueue(&[a.clone(), b.clone(), later.clone()])
+        .await
+        .unwrap();
+    s.enqueue(&[]).await.unwrap();
+    assert_eq!(s.list_deliveries(None, 10).await.unwrap().len(), 3);
+
+    // Due ones only, earliest due first, leased.
+    let lease = wat(30.0);
+    let claimed = s.claim_due(now, lease, 10).await.unwrap();
+    let ids: Vec<Uuid> = claimed.iter().map(|d| d.id).collect();
+    assert_eq!(ids, vec![b.id, a.id]);
+    assert_eq!(claimed[0].lease_until, Some(lease));
+    assert_eq!(claimed[0].payload, b.payload);
+    assert_eq!(claimed[0].url, b.url);
+    // Held: nobody else gets them while the lease runs.
+    assert!(
+        s.claim_due(wat(29.0), wat(59.0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A lease that ran out (the holder died) frees them.
+    let again = s.claim_due(wat(30.0), wat(60.0), 1).await.unwrap();
+    assert_eq!(again.iter().map(|d| d.id).collect::<Vec<_>>(), vec![b.id]);
+
+    // Finishing is conditional on the attempt count seen at claim time.
+    assert!(s.mark_delivered(b.id, 0, wat(31.0)).await.unwrap());
+    assert!(!s.mark_delivered(b.id, 0, wat(32.0)).await.unwrap(), "once");
+    assert!(
+        !s.mark_failed(b.id, 0, "late", Some(wat(90.0)))
+            .await
+            .unwrap(),
+        "a delivered one stays delivered"
+    );
+    assert!(
+        s.mark_failed(a.id, 0, "HTTP 503", Some(wat(45.0)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.mark_failed(a.id, 0, "stale holder", None).await.unwrap(),
+        "a stale holder cannot overwrite the newer attempt"
+    );
+    // Not before its next attempt; the failure released the lease.
+    assert!(
+        s.claim_due(wat(44.0), wat(74.0), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = s.claim_due(wat(60.0), wat(90.0), 10).await.unwrap();
+    assert_eq!(
+        retried.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![a.id, later.id]
+    );
+    assert_eq!(retried[0].attempts, 1);
+    assert_eq!(retried[0].last_error.as_deref(), Some("HTTP 503"));
+    // Given up.
+    assert!(s.mark_failed(a.id, 1, "HTTP 500", None).await.unwrap());
+    let rest = s.claim_due(wat(1e6), wat(1e6 + 30.0), 10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![later.id],
+        "a given-up delivery is never claimed again"
+    );
+
+    let delivered = s
+        .list_deliveries(Some(DeliveryStatus::Delivered), 10)
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].id, b.id);
+    assert_eq!(delivered[0].attempts, 1);
+    assert_eq!(delivered[0].delivered_at, Some(wat(31.0)));
+    assert_eq!(delivered[0].lease_until, None);
+    let failed = s
+        .list_deliveries(Some(DeliveryStatus::Failed), 10)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id, a.id);
+    assert_eq!(failed[0].attempts, 2);
+    assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 500"));
+    // Newest first.
+    let all = s.list_deliveries(None, 2).await.unwrap();
+    assert_eq!(
+        all.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![later.id, b.id]
+    );
+}
+
+async fn concurrent_webhook_claimers_get_disjoint_sets(s: &SeaStorage) {
+    use idp_core::ports::WebhookRepo;
+    let batch: Vec<_> = (0..40).map(|n| webhook_delivery(n, wat(0.0))).collect();
+    s.enqueue(&batch).await.unwrap();
+    for round in 0..3 {
+        // Each round the previous leases have run out: everything is free.
+        let now = wat(f64::from(round) * 100.0);
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, barrier) = (s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    s.claim_due(now, now + Duration::seconds(60), 40).await
+                })
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut total = 0;
+        for h in handles {
+            let got = h.await.unwrap().unwrap();
+            total += got.len();
+            seen.extend(got.into_iter().map(|d| d.id));
+        }
+        assert_eq!(
+            total,
+            seen.len(),
+            "round {round}: no delivery claimed twice"
+        );
+        assert_eq!(seen.len(), 40, "round {round}: every delivery claimed");
+    }
+}
+
+on_both_backends! {
+    webhook_outbox_claim_lease_and_finish =>
+        webhook_outbox_claim_lease_and_finish__sqlite,
+        webhook_outbox_claim_lease_and_finish__postgres;
+    concurrent_webhook_claimers_get_disjoint_sets =>
+        concurrent_webhook_claimers_get_disjoint_sets__sqlite,
+        concurrent_webhook_claimers_get_disjoint_sets__postgres;
+}

@@ -21,3 +21,4 @@ pub mod ports;
 pub mod random;
 pub mod secret;
 pub mod steps;
+pub mod webhooks;

@@ -224,3 +224,50 @@ pub trait ClientStateRepo: Send + Sync {
     async fn touch(&self, client: &ClientId, at: OffsetDateTime) -> Result<(), RepoError>;
     async fn find(&self, client: &ClientId) -> Result<Option<ClientState>, RepoError>;
 }
+
+/// The webhook outbox: deliveries waiting to be sent, being sent, or done.
+/// See [`crate::webhooks`].
+#[async_trait]
+pub trait WebhookRepo: Send + Sync {
+    /// Inserts the deliveries of one event (one per subscribed endpoint) in
+    /// one transaction: all or none.
+    async fn enqueue(
+        &self,
+        deliveries: &[crate::webhooks::WebhookDelivery],
+    ) -> Result<(), RepoError>;
+    /// Claims at most `limit` pending deliveries due at `now` (`next_attempt_at
+    /// <= now`) that no one holds (no lease, or an expired one), earliest due
+    /// first, leasing each until `lease_until`. Of several concurrent
+    /// claimers (other nodes) each delivery goes to one.
+    async fn claim_due(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u64,
+    ) -> Result<Vec<crate::webhooks::WebhookDelivery>, RepoError>;
+    /// Marks a claimed delivery delivered, if it is still pending after
+    /// `attempts` attempts (nobody else finished it meanwhile). Returns
+    /// whether it did.
+    async fn mark_delivered(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        at: OffsetDateTime,
+    ) -> Result<bool, RepoError>;
+    /// Records a failed attempt of a claimed delivery (still pending after
+    /// `attempts` attempts): it is tried again at `retry_at`, or, with
+    /// `None`, given up (`failed`). Releases the lease. Returns whether it did.
+    async fn mark_failed(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        error: &str,
+        retry_at: Option<OffsetDateTime>,
+    ) -> Result<bool, RepoError>;
+    /// The latest deliveries, newest first, optionally of one status.
+    async fn list_deliveries(
+        &self,
+        status: Option<crate::webhooks::DeliveryStatus>,
+        limit: u64,
+    ) -> Result<Vec<crate::webhooks::WebhookDelivery>, RepoError>;
+}

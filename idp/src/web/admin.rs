@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
             get(get_security).put(put_security),
         )
         .route("/admin/api/organizations/{id}/audit", get(audit))
+        .route("/admin/api/webhooks/deliveries", get(list_deliveries))
 }
 
 /// An API error.
@@ -530,4 +531,46 @@ async fn audit(
         .org_audit(&a, q.limit.unwrap_or(100).min(MAX_AUDIT_EVENTS))
         .await?;
     ok(json!({"events": events.iter().map(event_json).collect::<Vec<_>>()}))
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    status: Option<String>,
+    limit: Option<u64>,
+}
+
+/// The webhook outbox, newest first (platform operator).
+async fn list_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    use idp_core::webhooks::DeliveryStatus;
+    let q: DeliveriesQuery = query(q)?;
+    let op = operator(&state, &headers).await?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request("status: expected pending, delivered or failed")
+        })?),
+    };
+    let deliveries = state
+        .provider
+        .list_webhook_deliveries(&op, status, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+        .map_err(|e| internal(&e))?;
+    let time = |t: time::OffsetDateTime| t.format(&Rfc3339).ok();
+    ok(json!({"deliveries": deliveries.iter().map(|d| json!({
+        "id": d.id,
+        "event_id": d.event_id,
+        "event_type": d.event_type.as_str(),
+        "client_id": d.client_id.0,
+        "url": d.url,
+        "status": d.status.as_str(),
+        "attempts": d.attempts,
+        "next_attempt_at": time(d.next_attempt_at),
+        "last_error": d.last_error,
+        "created_at": time(d.created_at),
+        "delivered_at": d.delivered_at.and_then(time),
+    })).collect::<Vec<_>>()}))
 }

@@ -39,6 +39,8 @@ pub struct TestApp {
     pub user: User,
     /// Every email and SMS the server sent.
     pub outbox: Arc<idp_core::notify::MemoryOutbox>,
+    /// The server and its background tasks (see [`TestApp::stop`]).
+    pub running: app::Running,
     pg: Option<idp_storage::testing::TestDatabase>,
     _data: TempDir,
 }
@@ -135,6 +137,8 @@ pub struct AppOptions {
     pub configured_delivery: bool,
     /// Replaces the configured company registry (outage tests).
     pub registry: Option<Arc<dyn idp_core::company::CompanyRegistry>>,
+    /// The webhook endpoints (instead of client files' `[[webhooks]]`).
+    pub webhooks: Vec<idp_core::webhooks::WebhookEndpoint>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -152,6 +156,15 @@ pub async fn spawn_app_adjusted(
     options: AppOptions,
     adjust: impl FnOnce(&mut Settings),
 ) -> TestApp {
+    spawn_app_inner(backend, options, adjust, None).await
+}
+
+async fn spawn_app_inner(
+    backend: Backend,
+    options: AppOptions,
+    adjust: impl FnOnce(&mut Settings),
+    shared: Option<&SharedDatabase>,
+) -> TestApp {
     let data =
         TempDir(std::env::temp_dir().join(format!("idp-test-{}", uuid::Uuid::new_v4().simple())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -163,13 +176,15 @@ pub async fn spawn_app_adjusted(
     } else {
         format!("http://{addr}")
     };
-    let (database_url, redis_url, pg) = match backend {
-        Backend::Sqlite => ("sqlite::memory:".to_owned(), None, None),
-        Backend::Postgres => {
+    let redis =
+        || std::env::var("IDP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (database_url, redis_url, pg) = match (backend, shared) {
+        (Backend::Sqlite, Some(db)) => (db.url.clone(), None, None),
+        (Backend::Postgres, Some(db)) => (db.url.clone(), Some(redis()), None),
+        (Backend::Sqlite, None) => ("sqlite::memory:".to_owned(), None, None),
+        (Backend::Postgres, None) => {
             let db = idp_storage::testing::fresh_postgres().await;
-            let redis = std::env::var("IDP_TEST_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-            (db.url().to_owned(), Some(redis), Some(db))
+            (db.url().to_owned(), Some(redis()), Some(db))
         }
     };
     let mut settings = Settings {
@@ -179,7 +194,9 @@ pub async fn spawn_app_adjusted(
         database_url: Some(database_url.clone()),
         redis_url: redis_url.clone(),
         redis_key_prefix: format!("idp-test:{}:", uuid::Uuid::new_v4().simple()),
-        key_encryption_key: Some(KeyEncryptionKey::generate().encode()),
+        key_encryption_key: Some(
+            shared.map_or_else(|| KeyEncryptionKey::generate().encode(), |d| d.kek.clone()),
+        ),
         // Cheaper hashing keeps the suite fast; production parameters are unit-tested in the core.
         password: Argon2Settings {
             memory_kib: 4096,
@@ -209,20 +226,31 @@ pub async fn spawn_app_adjusted(
             Some(outbox.clone())
         },
         registry: options.registry,
+        webhooks: Some(options.webhooks),
     };
     let state = app::build_state(&cfg, ClientRegistry::default(), overrides)
         .await
         .unwrap_or_else(|e| panic!("the {backend:?} test server could not start: {e:#}"));
-    let user = state
-        .provider
-        .create_user(
-            Email::parse("Alice@Example.com").unwrap(),
-            Some("Alice Martin".into()),
-            &Secret::new(PASSWORD),
-        )
-        .await
-        .expect("create user");
-    app::serve(listener, state.clone()).expect("serve");
+    let alice = Email::parse("Alice@Example.com").unwrap();
+    let existing = match shared {
+        Some(_) => state
+            .provider
+            .ports
+            .users
+            .find_by_email(&alice)
+            .await
+            .unwrap(),
+        None => None,
+    };
+    let user = match existing {
+        Some(u) => u,
+        None => state
+            .provider
+            .create_user(alice, Some("Alice Martin".into()), &Secret::new(PASSWORD))
+            .await
+            .expect("create user"),
+    };
+    let running = app::serve(listener, state.clone()).expect("serve");
     TestApp {
         issuer,
         state,
@@ -230,6 +258,7 @@ pub async fn spawn_app_adjusted(
         backend,
         user,
         outbox,
+        running,
         pg,
         _data: data,
     }
@@ -744,4 +773,70 @@ pub async fn client_page(app: &TestApp, browser: &Browser, path: &str, client: &
         .await;
     assert_eq!(res.status(), 200);
     res.text().await.unwrap()
+}
+
+// ------------------------------------------------------------------ restarts
+
+/// A database (and key-encryption key) that servers started one after the
+/// other share, as a provider restarted on the same database: a SQLite file,
+/// or a fresh PostgreSQL database kept until [`SharedDatabase::cleanup`].
+pub struct SharedDatabase {
+    pub url: String,
+    kek: String,
+    pg: Option<idp_storage::testing::TestDatabase>,
+    _dir: TempDir,
+}
+
+impl SharedDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("idp-db-{}", uuid::Uuid::new_v4().simple())));
+        std::fs::create_dir_all(&dir.0).expect("create the database folder");
+        let (url, pg) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}/idp.db?mode=rwc", dir.0.display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let db = idp_storage::testing::fresh_postgres().await;
+                (db.url().to_owned(), Some(db))
+            }
+        };
+        Self {
+            url,
+            kek: KeyEncryptionKey::generate().encode(),
+            pg,
+            _dir: dir,
+        }
+    }
+
+    pub async fn cleanup(self) {
+        if let Some(db) = self.pg {
+            db.drop_database().await;
+        }
+    }
+}
+
+/// Like [`spawn_app_adjusted`], on `db`: what an earlier server on it wrote
+/// (the user Alice, signing keys, webhook deliveries) is there.
+pub async fn spawn_app_on(
+    db: &SharedDatabase,
+    backend: Backend,
+    options: AppOptions,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    spawn_app_inner(backend, options, adjust, Some(db)).await
+}
+
+impl TestApp {
+    /// Stops the server and its background tasks, as a process exit would
+    /// (for servers on a [`SharedDatabase`], which outlives them; others end
+    /// with [`TestApp::cleanup`]).
+    pub async fn stop(self) {
+        self.running.stop();
+        let _ = self.running.handle.await;
+        for w in self.running.workers {
+            let _ = w.await;
+        }
+    }
 }

@@ -52,6 +52,20 @@
     if (publicKey.excludeCredentials) {
       publicKey.excludeCredentials = decodeDescriptors(publicKey.excludeCredentials);
     }
+    // Chromium refuses (NotSupportedError) a credProtect policy of
+    // "userVerificationRequired" unless user verification is "required". The
+    // security-key ceremonies ask for it with "preferred" and do not enforce
+    // it, so it is dropped there: the key then enrolls, with the
+    // authenticator's default protection.
+    var selection = publicKey.authenticatorSelection || {};
+    var extensions = publicKey.extensions;
+    if (extensions && extensions.credentialProtectionPolicy === "userVerificationRequired" &&
+        selection.userVerification !== "required" && !extensions.enforceCredentialProtectionPolicy) {
+      extensions = Object.assign({}, extensions);
+      delete extensions.credentialProtectionPolicy;
+      delete extensions.enforceCredentialProtectionPolicy;
+      publicKey.extensions = extensions;
+    }
     return { publicKey: publicKey };
   }
 

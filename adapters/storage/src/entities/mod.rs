@@ -14,3 +14,4 @@ pub mod refresh_tokens;
 pub mod signing_keys;
 pub mod token_families;
 pub mod users;
+pub mod webhook_deliveries;

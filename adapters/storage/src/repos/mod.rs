@@ -10,3 +10,4 @@ mod orgs;
 mod signing_keys;
 mod token_families;
 mod users;
+mod webhooks;

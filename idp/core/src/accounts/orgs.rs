@@ -883,13 +883,24 @@ impl Provider {
         )
         .await;
         let recipients: Vec<UserId> = if approve {
-            self.ports
-                .orgs
-                .list_members(org.id)
-                .await?
-                .into_iter()
-                .map(|m| m.user_id)
-                .collect()
+            let members = self.ports.orgs.list_members(org.id).await?;
+            self.emit(crate::webhooks::WebhookEvent::new(
+                crate::webhooks::WebhookEventType::OrganizationValidated,
+                now,
+                serde_json::json!({"organization": {
+                    "id": org.id,
+                    "name": org.name,
+                    "siret": org.siret,
+                    "country": org.country,
+                    "status": org.status.as_str(),
+                    "members": members
+                        .iter()
+                        .map(|m| serde_json::json!({"user_id": m.user_id, "roles": m.roles}))
+                        .collect::<Vec<_>>(),
+                }}),
+            ))
+            .await;
+            members.into_iter().map(|m| m.user_id).collect()
         } else {
             vec![org.created_by]
         };
@@ -1044,6 +1055,7 @@ impl Provider {
             }),
         )
         .await;
+        self.emit_roles_changed(org, user.id, &roles).await;
         if created {
             let hours = self.settings.accounts.invite_link_hours;
             let token = self
@@ -1109,6 +1121,7 @@ impl Provider {
             }),
         )
         .await;
+        self.emit_roles_changed(&actor.org, member, &roles).await;
         Ok(Membership { roles, ..current })
     }
 
@@ -1132,6 +1145,7 @@ impl Provider {
             serde_json::json!({"org_id": actor.org.id, "member": member}),
         )
         .await;
+        self.emit_roles_changed(&actor.org, member, &[]).await;
         Ok(())
     }
 

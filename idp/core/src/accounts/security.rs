@@ -727,6 +727,13 @@ impl Provider {
                 serde_json::json!({"from": user.email.as_str(), "to": record.new_email.as_str()}),
             )
             .await;
+            let changed = User {
+                email: record.new_email.clone(),
+                email_verified: true,
+                ..user.clone()
+            };
+            self.emit_user(crate::webhooks::WebhookEventType::UserUpdated, &changed)
+                .await;
             self.send_notice(
                 &user.email,
                 Message::EmailChanged {

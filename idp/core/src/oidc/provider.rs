@@ -53,6 +53,8 @@ pub struct ProviderSettings {
     pub throttle: ThrottleSettings,
     pub methods: crate::flow::MethodSettings,
     pub accounts: crate::accounts::AccountSettings,
+    /// Webhook endpoints of the relying platforms (their client files).
+    pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
 }
 
 /// Durable storage ports.
@@ -67,6 +69,8 @@ pub struct ProviderPorts {
     pub client_states: Arc<dyn ClientStateRepo>,
     pub devices: Arc<dyn DeviceRepo>,
     pub orgs: Arc<dyn OrgRepo>,
+    /// The webhook outbox.
+    pub webhooks: Arc<dyn crate::ports::WebhookRepo>,
     /// Looks up French companies by SIRET (not storage, but an outside system).
     pub registry: Arc<dyn crate::company::CompanyRegistry>,
 }
@@ -237,6 +241,66 @@ impl Provider {
         }
     }
 
+    /// Queues `event` for every webhook endpoint subscribed to its type (one
+    /// delivery each, written together). The change it reports has already
+    /// happened: a failure to queue is logged, not returned.
+    pub async fn emit(&self, event: crate::webhooks::WebhookEvent) {
+        let body = event.body();
+        let deliveries: Vec<_> = self
+            .settings
+            .webhooks
+            .iter()
+            .filter(|e| e.wants(event.event_type))
+            .map(|e| crate::webhooks::WebhookDelivery::new(&event, e, &body))
+            .collect();
+        if deliveries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ports.webhooks.enqueue(&deliveries).await {
+            tracing::error!(error = %e, event = %event.event_type, id = %event.id, "webhook event not queued");
+        }
+    }
+
+    /// Emits `kind` about `user` (`data.user`).
+    pub(crate) async fn emit_user(&self, kind: crate::webhooks::WebhookEventType, user: &User) {
+        let data = serde_json::json!({"user": webhook_user(user)});
+        self.emit(crate::webhooks::WebhookEvent::new(
+            kind,
+            self.clock.now(),
+            data,
+        ))
+        .await;
+    }
+
+    /// Emits `user.roles_changed`: `user`'s roles in `org` are now `roles`
+    /// (empty: no longer a member).
+    pub(crate) async fn emit_roles_changed(
+        &self,
+        org: &crate::domain::Organization,
+        user: UserId,
+        roles: &[crate::domain::Role],
+    ) {
+        let user = match self.ports.users.find_by_id(user).await {
+            Ok(Some(u)) => webhook_user(&u),
+            Ok(None) => serde_json::json!({"id": user}),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook: user not read, sending its id only");
+                serde_json::json!({"id": user})
+            }
+        };
+        let data = serde_json::json!({
+            "user": user,
+            "organization": {"id": org.id, "name": org.name, "status": org.status.as_str()},
+            "roles": roles,
+        });
+        self.emit(crate::webhooks::WebhookEvent::new(
+            crate::webhooks::WebhookEventType::UserRolesChanged,
+            self.clock.now(),
+            data,
+        ))
+        .await;
+    }
+
     /// Creates an account with a password. Refuses a duplicate email.
     pub async fn create_user(
         &self,
@@ -308,6 +372,8 @@ impl Provider {
                         serde_json::json!({}),
                     )
                     .await;
+                    self.emit_user(crate::webhooks::WebhookEventType::UserCreated, &user)
+                        .await;
                     return Ok(Some(user));
                 }
                 Err(RepoError::Conflict(_)) => {
@@ -390,6 +456,17 @@ impl Provider {
             policy.strictest(&org.password_policy)
         })
     }
+}
+
+/// A user as webhooks describe it.
+fn webhook_user(u: &User) -> serde_json::Value {
+    serde_json::json!({
+        "id": u.id,
+        "customer_id": u.customer_id.as_str(),
+        "email": u.email.as_str(),
+        "email_verified": u.email_verified,
+        "name": u.name,
+    })
 }
 
 /// The WebAuthn relying party of an issuer: its host is the RP id, its
