@@ -529,22 +529,6 @@ fn href_of(html: &str, text: &str) -> String {
     html[start..start + html[start..].find('"').unwrap()].replace("&amp;", "&")
 }
 
-/// Solves the proof-of-work challenge of the page's form, as altcha.js does.
-fn solve_challenge(html: &str) -> String {
-    let start = html
-        .find("data-challenge=\"")
-        .expect("a challenge on the form")
-        + 16;
-    let end = start + html[start..].find('"').unwrap();
-    let json = html[start..end]
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&amp;", "&");
-    let spec: idp_core::challenge::ChallengeSpec =
-        serde_json::from_str(&json).expect("challenge JSON");
-    idp_core::challenge::solve(&spec).expect("solvable")
-}
-
 /// Posts the page's form as a browser does: hidden fields kept, `fields`
 /// set by name (one value per name, as for a radio group).
 async fn post_form(
@@ -668,7 +652,7 @@ async fn the_account_journeys_run_in_the_demo() {
         &form,
         &[
             ("identifier", demo_user),
-            ("altcha", &solve_challenge(&form)),
+            ("altcha", &challenge_solution(&form)),
         ],
     )
     .await;
@@ -743,7 +727,7 @@ async fn the_account_journeys_run_in_the_demo() {
         &browser,
         &issuer,
         &form,
-        &[("email", demo_user), ("altcha", &solve_challenge(&form))],
+        &[("email", demo_user), ("altcha", &challenge_solution(&form))],
     )
     .await;
     assert_eq!(res.status(), 200);
@@ -777,7 +761,7 @@ async fn the_account_journeys_run_in_the_demo() {
             ("domicile", "abroad"),
             ("company_name", "Widgets Demo GmbH"),
             ("country", "de"),
-            ("altcha", &solve_challenge(&form)),
+            ("altcha", &challenge_solution(&form)),
         ],
     )
     .await;
