@@ -18,6 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// Time limit of each request to an upstream provider (discovery, keys,
+/// token, UserInfo).
+const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -127,6 +131,20 @@ pub(crate) fn check_clients(
     let issuer_host_is_ip = url::Url::parse(&cfg.issuer)
         .ok()
         .is_some_and(|u| matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))));
+    for (i, u) in cfg.settings.upstreams.iter().enumerate() {
+        for (j, id) in u.clients.iter().enumerate() {
+            let Some(c) = clients.get(id) else {
+                return Err(anyhow!(
+                    "upstreams[{i}].clients[{j}]: no client {id:?} is registered"
+                ));
+            };
+            if !c.login.methods().any(|m| m == StepKind::Upstream) {
+                return Err(anyhow!(
+                    "upstreams[{i}].clients[{j}]: none of client {id}'s flows has an \"upstream\" step (add a flow such as steps = [\"upstream\"] with the acr of its first flow)"
+                ));
+            }
+        }
+    }
     for c in clients.iter() {
         if !themes.has_theme(&c.theme) {
             return Err(anyhow!(
@@ -158,6 +176,18 @@ pub(crate) fn check_clients(
                     m.as_str()
                 ));
             }
+        }
+        if c.login.methods().any(|m| m == StepKind::Upstream)
+            && !cfg
+                .settings
+                .upstreams
+                .iter()
+                .any(|u| u.clients.iter().any(|x| *x == c.id.0))
+        {
+            return Err(anyhow!(
+                "client {}: login: a flow has an \"upstream\" step, but no [[upstreams]] entry lists this client in its clients",
+                c.id
+            ));
         }
         pages.sort();
         pages.dedup();
@@ -224,6 +254,16 @@ pub async fn build_state(
             Some(r) => r,
             None => crate::registry::from_config(cfg)?,
         },
+        identities: storage.clone(),
+        upstreams: Arc::new(
+            idp_upstream::OidcUpstreams::new(
+                &cfg.issuer,
+                crate::config::parse_upstreams(cfg)?,
+                overrides.clock.clone(),
+                UPSTREAM_TIMEOUT,
+            )
+            .map_err(|e| anyhow!("upstreams: {e}"))?,
+        ),
     };
     let webhooks = Arc::new(match overrides.webhooks {
         Some(w) => w,

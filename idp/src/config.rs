@@ -63,6 +63,199 @@ pub struct Settings {
     pub company_registry: CompanyRegistrySettings,
     /// `[webhook_delivery]`: how the webhooks of the client files are sent.
     pub webhook_delivery: WebhookDeliverySettings,
+    /// `[[upstreams]]`: upstream OpenID providers users may sign in through.
+    pub upstreams: Vec<UpstreamFile>,
+}
+
+/// One `[[upstreams]]` entry: an upstream OpenID provider. See
+/// `config/README.md` ("Upstream identity providers").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Its id in URLs, the CLI and the admin API: `a-z`, `0-9`, `-`, `_`.
+    pub name: String,
+    /// "Continue with <display_name>".
+    pub display_name: String,
+    /// Exactly as its discovery document writes it.
+    pub issuer: String,
+    /// Our registration at the upstream.
+    pub client_id: String,
+    /// The environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Or the file holding it (relative to the config file's folder).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Neither: a public registration (PKCE only), if the upstream allows.
+    #[serde(default)]
+    pub public_client: bool,
+    #[serde(default = "default_upstream_scopes")]
+    pub scopes: Vec<String>,
+    /// Clients (`client_id`) whose login pages offer it.
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Create an account when an identity matches none (just in time).
+    #[serde(default)]
+    pub create_accounts: bool,
+    /// Take the upstream's emails as verified even without `email_verified`.
+    #[serde(default)]
+    pub trust_email: bool,
+    #[serde(default)]
+    pub claims: UpstreamClaimsFile,
+}
+
+/// `[upstreams.claims]`: which upstream claims hold what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamClaimsFile {
+    pub email: String,
+    pub email_verified: String,
+    pub name: String,
+    /// Matched against customer identifiers (`ab12345-idp`) when set.
+    pub username: Option<String>,
+}
+
+impl Default for UpstreamClaimsFile {
+    fn default() -> Self {
+        let d = idp_upstream::ClaimMapping::default();
+        Self {
+            email: d.email,
+            email_verified: d.email_verified,
+            name: d.name,
+            username: d.username,
+        }
+    }
+}
+
+fn default_upstream_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+/// The checked `[[upstreams]]` of `cfg`, secrets read (`client_secret_file`
+/// relative to the config file's folder); errors start with the field
+/// (`upstreams[0].issuer: ...`) and never contain the secret.
+pub fn parse_upstreams(cfg: &LoadedConfig) -> anyhow::Result<Vec<idp_upstream::UpstreamSettings>> {
+    let base = cfg
+        .source
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut out: Vec<idp_upstream::UpstreamSettings> = Vec::new();
+    for (i, u) in cfg.settings.upstreams.iter().enumerate() {
+        let field = |name: &str| format!("upstreams[{i}].{name}");
+        if !idp_core::federation::is_valid_name(&u.name) {
+            bail!(
+                "{}: {:?}: 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit",
+                field("name"),
+                u.name
+            );
+        }
+        if out.iter().any(|o| o.name == u.name) {
+            bail!("{}: {:?} is defined twice", field("name"), u.name);
+        }
+        if u.display_name.trim().is_empty() || u.display_name.len() > 64 {
+            bail!("{}: 1 to 64 characters", field("display_name"));
+        }
+        let issuer = url::Url::parse(&u.issuer).map_err(|e| {
+            anyhow!(
+                "{}: {:?} is not an absolute URL ({e})",
+                field("issuer"),
+                u.issuer
+            )
+        })?;
+        if issuer.scheme() != "https" && !(issuer.scheme() == "http" && is_loopback(&issuer)) {
+            bail!(
+                "{}: must be an https URL (http is allowed only on a loopback address)",
+                field("issuer")
+            );
+        }
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            bail!("{}: must have no query or fragment", field("issuer"));
+        }
+        if u.issuer.trim_end_matches('/') == cfg.issuer {
+            bail!(
+                "{}: this provider's own issuer cannot be its upstream",
+                field("issuer")
+            );
+        }
+        if u.client_id.is_empty() {
+            bail!("{}: must not be empty", field("client_id"));
+        }
+        let secret = match (&u.client_secret_env, &u.client_secret_file, u.public_client) {
+            (Some(var), None, false) => Some(std::env::var(var).map_err(|_| {
+                anyhow!(
+                    "{}: the environment variable {var} is not set",
+                    field("client_secret_env")
+                )
+            })?),
+            (None, Some(path), false) => {
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base.join(path)
+                };
+                Some(std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow!(
+                        "{}: cannot read {} ({e})",
+                        field("client_secret_file"),
+                        path.display()
+                    )
+                })?)
+            }
+            (None, None, true) => None,
+            _ => bail!(
+                "{}: set exactly one of client_secret_env, client_secret_file and public_client = true (the secret itself never goes in the file)",
+                field("client_secret_env")
+            ),
+        };
+        let secret = match secret.map(|s| s.trim().to_owned()) {
+            Some(s) if s.is_empty() => {
+                bail!("{}: the client secret is empty", field("client_secret_env"))
+            }
+            s => s.map(idp_core::secret::Secret::new),
+        };
+        if !u.scopes.iter().any(|s| s == "openid") {
+            bail!("{}: must include \"openid\"", field("scopes"));
+        }
+        if let Some(s) = u
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            bail!("{}: {s:?} is not a scope", field("scopes"));
+        }
+        for (name, claim) in [
+            ("email", Some(&u.claims.email)),
+            ("email_verified", Some(&u.claims.email_verified)),
+            ("name", Some(&u.claims.name)),
+            ("username", u.claims.username.as_ref()),
+        ] {
+            if claim.is_some_and(|c| c.trim().is_empty()) {
+                bail!("{}: must not be empty", field(&format!("claims.{name}")));
+            }
+        }
+        out.push(idp_upstream::UpstreamSettings {
+            name: u.name.clone(),
+            display_name: u.display_name.trim().to_owned(),
+            issuer: u.issuer.clone(),
+            client_id: u.client_id.clone(),
+            client_secret: secret,
+            scopes: u.scopes.clone(),
+            clients: u.clients.clone(),
+            policy: idp_core::federation::UpstreamPolicy {
+                create_accounts: u.create_accounts,
+                trust_email: u.trust_email,
+            },
+            claims: idp_upstream::ClaimMapping {
+                email: u.claims.email.clone(),
+                email_verified: u.claims.email_verified.clone(),
+                name: u.claims.name.clone(),
+                username: u.claims.username.clone(),
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// `[webhook_delivery]` of the main configuration file (the endpoints
@@ -210,6 +403,7 @@ impl Default for Settings {
             accounts: idp_core::accounts::AccountSettings::default(),
             company_registry: CompanyRegistrySettings::default(),
             webhook_delivery: WebhookDeliverySettings::default(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -690,14 +884,16 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
     {
         bail!("{where_}: themes_dir: {} is not a folder", t.display());
     }
-    Ok(LoadedConfig {
+    let loaded = LoadedConfig {
         settings,
         source,
         issuer,
         database_url,
         clients_dir,
         themes_dir,
-    })
+    };
+    parse_upstreams(&loaded).map_err(|e| anyhow!("{where_}: {e}"))?;
+    Ok(loaded)
 }
 
 fn is_loopback(u: &url::Url) -> bool {

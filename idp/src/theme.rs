@@ -900,11 +900,14 @@ mod tests {
         "account.html",
         "account_password.html",
         "account_email.html",
+        "upstream.html",
+        "upstream_buttons.html",
     ];
 
     /// Templates included by pages rather than rendered as pages.
     const PARTIALS: &[&str] = &[
         "alternatives.html",
+        "upstream_buttons.html",
         "challenge_widget.html",
         "password_rules.html",
         "back_link.html",
@@ -1082,6 +1085,24 @@ mod tests {
                 forgot_identifier_url => "/forgot-identifier?flow=1",
                 create_org_url => "/organizations/new?client_id=marketplace",
                 lang_links => lang_links(),
+                upstreams => vec![context! { name => "partner-sso", display_name => "Partner SSO" }],
+                federate_action => "/login/flow-1/federate",
+                linking => Value::from(()),
+            },
+            "upstream.html" => context! {
+                action => "/login/flow-1/upstream",
+                csrf => "csrf-token",
+                error => "login.upstream.unverified_email",
+                client_name => "Marketplace",
+                linking => "Partner SSO",
+                data => context! {
+                    upstreams => vec![context! { name => "partner-sso", display_name => "Partner SSO" }],
+                },
+            },
+            "upstream_buttons.html" => context! {
+                csrf => "csrf-token",
+                federate_action => "/login/flow-1/federate",
+                upstreams => vec![context! { name => "partner-sso", display_name => "Partner SSO" }],
             },
             "password.html" => context! {
                 action => "/login/flow-1",
@@ -1543,6 +1564,8 @@ mod tests {
                 "Forgot your customer identifier?",
                 "to continue to Marketplace",
                 r#"<a href="/organizations/new?client_id=marketplace">Create an organization</a>"#,
+                r#"<form method="post" action="/login/flow-1/federate""#,
+                "Continue with Partner SSO",
             ],
             ("identifier.html", Locale::Fr) => &[
                 "Adresse e-mail ou identifiant client",
@@ -1858,6 +1881,22 @@ mod tests {
                 "Enregistrez vos codes de secours",
                 "Les précédents ne fonctionnent plus.",
             ],
+            ("upstream.html", Locale::En) => &[
+                "Sign in with your organization",
+                r#"<input type="hidden" name="upstream" value="partner-sso">"#,
+                "Continue with Partner SSO",
+                "did not confirm your email address",
+                "Sign in to it once to link it to Partner SSO",
+            ],
+            ("upstream.html", Locale::Fr) => &[
+                "Se connecter avec votre organisation",
+                "Continuer avec Partner SSO",
+            ],
+            ("upstream_buttons.html", Locale::En) => &[
+                r#"action="/login/flow-1/federate""#,
+                "Continue with Partner SSO",
+            ],
+            ("upstream_buttons.html", Locale::Fr) => &["Continuer avec Partner SSO"],
             (other, _) => panic!("no expected text for {other}"),
         }
     }

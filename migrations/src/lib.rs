@@ -13,6 +13,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_login_methods;
 mod m20261122_000003_accounts;
 mod m20261122_000004_webhooks;
+mod m20261203_000005_federation;
 
 /// Applies the migrations in order; `seaql_migrations` records which ran.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_login_methods::Migration),
             Box::new(m20261122_000003_accounts::Migration),
             Box::new(m20261122_000004_webhooks::Migration),
+            Box::new(m20261203_000005_federation::Migration),
         ]
     }
 }

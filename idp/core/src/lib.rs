@@ -11,6 +11,7 @@ pub mod company;
 pub mod domain;
 pub mod ephemeral;
 pub mod error;
+pub mod federation;
 pub mod flow;
 pub mod keys;
 pub mod notify;

@@ -271,3 +271,36 @@ pub trait WebhookRepo: Send + Sync {
         limit: u64,
     ) -> Result<Vec<crate::webhooks::WebhookDelivery>, RepoError>;
 }
+
+/// Links between upstream identities and local accounts (federation). See
+/// [`crate::federation`].
+#[async_trait]
+pub trait FederatedIdentityRepo: Send + Sync {
+    /// The link of `subject` at `upstream`, if any.
+    async fn find_identity(
+        &self,
+        upstream: &str,
+        subject: &str,
+    ) -> Result<Option<crate::federation::FederatedIdentity>, RepoError>;
+    /// A user's links, oldest first.
+    async fn list_identities(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<crate::federation::FederatedIdentity>, RepoError>;
+    /// Links an identity. The identity already linked (to anyone), or the
+    /// user already linked at that upstream, gives [`RepoError::Conflict`]
+    /// and writes nothing.
+    async fn create_identity(
+        &self,
+        identity: &crate::federation::FederatedIdentity,
+    ) -> Result<(), RepoError>;
+    /// Unlinks `user`'s identity at `upstream`; returns whether one existed.
+    async fn delete_identity(&self, user: UserId, upstream: &str) -> Result<bool, RepoError>;
+    /// Records a sign-in through the link.
+    async fn touch_identity(
+        &self,
+        upstream: &str,
+        subject: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), RepoError>;
+}

@@ -242,6 +242,9 @@ fn render_page(state: &AppState, page: &FlowPage, loc: Locale, status: StatusCod
             forgot_password_url => format!("/forgot-password?client_id={}", flow.request.client_id),
             forgot_identifier_url => format!("/forgot-identifier?client_id={}", flow.request.client_id),
             create_org_url => client.as_ref().filter(|c| c.account.allow_org_creation).map(|c| format!("/organizations/new?client_id={}", c.id)),
+            upstreams => minijinja::Value::from(minijinja::value::Serde(&page.upstreams)),
+            federate_action => format!("/login/{}/federate", flow.id),
+            linking => flow.pending_link.as_ref().map(|l| l.display_name.clone()),
             lang_links => lang_links,
             data => minijinja::Value::from(minijinja::value::Serde(&page.challenge.data)),
         },
@@ -273,6 +276,14 @@ fn flow_error(state: &AppState, jar: &CookieJar, headers: &HeaderMap, e: FlowErr
             loc,
             StatusCode::CONFLICT,
             "error.flow_expired",
+            None,
+        ),
+        FlowError::UnknownCallback => error_page(
+            state,
+            "default",
+            loc,
+            StatusCode::BAD_REQUEST,
+            "error.upstream_state",
             None,
         ),
         FlowError::NoUsableMethod => error_page(
@@ -332,7 +343,7 @@ pub(crate) async fn submit_step(
         .ok()
         .and_then(|f| f.request.ui_locales);
     let loc = locale(&jar, &headers, ui_locales.as_deref());
-    match p
+    let outcome = p
         .submit_step(
             &flow_id,
             browser.as_deref(),
@@ -342,8 +353,20 @@ pub(crate) async fn submit_step(
             &meta,
             loc.as_str(),
         )
-        .await
-    {
+        .await;
+    outcome_response(&state, jar, &headers, &flow_id, loc, outcome)
+}
+
+/// The response to what a submission (or an upstream's answer) led to.
+fn outcome_response(
+    state: &AppState,
+    jar: CookieJar,
+    headers: &HeaderMap,
+    flow_id: &str,
+    loc: Locale,
+    outcome: Result<SubmitOutcome, FlowError>,
+) -> Response {
+    match outcome {
         Ok(SubmitOutcome::Completed {
             redirect,
             session_cookie,
@@ -351,27 +374,106 @@ pub(crate) async fn submit_step(
             device_cookie,
         }) => {
             let mut jar = jar.add(cookie(
-                &state,
+                state,
                 SESSION_COOKIE,
                 session_cookie,
                 session_ttl.as_secs() as i64,
             ));
             if let Some((value, ttl)) = device_cookie {
-                jar = jar.add(cookie(&state, DEVICE_COOKIE, value, ttl.as_secs() as i64));
+                jar = jar.add(cookie(state, DEVICE_COOKIE, value, ttl.as_secs() as i64));
             }
             (jar, see_other(&redirect)).into_response()
         }
         Ok(SubmitOutcome::Next) => see_other(&format!("/login/{flow_id}")),
+        Ok(SubmitOutcome::Redirect(to)) => see_other(&to),
         Ok(SubmitOutcome::Show { page, failed }) => {
             let status = match (failed, page.locked_until.is_some(), page.challenge.error) {
                 (_, true, _) => StatusCode::TOO_MANY_REQUESTS,
                 (true, _, Some("login.invalid_identifier")) => StatusCode::BAD_REQUEST,
+                (true, _, Some(e)) if e.starts_with("login.upstream.") => StatusCode::FORBIDDEN,
                 (true, _, _) => StatusCode::UNAUTHORIZED,
                 (false, _, _) => StatusCode::OK,
             };
-            render_page(&state, &page, loc, status)
+            render_page(state, &page, loc, status)
         }
         Err(FlowError::WrongStage | FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),
+        Err(e) => flow_error(state, &jar, headers, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FederateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    upstream: String,
+}
+
+/// "Continue with <upstream>" on an identifier page.
+#[tracing::instrument(skip_all)]
+pub(crate) async fn federate(
+    State(state): State<AppState>,
+    Path(flow_id): Path<String>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
+    let form = serde_urlencoded::from_bytes::<FederateForm>(&body).unwrap_or(FederateForm {
+        csrf: String::new(),
+        upstream: String::new(),
+    });
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    let loc = locale(&jar, &headers, None);
+    let outcome = state
+        .provider
+        .federate(
+            &flow_id,
+            browser.as_deref(),
+            &form.csrf,
+            &form.upstream,
+            &meta,
+            loc.as_str(),
+        )
+        .await;
+    outcome_response(&state, jar, &headers, &flow_id, loc, outcome)
+}
+
+/// An upstream provider's answer: `state` names the login flow, which goes
+/// on (or shows why the answer was refused).
+#[tracing::instrument(skip_all, fields(upstream = %upstream))]
+pub(crate) async fn upstream_callback(
+    State(state): State<AppState>,
+    Path(upstream): Path<String>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let loc = locale(&jar, &headers, None);
+    let Ok(params) =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or_default())
+    else {
+        return error_page(
+            &state,
+            "default",
+            loc,
+            StatusCode::BAD_REQUEST,
+            "error.upstream_state",
+            None,
+        );
+    };
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    match state
+        .provider
+        .upstream_callback(&upstream, params, browser.as_deref(), &meta, loc.as_str())
+        .await
+    {
+        Ok((flow_id, outcome)) => {
+            outcome_response(&state, jar, &headers, &flow_id, loc, Ok(outcome))
+        }
         Err(e) => flow_error(&state, &jar, &headers, e),
     }
 }

@@ -73,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/login/{flow}", get(authorize::login_page))
         .route("/login/{flow}/method", post(authorize::choose_method))
+        .route("/login/{flow}/federate", post(authorize::federate))
+        .route(
+            "/login/upstream/{upstream}/callback",
+            get(authorize::upstream_callback),
+        )
         .route("/login/{flow}/{step}", post(authorize::submit_step))
         .route(
             "/login/{flow}/restart",

@@ -7,6 +7,7 @@ pub mod audit_events;
 pub mod client_states;
 pub mod consents;
 pub mod credentials;
+pub mod federated_identities;
 pub mod known_devices;
 pub mod memberships;
 pub mod organizations;

@@ -6,6 +6,7 @@ mod client_states;
 mod consents;
 mod credentials;
 mod devices;
+mod identities;
 mod orgs;
 mod signing_keys;
 mod token_families;

@@ -67,6 +67,13 @@ pub struct FlowDef {
     pub webauthn_user_verification: Option<String>,
 }
 
+impl FlowDef {
+    /// Whether the first step is `kind` alone.
+    pub fn starts_with(&self, kind: StepKind) -> bool {
+        self.stages.first().is_some_and(|s| s.methods == [kind])
+    }
+}
+
 /// A client's login policy: its flows (the first is the default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginPolicy {
@@ -101,6 +108,36 @@ impl LoginPolicy {
 
     pub fn by_name(&self, name: &str) -> Option<&FlowDef> {
         self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// The way in through an upstream provider offered on `flow`'s
+    /// identifier page: the flow of the same level that starts with
+    /// `upstream`.
+    pub fn upstream_alternative(&self, flow: &FlowDef) -> Option<&FlowDef> {
+        if !flow.starts_with(StepKind::Identifier) {
+            return None;
+        }
+        self.flows
+            .iter()
+            .find(|f| f.acr == flow.acr && f.starts_with(StepKind::Upstream))
+    }
+
+    /// The flow through which a user proves they own a local account before
+    /// an upstream identity is linked to it: the flow of `acr` that does not
+    /// go through an upstream, else the first such flow.
+    pub fn local_flow(&self, acr: &str) -> Option<&FlowDef> {
+        let local = |f: &&FlowDef| {
+            f.starts_with(StepKind::Identifier)
+                && !f
+                    .stages
+                    .iter()
+                    .any(|s| s.methods.contains(&StepKind::Upstream))
+        };
+        self.flows
+            .iter()
+            .filter(|f| f.acr == acr)
+            .find(local)
+            .or_else(|| self.flows.iter().find(local))
     }
 
     /// The flow for a request: the first requested `acr` a flow reaches, else the default.
@@ -215,18 +252,38 @@ pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> 
         if spec.acr.is_empty() || spec.acr.contains(' ') {
             return Err(err(format!("{at}.acr"), "a non-empty value without spaces"));
         }
-        if flows.iter().any(|f: &FlowDef| f.acr == spec.acr) {
-            return Err(err(
-                format!("{at}.acr"),
-                format!(
-                    "two flows reach acr {:?}: requests could not choose",
-                    spec.acr
-                ),
-            ));
-        }
         let mut stages = Vec::new();
         for (j, s) in spec.steps.iter().enumerate() {
             stages.push(parse_stage(s).map_err(|m| err(format!("{at}.steps[{j}]"), m))?);
+        }
+        // Flows of one level are alternatives only as a way in through an
+        // upstream provider, offered on the identifier page of the first.
+        if let Some(first) = flows.iter().find(|f: &&FlowDef| f.acr == spec.acr) {
+            let upstream_first = stages
+                .first()
+                .is_some_and(|s| s.methods == [StepKind::Upstream]);
+            if !upstream_first || !first.starts_with(StepKind::Identifier) {
+                return Err(err(
+                    format!("{at}.acr"),
+                    format!(
+                        "two flows reach acr {:?}: requests could not choose (a second flow of a level must start with \"upstream\", and the first with \"identifier\", whose page offers it)",
+                        spec.acr
+                    ),
+                ));
+            }
+            if flows
+                .iter()
+                .filter(|f| f.acr == spec.acr)
+                .any(|f| f.starts_with(StepKind::Upstream))
+            {
+                return Err(err(
+                    format!("{at}.acr"),
+                    format!(
+                        "another flow already signs in through an upstream at acr {:?}",
+                        spec.acr
+                    ),
+                ));
+            }
         }
         check_flow(&stages).map_err(|(j, m)| match j {
             Some(j) => err(format!("{at}.steps[{j}]"), m),
@@ -298,7 +355,8 @@ fn parse_stage(s: &StageSpec) -> Result<Stage, String> {
     let identifying = methods.iter().filter(|m| m.identifies()).count();
     if identifying > 0 && methods.len() > 1 {
         return Err(
-            "identifier and passkey cannot be offered as alternatives to other methods".into(),
+            "identifier, passkey and upstream cannot be offered as alternatives to other methods"
+                .into(),
         );
     }
     if identifying > 0 && when != Condition::Always {
@@ -329,7 +387,7 @@ fn check_flow(stages: &[Stage]) -> Result<(), (Option<usize>, String)> {
             return Err((
                 Some(j),
                 format!(
-                    "{} needs to know the user: put \"identifier\" (or \"passkey\") before it",
+                    "{} needs to know the user: put \"identifier\" (or \"passkey\", \"upstream\") before it",
                     st.methods
                         .iter()
                         .map(|m| m.as_str())
@@ -457,6 +515,26 @@ mod tests {
                 "two flows",
             ),
             (
+                r#"[{"name": "d", "acr": "1", "steps": ["passkey"]}, {"name": "e", "acr": "1", "steps": ["upstream"]}]"#,
+                "flows[1].acr",
+                "two flows",
+            ),
+            (
+                r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"]}, {"name": "e", "acr": "1", "steps": ["upstream"]}, {"name": "f", "acr": "1", "steps": ["upstream", "totp"]}]"#,
+                "flows[2].acr",
+                "already signs in through an upstream",
+            ),
+            (
+                r#"[{"name": "d", "acr": "1", "steps": ["upstream", "upstream"]}]"#,
+                "flows[0].steps[1]",
+                "never be reached",
+            ),
+            (
+                r#"[{"name": "d", "acr": "1", "steps": ["identifier", "upstream|password"]}]"#,
+                "flows[0].steps[1]",
+                "alternatives",
+            ),
+            (
                 r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"], "webauthn_user_verification": "always"}]"#,
                 "flows[0].webauthn_user_verification",
                 "required, preferred",
@@ -467,6 +545,26 @@ mod tests {
             assert_eq!(e.path, path, "{flows}: {e}");
             assert!(e.message.contains(msg), "{flows}: {e}");
         }
+    }
+
+    #[test]
+    fn an_upstream_flow_is_the_alternative_of_its_level() {
+        let p = policy(r#"{"flows": [
+            {"name": "standard", "acr": "1", "steps": ["identifier", "password"]},
+            {"name": "partner", "acr": "1", "steps": ["upstream", {"any": "totp", "when": "enrolled"}]},
+            {"name": "strong", "acr": "2", "steps": ["identifier", "password", "totp"]},
+            {"name": "sso-only", "acr": "3", "steps": ["upstream"]}
+        ]}"#).unwrap();
+        let standard = p.by_name("standard").unwrap();
+        assert_eq!(p.upstream_alternative(standard).unwrap().name, "partner");
+        assert_eq!(p.upstream_alternative(p.by_name("strong").unwrap()), None);
+        assert_eq!(p.upstream_alternative(p.by_name("partner").unwrap()), None);
+        // Requests of a level run its first flow.
+        assert_eq!(p.for_acr_values(&["1".into()]).name, "standard");
+        assert_eq!(p.for_acr_values(&["3".into()]).name, "sso-only");
+        assert_eq!(p.local_flow("1").unwrap().name, "standard");
+        assert_eq!(p.local_flow("2").unwrap().name, "strong");
+        assert_eq!(p.local_flow("3").unwrap().name, "standard");
     }
 
     #[test]

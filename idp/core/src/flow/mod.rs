@@ -34,10 +34,13 @@ pub enum StepKind {
     /// Passwordless: a discoverable passkey identifies and authenticates.
     Passkey,
     RecoveryCode,
+    /// Sign-in through an upstream OpenID provider: identifies and
+    /// authenticates (see [`crate::federation`]).
+    Upstream,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 8] = [
+    pub const ALL: [StepKind; 9] = [
         Self::Identifier,
         Self::Password,
         Self::EmailCode,
@@ -46,6 +49,7 @@ impl StepKind {
         Self::Webauthn,
         Self::Passkey,
         Self::RecoveryCode,
+        Self::Upstream,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl StepKind {
             Self::Webauthn => "webauthn",
             Self::Passkey => "passkey",
             Self::RecoveryCode => "recovery_code",
+            Self::Upstream => "upstream",
         }
     }
 
@@ -67,7 +72,7 @@ impl StepKind {
 
     /// Steps that establish who the user is.
     pub fn identifies(self) -> bool {
-        matches!(self, Self::Identifier | Self::Passkey)
+        matches!(self, Self::Identifier | Self::Passkey | Self::Upstream)
     }
 
     /// Steps that prove something (all but the identifier).
@@ -132,6 +137,12 @@ pub enum StepOutcome {
         challenge: Challenge,
         count_failure: bool,
     },
+    /// Leave for another site (an upstream provider's authorization
+    /// endpoint); the flow goes on when the answer comes back.
+    Redirect { location: String },
+    /// An upstream provider vouched for this identity; the runner decides
+    /// what it leads to (a linked account, a link to prove, a new account).
+    Federated(Box<crate::federation::UpstreamIdentity>),
 }
 
 /// The fields of a submitted form (the runner removes `csrf`).
@@ -149,6 +160,13 @@ impl StepInput {
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
+    }
+
+    /// The same fields but `name`.
+    pub fn without(&self, name: &str) -> Self {
+        let mut fields = self.fields.clone();
+        fields.remove(name);
+        Self { fields }
     }
 
     /// A field as a secret (password, code).
@@ -215,6 +233,8 @@ pub struct StepPorts {
     pub notifier: Arc<dyn crate::notify::Notifier>,
     pub settings: MethodSettings,
     pub webauthn: WebauthnSettings,
+    /// Upstream OpenID providers (federation).
+    pub upstreams: Arc<dyn crate::federation::Upstreams>,
 }
 
 /// What a step sees: a read-only view of the flow, its own scratch state, the

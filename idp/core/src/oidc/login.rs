@@ -33,6 +33,7 @@
 use super::authorize::{AuthorizeRequest, redirect_with};
 use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
+use super::federation::Resolution;
 use super::provider::{Provider, RequestMeta};
 use crate::domain::{Consent, TokenHash, User, UserId, UserStatus};
 use crate::ephemeral::{get_json, put_json};
@@ -103,6 +104,10 @@ pub struct LoginFlow {
     /// known when a live device record with this hash belongs to the user.
     #[serde(default)]
     pub device: Option<TokenHash>,
+    /// An upstream identity matched this local account: the user proves they
+    /// own it through this flow, then the two are linked.
+    #[serde(default)]
+    pub pending_link: Option<crate::federation::PendingLink>,
 }
 
 impl LoginFlow {
@@ -126,6 +131,10 @@ pub enum FlowError {
     WrongStage,
     #[error("none of the methods of this step can be used or enrolled")]
     NoUsableMethod,
+    /// An upstream's answer names no sign-in this provider started (tampered
+    /// or replayed `state`, or one that expired).
+    #[error("upstream answer matches no login in progress")]
+    UnknownCallback,
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -153,6 +162,8 @@ pub struct FlowPage {
     pub enrolling: bool,
     /// Set when the method is locked for now (too many failures).
     pub locked_until: Option<OffsetDateTime>,
+    /// "Continue with …" buttons of an identifier page (federation).
+    pub upstreams: Vec<crate::federation::UpstreamInfo>,
 }
 
 /// What a submit led to.
@@ -162,6 +173,8 @@ pub enum SubmitOutcome {
     Next,
     /// Stay: show this page. `failed` for a wrong answer, `locked` when throttled.
     Show { page: Box<FlowPage>, failed: bool },
+    /// Leave for this URL (an upstream provider's login).
+    Redirect(String),
     /// Signed in: set the session cookie, redirect to the client.
     Completed {
         redirect: String,
@@ -376,6 +389,7 @@ impl Provider {
             scratch: BTreeMap::new(),
             completed: false,
             device: device_cookie.map(TokenHash::of),
+            pending_link: None,
             request: req,
         };
         if let Some((s, user)) = step_up_from {
@@ -464,7 +478,11 @@ impl Provider {
     }
 
     /// Compare-and-swap the flow from `old` to `new` (version bumped here).
-    async fn save_flow(&self, old: &LoginFlow, mut new: LoginFlow) -> Result<LoginFlow, FlowError> {
+    pub(super) async fn save_flow(
+        &self,
+        old: &LoginFlow,
+        mut new: LoginFlow,
+    ) -> Result<LoginFlow, FlowError> {
         if *old == new {
             return Ok(new);
         }
@@ -702,6 +720,7 @@ impl Provider {
         flow.scratch.insert(step, scratch);
         let flow = self.save_flow(&old, flow).await?;
         let locked_until = self.locked_until(step, &flow, meta).await?;
+        let upstreams = self.offered_upstreams(&client, &flow, step);
         Ok(FlowPage {
             flow,
             step,
@@ -709,6 +728,7 @@ impl Provider {
             alternatives,
             enrolling,
             locked_until,
+            upstreams,
         })
     }
 
@@ -725,6 +745,128 @@ impl Provider {
         locale: &str,
     ) -> Result<SubmitOutcome, FlowError> {
         let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
+        // Only the runner marks a submission as an upstream's answer.
+        let input = input.without(crate::steps::upstream::CALLBACK_FIELD);
+        self.submit_loaded(old, step_name, &input, meta, locale)
+            .await
+    }
+
+    /// An upstream provider's answer (`/login/upstream/<name>/callback`):
+    /// its `state` names the login flow (single use), which must belong to
+    /// this browser; the `upstream` step checks the rest. No CSRF token: the
+    /// `state`, bound to the flow and the browser, plays that part. Returns
+    /// the flow's id with the outcome.
+    pub async fn upstream_callback(
+        &self,
+        upstream: &str,
+        params: Vec<(String, String)>,
+        browser_cookie: Option<&str>,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<(String, SubmitOutcome), FlowError> {
+        use crate::steps::upstream::{CALLBACK_FIELD, state_key};
+        let state = params
+            .iter()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.clone())
+            .ok_or(FlowError::UnknownCallback)?;
+        let flow_id = self
+            .store
+            .take(&state_key(&state))
+            .await?
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(FlowError::UnknownCallback)?;
+        let old = self.load_flow(&flow_id, browser_cookie).await?;
+        let input = StepInput::new(
+            params
+                .into_iter()
+                .filter(|(k, _)| k != CALLBACK_FIELD && k != "upstream")
+                .chain([
+                    (CALLBACK_FIELD.to_owned(), "1".to_owned()),
+                    ("upstream".to_owned(), upstream.to_owned()),
+                ]),
+        );
+        let outcome = self
+            .submit_loaded(old, StepKind::Upstream.as_str(), &input, meta, locale)
+            .await?;
+        Ok((flow_id, outcome))
+    }
+
+    /// "Continue with <upstream>" on an identifier page: switches to the
+    /// client's flow of the same level that starts with `upstream`, and
+    /// starts the sign-in at that upstream.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn federate(
+        &self,
+        flow_id: &str,
+        browser_cookie: Option<&str>,
+        csrf: &str,
+        upstream: &str,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<SubmitOutcome, FlowError> {
+        let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
+        let client = self.client_of(&old)?;
+        let def = Self::flow_def(&client, &old)?;
+        // Only before anyone is identified (not in a step-up or a link proof).
+        if old.user_id.is_some() || !old.passed.is_empty() || old.pending_link.is_some() {
+            return Err(FlowError::WrongStage);
+        }
+        let target = if def.starts_with(StepKind::Upstream) {
+            def
+        } else {
+            client
+                .login
+                .upstream_alternative(def)
+                .ok_or(FlowError::WrongStage)?
+        };
+        let switched = LoginFlow {
+            flow_name: target.name.clone(),
+            position: 0,
+            choice: None,
+            enrolling: false,
+            identifier: None,
+            scratch: BTreeMap::new(),
+            ..old.clone()
+        };
+        let switched = self.save_flow(&old, switched).await?;
+        let input = StepInput::new([("upstream".to_owned(), upstream.to_owned())]);
+        self.submit_loaded(switched, StepKind::Upstream.as_str(), &input, meta, locale)
+            .await
+    }
+
+    /// The "Continue with …" buttons of a flow's current page: on an
+    /// identifier page, before anyone is identified, when the flow's level
+    /// has a way in through an upstream.
+    fn offered_upstreams(
+        &self,
+        client: &Client,
+        flow: &LoginFlow,
+        step: StepKind,
+    ) -> Vec<crate::federation::UpstreamInfo> {
+        let offers = step == StepKind::Identifier
+            && flow.passed.is_empty()
+            && flow.pending_link.is_none()
+            && client
+                .login
+                .by_name(&flow.flow_name)
+                .is_some_and(|def| client.login.upstream_alternative(def).is_some());
+        if offers {
+            self.step_ports.upstreams.for_client(&client.id)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A submission for the current step of `old` (loaded and checked).
+    async fn submit_loaded(
+        &self,
+        old: LoginFlow,
+        step_name: &str,
+        input: &StepInput,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<SubmitOutcome, FlowError> {
         let client = self.client_of(&old)?;
         let user = self.flow_user(&old).await?;
         let mut flow = old.clone();
@@ -740,6 +882,7 @@ impl Provider {
             return Err(FlowError::WrongStage);
         }
         let s = self.step(step)?;
+        let upstreams = self.offered_upstreams(&client, &flow, step);
         if let Some(until) = self.locked_until(step, &flow, meta).await? {
             self.audit(
                 "login.locked",
@@ -757,6 +900,7 @@ impl Provider {
                 alternatives,
                 enrolling,
                 locked_until: Some(until),
+                upstreams,
             };
             return Ok(SubmitOutcome::Show {
                 page: Box::new(page),
@@ -765,24 +909,66 @@ impl Provider {
         }
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
         let def = Self::flow_def(&client, &flow)?;
+        macro_rules! cx {
+            ($scratch:expr) => {
+                StepCx::new(
+                    &self.step_ports,
+                    &client,
+                    &flow.id,
+                    user.as_ref(),
+                    flow.identifier.as_deref(),
+                    meta,
+                    locale,
+                    $scratch,
+                )
+                .in_flow(def)
+            };
+        }
         let (outcome, identified) = {
-            let mut cx = StepCx::new(
-                &self.step_ports,
-                &client,
-                &flow.id,
-                user.as_ref(),
-                flow.identifier.as_deref(),
-                meta,
-                locale,
-                &mut scratch,
-            )
-            .in_flow(def);
+            let mut cx = cx!(&mut scratch);
             let outcome = if enrolling {
                 s.submit_enrollment(&mut cx, input).await?
             } else {
                 s.submit(&mut cx, input).await?
             };
             (outcome, cx.take_identified())
+        };
+        // What an upstream's identity leads to.
+        let (outcome, identified) = match outcome {
+            StepOutcome::Federated(identity) => {
+                match self
+                    .resolve_upstream(&client, def, user.as_ref(), &identity, meta)
+                    .await?
+                {
+                    Resolution::SignedIn(account) => {
+                        let identifier = account.customer_id.as_str().to_owned();
+                        (
+                            StepOutcome::Passed {
+                                amr: crate::steps::upstream::amr(&identity),
+                            },
+                            Some(crate::flow::Identified {
+                                user: Some(account),
+                                identifier,
+                            }),
+                        )
+                    }
+                    Resolution::Refused(message) => {
+                        let challenge =
+                            s.present(&mut cx!(&mut scratch)).await?.with_error(message);
+                        (
+                            StepOutcome::Rejected {
+                                challenge,
+                                count_failure: false,
+                            },
+                            None,
+                        )
+                    }
+                    Resolution::Prove { link, flow: local } => {
+                        return self.start_link_proof(&old, flow, link, &local).await;
+                    }
+                }
+            }
+            o => (o, identified),
         };
         match outcome {
             StepOutcome::Passed { amr } => {
@@ -815,6 +1001,14 @@ impl Provider {
                     }
                 }
             }
+            StepOutcome::Redirect { location } => {
+                flow.scratch.insert(step, scratch);
+                self.save_flow(&old, flow).await?;
+                Ok(SubmitOutcome::Redirect(location))
+            }
+            StepOutcome::Federated(_) => Err(FlowError::Core(CoreError::Internal(
+                "an upstream identity was not resolved".into(),
+            ))),
             StepOutcome::Again(challenge) => {
                 flow.scratch.insert(step, scratch);
                 let flow = self.save_flow(&old, flow).await?;
@@ -825,6 +1019,7 @@ impl Provider {
                     alternatives,
                     enrolling,
                     locked_until: None,
+                    upstreams,
                 };
                 Ok(SubmitOutcome::Show {
                     page: Box::new(page),
@@ -855,6 +1050,7 @@ impl Provider {
                     alternatives,
                     enrolling,
                     locked_until: None,
+                    upstreams,
                 };
                 Ok(SubmitOutcome::Show {
                     page: Box::new(page),
@@ -911,6 +1107,7 @@ impl Provider {
             identifier: None,
             passed: Vec::new(),
             scratch: BTreeMap::new(),
+            pending_link: None,
             ..old.clone()
         };
         self.save_flow(&old, flow).await
@@ -934,6 +1131,16 @@ impl Provider {
         flow.completed = true;
         self.save_flow(old, flow.clone()).await?;
         self.store.delete(&flow_key(&flow.id)).await?;
+        // The user proved they own the account an upstream identity matched.
+        if let Some(link) = flow.pending_link.take()
+            && link.user_id == user.id
+        {
+            self.link_proven(&link, client, meta).await?;
+            flow.passed.push(PassedStep {
+                kind: StepKind::Upstream,
+                amr: crate::steps::upstream::amr(&link.identity),
+            });
+        }
         let def = Self::flow_def(client, &flow)?;
         let now = self.clock.now().unix_timestamp();
         let methods: Vec<StepKind> = flow.passed.iter().map(|p| p.kind).collect();

@@ -6,6 +6,7 @@
 pub mod authorize;
 pub mod client;
 pub mod error;
+pub mod federation;
 pub mod login;
 pub mod logout;
 pub mod provider;

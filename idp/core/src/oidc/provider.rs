@@ -73,6 +73,10 @@ pub struct ProviderPorts {
     pub webhooks: Arc<dyn crate::ports::WebhookRepo>,
     /// Looks up French companies by SIRET (not storage, but an outside system).
     pub registry: Arc<dyn crate::company::CompanyRegistry>,
+    /// Links between upstream identities and accounts.
+    pub identities: Arc<dyn crate::ports::FederatedIdentityRepo>,
+    /// Upstream OpenID providers (an outside system).
+    pub upstreams: Arc<dyn crate::federation::Upstreams>,
 }
 
 /// Facts about the HTTP request, for throttling and the audit trail.
@@ -134,6 +138,7 @@ impl Provider {
             notifier,
             settings: settings.methods.clone(),
             webauthn: webauthn_settings(&settings.issuer)?,
+            upstreams: ports.upstreams.clone(),
         };
         let steps = crate::steps::registry();
         for c in clients.iter() {

@@ -9,6 +9,7 @@ pub mod password;
 pub mod recovery_code;
 pub mod sms_code;
 pub mod totp;
+pub mod upstream;
 pub mod webauthn;
 
 use crate::error::CoreError;
@@ -48,5 +49,6 @@ pub fn registry() -> StepRegistry {
     r.register(Arc::new(totp::TotpStep));
     r.register(Arc::new(webauthn::WebauthnStep));
     r.register(Arc::new(passkey::PasskeyStep));
+    r.register(Arc::new(upstream::UpstreamStep));
     r
 }
