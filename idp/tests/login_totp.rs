@@ -171,31 +171,6 @@ async fn enroll(app: &TestApp, browser: &Browser, client: &str) -> (String, Vec<
     (page.key, codes, to)
 }
 
-/// Exchanges the code of a redirect; returns the ID token's claims.
-async fn id_token_claims(app: &TestApp, client: &str, redirect: &str) -> Value {
-    use base64::Engine;
-    let code = query_param(redirect, "code").expect("a code in the redirect");
-    let (status, body) = token_request(
-        app,
-        client,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let id_token = body["id_token"].as_str().expect("id_token");
-    let payload = id_token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn amr(claims: &Value) -> Vec<String> {
     claims["amr"]
         .as_array()

@@ -214,30 +214,6 @@ async fn sign_in_with_key(app: &TestApp, device: &mut Device, email: &str) -> St
     location(&res)
 }
 
-/// Exchanges the code of a redirect; returns the ID token's claims.
-async fn id_token_claims(app: &TestApp, client: &str, redirect: &str) -> Value {
-    assert!(redirect.starts_with(REDIRECT), "{redirect}");
-    let code = query_param(redirect, "code").expect("a code in the redirect");
-    let (status, body) = token_request(
-        app,
-        client,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let payload = body["id_token"]
-        .as_str()
-        .expect("id_token")
-        .split('.')
-        .nth(1)
-        .unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
-
 fn amr(claims: &Value) -> Vec<String> {
     claims["amr"]
         .as_array()

@@ -139,6 +139,9 @@ pub struct AppOptions {
     pub registry: Option<Arc<dyn idp_core::company::CompanyRegistry>>,
     /// The webhook endpoints (instead of client files' `[[webhooks]]`).
     pub webhooks: Vec<idp_core::webhooks::WebhookEndpoint>,
+    /// Serve on this listener (bound beforehand, when another server must
+    /// know the address first) instead of a fresh ephemeral port.
+    pub listener: Option<tokio::net::TcpListener>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -167,9 +170,12 @@ async fn spawn_app_inner(
 ) -> TestApp {
     let data =
         TempDir(std::env::temp_dir().join(format!("idp-test-{}", uuid::Uuid::new_v4().simple())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = match options.listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    };
     let addr = listener.local_addr().unwrap();
     let issuer = if options.localhost {
         format!("http://localhost:{}", addr.port())
@@ -342,6 +348,16 @@ impl Browser {
         fields: &[(&str, &str)],
     ) -> reqwest::Response {
         let form = Form::parse(html).expect("a form on the page");
+        self.submit_form(app, &form, fields).await
+    }
+
+    /// Fills and posts `form` (one of the page's forms, see [`Form::all`]).
+    pub async fn submit_form(
+        &self,
+        app: &TestApp,
+        form: &Form,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut values = form.fields.clone();
         for (k, v) in fields {
             assert!(
@@ -438,33 +454,52 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 }
 
 impl Form {
+    /// The first POST form of the page.
     pub fn parse(html: &str) -> Option<Form> {
+        Self::all(html).into_iter().next()
+    }
+
+    /// The first POST form whose action contains `action`.
+    pub fn with_action(html: &str, action: &str) -> Option<Form> {
+        Self::all(html)
+            .into_iter()
+            .find(|f| f.action.contains(action))
+    }
+
+    /// Every POST form of the page, in order.
+    pub fn all(html: &str) -> Vec<Form> {
+        let mut forms = Vec::new();
         let mut rest = html;
-        while let Some(i) = rest.find("<form") {
-            let tail = &rest[i..];
-            let end = tail.find("</form>")?;
-            let body = &tail[..end];
-            let open = &body[..body.find('>')?];
-            if attr(open, "method").is_some_and(|m| m.eq_ignore_ascii_case("post")) {
-                let mut fields = Vec::new();
-                let mut b = body;
-                while let Some(j) = b.find("<input") {
-                    let t = &b[j..];
-                    let close = t.find('>')?;
-                    let tag = &t[..close];
-                    if let Some(n) = attr(tag, "name") {
-                        fields.push((n, attr(tag, "value").unwrap_or_default()));
-                    }
-                    b = &t[close..];
-                }
-                return Some(Form {
-                    action: attr(open, "action")?,
-                    fields,
-                });
-            }
-            rest = &tail[end..];
+        while let Some(f) = Self::next_form(&mut rest) {
+            forms.extend(f);
         }
-        None
+        forms
+    }
+
+    /// The next form of `rest` (`Some(None)` for a non-POST or malformed
+    /// one), advancing `rest` past it.
+    fn next_form(rest: &mut &str) -> Option<Option<Form>> {
+        let i = rest.find("<form")?;
+        let tail = &rest[i..];
+        let end = tail.find("</form>")?;
+        *rest = &tail[end..];
+        let body = &tail[..end];
+        let open = &body[..body.find('>')?];
+        if !attr(open, "method").is_some_and(|m| m.eq_ignore_ascii_case("post")) {
+            return Some(None);
+        }
+        let mut fields = Vec::new();
+        let mut b = body;
+        while let Some(j) = b.find("<input") {
+            let t = &b[j..];
+            let Some(close) = t.find('>') else { break };
+            let tag = &t[..close];
+            if let Some(n) = attr(tag, "name") {
+                fields.push((n, attr(tag, "value").unwrap_or_default()));
+            }
+            b = &t[close..];
+        }
+        Some(attr(open, "action").map(|action| Form { action, fields }))
     }
 }
 
@@ -534,6 +569,38 @@ pub async fn token_request(
         .unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Exchanges the code of a redirect to [`REDIRECT`] as `client` (HTTP
+/// Basic, no PKCE); returns the ID token's claims (not verified here: the
+/// signature has its own tests).
+pub async fn id_token_claims(app: &TestApp, client: &str, redirect: &str) -> serde_json::Value {
+    use base64::Engine;
+    assert!(redirect.starts_with(REDIRECT), "{redirect}");
+    let code = query_param(redirect, "code").expect("a code in the redirect");
+    let (status, body) = token_request(
+        app,
+        client,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let payload = body["id_token"]
+        .as_str()
+        .expect("id_token")
+        .split('.')
+        .nth(1)
+        .unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// Runs each test body (an `async fn(&TestApp)` at the root of the test

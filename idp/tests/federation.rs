@@ -1,0 +1,543 @@
+//! Sign-in through an upstream OpenID provider, with another instance of
+//! this provider as the upstream ("Partner SSO", on 127.0.0.1) and the
+//! provider under test on `localhost` (so the two keep separate cookies, as
+//! two sites do): just-in-time accounts, linking after proof of the local
+//! account, refusal of unverified emails, the upstream step inside a flow,
+//! unlinking, and tampered or replayed answers. Forged ID tokens (wrong
+//! issuer, audience, nonce, signature) are in `federation_tokens.rs`, against
+//! a scripted upstream.
+
+mod support;
+
+use idp::config::{UpstreamClaimsFile, UpstreamFile};
+use idp_core::domain::Email;
+use serde_json::Value;
+use support::*;
+
+const UPSTREAM: &str = "partner";
+/// The downstream client whose login page offers the upstream.
+const PORTAL: &str = "fed";
+/// Its flows: at level 1, identifier and password, or the upstream alone; at
+/// level 2 (`acr_values=2`), the same with an emailed code after.
+const PORTAL_FLOWS: &str = r#"[
+    {"name": "standard", "acr": "1", "steps": ["identifier", "password"]},
+    {"name": "partner", "acr": "1", "steps": ["upstream"]},
+    {"name": "partner-then-code", "acr": "2", "steps": ["identifier", "password", "email_code"]},
+    {"name": "partner-strong", "acr": "2", "steps": ["upstream", "email_code"]}
+]"#;
+
+struct Federation {
+    /// The upstream ("Partner SSO"): another instance of this provider.
+    upstream: TestApp,
+    /// The provider under test.
+    app: TestApp,
+    _secret: TempDir,
+}
+
+impl Federation {
+    async fn cleanup(self) {
+        self.app.cleanup().await;
+        self.upstream.cleanup().await;
+    }
+}
+
+/// The upstream with a client for the provider under test, and the provider
+/// under test with `[[upstreams]]` pointing at it.
+async fn federation(backend: Backend, adjust: impl FnOnce(&mut UpstreamFile)) -> Federation {
+    let up_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut registration = client_with_flows(
+        "federation",
+        r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"]}]"#,
+    );
+    registration.redirect_uris = vec![format!(
+        "http://localhost:{port}/login/upstream/{UPSTREAM}/callback"
+    )];
+    let upstream = spawn_app_with(
+        backend,
+        AppOptions {
+            clients: vec![registration],
+            listener: Some(up_listener),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let secret = TempDir(std::env::temp_dir().join(format!(
+        "idp-upstream-secret-{}",
+        uuid::Uuid::new_v4().simple()
+    )));
+    std::fs::create_dir_all(&secret.0).unwrap();
+    let secret_file = secret.0.join("partner.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let mut file = UpstreamFile {
+        name: UPSTREAM.into(),
+        display_name: "Partner SSO".into(),
+        issuer: upstream.issuer.clone(),
+        client_id: "federation".into(),
+        client_secret_env: None,
+        client_secret_file: Some(secret_file),
+        public_client: false,
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        clients: vec![PORTAL.into()],
+        create_accounts: true,
+        trust_email: false,
+        claims: UpstreamClaimsFile::default(),
+    };
+    adjust(&mut file);
+    let app = spawn_app_adjusted(
+        backend,
+        AppOptions {
+            clients: vec![client_with_flows(PORTAL, PORTAL_FLOWS)],
+            listener: Some(listener),
+            localhost: true,
+            ..AppOptions::default()
+        },
+        move |s| s.upstreams = vec![file],
+    )
+    .await;
+    Federation {
+        upstream,
+        app,
+        _secret: secret,
+    }
+}
+
+/// An account at the upstream whose email the upstream has verified.
+async fn upstream_user(f: &Federation, email: &str, name: &str) -> idp_core::domain::User {
+    let u = user_with_password(&f.upstream, email, Some(name)).await;
+    verify_email(&f.upstream, &u).await;
+    u
+}
+
+async fn verify_email(app: &TestApp, u: &idp_core::domain::User) {
+    app.state
+        .provider
+        .ports
+        .users
+        .set_email(u.id, &u.email, true)
+        .await
+        .unwrap();
+}
+
+/// From the portal's authorization request to the upstream's sign-in page:
+/// "Continue with Partner SSO" on the identifier page. Returns the upstream
+/// authorization URL the browser is sent to.
+async fn continue_with_upstream(
+    f: &Federation,
+    browser: &Browser,
+    extra: &[(&str, &str)],
+) -> String {
+    let (res, _) = browser
+        .follow(&f.app, &authorize_url(&f.app, PORTAL, None, extra))
+        .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Continue with Partner SSO"), "{html}");
+    let form = Form::with_action(&html, "/federate").expect("the continue-with form");
+    let res = browser
+        .submit_form(&f.app, &form, &[("upstream", UPSTREAM)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(
+        to.starts_with(&format!("{}/authorize?", f.upstream.issuer)),
+        "{to}"
+    );
+    for p in ["state", "nonce", "code_challenge"] {
+        assert!(
+            query_param(&to, p).is_some_and(|v| v.len() >= 43),
+            "{p} in {to}"
+        );
+    }
+    assert_eq!(
+        query_param(&to, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert_eq!(
+        query_param(&to, "redirect_uri"),
+        Some(f.app.url(&format!("/login/upstream/{UPSTREAM}/callback")))
+    );
+    to
+}
+
+/// Signs in at the upstream (unless the browser's session there answers at
+/// once); returns its answer (the callback URL on the provider under test).
+async fn sign_in_upstream(f: &Federation, browser: &Browser, to: &str, email: &str) -> String {
+    let (res, _) = browser.follow(&f.upstream, to).await;
+    let callback = if res.status().is_redirection() {
+        location(&res)
+    } else {
+        browser.login(&f.upstream, to, email, PASSWORD).await
+    };
+    assert!(
+        callback.starts_with(&f.app.url(&format!("/login/upstream/{UPSTREAM}/callback?"))),
+        "{callback}"
+    );
+    callback
+}
+
+/// The whole way in through the upstream; the provider's response to the
+/// upstream's answer.
+async fn through_upstream(f: &Federation, browser: &Browser, email: &str) -> reqwest::Response {
+    let to = continue_with_upstream(f, browser, &[]).await;
+    let callback = sign_in_upstream(f, browser, &to, email).await;
+    browser.get(&callback).await
+}
+
+fn amr(claims: &Value) -> Vec<&str> {
+    claims["amr"]
+        .as_array()
+        .expect("amr")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+async fn links(app: &TestApp, email: &str) -> Vec<idp_core::federation::FederatedIdentity> {
+    let u = app
+        .state
+        .provider
+        .ports
+        .users
+        .find_by_email(&Email::parse(email).unwrap())
+        .await
+        .unwrap()
+        .expect("the account");
+    app.state.provider.linked_identities(u.id).await.unwrap()
+}
+
+async fn audit_kinds(app: &TestApp, email: &str) -> Vec<String> {
+    let u = app
+        .state
+        .provider
+        .ports
+        .users
+        .find_by_email(&Email::parse(email).unwrap())
+        .await
+        .unwrap()
+        .expect("the account");
+    app.state
+        .provider
+        .ports
+        .audit
+        .list_for_user(u.id, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+/// No local account matches a verified upstream identity: one is created
+/// from its claims and linked; the next sign-in finds the same account.
+async fn just_in_time_account(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    let bob = upstream_user(&f, "bob@partner.example", "Bob Partner").await;
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "bob@partner.example").await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "back to the portal: {to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["email"], "bob@partner.example");
+    assert_eq!(claims["email_verified"], true);
+    assert_eq!(claims["name"], "Bob Partner");
+    assert_eq!(claims["acr"], "1");
+    let amr = amr(&claims);
+    assert!(amr.contains(&"fed"), "{amr:?}");
+    assert!(
+        amr.contains(&"pwd"),
+        "the upstream's own amr is kept: {amr:?}"
+    );
+    let linked = links(&f.app, "bob@partner.example").await;
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0].upstream, UPSTREAM);
+    assert_eq!(linked[0].subject, bob.id.to_string());
+    let kinds = audit_kinds(&f.app, "bob@partner.example").await;
+    for k in ["user.created", "federation.linked", "login.succeeded"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+    // A new browser, the same identity: the same account, no second one.
+    let again = Browser::new();
+    let res = through_upstream(&f, &again, "bob@partner.example").await;
+    let to = location(&res);
+    let claims2 = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims2["sub"], claims["sub"]);
+    assert_eq!(
+        f.app
+            .state
+            .provider
+            .ports
+            .users
+            .list(100, 0)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    f.cleanup().await;
+}
+
+/// A local account holds the upstream's verified email: the user signs in to
+/// it once (its own password), then the two are linked; from then on the
+/// upstream alone signs in.
+async fn link_after_proving_the_account(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    // Alice exists on both (the harness creates her); the upstream vouches.
+    verify_email(&f.upstream, &f.upstream.user).await;
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "alice@example.com").await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(to.starts_with("/login/"), "the proof follows: {to}");
+    let (res, _) = browser.follow(&f.app, &f.app.url(&to)).await;
+    let html = res.text().await.unwrap();
+    assert!(html.contains("autocomplete=\"current-password\""), "{html}");
+    assert!(html.contains("link it to Partner SSO"), "the page says why");
+    assert!(
+        html.to_lowercase().contains("alice@example.com"),
+        "pinned to that account"
+    );
+    assert!(
+        links(&f.app, "alice@example.com").await.is_empty(),
+        "not linked yet"
+    );
+    // A wrong password links nothing.
+    let res = browser
+        .submit(&f.app, &html, &[("password", "not the password")])
+        .await;
+    assert_eq!(res.status(), 401);
+    let html = res.text().await.unwrap();
+    assert!(links(&f.app, "alice@example.com").await.is_empty());
+    let res = browser
+        .submit(&f.app, &html, &[("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["sub"], f.app.user.id.to_string());
+    let amr = amr(&claims);
+    assert!(amr.contains(&"fed") && amr.contains(&"pwd"), "{amr:?}");
+    let linked = links(&f.app, "alice@example.com").await;
+    assert_eq!(linked.len(), 1);
+    assert_eq!(linked[0].subject, f.upstream.user.id.to_string());
+    // Next time, in a new browser: the upstream is enough.
+    let again = Browser::new();
+    let res = through_upstream(&f, &again, "alice@example.com").await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "no proof asked again: {to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["sub"], f.app.user.id.to_string());
+    f.cleanup().await;
+}
+
+/// The upstream does not vouch for the email a local account holds: no
+/// link, no account, a clear refusal.
+async fn unverified_email_is_refused(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    // The upstream's Alice has an unverified address (as created).
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "alice@example.com").await;
+    assert_eq!(res.status(), 403);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("did not confirm your email address"),
+        "{html}"
+    );
+    assert!(links(&f.app, "alice@example.com").await.is_empty());
+    assert_eq!(
+        f.app
+            .state
+            .provider
+            .ports
+            .users
+            .list(100, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let kinds = audit_kinds(&f.app, "alice@example.com").await;
+    assert!(!kinds.iter().any(|k| k == "federation.linked"), "{kinds:?}");
+    // An unverified address matching nobody creates nothing either.
+    let _carol = user_with_password(&f.upstream, "carol@partner.example", None).await;
+    let res = through_upstream(&f, &Browser::new(), "carol@partner.example").await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("did not confirm your email address")
+    );
+    assert_eq!(
+        f.app
+            .state
+            .provider
+            .ports
+            .users
+            .list(100, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    f.cleanup().await;
+}
+
+/// Without just-in-time creation, an unknown identity is told to contact
+/// support; a trusted email links as a verified one.
+async fn no_account_without_just_in_time_creation(backend: Backend) {
+    let f = federation(backend, |u| {
+        u.create_accounts = false;
+        u.trust_email = true;
+    })
+    .await;
+    let _dave = upstream_user(&f, "dave@partner.example", "Dave").await;
+    let res = through_upstream(&f, &Browser::new(), "dave@partner.example").await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("No account matches this identity")
+    );
+    assert_eq!(
+        f.app
+            .state
+            .provider
+            .ports
+            .users
+            .list(100, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // trust_email: Alice's unverified upstream address still finds her account.
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "alice@example.com").await;
+    let to = location(&res);
+    assert!(to.starts_with("/login/"), "the proof follows: {to}");
+    f.cleanup().await;
+}
+
+/// A flow of two steps: the upstream, then our own emailed code
+/// (`acr_values=2`); amr has both.
+async fn upstream_then_our_own_factor(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    upstream_user(&f, "erin@partner.example", "Erin").await;
+    let browser = Browser::new();
+    let to = continue_with_upstream(&f, &browser, &[("acr_values", "2")]).await;
+    let callback = sign_in_upstream(&f, &browser, &to, "erin@partner.example").await;
+    let res = browser.get(&callback).await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(to.starts_with("/login/"), "the emailed code follows: {to}");
+    let (res, _) = browser.follow(&f.app, &f.app.url(&to)).await;
+    let html = res.text().await.unwrap();
+    assert!(html.contains("We sent a code"), "{html}");
+    let code = match messages_to(&f.app, "erin@partner.example").last() {
+        Some(idp_core::notify::Message::LoginCode { code, .. }) => code.clone(),
+        other => panic!("an emailed code, not {other:?}"),
+    };
+    let res = browser.submit(&f.app, &html, &[("code", &code)]).await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["acr"], "2");
+    let amr = amr(&claims);
+    for a in ["fed", "pwd", "otp", "mfa"] {
+        assert!(amr.contains(&a), "{a} in {amr:?}");
+    }
+    f.cleanup().await;
+}
+
+/// A tampered `state`, a replayed answer, and an answer in another browser
+/// are refused with a clear page; none signs anyone in.
+async fn tampered_or_replayed_answers_are_refused(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    upstream_user(&f, "bob@partner.example", "Bob").await;
+    let browser = Browser::new();
+    let to = continue_with_upstream(&f, &browser, &[]).await;
+    let callback = sign_in_upstream(&f, &browser, &to, "bob@partner.example").await;
+    let state = query_param(&callback, "state").unwrap();
+    // Tampered state.
+    let forged = callback.replace(&state, &format!("{state}x"));
+    let res = browser.get(&forged).await;
+    assert_eq!(res.status(), 400);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("does not match any sign-in")
+    );
+    // Another browser with the genuine answer: the flow is not its own.
+    let other = Browser::new();
+    let res = other.get(&callback).await;
+    assert_eq!(res.status(), 400);
+    // The state was spent by that attempt (single use): replaying fails too.
+    let res = browser.get(&callback).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        f.app
+            .state
+            .provider
+            .ports
+            .users
+            .list(100, 0)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "no account was created"
+    );
+    // A fresh attempt in the right browser works, once.
+    let to = continue_with_upstream(&f, &browser, &[]).await;
+    let callback = sign_in_upstream(&f, &browser, &to, "bob@partner.example").await;
+    let res = browser.get(&callback).await;
+    assert!(location(&res).starts_with(REDIRECT));
+    let res = browser.get(&callback).await;
+    assert_eq!(res.status(), 400, "an answer is used once");
+    // Signed in now: `prompt=login` shows the login page again.
+    // A cancelled sign-in at the upstream (error=access_denied).
+    let to = continue_with_upstream(&f, &browser, &[("prompt", "login")]).await;
+    let state = query_param(&to, "state").unwrap();
+    let res = browser
+        .get(&f.app.url(&format!(
+            "/login/upstream/{UPSTREAM}/callback?error=access_denied&state={state}"
+        )))
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("The sign-in was cancelled.")
+    );
+    // An answer sent to another upstream's callback than its own.
+    let to = continue_with_upstream(&f, &browser, &[("prompt", "login")]).await;
+    let callback = sign_in_upstream(&f, &browser, &to, "bob@partner.example").await;
+    let res = browser
+        .get(&callback.replace("/upstream/partner/", "/upstream/other/"))
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("does not match the sign-in you started")
+    );
+    f.cleanup().await;
+}
+
+on_both_backends!(
+    just_in_time_account,
+    link_after_proving_the_account,
+    unverified_email_is_refused,
+    no_account_without_just_in_time_creation,
+    upstream_then_our_own_factor,
+    tampered_or_replayed_answers_are_refused,
+);
