@@ -139,6 +139,13 @@ pub struct AppOptions {
     pub registry: Option<Arc<dyn idp_core::company::CompanyRegistry>>,
     /// The webhook endpoints (instead of client files' `[[webhooks]]`).
     pub webhooks: Vec<idp_core::webhooks::WebhookEndpoint>,
+    /// The themes folder (`themes_dir`); none: the embedded default theme only.
+    pub themes_dir: Option<std::path::PathBuf>,
+}
+
+/// The repository's `themes/` folder (the example clients' themes).
+pub fn repo_themes_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes")
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -213,7 +220,7 @@ async fn spawn_app_inner(
         issuer: issuer.clone(),
         database_url,
         clients_dir: None,
-        themes_dir: None,
+        themes_dir: options.themes_dir,
     };
     let clock = SettableClock::starting_now();
     let outbox = Arc::new(idp_core::notify::MemoryOutbox::default());
