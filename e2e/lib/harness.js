@@ -1,7 +1,8 @@
 // Starts what a journey needs, outside the test process: an SMTP server
-// (Python's aiosmtpd, writing a Maildir), the built `idp serve` with a fresh
-// config folder, data folder and database, and test users created with the
-// `idp user create` command. Everything listens on 127.0.0.1.
+// (Python's aiosmtpd, writing a Maildir), an HTTP server standing in for the
+// SMS provider, the built `idp serve` with a fresh config folder (themes from
+// the repository's themes/), data folder and database, and test users created
+// with the `idp user create` command. Everything listens on 127.0.0.1.
 //
 // Environment:
 //   IDP_BIN       the idp binary (e2e/run.sh builds and sets it)
@@ -12,6 +13,7 @@ import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, mkdir, writeFile, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,6 +103,44 @@ async function startSmtp(dir) {
       }
       return out;
     },
+  };
+}
+
+// A stand-in for an HTTP SMS provider (the provider's `[sms] transport =
+// "http"`): accepts `POST /messages` carrying the API key given, with the
+// default JSON body {"to", "text"}; `messages()` lists what it accepted.
+// Anything else gets a 401 or 404, which the provider reports as a failed
+// delivery.
+async function startSmsProvider() {
+  const apiKey = randomBytes(16).toString('hex');
+  const received = [];
+  const server = createHttpServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method !== 'POST' || req.url !== '/messages') {
+        res.writeHead(404).end();
+        return;
+      }
+      if (req.headers['x-api-key'] !== apiKey) {
+        res.writeHead(401).end();
+        return;
+      }
+      try {
+        const { to, text } = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        received.push({ to, text, contentType: req.headers['content-type'] });
+        res.writeHead(202, { 'content-type': 'application/json' }).end('{"status":"queued"}');
+      } catch {
+        res.writeHead(400).end();
+      }
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/messages`,
+    apiKey,
+    messages: () => [...received],
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
 }
 
@@ -227,11 +267,14 @@ async function newSecret() {
 }
 
 /**
- * Starts aiosmtpd and `idp serve`. `clients`: [{id, name, redirectUri,
- * postLogoutRedirectUri, flows?}] or [{id, example: 'marketplace.toml', ...}]
- * (a file of config/clients/); each gets a fresh secret (`client.secret`).
+ * Starts aiosmtpd, the SMS provider's stand-in and `idp serve`. `clients`:
+ * [{id, name, redirectUri, postLogoutRedirectUri, flows?}] or [{id, example:
+ * 'marketplace.toml', ...}] (a file of config/clients/, whose theme comes from
+ * the repository's themes/); each gets a fresh secret (`client.secret`).
  * `host`: the issuer's host (127.0.0.1, or localhost for WebAuthn).
- * Returns {issuer, clients, smtp, createUser(email, password), stop()}.
+ * Returns {issuer, clients, smtp, sms, createUser(email, password),
+ * waitForEmail(to, pattern), waitForSms(to, pattern, after), cli(...args),
+ * stop()}.
  */
 export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
   if (!IDP_BIN) throw new Error('IDP_BIN is not set: run the suite with `bash e2e/run.sh`');
@@ -239,6 +282,7 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
   const confDir = join(dir, 'config');
   await mkdir(join(confDir, 'clients'), { recursive: true });
   const smtp = await startSmtp(dir);
+  const sms = await startSmsProvider();
   const port = await freePort();
   const issuer = `http://${host}:${port}`;
 
@@ -257,6 +301,7 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
     `listen = "127.0.0.1:${port}"`,
     `data_dir = "${join(dir, 'data')}"`,
     'clients_dir = "clients"',
+    `themes_dir = "${join(REPO_ROOT, 'themes')}"`,
     'log_format = "text"',
   ];
   if (BACKEND === 'postgres') {
@@ -271,6 +316,8 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
   }
   conf.push('', '[mail]', 'transport = "smtp"', 'from = "Sign-in <no-reply@example.test>"',
     'smtp_host = "127.0.0.1"', `smtp_port = ${smtp.port}`, 'smtp_tls = "none"');
+  conf.push('', '[sms]', 'transport = "http"', `url = "${sms.url}"`,
+    'auth_header_name = "X-Api-Key"', `auth_header_value = "${sms.apiKey}"`);
   const configPath = join(confDir, 'idp.toml');
   await writeFile(configPath, conf.join('\n') + '\n');
 
@@ -289,6 +336,7 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
     dir,
     clients: Object.fromEntries(registered.map((c) => [c.id, c])),
     smtp,
+    sms,
     serverLogs: () => server.logs(),
     // Runs an `idp` command against this provider's configuration; its stdout.
     async cli(...args) {
@@ -316,9 +364,16 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
         return msgs.reverse().find((m) => m.to.includes(to) && (pattern.test(m.subject) || pattern.test(m.text)));
       });
     },
+    // Waits for a text message to `to` (E.164) whose text matches `pattern`,
+    // received after the `after`-th message (to skip older ones).
+    async waitForSms(to, pattern = /./, after = 0) {
+      return waitFor(`a text message to ${to} matching ${pattern}`, async () => sms.messages()
+        .slice(after).reverse().find((m) => m.to === to && pattern.test(m.text)));
+    },
     async stop() {
       await stop(server);
       await stop(smtp.child);
+      await sms.close();
       if (logFile) await writeFile(logFile, server.logs()).catch(() => {});
       if (database) await dropDatabase(database.name);
       if (redisPrefix) await redisDeletePrefix(redisPrefix);

@@ -57,12 +57,26 @@ describe('OpenID Connect journeys', () => {
       // openid-client checks state, iss, PKCE, the ID token's iss, aud, exp,
       // iat and nonce; rp.finish adds its signature against the JWKS.
       const tokens = await rpA.finish(callback.href, req);
-      // A tampered token fails that signature check (the check is real).
+      // The client file names no algorithm: the ID token is RS256 (Dynamic
+      // Client Registration 1.0 §2), and its kid is an RSA key of the JWKS
+      // (rp.finish verified the signature with it).
       const [head, payload, signature] = tokens.id_token.split('.');
+      const idHeader = JSON.parse(Buffer.from(head, 'base64url').toString());
+      assert.equal(idHeader.alg, 'RS256');
+      const { keys } = await (await fetch(meta.jwks_uri)).json();
+      const idKey = keys.find((k) => k.kid === idHeader.kid);
+      assert.equal(idKey?.kty, 'RSA', `the key ${idHeader.kid} of the ID token is an RSA key`);
+      assert.ok(meta.id_token_signing_alg_values_supported.includes('RS256'));
+      // A tampered token fails that signature check (the check is real).
       const altered = JSON.parse(Buffer.from(payload, 'base64url').toString());
       altered.sub = 'someone-else';
       const forged = [head, Buffer.from(JSON.stringify(altered)).toString('base64url'), signature].join('.');
-      await assert.rejects(verifySignature(meta.jwks_uri, forged), /bad ES256 signature/);
+      await assert.rejects(verifySignature(meta.jwks_uri, forged), /bad RS256 signature/);
+      // JWT access tokens keep their own default, ES256, and verify too.
+      const atHeader = JSON.parse(Buffer.from(tokens.access_token.split('.')[0], 'base64url').toString());
+      assert.equal(atHeader.alg, 'ES256');
+      assert.equal(atHeader.typ, 'at+jwt');
+      await verifySignature(meta.jwks_uri, tokens.access_token);
       const claims = tokens.claims();
       assert.equal(claims.iss, env.idp.issuer);
       assert.equal(claims.aud, A);

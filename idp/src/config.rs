@@ -927,8 +927,14 @@ pub struct ClientFile {
     pub theme: String,
     #[serde(default)]
     pub access_token_format: TokenFormat,
-    #[serde(default = "default_alg")]
+    /// ID tokens: RS256 unless named (OpenID Connect Dynamic Client
+    /// Registration 1.0 §2, `id_token_signed_response_alg`).
+    #[serde(default = "default_id_token_alg")]
     pub id_token_signed_response_alg: String,
+    /// JWT access tokens: ES256 unless named (cheaper to sign, on the token
+    /// endpoint's hot path).
+    #[serde(default = "default_access_token_alg")]
+    pub access_token_signed_response_alg: String,
     #[serde(default)]
     pub require_pkce: bool,
     #[serde(default)]
@@ -1015,7 +1021,14 @@ fn default_scopes() -> Vec<String> {
 fn default_theme() -> String {
     "default".into()
 }
-fn default_alg() -> String {
+/// OpenID Connect Dynamic Client Registration 1.0 §2: "The default, if
+/// omitted, is RS256", which every relying-party library supports.
+fn default_id_token_alg() -> String {
+    "RS256".into()
+}
+/// RFC 9068 leaves the algorithm to the provider; an ES256 signature costs a
+/// fraction of an RS256 (2048-bit) one and is shorter.
+fn default_access_token_alg() -> String {
     "ES256".into()
 }
 
@@ -1219,8 +1232,10 @@ pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
             bail!("scopes[{i}]: not a valid scope token");
         }
     }
-    let alg = SigningAlg::parse(&f.id_token_signed_response_alg)
+    let id_token_alg = SigningAlg::parse(&f.id_token_signed_response_alg)
         .ok_or_else(|| anyhow!("id_token_signed_response_alg: must be ES256 or RS256"))?;
+    let access_token_alg = SigningAlg::parse(&f.access_token_signed_response_alg)
+        .ok_or_else(|| anyhow!("access_token_signed_response_alg: must be ES256 or RS256"))?;
     check_client_account(&f.account).map_err(|e| anyhow!("account.{e}"))?;
     let l = f.lifetimes;
     if l.authorization_code_secs == 0 || l.authorization_code_secs > 600 {
@@ -1251,8 +1266,8 @@ pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
             TokenFormat::Jwt => AccessTokenFormat::Jwt,
             TokenFormat::Opaque => AccessTokenFormat::Opaque,
         },
-        id_token_alg: alg,
-        access_token_alg: alg,
+        id_token_alg,
+        access_token_alg,
         require_pkce: f.require_pkce,
         login: idp_core::flow::definition::parse_policy(&f.login.flows)
             .map_err(|e| anyhow!("login.{e}"))?,
@@ -1438,6 +1453,10 @@ mod tests {
                 "id_token_signed_response_alg = \"HS256\"",
                 "id_token_signed_response_alg",
             ),
+            (
+                "access_token_signed_response_alg = \"none\"",
+                "access_token_signed_response_alg",
+            ),
             ("colour = \"red\"", "colour"),
             (
                 "[lifetimes]\nauthorization_code_secs = 0",
@@ -1459,5 +1478,20 @@ mod tests {
             assert!(err.contains(field), "{extra}: {err}");
         }
         assert!(file("redirect_uris = [\"http://127.0.0.1:9000/cb\"]").is_ok());
+    }
+
+    #[test]
+    fn id_tokens_default_to_rs256_and_access_tokens_to_es256() {
+        // Dynamic Client Registration 1.0 §2: RS256 when the client names none.
+        let c = file("").unwrap();
+        assert_eq!(c.id_token_alg, SigningAlg::RS256);
+        assert_eq!(c.access_token_alg, SigningAlg::ES256);
+        // Each is chosen on its own.
+        let c = file("id_token_signed_response_alg = \"ES256\"").unwrap();
+        assert_eq!(c.id_token_alg, SigningAlg::ES256);
+        assert_eq!(c.access_token_alg, SigningAlg::ES256);
+        let c = file("access_token_signed_response_alg = \"RS256\"").unwrap();
+        assert_eq!(c.id_token_alg, SigningAlg::RS256);
+        assert_eq!(c.access_token_alg, SigningAlg::RS256);
     }
 }

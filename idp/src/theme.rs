@@ -33,6 +33,13 @@
 //!   `/assets/<theme>/style.css`.
 //! - `lang` (`"en"`/`"fr"`) and `theme` (the theme actually rendered) are always set,
 //!   on top of the context the handler passes.
+//! - `own_brand` is true in a theme whose own catalogs name its product (`brand.name`):
+//!   the default layouts then show that name instead of the client's. A `default`
+//!   folder's `brand.name` stays a fallback for pages without a client name.
+//!
+//! The default layout links `style.css` and then `theme.css`, which the default theme
+//! ships empty: a theme changes its colours by overriding the variables of `style.css`
+//! in its own `theme.css`, without copying the whole style sheet.
 //!
 //! Undefined variables may be tested (`{% if error %}`) but not printed: a template
 //! printing a key its handler does not pass fails to render instead of showing a blank.
@@ -48,12 +55,19 @@ use minijinja::{AutoEscape, Environment, State, UndefinedBehavior, Value, contex
 /// Name of the theme compiled into the binary, and the fallback of every other theme.
 pub(crate) const DEFAULT_THEME: &str = "default";
 
+/// The message id of a product name; a theme defining it names its pages (`own_brand`).
+const BRAND_NAME_ID: &str = "brand.name";
+
 /// Static files of the embedded default theme. A test checks this list against
 /// `themes/default/static/`, so a file added there without a line here fails the tests.
 const EMBEDDED_ASSETS: &[(&str, &[u8])] = &[
     (
         "style.css",
         include_bytes!("../../themes/default/static/style.css"),
+    ),
+    (
+        "theme.css",
+        include_bytes!("../../themes/default/static/theme.css"),
     ),
     (
         "logo.svg",
@@ -104,6 +118,10 @@ const EMBEDDED_MESSAGE_TEMPLATES: &[(&str, &str)] = &[
     (
         "emails/layout.html",
         include_str!("../../themes/default/emails/layout.html"),
+    ),
+    (
+        "emails/signature.txt",
+        include_str!("../../themes/default/emails/signature.txt"),
     ),
     (
         "emails/login_code.subject.txt",
@@ -443,12 +461,20 @@ impl Themes {
         };
         let default_override = folders.remove(DEFAULT_THEME);
         let default_layers: Vec<&ThemeFiles> = default_override.iter().collect();
-        let default = build_theme(DEFAULT_THEME, &embedded, &default_layers)?;
+        let default = build_theme(DEFAULT_THEME, &embedded, &default_layers, false)?;
         let mut others = HashMap::with_capacity(folders.len());
         for (name, files) in &folders {
             let mut layers = default_layers.clone();
             layers.push(files);
-            others.insert(name.clone(), build_theme(name, &embedded, &layers)?);
+            let own_brand = files
+                .catalogs
+                .by_locale
+                .iter()
+                .any(|messages| messages.contains_key(BRAND_NAME_ID));
+            others.insert(
+                name.clone(),
+                build_theme(name, &embedded, &layers, own_brand)?,
+            );
         }
         Ok(Themes { default, others })
     }
@@ -538,10 +564,12 @@ impl Themes {
 }
 
 /// Assembles a theme: the embedded default theme, then each layer's files over it.
+/// `own_brand`: the theme's own catalogs name its product (see the module docs).
 fn build_theme(
     name: &str,
     embedded_catalogs: &Catalogs,
     layers: &[&ThemeFiles],
+    own_brand: bool,
 ) -> Result<Theme, ThemeError> {
     let mut catalogs = embedded_catalogs.clone();
     let mut assets: HashMap<String, Asset> = EMBEDDED_ASSETS
@@ -573,6 +601,7 @@ fn build_theme(
             minijinja::escape_formatter(out, state, value)
         }
     });
+    env.add_global("own_brand", own_brand);
     let theme_name = name.to_owned();
     env.add_function("asset", move |path: &str| {
         format!("/assets/{theme_name}/{path}")
@@ -2188,6 +2217,7 @@ mod tests {
                         "{template}: {html}"
                     );
                     assert!(html.contains("/assets/default/style.css"), "{template}");
+                    assert!(html.contains("/assets/default/theme.css"), "{template}");
                     assert_eq!(html.matches("<main").count(), 1, "{template}");
                     if *template != "layout.html" {
                         assert_eq!(html.matches("<h1").count(), 1, "{template}");
@@ -2873,6 +2903,234 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// CSS without its comments and white space.
+    fn css_rules(css: &str) -> String {
+        let mut rules = String::new();
+        let mut rest = css;
+        while let Some(start) = rest.find("/*") {
+            rules.push_str(&rest[..start]);
+            let end = rest[start..].find("*/").expect("closed comment") + start + 2;
+            rest = &rest[end..];
+        }
+        rules.push_str(rest);
+        rules.split_whitespace().collect()
+    }
+
+    #[test]
+    fn the_layout_links_an_empty_theme_css_after_style_css() {
+        let themes = themes();
+        let html = themes
+            .render(
+                DEFAULT_THEME,
+                "identifier.html",
+                Locale::En,
+                sample_context("identifier.html"),
+            )
+            .expect("renders");
+        let style = html
+            .find(r#"href="/assets/default/style.css""#)
+            .expect("style.css");
+        let theme = html
+            .find(r#"href="/assets/default/theme.css""#)
+            .expect("theme.css");
+        assert!(style < theme, "theme.css comes last, so its variables win");
+        let (content_type, css) = themes.asset(DEFAULT_THEME, "theme.css").expect("served");
+        assert_eq!(content_type, "text/css; charset=utf-8");
+        assert_eq!(
+            css_rules(std::str::from_utf8(&css).expect("utf-8")),
+            "",
+            "the default theme.css has no rules"
+        );
+    }
+
+    #[test]
+    fn a_theme_naming_its_product_shows_it_instead_of_the_client_name() {
+        let dir = TempDir::new();
+        dir.write("acme/messages/en.toml", "brand.name = \"Acme Cloud\"\n");
+        dir.write("acme/messages/fr.toml", "brand.name = \"Acme Nuage\"\n");
+        dir.write(
+            "plain/static/theme.css",
+            ":root { --color-primary: #14532d; }",
+        );
+        // The operator's brand (a `default` folder) names no client's pages.
+        dir.write("default/messages/en.toml", "brand.name = \"Operator\"\n");
+        let themes = Themes::load(Some(&dir.0)).expect("loads");
+        let page = |theme: &str, locale| {
+            themes
+                .render(
+                    theme,
+                    "identifier.html",
+                    locale,
+                    sample_context("identifier.html"),
+                )
+                .expect("renders")
+        };
+        let html = page("acme", Locale::En);
+        assert!(
+            html.contains(r#"<p class="masthead__name">Acme Cloud</p>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains("<title>Sign in · Acme Cloud</title>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("to continue to Marketplace"),
+            "the subtitle still names the client: {html}"
+        );
+        assert!(page("acme", Locale::Fr).contains(r#"<p class="masthead__name">Acme Nuage</p>"#));
+        for theme in ["plain", DEFAULT_THEME] {
+            let html = page(theme, Locale::En);
+            assert!(
+                html.contains(r#"<p class="masthead__name">Marketplace</p>"#),
+                "{theme}: {html}"
+            );
+            assert!(!html.contains("Operator"), "{theme}: {html}");
+        }
+        // Without a client name, the operator's brand.
+        let html = themes
+            .render("plain", "logged_out.html", Locale::En, context! {})
+            .expect("renders");
+        assert!(
+            html.contains(r#"<p class="masthead__name">Operator</p>"#),
+            "{html}"
+        );
+
+        // Emails: the header of the HTML part and the signature of the text part.
+        let ctx = || {
+            context! { kind => "login_code", code => "482913", valid_minutes => 10, client_name => "Marketplace" }
+        };
+        let render = |theme: &str, template: &str, locale| {
+            themes
+                .render(theme, template, locale, ctx())
+                .unwrap_or_else(|e| panic!("{template}: {e}"))
+        };
+        let html = render("acme", "emails/login_code.html", Locale::En);
+        assert!(html.contains(">Acme Cloud</p>"), "{html}");
+        let text = render("acme", "emails/login_code.txt", Locale::Fr);
+        assert!(
+            text.ends_with("-- \nAcme Nuage\nCe message vous a été envoyé automatiquement. Merci de ne pas y répondre."),
+            "{text:?}"
+        );
+        assert!(
+            render("acme", "emails/login_code.subject.txt", Locale::En).contains("Marketplace"),
+            "the subject names the client"
+        );
+        let html = render("plain", "emails/login_code.html", Locale::En);
+        assert!(html.contains(">Marketplace</p>"), "{html}");
+        let text = render("plain", "emails/login_code.txt", Locale::En);
+        assert!(
+            text.ends_with("-- \nThis message was sent automatically. Please do not reply."),
+            "{text:?}"
+        );
+    }
+
+    /// The themes of the example clients (`themes/<client>/`, named by the
+    /// client files of `config/clients/`): each loads, provides every page
+    /// through the default templates, and overrides only its logo, its
+    /// colours (`theme.css`) and its product name.
+    #[test]
+    fn the_example_themes_override_only_their_logo_colours_and_name() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes");
+        let themes = Themes::load(Some(&root)).expect("the repository's themes load");
+        let [en, _] = embedded_catalogs();
+        let default_static = |file: &str| {
+            themes
+                .asset(DEFAULT_THEME, file)
+                .expect("default file")
+                .1
+                .into_owned()
+        };
+        for (name, en_name, fr_name) in [
+            ("marketplace", "Orchardly Market", "Marché Orchardly"),
+            ("customer-space", "Lanternhouse", "Lanternhouse"),
+            ("cloud-console", "Nimbalt Console", "Console Nimbalt"),
+        ] {
+            let folder = root.join(name);
+            let mut files: Vec<String> = list_files(&folder)
+                .expect("theme folder")
+                .into_iter()
+                .map(|(file, _)| file)
+                .collect();
+            files.sort();
+            let mut allowed = vec!["messages/en.toml", "static/logo.svg", "static/theme.css"];
+            if folder.join("messages/fr.toml").is_file() {
+                allowed.push("messages/fr.toml");
+            }
+            allowed.sort_unstable();
+            assert_eq!(files, allowed, "{name} overrides only these files");
+            for locale in ["en", "fr"] {
+                let path = folder.join(format!("messages/{locale}.toml"));
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    for id in parse_catalog(&path, &text).expect("parses").keys() {
+                        assert!(en.contains_key(id), "{name}: unknown message id {id}");
+                    }
+                }
+            }
+            themes
+                .check_templates(name, DEFAULT_TEMPLATES)
+                .expect("every page, from the default theme");
+            let (_, logo) = themes.asset(name, "logo.svg").expect("logo");
+            assert_ne!(*logo, *default_static("logo.svg"), "{name}: its own logo");
+            let logo = String::from_utf8(logo.into_owned()).expect("utf-8");
+            assert!(
+                logo.contains(&format!("<title>{en_name}</title>")),
+                "{logo}"
+            );
+            let (_, css) = themes.asset(name, "theme.css").expect("theme.css");
+            let css = String::from_utf8(css.into_owned()).expect("utf-8");
+            assert!(
+                css_rules(&css).contains("--color-primary:"),
+                "{name}: {css}"
+            );
+            assert!(
+                css.contains("prefers-color-scheme: dark"),
+                "{name}: both schemes"
+            );
+            let (_, style) = themes.asset(name, "style.css").expect("style.css");
+            assert_eq!(*style, *default_static("style.css"), "{name}: inherited");
+
+            for (locale, brand) in [(Locale::En, en_name), (Locale::Fr, fr_name)] {
+                let html = themes
+                    .render(
+                        name,
+                        "identifier.html",
+                        locale,
+                        sample_context("identifier.html"),
+                    )
+                    .expect("renders");
+                assert!(html.contains(&format!(r#"src="/assets/{name}/logo.svg""#)));
+                assert!(html.contains(&format!(r#"href="/assets/{name}/theme.css""#)));
+                assert!(
+                    html.contains(&format!(r#"<p class="masthead__name">{brand}</p>"#)),
+                    "{name} {locale:?}: {html}"
+                );
+                let default = themes
+                    .render(
+                        DEFAULT_THEME,
+                        "identifier.html",
+                        locale,
+                        sample_context("identifier.html"),
+                    )
+                    .expect("renders");
+                // The same page as the default theme's but for the theme's name and files.
+                let generic = |page: &str, theme: &str, brand: &str| {
+                    page.replace(&format!("/assets/{theme}/"), "/assets/THEME/")
+                        .replace(
+                            &format!(r#"masthead__name">{brand}<"#),
+                            r#"masthead__name">BRAND<"#,
+                        )
+                        .replace(&format!(" · {brand}</title>"), " · BRAND</title>")
+                };
+                assert_eq!(
+                    generic(&html, name, brand),
+                    generic(&default, DEFAULT_THEME, "Marketplace"),
+                    "{name}: the default template"
+                );
             }
         }
     }

@@ -231,6 +231,54 @@ fn config_check_names_the_file_and_field_of_each_error() {
     assert!(err.contains(ws.config().to_str().unwrap()), "{err}");
 }
 
+/// The repository's own configuration (`config/idp.toml`, its example
+/// clients and their themes in `themes/`, found through `themes_dir =
+/// "../themes"` relative to the file) passes `config check`, as `idp demo`
+/// and `idp serve` load it; a client naming a theme the folder lacks fails it.
+#[test]
+fn config_check_accepts_the_repository_configuration() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ws = Workspace::new("");
+    let config = repo.join("config/idp.toml");
+    let out = ws.idp_with_config(&config, &["config", "check"], None).ok();
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(out.contains("4 client(s)"), "{out}");
+    assert!(
+        !ws.data_dir().exists() && !ws.dir.join("data").exists(),
+        "a check writes nothing"
+    );
+
+    // The same files with a theme the themes folder does not have.
+    let copy = ws.dir.join("repo-config");
+    std::fs::create_dir_all(copy.join("clients")).unwrap();
+    let idp_toml = std::fs::read_to_string(&config).unwrap().replace(
+        "themes_dir = \"../themes\"",
+        &format!(
+            "themes_dir = {}",
+            toml_str(repo.join("themes").to_str().unwrap())
+        ),
+    );
+    assert!(
+        idp_toml.contains("/themes\""),
+        "config/idp.toml sets themes_dir"
+    );
+    std::fs::write(copy.join("idp.toml"), idp_toml).unwrap();
+    for entry in std::fs::read_dir(repo.join("config/clients")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("theme = \"marketplace\"", "theme = \"bazaar\"");
+        std::fs::write(copy.join("clients").join(path.file_name().unwrap()), text).unwrap();
+    }
+    let err = ws
+        .idp_with_config(&copy.join("idp.toml"), &["config", "check"], None)
+        .fails();
+    assert!(
+        err.contains("marketplace") && err.contains("bazaar"),
+        "{err}"
+    );
+}
+
 /// A client file registering the account pages' client (`client_id =
 /// "account"`) replaces the built-in one: `config check` refuses it, as
 /// `idp serve` does, when it lacks what the account pages need (their

@@ -2,17 +2,35 @@
 //! `e2e/conformance.md`), each as one test asserting what the module asserts:
 //! userinfo by POST, requests without `nonce`, with `openid` not first, with
 //! `display`, `claims_locales` and `claims`, by form POST, `client_secret_post`,
-//! the unsupported `address`/`phone` scopes, refresh-token client binding and
-//! the RP-initiated logout variants (altered, foreign and missing hints).
+//! the unsupported `address`/`phone` scopes, refresh-token client binding,
+//! the RS256 ID token of a client file that names no algorithm, and the
+//! RP-initiated logout variants (altered, foreign and missing hints).
 
 mod support;
 
+use openidconnect::JsonWebKey;
 use serde_json::Value;
 use support::*;
 
 /// Registered for `client_secret_post` (the other test clients say
 /// `client_secret_basic`; the provider accepts either from any of them).
 const POST_CLIENT: &str = "post";
+
+/// Registered from a client file that names no signing algorithm.
+const FILE_CLIENT: &str = "from-file";
+
+/// A confidential client (secret [`SECRET`]) as an admin writes its file,
+/// naming neither `id_token_signed_response_alg` nor
+/// `access_token_signed_response_alg`, read by the provider's loader.
+fn client_from_file() -> idp_core::oidc::client::Client {
+    let text = format!(
+        "client_id = \"{FILE_CLIENT}\"\nname = \"Portal from a file\"\ntype = \"confidential\"\n\
+         secret_hash = \"{}\"\nredirect_uris = [\"{REDIRECT}\"]\n",
+        idp_core::oidc::client::ClientSecretHash::of(SECRET).encode()
+    );
+    let file: idp::config::ClientFile = toml::from_str(&text).expect("a client file");
+    idp::config::parse_client(file).expect("a valid client file")
+}
 
 fn options() -> AppOptions {
     let mut post = client_with_flows(
@@ -21,7 +39,7 @@ fn options() -> AppOptions {
     );
     post.auth_method = idp_core::oidc::client::TokenEndpointAuthMethod::ClientSecretPost;
     AppOptions {
-        clients: vec![post],
+        clients: vec![post, client_from_file()],
         ..AppOptions::default()
     }
 }
@@ -160,6 +178,117 @@ async fn assert_logout_refused(app: &TestApp, browser: &Browser, query: &str) {
         html.contains("The request is invalid or incomplete."),
         "{query}: {html}"
     );
+}
+
+// ------------------------------------------------------------------ ID token
+
+/// The key of `kid` in `/jwks`.
+async fn published_key(app: &TestApp, kid: &str) -> openidconnect::core::CoreJsonWebKey {
+    let jwks: openidconnect::core::CoreJsonWebKeySet = reqwest::get(app.url("/jwks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .expect("a JWK set");
+    jwks.keys()
+        .iter()
+        .find(|k| k.key_id().map(|id| id.as_str()) == Some(kid))
+        .unwrap_or_else(|| panic!("no key {kid} in /jwks"))
+        .clone()
+}
+
+/// Checks a compact JWS's signature with `key` for `alg`.
+fn verify_with(
+    key: &openidconnect::core::CoreJsonWebKey,
+    alg: &openidconnect::core::CoreJwsSigningAlgorithm,
+    jws: &str,
+) -> Result<(), openidconnect::SignatureVerificationError> {
+    use base64::Engine;
+    let (signed, signature) = jws.rsplit_once('.').expect("a compact JWS");
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .expect("base64url signature");
+    key.verify_signature(alg, signed.as_bytes(), &signature)
+}
+
+/// `oidcc-idtoken-signature`: a client whose file names no algorithm gets
+/// RS256 ID tokens (Dynamic Client Registration 1.0 §2: RS256 is the
+/// default), whose `kid` names an RSA signing key of `/jwks` that verifies
+/// the signature (and no longer does once the payload is altered). Its JWT
+/// access tokens stay ES256, their own setting; a client configured for
+/// ES256 (the test client `conf`) still gets ES256 ID tokens.
+async fn id_token_of_a_client_naming_no_algorithm_is_rs256_and_verifies_by_kid(app: &TestApp) {
+    use openidconnect::core::{CoreJsonWebKeyType, CoreJsonWebKeyUse, CoreJwsSigningAlgorithm};
+    let browser = Browser::new();
+    let (verifier, challenge) = pkce();
+    let cb = browser
+        .login(
+            app,
+            &authorize_url(app, FILE_CLIENT, Some(&challenge), &[]),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let code = code_of(&cb, "st-123", app);
+    let t = exchange(app, FILE_CLIENT, &code, Some(&verifier)).await;
+    let id_token = t["id_token"].as_str().unwrap();
+    let (header, claims) = jwt_parts(id_token);
+    assert_eq!(header["alg"], "RS256", "{header}");
+    assert_eq!(header["typ"], "JWT", "{header}");
+    let kid = header["kid"].as_str().expect("the header names its key");
+    let key = published_key(app, kid).await;
+    assert_eq!(*key.key_type(), CoreJsonWebKeyType::RSA);
+    assert_eq!(key.key_use(), Some(&CoreJsonWebKeyUse::Signature));
+    assert!(
+        matches!(
+            key.signing_alg(),
+            openidconnect::JsonWebKeyAlgorithm::Algorithm(
+                CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256
+            )
+        ),
+        "published for RS256"
+    );
+    verify_with(
+        &key,
+        &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        id_token,
+    )
+    .expect("the RS256 signature verifies with the key of its kid");
+    assert_eq!(claims["iss"], app.issuer.as_str());
+    assert_eq!(claims["aud"], FILE_CLIENT);
+    assert_eq!(claims["sub"], app.user.id.0.to_string());
+    assert_eq!(claims["nonce"], "n-456");
+
+    // The signature is over these very bytes: another payload fails.
+    let mut parts: Vec<&str> = id_token.split('.').collect();
+    let mut altered = claims.clone();
+    altered["sub"] = "someone-else".into();
+    let altered = b64(&altered);
+    parts[1] = &altered;
+    assert!(
+        verify_with(
+            &key,
+            &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+            &parts.join(".")
+        )
+        .is_err(),
+        "an altered payload does not verify"
+    );
+
+    // The access token (RFC 9068 JWT) has its own algorithm: ES256.
+    let access = t["access_token"].as_str().unwrap();
+    let (header, _) = jwt_parts(access);
+    assert_eq!(header["alg"], "ES256", "{header}");
+    assert_eq!(header["typ"], "at+jwt", "{header}");
+    let key = published_key(app, header["kid"].as_str().unwrap()).await;
+    assert_eq!(*key.key_type(), CoreJsonWebKeyType::EllipticCurve);
+    verify_with(&key, &CoreJwsSigningAlgorithm::EcdsaP256Sha256, access)
+        .expect("the access token verifies with the key of its kid");
+
+    // A client configured for ES256 (`conf`) keeps it.
+    let (_, t) = signed_in(app).await;
+    let (header, _) = jwt_parts(t["id_token"].as_str().unwrap());
+    assert_eq!(header["alg"], "ES256", "{header}");
 }
 
 // ------------------------------------------------------------------ userinfo
@@ -641,6 +770,7 @@ matrix_with!(
     code_exchange_with_client_secret_post,
     address_and_phone_scopes_are_not_supported,
     refresh_token_is_bound_to_its_client,
+    id_token_of_a_client_naming_no_algorithm_is_rs256_and_verifies_by_kid,
     logout_refuses_a_hint_re_headed_alg_none,
     logout_refuses_a_hint_signed_by_a_foreign_key,
     logout_with_a_valid_hint_and_no_post_logout_redirect_uri,

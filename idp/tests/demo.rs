@@ -241,11 +241,25 @@ async fn password_hash_is_upgraded_at_login(app: &TestApp) {
 matrix!(password_hash_is_upgraded_at_login);
 
 /// Copies the repository's `config/` into `dir`, pointing the example
-/// portals' callbacks at `rp_port`.
+/// portals' callbacks at `rp_port` and `themes_dir` at the repository's
+/// `themes/` (the copy is elsewhere, so `../themes` would miss it).
 fn copy_repo_config(dir: &std::path::Path, rp_port: u16) {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     std::fs::create_dir_all(dir.join("config/clients")).unwrap();
-    std::fs::copy(src.join("idp.toml"), dir.join("config/idp.toml")).unwrap();
+    let themes = toml::Value::String(repo_themes_dir().to_str().unwrap().to_owned());
+    let idp_toml = std::fs::read_to_string(src.join("idp.toml")).unwrap();
+    assert!(
+        idp_toml.contains("\nthemes_dir = \"../themes\"\n"),
+        "{idp_toml}"
+    );
+    std::fs::write(
+        dir.join("config/idp.toml"),
+        idp_toml.replace(
+            "\nthemes_dir = \"../themes\"\n",
+            &format!("\nthemes_dir = {themes}\n"),
+        ),
+    )
+    .unwrap();
     for entry in std::fs::read_dir(src.join("clients")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path)
@@ -457,7 +471,7 @@ async fn walk_login(
 }
 
 /// The three example portals of `config/clients` run their own flows in the
-/// demo: the marketplace asks an emailed code from a new browser, the
+/// demo, on their own themes: the marketplace asks an emailed code from a new browser, the
 /// customer space an emailed code on every login, the cloud console enrolls
 /// an authenticator app at the first login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +493,27 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
     let issuer = format!("http://localhost:{idp_port}");
     let outbox = Outbox::new(dir.0.join("data/outbox"));
 
-    for portal in ["marketplace", "customer-space", "cloud-console"] {
+    for (portal, brand) in [
+        ("marketplace", "Orchardly Market"),
+        ("customer-space", "Lanternhouse"),
+        ("cloud-console", "Nimbalt Console"),
+    ] {
+        // Its first login page, in another browser: the portal's theme.
+        let other = Browser::new();
+        let mut url = location(&other.get(&format!("{rp}/{portal}/login")).await);
+        let page = loop {
+            let res = other.get(&url).await;
+            if !res.status().is_redirection() {
+                break res.text().await.unwrap();
+            }
+            url = on(&issuer, &location(&res));
+        };
+        assert!(
+            page.contains(&format!(r#"src="/assets/{portal}/logo.svg""#))
+                && page.contains(&format!(r#"<p class="masthead__name">{brand}</p>"#)),
+            "{portal}: its theme from the repository's themes/: {page}"
+        );
+
         let browser = Browser::new();
         let res = browser.get(&format!("{rp}/{portal}/login")).await;
         let (seen, url) = walk_login(

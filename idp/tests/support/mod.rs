@@ -142,6 +142,13 @@ pub struct AppOptions {
     /// Serve on this listener (bound beforehand, when another server must
     /// know the address first) instead of a fresh ephemeral port.
     pub listener: Option<tokio::net::TcpListener>,
+    /// The themes folder (`themes_dir`); none: the embedded default theme only.
+    pub themes_dir: Option<std::path::PathBuf>,
+}
+
+/// The repository's `themes/` folder (the example clients' themes).
+pub fn repo_themes_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes")
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -219,7 +226,7 @@ async fn spawn_app_inner(
         issuer: issuer.clone(),
         database_url,
         clients_dir: None,
-        themes_dir: None,
+        themes_dir: options.themes_dir,
     };
     let clock = SettableClock::starting_now();
     let outbox = Arc::new(idp_core::notify::MemoryOutbox::default());
