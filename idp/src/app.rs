@@ -203,9 +203,18 @@ pub(crate) fn check_clients(
 /// portal, as the built-in public client `account`, unless a client file
 /// registers that client_id itself (to change its theme, name or flows):
 /// that one must accept the account pages' redirect URI and scope.
-pub(crate) fn add_account_client(clients: &mut ClientRegistry, issuer: &str) -> anyhow::Result<()> {
+pub(crate) fn add_account_client(
+    clients: &mut ClientRegistry,
+    cfg: &LoadedConfig,
+) -> anyhow::Result<()> {
+    let issuer = &cfg.issuer;
+    let upstream = cfg
+        .settings
+        .upstreams
+        .iter()
+        .any(|u| u.clients.iter().any(|c| c == web::account::CLIENT_ID));
     match clients.get(web::account::CLIENT_ID) {
-        None => clients.insert(web::account::builtin_client(issuer)?),
+        None => clients.insert(web::account::builtin_client(issuer, upstream)?),
         Some(c) => web::account::check_client(&c, issuer)?,
     }
     Ok(())
@@ -236,7 +245,7 @@ pub async fn build_state(
         }
         clients.insert(c);
     }
-    add_account_client(&mut clients, &cfg.issuer)?;
+    add_account_client(&mut clients, cfg)?;
     let themes = Themes::load(cfg.themes_dir.as_deref()).map_err(|e| anyhow!("themes: {e}"))?;
     check_clients(cfg, &clients, &themes)?;
     let ports = ProviderPorts {

@@ -400,7 +400,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .find(|(_, c)| c.id.0 == crate::web::account::CLIENT_ID)
                 .map(|(path, _)| path);
-            app::add_account_client(&mut clients, &cfg.issuer).map_err(|e| match account_file {
+            app::add_account_client(&mut clients, &cfg).map_err(|e| match account_file {
                 Some(path) => anyhow!("{}: {e:#}", path.display()),
                 None => e,
             })?;

@@ -93,7 +93,9 @@ fn callback_uri(issuer: &str) -> String {
 /// `{issuer}/account/callback`, default theme, and the flow identifier,
 /// password, then a second factor for users who enrolled one (WebAuthn only
 /// when the issuer is a host name: WebAuthn cannot bind to an IP address).
-pub(crate) fn builtin_client(issuer: &str) -> anyhow::Result<Client> {
+/// With `upstream`, its login page also offers the upstreams that list
+/// `account` in their `clients` (a flow `["upstream"]` of the same level).
+pub(crate) fn builtin_client(issuer: &str, upstream: bool) -> anyhow::Result<Client> {
     let host_is_ip = url::Url::parse(issuer)
         .ok()
         .is_some_and(|u| matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))));
@@ -102,8 +104,15 @@ pub(crate) fn builtin_client(issuer: &str) -> anyhow::Result<Client> {
     } else {
         r#"["totp", "webauthn", "recovery_code"]"#
     };
+    let upstream_flow = if upstream {
+        format!(
+            r#", {{"name": "upstream", "acr": "1", "steps": ["upstream", {{"any": {second}, "when": "enrolled"}}]}}"#
+        )
+    } else {
+        String::new()
+    };
     let flows = format!(
-        r#"[{{"name": "default", "acr": "1", "steps": ["identifier", "password", {{"any": {second}, "when": "enrolled"}}]}}]"#
+        r#"[{{"name": "default", "acr": "1", "steps": ["identifier", "password", {{"any": {second}, "when": "enrolled"}}]}}{upstream_flow}]"#
     );
     let specs: Vec<idp_core::flow::definition::FlowSpec> = serde_json::from_str(&flows)?;
     let login = idp_core::flow::definition::parse_policy(&specs)
@@ -1135,11 +1144,11 @@ mod tests {
 
     #[test]
     fn the_builtin_client_follows_the_issuer() {
-        let c = builtin_client("http://localhost:8080").expect("valid");
+        let c = builtin_client("http://localhost:8080", true).expect("valid");
         assert!(c.is_public() && c.pkce_required());
         assert_eq!(c.redirect_uris, ["http://localhost:8080/account/callback"]);
         assert!(c.login.methods().any(|m| m.as_str() == "webauthn"));
-        let c = builtin_client("http://127.0.0.1:8080").expect("valid");
+        let c = builtin_client("http://127.0.0.1:8080", false).expect("valid");
         assert!(!c.login.methods().any(|m| m.as_str() == "webauthn"));
         assert!(check_client(&c, "http://127.0.0.1:8080").is_ok());
         assert!(check_client(&c, "https://login.example.com").is_err());
