@@ -529,11 +529,13 @@ struct PageQuery {
     done: Option<String>,
 }
 
-/// What the overview re-shows after a refused backup email.
+/// What the overview re-shows after a refused change: the backup email
+/// typed and why it was refused, or why an unlink was refused.
 #[derive(Default)]
-struct BackupForm {
-    value: Option<String>,
-    error: Option<&'static str>,
+struct Refused {
+    backup_value: Option<String>,
+    backup_error: Option<&'static str>,
+    identity_error: Option<&'static str>,
 }
 
 async fn overview(
@@ -559,8 +561,7 @@ async fn overview(
         &user,
         &session,
         done,
-        BackupForm::default(),
-        None,
+        Refused::default(),
     )
     .await
 }
@@ -572,8 +573,7 @@ async fn render_overview(
     user: &User,
     session: &SsoSession,
     done: Option<String>,
-    backup: BackupForm,
-    identity_error: Option<&'static str>,
+    refused: Refused,
 ) -> Response {
     let (jar, browser_id) = browser(state, jar);
     let p = &state.provider;
@@ -631,12 +631,12 @@ async fn render_overview(
         })
         .collect();
     let (theme, client_name) = theme_and_name(state);
-    let status = match (&backup.error, identity_error) {
+    let status = match (refused.backup_error, refused.identity_error) {
         (Some(_), _) => StatusCode::BAD_REQUEST,
         (None, Some(_)) => StatusCode::CONFLICT,
         (None, None) => StatusCode::OK,
     };
-    let backup_value = backup.value.unwrap_or_else(|| {
+    let backup_value = refused.backup_value.unwrap_or_else(|| {
         user.backup_email
             .as_ref()
             .map(|e| e.as_str().to_owned())
@@ -663,7 +663,7 @@ async fn render_overview(
             logout_url => "/logout",
             backup_email => user.backup_email.as_ref().map(|e| e.as_str().to_owned()),
             backup_value => backup_value,
-            backup_error => backup.error,
+            backup_error => refused.backup_error,
             backup_action => "/account/backup-email",
             csrf_backup => csrf_token(state, &browser_id, "account.backup_email"),
             sessions => sessions,
@@ -681,7 +681,7 @@ async fn render_overview(
             },
             events => events,
             identities => identities,
-            identity_error => identity_error,
+            identity_error => refused.identity_error,
             unlink_action => "/account/identities/unlink",
             csrf_identities => csrf_token(state, &browser_id, "account.identities"),
         },
@@ -736,11 +736,12 @@ async fn backup_email(
                 BackupEmailError::SameAsPrimary => "account.backup.same_as_primary",
                 BackupEmailError::Core(e) => return internal(&state, loc, e),
             };
-            let backup = BackupForm {
-                value: Some(f.backup_email.clone()),
-                error: Some(error),
+            let refused = Refused {
+                backup_value: Some(f.backup_email.clone()),
+                backup_error: Some(error),
+                identity_error: None,
             };
-            render_overview(&state, jar, loc, &user, &session, None, backup, None).await
+            render_overview(&state, jar, loc, &user, &session, None, refused).await
         }
     }
 }
@@ -822,8 +823,10 @@ async fn unlink_identity(
         &user,
         &session,
         None,
-        BackupForm::default(),
-        Some(error),
+        Refused {
+            identity_error: Some(error),
+            ..Refused::default()
+        },
     )
     .await
 }
