@@ -554,16 +554,7 @@ async fn overview(
         .as_deref()
         .filter(|d| DONE.contains(d))
         .map(|d| format!("account.done.{d}"));
-    render_overview(
-        &state,
-        jar,
-        loc,
-        &user,
-        &session,
-        done,
-        Refused::default(),
-    )
-    .await
+    render_overview(&state, jar, loc, &user, &session, done, Refused::default()).await
 }
 
 async fn render_overview(
