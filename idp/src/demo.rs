@@ -118,27 +118,8 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let state = app::build_state(&cfg, clients, overrides).await?;
-    let password = idp_core::random::token()[..16].to_owned();
-    let email = Email::parse(DEMO_EMAIL).map_err(|e| anyhow!("{e}"))?;
-    let user = match state.provider.ports.users.find_by_email(&email).await? {
-        Some(u) => {
-            state
-                .provider
-                .set_password(u.id, &Secret::new(password.clone()))
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            u
-        }
-        None => state
-            .provider
-            .create_user(
-                email,
-                Some("Demo User".into()),
-                &Secret::new(password.clone()),
-            )
-            .await
-            .map_err(|e| anyhow!("{e}"))?,
-    };
+    let (user, password) = demo_account(&state, DEMO_EMAIL, "Demo User").await?;
+    let partner = start_partner_sso(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.settings.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", cfg.settings.listen))?;
@@ -178,6 +159,18 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     for p in &portal_list {
         println!("    {rp_base}/{p}/");
     }
+    if let Some(p) = &partner {
+        println!();
+        println!(
+            "  Upstream single sign-on: {} (\"Continue with {}\" on {})",
+            p.issuer,
+            p.display_name,
+            p.clients.join(", ")
+        );
+        for (email, password, what) in &p.users {
+            println!("    {email:<22} {password}   {what}");
+        }
+    }
     println!();
     println!("  Open {rp_base}/ and sign in with");
     println!("    email:               {DEMO_EMAIL}");
@@ -188,9 +181,143 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         crate::notifier::email_destination(&cfg)
     );
     println!();
-    println!("  (the demo user's password is new at every start; Ctrl-C stops)");
+    println!("  (the demo users' passwords are new at every start; Ctrl-C stops)");
     running.handle.await?;
+    if let Some(p) = partner {
+        p.running.stop();
+    }
     Ok(())
+}
+
+/// Creates the account `email` with a fresh random password, or gives it a
+/// new one; its email counts as verified (the demo's accounts are ours).
+async fn demo_account(
+    state: &app::AppState,
+    email: &str,
+    name: &str,
+) -> anyhow::Result<(idp_core::domain::User, String)> {
+    let password = idp_core::random::token()[..16].to_owned();
+    let email = Email::parse(email).map_err(|e| anyhow!("{e}"))?;
+    let p = &state.provider;
+    let user = match p.ports.users.find_by_email(&email).await? {
+        Some(u) => {
+            p.set_password(u.id, &Secret::new(password.clone()))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            u
+        }
+        None => p
+            .create_user(email, Some(name.into()), &Secret::new(password.clone()))
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    };
+    p.ports.users.set_email(user.id, &user.email, true).await?;
+    Ok((user, password))
+}
+
+/// The upstream the demo runs itself (config/idp.toml's `[[upstreams]]`
+/// entry of this name, when its issuer is on loopback).
+const PARTNER_SSO: &str = "partner-sso";
+
+/// The demo's stand-in for a partner's single sign-on: a second instance of
+/// this provider (SQLite in `<data_dir>/partner-sso`, in-process store) at
+/// the configured upstream's issuer, with the provider registered as its
+/// client and two accounts: one with the demo user's email (signing in
+/// through it links the two once the demo account is proven) and one
+/// nobody has here (a new account is created).
+struct PartnerSso {
+    running: app::Running,
+    issuer: String,
+    display_name: String,
+    clients: Vec<String>,
+    users: Vec<(String, String, &'static str)>,
+}
+
+async fn start_partner_sso(cfg: &LoadedConfig) -> anyhow::Result<Option<PartnerSso>> {
+    let upstreams = config::parse_upstreams(cfg)?;
+    let Some(up) = upstreams.iter().find(|u| u.name == PARTNER_SSO) else {
+        return Ok(None);
+    };
+    let url = url::Url::parse(&up.issuer)?;
+    let addr = match (url.scheme(), url.host(), url.port()) {
+        ("http", Some(url::Host::Ipv4(ip)), Some(port)) if ip.is_loopback() => {
+            std::net::SocketAddr::new(ip.into(), port)
+        }
+        // A real upstream: nothing to start.
+        _ => return Ok(None),
+    };
+    let secret = up.client_secret.as_ref().ok_or_else(|| {
+        anyhow!("upstreams {PARTNER_SSO}: the demo's partner needs a client secret")
+    })?;
+    let data_dir = cfg.settings.data_dir.join(PARTNER_SSO);
+    let issuer = up.issuer.trim_end_matches('/').to_owned();
+    let settings = config::Settings {
+        issuer: Some(issuer.clone()),
+        listen: addr,
+        data_dir: data_dir.clone(),
+        database_url: None,
+        redis_url: None,
+        key_encryption_key: None,
+        themes_dir: None,
+        upstreams: Vec::new(),
+        password: cfg.settings.password,
+        ..config::Settings::default()
+    };
+    let partner_cfg = LoadedConfig {
+        database_url: format!("sqlite://{}/idp.db?mode=rwc", data_dir.display()),
+        settings,
+        source: None,
+        issuer: issuer.clone(),
+        clients_dir: None,
+        themes_dir: None,
+    };
+    let registration = Client {
+        id: ClientId(up.client_id.clone()),
+        name: "Cloud platform".into(),
+        auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
+        secret_hash: Some(ClientSecretHash::of(secret.expose())),
+        redirect_uris: vec![format!(
+            "{}{}",
+            cfg.issuer,
+            idp_core::federation::callback_path(PARTNER_SSO)
+        )],
+        post_logout_redirect_uris: Vec::new(),
+        allow_refresh_token: false,
+        ..demo_client("http://127.0.0.1", "unused")
+    };
+    let overrides = Overrides {
+        extra_clients: vec![registration],
+        ..Overrides::default()
+    };
+    let state = app::build_state(&partner_cfg, Default::default(), overrides)
+        .await
+        .map_err(|e| anyhow!("the demo's {PARTNER_SSO}: {e:#}"))?;
+    let mut users = Vec::new();
+    for (email, name, what) in [
+        (
+            DEMO_EMAIL,
+            "Demo User",
+            "(same email as the demo user: linked once you sign in to it)",
+        ),
+        (
+            "sam@partner.example",
+            "Sam Partner",
+            "(no account here yet: one is created)",
+        ),
+    ] {
+        let (_, password) = demo_account(&state, email, name).await?;
+        users.push((email.to_owned(), password, what));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("upstreams {PARTNER_SSO}: cannot bind {addr} (its issuer)"))?;
+    Ok(Some(PartnerSso {
+        running: app::serve(listener, state)?,
+        issuer,
+        display_name: up.display_name.clone(),
+        clients: up.clients.clone(),
+        users,
+    }))
 }
 
 async fn relying_party(

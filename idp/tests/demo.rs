@@ -241,9 +241,10 @@ async fn password_hash_is_upgraded_at_login(app: &TestApp) {
 matrix!(password_hash_is_upgraded_at_login);
 
 /// Copies the repository's `config/` into `dir`, pointing the example
-/// portals' callbacks at `rp_port` and `themes_dir` at the repository's
-/// `themes/` (the copy is elsewhere, so `../themes` would miss it).
-fn copy_repo_config(dir: &std::path::Path, rp_port: u16) {
+/// portals' callbacks at `rp_port`, the demo's partner single sign-on at
+/// `partner_port`, and `themes_dir` at the repository's `themes/` (the copy
+/// is elsewhere, so `../themes` would miss it).
+fn copy_repo_config(dir: &std::path::Path, rp_port: u16, partner_port: u16) {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     std::fs::create_dir_all(dir.join("config/clients")).unwrap();
     let themes = toml::Value::String(repo_themes_dir().to_str().unwrap().to_owned());
@@ -254,12 +255,26 @@ fn copy_repo_config(dir: &std::path::Path, rp_port: u16) {
     );
     std::fs::write(
         dir.join("config/idp.toml"),
-        idp_toml.replace(
-            "\nthemes_dir = \"../themes\"\n",
-            &format!("\nthemes_dir = {themes}\n"),
-        ),
+        idp_toml
+            .replace(
+                "\nthemes_dir = \"../themes\"\n",
+                &format!("\nthemes_dir = {themes}\n"),
+            )
+            .replace(
+                "\nissuer = \"http://127.0.0.1:8082\"\n",
+                &format!("\nissuer = \"http://127.0.0.1:{partner_port}\"\n"),
+            ),
     )
     .unwrap();
+    std::fs::create_dir_all(dir.join("config/upstreams")).unwrap();
+    for entry in std::fs::read_dir(src.join("upstreams")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.join("config/upstreams").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
     for entry in std::fs::read_dir(src.join("clients")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path)
@@ -479,7 +494,7 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
     let (idp_port, rp_port) = (free_port(), free_port());
-    copy_repo_config(&dir.0, rp_port);
+    copy_repo_config(&dir.0, rp_port, free_port());
     let issuer_env = format!("http://localhost:{idp_port}");
     let demo = Demo::start(&dir.0, idp_port, rp_port, &[("IDP_ISSUER", &issuer_env)]);
     let (password, printed) = (demo.password.clone(), demo.printed.clone());
@@ -542,6 +557,86 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
         );
         assert!(html.contains("mfa"), "{portal}: two factors in amr: {html}");
     }
+    drop(demo);
+}
+
+/// The demo's partner single sign-on: "Continue with Partner SSO" on the
+/// customer space, the partner's own sign-in page (another instance of
+/// this provider), back with a new account made just in time, then the
+/// customer space's emailed code; the portal sees `fed` in `amr`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_signs_in_through_its_partner_sso() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
+    let (idp_port, rp_port, partner_port) = (free_port(), free_port(), free_port());
+    copy_repo_config(&dir.0, rp_port, partner_port);
+    let issuer = format!("http://localhost:{idp_port}");
+    let demo = Demo::start(&dir.0, idp_port, rp_port, &[("IDP_ISSUER", &issuer)]);
+    let partner = format!("http://127.0.0.1:{partner_port}");
+    assert!(
+        demo.printed
+            .contains(&format!("Upstream single sign-on: {partner}")),
+        "{}",
+        demo.printed
+    );
+    let sam_password = demo
+        .printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sam@partner.example"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the partner account's password: {}", demo.printed))
+        .to_owned();
+    let rp = format!("http://127.0.0.1:{rp_port}");
+    let outbox = Outbox::new(dir.0.join("data/outbox"));
+    let partner_outbox = Outbox::new(dir.0.join("data/partner-sso/outbox"));
+    let browser = Browser::new();
+    let login = provider_login_page(&browser, &rp, &issuer, "customer-space").await;
+    assert!(login.contains("Continue with Partner SSO"), "{login}");
+    let form = Form::with_action(&login, "/federate").expect("the continue-with form");
+    let res = browser
+        .http
+        .post(on(&issuer, &form.action))
+        .form(&form.fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let at_partner = location(&res);
+    assert!(
+        at_partner.starts_with(&format!("{partner}/authorize?")),
+        "{at_partner}"
+    );
+    let callback = format!("{issuer}/login/upstream/partner-sso/callback");
+    let (seen, url) = walk_login(
+        &browser,
+        &partner,
+        at_partner,
+        &callback,
+        ("sam@partner.example", &sam_password),
+        &partner_outbox,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        ["identifier", "password"],
+        "the partner's own sign-in"
+    );
+    let (seen, url) = walk_login(
+        &browser,
+        &issuer,
+        url,
+        &format!("{rp}/customer-space/callback?"),
+        ("sam@partner.example", ""),
+        &outbox,
+    )
+    .await;
+    assert_eq!(seen, ["email_code"], "then the customer space's own code");
+    let html = page(&browser, &url).await;
+    assert!(html.contains("sam@partner.example"), "{html}");
+    assert!(
+        html.contains("fed"),
+        "amr names the federated login: {html}"
+    );
     drop(demo);
 }
 
@@ -658,7 +753,7 @@ async fn the_account_journeys_run_in_the_demo() {
     let dir =
         TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
     let (idp_port, rp_port) = (free_port(), free_port());
-    copy_repo_config(&dir.0, rp_port);
+    copy_repo_config(&dir.0, rp_port, free_port());
     let issuer = format!("http://localhost:{idp_port}");
     let envs = [("IDP_ISSUER", issuer.as_str())];
     let demo = Demo::start(&dir.0, idp_port, rp_port, &envs);
