@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use idp_core::clock::{Clock, SharedClock, SystemClock};
+use idp_core::clock::{SharedClock, SystemClock};
 use josekit::jwk::Jwk;
 use josekit::jwk::KeyPair as _;
 use josekit::jws::{HS256, JwsHeader, RS256};
