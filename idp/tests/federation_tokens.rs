@@ -463,13 +463,19 @@ async fn code_refused_by_the_token_endpoint(backend: Backend) {
 
 // ------------------------------------------------------------ what succeeds
 
-/// Two sign-ins with the same key fetch discovery and the JWKS once; the
+/// Nothing forged, the default claim mapping: a just-in-time account. Two
+/// sign-ins with the same key fetch discovery and the JWKS once; the
 /// upstream then rotates to a new key (new `kid`, the old one no longer
 /// published): the next sign-in still works, fetching the keys once more,
 /// and the one after uses the cache again.
 async fn key_rotation(backend: Backend) {
     let f = fed(backend).await;
     let first = signed_in(&f).await;
+    // The default claim mapping, the mode untouched.
+    assert_eq!(first["email"], "bob@partner.example");
+    assert_eq!(first["email_verified"], true);
+    assert_eq!(first["name"], "Bob Partner");
+    assert_eq!(first["amr"], json!(["fed", "pwd"]));
     let again = signed_in(&f).await;
     assert_eq!(again["sub"], first["sub"], "the same (linked) account");
     let hits = f.up.hits();
