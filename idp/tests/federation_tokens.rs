@@ -274,7 +274,8 @@ async fn discovery_of_another_issuer(backend: Backend) {
     let f = fed(backend).await;
     f.mode(|m| m.discovery_issuer = Some("https://evil.example".into()));
     let res = press_continue(&f, &Browser::new()).await;
-    assert_refused(&f, res, WRONG_ISSUER).await;
+    // A misconfiguration (nothing answered yet): the service is unusable.
+    assert_refused(&f, res, UNAVAILABLE).await;
     let hits = f.up.hits();
     assert_eq!(hits.authorize, 0, "no redirect to the upstream happened");
     assert_eq!((hits.jwks, hits.token), (0, 0), "{hits:?}");

@@ -10,7 +10,7 @@
 //! advertises it), the code exchange (client secret by HTTP Basic, or the
 //! client id alone for a public registration), the ID token (signature by an
 //! asymmetric algorithm the upstream publishes, `iss`, `aud`, `azp`, `exp`,
-//! `iat`, `nonce`), then UserInfo when the upstream has one (its `sub` must be
+//! `iat` not in the future, `nonce`), then UserInfo when the upstream has one (its `sub` must be
 //! the ID token's, OIDC Core §5.3.2), and the configured claim mapping.
 
 use async_trait::async_trait;
@@ -37,6 +37,9 @@ use tokio::sync::Mutex;
 
 /// How long discovery and keys are kept before being fetched again.
 const DISCOVERY_TTL_SECS: i64 = 3600;
+
+/// How far in the future an ID token's `iat` may be (clocks differ).
+const MAX_CLOCK_SKEW_SECS: i64 = 120;
 
 /// Which claims hold what (`[upstreams.claims]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +207,8 @@ impl OidcUpstreams {
         let metadata: CoreProviderMetadata =
             serde_json::from_value(doc).map_err(|e| unavailable("discovery document", e))?;
         if metadata.issuer().as_str() != s.issuer {
-            return Err(UpstreamError::WrongIssuer(format!(
+            // A misconfiguration (or a mix-up): the upstream cannot be used.
+            return Err(UpstreamError::Unavailable(format!(
                 "discovery names issuer {:?}, configured {:?}",
                 metadata.issuer().as_str(),
                 s.issuer
@@ -242,6 +246,7 @@ impl OidcUpstreams {
     ) -> Result<Map<String, Value>, openidconnect::ClaimsVerificationError> {
         let client = self.client(up, d);
         let clock = self.clock.clone();
+        let iat_clock = self.clock.clone();
         let algs: Vec<CoreJwsSigningAlgorithm> = d
             .metadata
             .id_token_signing_alg_values_supported()
@@ -267,11 +272,31 @@ impl OidcUpstreams {
             .set_time_fn(move || {
                 chrono::DateTime::from_timestamp(clock.now().unix_timestamp(), 0)
                     .unwrap_or_default()
+            })
+            // OIDC Core §3.1.3.7 step 10: not issued in the future (beyond
+            // clock skew).
+            .set_issue_time_verifier_fn(move |iat| {
+                let now = iat_clock.now().unix_timestamp();
+                if iat.timestamp() > now + MAX_CLOCK_SKEW_SECS {
+                    Err(format!("issued in the future (iat {})", iat.timestamp()))
+                } else {
+                    Ok(())
+                }
             });
         id_token.claims(&verifier, &Nonce::new(nonce.to_owned()))?;
         // Verified: read every claim (the configured mapping may name any).
-        payload(&id_token.to_string())
-            .ok_or_else(|| openidconnect::ClaimsVerificationError::Other("payload".into()))
+        let claims = payload(&id_token.to_string())
+            .ok_or_else(|| openidconnect::ClaimsVerificationError::Other("payload".into()))?;
+        // OIDC Core §3.1.3.7 steps 4-5 (openidconnect 4.1 leaves them out):
+        // an `azp` must be our client.
+        if let Some(azp) = claims.get("azp")
+            && azp.as_str() != Some(up.settings.client_id.as_str())
+        {
+            return Err(openidconnect::ClaimsVerificationError::InvalidAudience(
+                format!("azp {azp} is not this client"),
+            ));
+        }
+        Ok(claims)
     }
 
     async fn user_info(
