@@ -702,3 +702,29 @@ async fn operator_links_and_unlinks(backend: Backend) {
 }
 
 on_both_backends!(unlink_from_the_account_page, operator_links_and_unlinks);
+
+/// `prompt=login` at the portal: the upstream is asked for a fresh sign-in
+/// too, and asks its password again although its own session is live.
+async fn a_fresh_login_is_fresh_at_the_upstream(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    upstream_user(&f, "bob@partner.example", "Bob").await;
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "bob@partner.example").await;
+    assert!(location(&res).starts_with(REDIRECT));
+    let to = continue_with_upstream(&f, &browser, &[("prompt", "login")]).await;
+    assert_eq!(query_param(&to, "prompt").as_deref(), Some("login"));
+    let (res, _) = browser.follow(&f.upstream, &to).await;
+    assert_eq!(res.status(), 200, "the upstream asks again");
+    assert!(res.text().await.unwrap().contains(r#"name="identifier""#));
+    let callback = browser
+        .login(&f.upstream, &to, "bob@partner.example", PASSWORD)
+        .await;
+    let res = browser.get(&callback).await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["email"], "bob@partner.example");
+    f.cleanup().await;
+}
+
+on_both_backends!(a_fresh_login_is_fresh_at_the_upstream);

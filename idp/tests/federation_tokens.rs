@@ -121,8 +121,17 @@ async fn fed(backend: Backend) -> Fed {
 /// The portal's authorization request, then "Continue with Scripted SSO" on
 /// the identifier page: the response to that button.
 async fn press_continue(f: &Fed, browser: &Browser) -> reqwest::Response {
+    press_continue_with(f, browser, &[]).await
+}
+
+/// The same, with more parameters in the portal's request.
+async fn press_continue_with(
+    f: &Fed,
+    browser: &Browser,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
     let (res, _) = browser
-        .follow(&f.app, &authorize_url(&f.app, PORTAL, None, &[]))
+        .follow(&f.app, &authorize_url(&f.app, PORTAL, None, extra))
         .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
@@ -464,6 +473,51 @@ async fn code_refused_by_the_token_endpoint(backend: Backend) {
 
 // ------------------------------------------------------------ what succeeds
 
+/// The portal asks `max_age` (or `prompt=login`): the upstream is asked the
+/// same (it must not answer from an older session of its own), and its ID
+/// token's `auth_time` must be recent enough; a missing or old one is
+/// refused, a fresh one signs in.
+async fn max_age_is_passed_on_and_checked(backend: Backend) {
+    let f = fed(backend).await;
+    let answer = |extra: &'static [(&'static str, &'static str)]| {
+        let f = &f;
+        async move {
+            let browser = Browser::new();
+            let res = press_continue_with(f, &browser, extra).await;
+            let to = location(&res);
+            let res = browser.get(&to).await;
+            (browser, to, location(&res))
+        }
+    };
+    // Without auth_time.
+    let (browser, to, callback) = answer(&[("max_age", "60")]).await;
+    assert_eq!(query_param(&to, "max_age").as_deref(), Some("60"), "{to}");
+    assert_eq!(query_param(&to, "prompt"), None);
+    let res = browser.get(&callback).await;
+    assert_refused(&f, res, NOT_VERIFIED).await;
+    // Authenticated an hour ago.
+    let now = clock_secs(&f.app) as i64;
+    f.mode(|m| {
+        m.forge("auth_time", json!(now - 3600));
+    });
+    let (browser, _, callback) = answer(&[("max_age", "60")]).await;
+    let res = browser.get(&callback).await;
+    assert_refused(&f, res, NOT_VERIFIED).await;
+    // prompt=login: max_age=0 and prompt=login upstream too.
+    let (_, to, _) = answer(&[("prompt", "login")]).await;
+    assert_eq!(query_param(&to, "prompt").as_deref(), Some("login"), "{to}");
+    assert_eq!(query_param(&to, "max_age").as_deref(), Some("0"), "{to}");
+    // Authenticated just now: signed in.
+    f.mode(|m| {
+        m.forge("auth_time", json!(now));
+    });
+    let (browser, _, callback) = answer(&[("max_age", "60")]).await;
+    let res = browser.get(&callback).await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with(REDIRECT), "{}", location(&res));
+    f.cleanup().await;
+}
+
 /// Nothing forged, the default claim mapping: a just-in-time account. Two
 /// sign-ins with the same key fetch discovery and the JWKS once; the
 /// upstream then rotates to a new key (new `kid`, the old one no longer
@@ -578,6 +632,7 @@ async fn just_in_time_account_with_mapped_claims(backend: Backend) {
 }
 
 on_both_backends!(
+    max_age_is_passed_on_and_checked,
     id_token_of_another_issuer,
     iss_parameter_of_another_issuer,
     iss_parameter_missing_though_advertised,

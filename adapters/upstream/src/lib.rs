@@ -242,7 +242,7 @@ impl OidcUpstreams {
         up: &Upstream,
         d: &Discovered,
         id_token: &openidconnect::core::CoreIdToken,
-        nonce: &str,
+        req: &UpstreamRequest,
     ) -> Result<Map<String, Value>, openidconnect::ClaimsVerificationError> {
         let client = self.client(up, d);
         let clock = self.clock.clone();
@@ -283,7 +283,29 @@ impl OidcUpstreams {
                     Ok(())
                 }
             });
-        id_token.claims(&verifier, &Nonce::new(nonce.to_owned()))?;
+        // With max_age, `auth_time` is required and must be recent enough
+        // (OIDC Core §3.1.3.7 step 13), with the same skew allowance.
+        let verifier = match req.max_age {
+            Some(secs) => {
+                let clock = self.clock.clone();
+                let oldest = i64::try_from(secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(MAX_CLOCK_SKEW_SECS);
+                verifier.set_auth_time_verifier_fn(move |auth_time| {
+                    let now = clock.now().unix_timestamp();
+                    match auth_time {
+                        None => Err("no auth_time, though max_age was asked".into()),
+                        Some(t) if now.saturating_sub(t.timestamp()) > oldest => Err(format!(
+                            "authenticated {} s ago, more than max_age {secs}",
+                            now - t.timestamp()
+                        )),
+                        Some(_) => Ok(()),
+                    }
+                })
+            }
+            None => verifier,
+        };
+        id_token.claims(&verifier, &Nonce::new(req.nonce.clone()))?;
         // Verified: read every claim (the configured mapping may name any).
         let claims = payload(&id_token.to_string())
             .ok_or_else(|| openidconnect::ClaimsVerificationError::Other("payload".into()))?;
@@ -456,6 +478,17 @@ impl Upstreams for OidcUpstreams {
         for s in up.settings.scopes.iter().filter(|s| *s != "openid") {
             auth = auth.add_scope(Scope::new(s.clone()));
         }
+        // The request we serve wants a recent (or fresh) authentication:
+        // the upstream must not answer from an older session of its own.
+        match req.max_age {
+            Some(0) => {
+                auth = auth
+                    .add_prompt(openidconnect::core::CoreAuthPrompt::Login)
+                    .set_max_age(Duration::ZERO);
+            }
+            Some(secs) => auth = auth.set_max_age(Duration::from_secs(secs)),
+            None => {}
+        }
         let (url, _, _) = auth.url();
         Ok(url.to_string())
     }
@@ -500,14 +533,14 @@ impl Upstreams for OidcUpstreams {
         let id_token = token
             .id_token()
             .ok_or_else(|| UpstreamError::Invalid("no ID token in the token response".into()))?;
-        let mut claims = match self.verify_id_token(up, &d, id_token, &req.nonce) {
+        let mut claims = match self.verify_id_token(up, &d, id_token, req) {
             Ok(c) => c,
             Err(openidconnect::ClaimsVerificationError::SignatureVerification(
                 openidconnect::SignatureVerificationError::NoMatchingKey,
             )) => {
                 // A key the cache does not hold yet: fetch them again, once.
                 let fresh = self.discovered(up, true).await?;
-                self.verify_id_token(up, &fresh, id_token, &req.nonce)
+                self.verify_id_token(up, &fresh, id_token, req)
                     .map_err(|e| verification_error(&e))?
             }
             Err(e) => return Err(verification_error(&e)),

@@ -42,6 +42,12 @@ pub struct UpstreamRequest {
     pub state: String,
     pub nonce: String,
     pub pkce_verifier: String,
+    /// The authentication at the upstream must be at most this old (in
+    /// seconds; `0`: a fresh one, `prompt=login`), because the request we
+    /// serve asked so (`max_age`, `prompt=login`): passed on as `max_age`,
+    /// and the ID token's `auth_time` is checked.
+    #[serde(default)]
+    pub max_age: Option<u64>,
 }
 
 impl UpstreamRequest {
@@ -52,7 +58,14 @@ impl UpstreamRequest {
             state: crate::random::token(),
             nonce: crate::random::token(),
             pkce_verifier: crate::random::token(),
+            max_age: None,
         }
+    }
+
+    /// The same, asking for an authentication at most `max_age` seconds old.
+    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.max_age = max_age;
+        self
     }
 }
 

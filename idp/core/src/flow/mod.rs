@@ -251,6 +251,9 @@ pub struct StepCx<'a> {
     pub locale: &'a str,
     /// The flow being run (its per-flow settings).
     pub flow: Option<&'a definition::FlowDef>,
+    /// How old the authentication may be, when the request limits it
+    /// (`max_age`; `0` for `prompt=login`): for steps that sign in elsewhere.
+    pub max_age: Option<u64>,
     scratch: &'a mut serde_json::Value,
     identified: Option<Identified>,
 }
@@ -284,9 +287,16 @@ impl<'a> StepCx<'a> {
             meta,
             locale,
             flow: None,
+            max_age: None,
             scratch,
             identified: None,
         }
+    }
+
+    /// Tells the step how old the authentication may be.
+    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.max_age = max_age;
+        self
     }
 
     /// Tells the step which flow it runs in.

@@ -909,6 +909,11 @@ impl Provider {
         }
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
         let def = Self::flow_def(&client, &flow)?;
+        let max_age = if flow.request.prompt.login {
+            Some(0)
+        } else {
+            flow.request.max_age
+        };
         macro_rules! cx {
             ($scratch:expr) => {
                 StepCx::new(
@@ -922,6 +927,7 @@ impl Provider {
                     $scratch,
                 )
                 .in_flow(def)
+                .with_max_age(max_age)
             };
         }
         let (outcome, identified) = {

@@ -75,7 +75,7 @@ impl UpstreamStep {
         {
             return Ok(refused(cx, "login.upstream.unavailable"));
         }
-        let req = UpstreamRequest::new(name);
+        let req = UpstreamRequest::new(name).with_max_age(cx.max_age);
         let location = match cx.ports.upstreams.authorization_url(&req).await {
             Ok(u) => u,
             Err(e) => {
