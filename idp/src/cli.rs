@@ -253,6 +253,29 @@ enum UserCommand {
         #[arg(long, default_value_t = 0)]
         offset: u64,
     },
+    /// List a user's links to upstream identities.
+    Identities {
+        #[arg(long)]
+        email: String,
+    },
+    /// Link an upstream identity (its `sub` at a configured upstream) to a user.
+    Link {
+        #[arg(long)]
+        email: String,
+        /// The upstream's name in `[[upstreams]]`.
+        #[arg(long)]
+        upstream: String,
+        /// The identity's `sub` at that upstream.
+        #[arg(long)]
+        subject: String,
+    },
+    /// Unlink a user's identity at an upstream.
+    Unlink {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        upstream: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -456,20 +479,79 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::RecoveryCodes { email } => {
-            let email = Email::parse(&email).map_err(|e| anyhow!("--email: {e}"))?;
-            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
-            let state = app::build_state(&cfg, clients, Overrides::default()).await?;
-            let user = state
-                .provider
-                .ports
-                .users
-                .find_by_email(&email)
-                .await?
-                .ok_or_else(|| anyhow!("--email: no user with this email"))?;
+            let (state, user) = user_by_email(&cfg, &email).await?;
             for code in state.provider.regenerate_recovery_codes(&user).await? {
                 println!("{code}");
             }
             Ok(())
+        }
+        UserCommand::Identities { email } => {
+            let (state, user) = user_by_email(&cfg, &email).await?;
+            let links = state.provider.linked_identities(user.id).await?;
+            println!(
+                "{:<20}  {:<40}  {:<30}  linked",
+                "upstream", "subject", "email"
+            );
+            for l in links {
+                println!(
+                    "{:<20}  {:<40}  {:<30}  {}",
+                    l.upstream,
+                    l.subject,
+                    l.email.as_deref().unwrap_or("-"),
+                    l.created_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        UserCommand::Link {
+            email,
+            upstream,
+            subject,
+        } => {
+            use idp_core::oidc::federation::LinkError;
+            let (state, user) = user_by_email(&cfg, &email).await?;
+            let op = idp_core::accounts::orgs::PlatformOperator::command_line();
+            let meta = idp_core::oidc::RequestMeta::default();
+            match state
+                .provider
+                .link_identity(&op, &user, &upstream, &subject, &meta)
+                .await
+            {
+                Ok(_) => {
+                    println!("linked {upstream} identity {subject} to {}", user.email);
+                    Ok(())
+                }
+                Err(e @ LinkError::UnknownUpstream(_)) => Err(anyhow!("--upstream: {e}")),
+                Err(e @ LinkError::InvalidSubject) => Err(anyhow!("--subject: {e}")),
+                Err(LinkError::AlreadyLinked) => Err(anyhow!(
+                    "--subject: this identity is linked already, or {} already has a link at {upstream}",
+                    user.email
+                )),
+                Err(LinkError::Core(e)) => Err(e.into()),
+            }
+        }
+        UserCommand::Unlink { email, upstream } => {
+            use idp_core::oidc::federation::UnlinkError;
+            let (state, user) = user_by_email(&cfg, &email).await?;
+            let op = idp_core::accounts::orgs::PlatformOperator::command_line();
+            let meta = idp_core::oidc::RequestMeta::default();
+            match state
+                .provider
+                .unlink_identity_as_operator(&op, user.id, &upstream, &meta)
+                .await
+            {
+                Ok(()) => {
+                    println!("unlinked {} from {upstream}", user.email);
+                    Ok(())
+                }
+                Err(UnlinkError::NotLinked | UnlinkError::LastWayToSignIn) => Err(anyhow!(
+                    "--upstream: {} has no link at {upstream:?}",
+                    user.email
+                )),
+                Err(UnlinkError::Core(e)) => Err(e.into()),
+            }
         }
         UserCommand::List { limit, offset } => {
             let storage = app::open_storage(&cfg, cfg.settings.migrate_on_start).await?;
@@ -490,6 +572,24 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The provider (as `idp serve` builds it) and the user with `email`.
+async fn user_by_email(
+    cfg: &LoadedConfig,
+    email: &str,
+) -> anyhow::Result<(app::AppState, idp_core::domain::User)> {
+    let email = Email::parse(email).map_err(|e| anyhow!("--email: {e}"))?;
+    let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+    let state = app::build_state(cfg, clients, Overrides::default()).await?;
+    let user = state
+        .provider
+        .ports
+        .users
+        .find_by_email(&email)
+        .await?
+        .ok_or_else(|| anyhow!("--email: no user with this email"))?;
+    Ok((state, user))
 }
 
 /// A database URL without its password, for messages.

@@ -33,7 +33,7 @@ impl Workspace {
         ws.write(
             "idp.toml",
             &format!(
-                "# written by the cli tests\n{extra}\ndata_dir = {}\nclients_dir = \"clients\"\n",
+                "# written by the cli tests\ndata_dir = {}\nclients_dir = \"clients\"\n{extra}\n",
                 toml_str(ws.data_dir().to_str().unwrap())
             ),
         );
@@ -638,4 +638,183 @@ fn user_recovery_codes_are_regenerated() {
         )
         .fails();
     assert!(err.contains("no user"), "{err}");
+}
+
+/// `[[upstreams]]` with its client (a flow starting with `upstream`) and the
+/// secret in a file next to the config.
+const UPSTREAM_CONFIG: &str = "[[upstreams]]\nname = \"partner\"\ndisplay_name = \"Partner SSO\"\n\
+     issuer = \"https://sso.partner.example\"\nclient_id = \"cloud\"\n\
+     client_secret_file = \"partner.secret\"\nclients = [\"portal\"]\n";
+
+fn upstream_portal(secret_hash_line: &str) -> String {
+    format!(
+        "{}\n[[login.flows]]\nname = \"standard\"\nacr = \"1\"\nsteps = [\"identifier\", \"password\"]\n\
+         [[login.flows]]\nname = \"partner\"\nacr = \"1\"\nsteps = [\"upstream\"]\n",
+        confidential_client(secret_hash_line)
+    )
+}
+
+/// Upstreams pass `config check` when consistent; each mistake names its
+/// field, and the secret never appears in a message.
+#[test]
+fn config_check_of_upstreams() {
+    let ws = Workspace::new(UPSTREAM_CONFIG);
+    ws.write("partner.secret", "upstream-client-secret-value\n");
+    let (_, hash) = ws.client_secret();
+    ws.write("clients/portal.toml", &upstream_portal(&hash));
+    let out = ws.idp(&["config", "check"], None).ok();
+    assert!(out.contains("configuration OK"), "{out}");
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "issuer = \"https://sso.partner.example\"",
+            "issuer = \"http://sso.partner.example\"",
+            "upstreams[0].issuer",
+        ),
+        (
+            "name = \"partner\"",
+            "name = \"Partner SSO\"",
+            "upstreams[0].name",
+        ),
+        (
+            "client_secret_file = \"partner.secret\"",
+            "client_secret_file = \"missing.secret\"",
+            "upstreams[0].client_secret_file",
+        ),
+        (
+            "client_secret_file = \"partner.secret\"",
+            "client_secret_env = \"IDP_TEST_NOT_SET_ANYWHERE\"",
+            "upstreams[0].client_secret_env",
+        ),
+        (
+            "clients = [\"portal\"]",
+            "clients = [\"nobody\"]",
+            "upstreams[0].clients[0]",
+        ),
+        (
+            "client_id = \"cloud\"",
+            "client_id = \"cloud\"\nscopes = [\"email\"]",
+            "upstreams[0].scopes",
+        ),
+    ];
+    for (from, to, field) in cases {
+        let ws = Workspace::new(&UPSTREAM_CONFIG.replace(from, to));
+        ws.write("partner.secret", "upstream-client-secret-value\n");
+        ws.write("clients/portal.toml", &upstream_portal(&hash));
+        let err = ws.idp(&["config", "check"], None).fails();
+        assert!(err.contains(field), "{to}: {err}");
+        assert!(!err.contains("upstream-client-secret-value"), "{err}");
+    }
+    // A flow with an upstream step no upstream lists, and the converse.
+    let ws = Workspace::new("");
+    ws.write("clients/portal.toml", &upstream_portal(&hash));
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(
+        err.contains("no [[upstreams]] entry lists this client"),
+        "{err}"
+    );
+    let ws = Workspace::new(UPSTREAM_CONFIG);
+    ws.write("partner.secret", "upstream-client-secret-value\n");
+    ws.write("clients/portal.toml", &confidential_client(&hash));
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains("upstreams[0].clients[0]"), "{err}");
+    assert!(err.contains("\"upstream\" step"), "{err}");
+}
+
+/// `idp user link|identities|unlink`: an operator links an upstream identity
+/// to an account, lists it, and unlinks it; mistakes exit non-zero with the
+/// option at fault.
+#[test]
+fn user_link_identities_and_unlink() {
+    let ws = Workspace::new(UPSTREAM_CONFIG);
+    ws.write("partner.secret", "upstream-client-secret-value\n");
+    let (_, hash) = ws.client_secret();
+    ws.write("clients/portal.toml", &upstream_portal(&hash));
+    ws.idp(
+        &[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        Some("a long enough password\n"),
+    )
+    .ok();
+    let link = |subject: &str| {
+        ws.idp(
+            &[
+                "user",
+                "link",
+                "--email",
+                "bob@example.com",
+                "--upstream",
+                "partner",
+                "--subject",
+                subject,
+            ],
+            None,
+        )
+    };
+    let out = link("248289761001").ok();
+    assert!(
+        out.contains("linked partner identity 248289761001"),
+        "{out}"
+    );
+    let err = link("another-subject").fails();
+    assert!(err.contains("already has a link at partner"), "{err}");
+    let err = ws
+        .idp(
+            &[
+                "user",
+                "link",
+                "--email",
+                "bob@example.com",
+                "--upstream",
+                "nope",
+                "--subject",
+                "x",
+            ],
+            None,
+        )
+        .fails();
+    assert!(err.contains("--upstream"), "{err}");
+    let listed = ws
+        .idp(&["user", "identities", "--email", "bob@example.com"], None)
+        .ok();
+    assert!(
+        listed.contains("partner") && listed.contains("248289761001"),
+        "{listed}"
+    );
+    let out = ws
+        .idp(
+            &[
+                "user",
+                "unlink",
+                "--email",
+                "bob@example.com",
+                "--upstream",
+                "partner",
+            ],
+            None,
+        )
+        .ok();
+    assert!(out.contains("unlinked"), "{out}");
+    let err = ws
+        .idp(
+            &[
+                "user",
+                "unlink",
+                "--email",
+                "bob@example.com",
+                "--upstream",
+                "partner",
+            ],
+            None,
+        )
+        .fails();
+    assert!(err.contains("has no link"), "{err}");
+    let listed = ws
+        .idp(&["user", "identities", "--email", "bob@example.com"], None)
+        .ok();
+    assert!(!listed.contains("248289761001"), "{listed}");
 }

@@ -17,6 +17,8 @@ use support::*;
 const UPSTREAM: &str = "partner";
 /// The downstream client whose login page offers the upstream.
 const PORTAL: &str = "fed";
+/// A `platform_admin` client, for the admin API.
+const OPERATOR: &str = "operator";
 /// Its flows: at level 1, identifier and password, or the upstream alone; at
 /// level 2 (`acr_values=2`), the same with an emailed code after.
 const PORTAL_FLOWS: &str = r#"[
@@ -88,7 +90,14 @@ async fn federation(backend: Backend, adjust: impl FnOnce(&mut UpstreamFile)) ->
     let app = spawn_app_adjusted(
         backend,
         AppOptions {
-            clients: vec![client_with_flows(PORTAL, PORTAL_FLOWS)],
+            clients: vec![client_with_flows(PORTAL, PORTAL_FLOWS), {
+                let mut op = client_with_flows(
+                    OPERATOR,
+                    r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"]}]"#,
+                );
+                op.account.platform_admin = true;
+                op
+            }],
             listener: Some(listener),
             localhost: true,
             ..AppOptions::default()
@@ -541,3 +550,155 @@ on_both_backends!(
     upstream_then_our_own_factor,
     tampered_or_replayed_answers_are_refused,
 );
+
+/// The account page lists the links; a user unlinks one while another way
+/// to sign in remains (Alice's password), and not the only one (a JIT
+/// account without password); the account pages themselves offer the
+/// upstream when it lists `account`.
+async fn unlink_from_the_account_page(backend: Backend) {
+    let f = federation(backend, |u| u.clients.push("account".into())).await;
+    verify_email(&f.upstream, &f.upstream.user).await;
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "alice@example.com").await;
+    let (res, _) = browser.follow(&f.app, &f.app.url(&location(&res))).await;
+    let html = res.text().await.unwrap();
+    let res = browser
+        .submit(&f.app, &html, &[("password", PASSWORD)])
+        .await;
+    assert!(location(&res).starts_with(REDIRECT));
+    assert_eq!(links(&f.app, "alice@example.com").await.len(), 1);
+    // Signed in a moment ago: the account page, with its sign-in services.
+    let (res, _) = browser.follow(&f.app, &f.app.url("/account")).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains(r#"id="linked-identities""#), "{html}");
+    assert!(html.contains("Partner SSO"), "{html}");
+    let form = Form::with_action(&html, "/account/identities/unlink").expect("an unlink form");
+    let res = browser.submit_form(&f.app, &form, &[]).await;
+    assert_eq!(res.status(), 303);
+    let (res, _) = browser.follow(&f.app, &f.app.url(&location(&res))).await;
+    assert!(res.text().await.unwrap().contains("is no longer linked"));
+    assert!(links(&f.app, "alice@example.com").await.is_empty());
+    assert!(
+        audit_kinds(&f.app, "alice@example.com")
+            .await
+            .iter()
+            .any(|k| k == "federation.unlinked")
+    );
+    // Unlinked: the next sign-in through the upstream asks for the proof again.
+    let res = through_upstream(&f, &Browser::new(), "alice@example.com").await;
+    assert!(location(&res).starts_with("/login/"), "the proof again");
+
+    // Bob's account was made just in time: the link is his only way in.
+    upstream_user(&f, "bob@partner.example", "Bob").await;
+    let bob = Browser::new();
+    // The account pages offer the upstream too.
+    let (res, _) = bob.follow(&f.app, &f.app.url("/account")).await;
+    let html = res.text().await.unwrap();
+    let form = Form::with_action(&html, "/federate").expect("continue with, on the account pages");
+    let res = bob.submit_form(&f.app, &form, &[]).await;
+    let callback = sign_in_upstream(&f, &bob, &location(&res), "bob@partner.example").await;
+    let (res, _) = bob.follow(&f.app, &callback).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("bob@partner.example"),
+        "signed in to the account page: {html}"
+    );
+    let form = Form::with_action(&html, "/account/identities/unlink").expect("an unlink form");
+    let res = bob.submit_form(&f.app, &form, &[]).await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("only way to sign in"));
+    assert_eq!(links(&f.app, "bob@partner.example").await.len(), 1);
+    f.cleanup().await;
+}
+
+/// The platform operator's admin API: list, link (then the upstream signs
+/// in to that account, whatever its email), unlink; others are refused.
+async fn operator_links_and_unlinks(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    let token = |client: &'static str| {
+        let app = &f.app;
+        async move {
+            let (status, body) =
+                token_request(app, client, &[("grant_type", "client_credentials")]).await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let operator = token(OPERATOR).await;
+    let other = token("conf").await;
+    let http = reqwest::Client::new();
+    let url = f
+        .app
+        .url(&format!("/admin/api/users/{}/identities", f.app.user.id));
+    let res = http.get(&url).bearer_auth(&operator).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["identities"], serde_json::json!([]));
+    for (who, status) in [(Some(&other), 403), (None, 401)] {
+        let mut req = http.get(&url);
+        if let Some(t) = who {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), status);
+    }
+    let subject = f.upstream.user.id.to_string();
+    let post = |body: Value| http.post(&url).bearer_auth(&operator).json(&body).send();
+    let res = post(serde_json::json!({"upstream": UPSTREAM, "subject": subject}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(created["display_name"], "Partner SSO");
+    assert_eq!(created["subject"], subject);
+    let res = post(serde_json::json!({"upstream": UPSTREAM, "subject": "someone-else"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let res = post(serde_json::json!({"upstream": "nope", "subject": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = http
+        .post(f.app.url(&format!(
+            "/admin/api/users/{}/identities",
+            uuid::Uuid::now_v7()
+        )))
+        .bearer_auth(&operator)
+        .json(&serde_json::json!({"upstream": UPSTREAM, "subject": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Linked by the operator: the upstream's Alice (unverified address)
+    // signs in to the account at once.
+    let res = through_upstream(&f, &Browser::new(), "alice@example.com").await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["sub"], f.app.user.id.to_string());
+    let one = format!("{url}/{UPSTREAM}");
+    let res = http.delete(&one).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let res = http
+        .delete(&one)
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = http
+        .delete(&one)
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Unlinked: back to the refusal of an unverified address.
+    let res = through_upstream(&f, &Browser::new(), "alice@example.com").await;
+    assert_eq!(res.status(), 403);
+    f.cleanup().await;
+}
+
+on_both_backends!(unlink_from_the_account_page, operator_links_and_unlinks);

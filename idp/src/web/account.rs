@@ -51,6 +51,7 @@ use idp_core::oidc::authorize::RawParams;
 use idp_core::oidc::client::{
     AccessTokenFormat, Client, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
 };
+use idp_core::oidc::federation::UnlinkError;
 use idp_core::oidc::login::SsoSession;
 use idp_core::password_policy::Rule;
 use idp_core::secret::Secret;
@@ -82,6 +83,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/email/cancel", post(email_cancel))
         .route("/account/backup-email", post(backup_email))
         .route("/account/sessions/sign-out-others", post(sign_out_others))
+        .route("/account/identities/unlink", post(unlink_identity))
 }
 
 /// The redirect URI of the account client.
@@ -257,6 +259,9 @@ const LABELLED_EVENTS: &[&str] = &[
     "session.revoked",
     "device.remembered",
     "recovery_codes.regenerated",
+    "federation.linked",
+    "federation.unlinked",
+    "federation.refused",
 ];
 
 fn event_label(kind: &str) -> String {
@@ -274,6 +279,7 @@ const DONE: &[&str] = &[
     "backup_email_set",
     "backup_email_cleared",
     "sessions_ended",
+    "identity_unlinked",
 ];
 
 fn internal(state: &AppState, loc: Locale, e: impl std::fmt::Display) -> Response {
@@ -523,11 +529,13 @@ struct PageQuery {
     done: Option<String>,
 }
 
-/// What the overview re-shows after a refused backup email.
+/// What the overview re-shows after a refused change: the backup email
+/// typed and why it was refused, or why an unlink was refused.
 #[derive(Default)]
-struct BackupForm {
-    value: Option<String>,
-    error: Option<&'static str>,
+struct Refused {
+    backup_value: Option<String>,
+    backup_error: Option<&'static str>,
+    identity_error: Option<&'static str>,
 }
 
 async fn overview(
@@ -546,16 +554,7 @@ async fn overview(
         .as_deref()
         .filter(|d| DONE.contains(d))
         .map(|d| format!("account.done.{d}"));
-    render_overview(
-        &state,
-        jar,
-        loc,
-        &user,
-        &session,
-        done,
-        BackupForm::default(),
-    )
-    .await
+    render_overview(&state, jar, loc, &user, &session, done, Refused::default()).await
 }
 
 async fn render_overview(
@@ -565,7 +564,7 @@ async fn render_overview(
     user: &User,
     session: &SsoSession,
     done: Option<String>,
-    backup: BackupForm,
+    refused: Refused,
 ) -> Response {
     let (jar, browser_id) = browser(state, jar);
     let p = &state.provider;
@@ -575,10 +574,11 @@ async fn render_overview(
             p.protection_status(user).await?,
             p.recent_activity(user.id, RECENT_EVENTS).await?,
             p.pending_email_change(user, session).await?,
+            p.linked_identities(user.id).await?,
         ))
     }
     .await;
-    let (sessions, protection, events, pending) = match gathered {
+    let (sessions, protection, events, pending, identities) = match gathered {
         Ok(g) => g,
         Err(e) => return (jar, internal(state, loc, e)).into_response(),
     };
@@ -610,13 +610,24 @@ async fn render_overview(
         .iter()
         .map(|o| context! { name => o.name.clone(), kinds => o.kinds.join(", ") })
         .collect();
+    let identities: Vec<Value> = identities
+        .iter()
+        .map(|l| {
+            context! {
+                upstream => l.upstream.clone(),
+                name => p.upstream_display_name(&l.upstream),
+                email => l.email.clone(),
+                linked => when(l.created_at),
+            }
+        })
+        .collect();
     let (theme, client_name) = theme_and_name(state);
-    let status = if backup.error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
+    let status = match (refused.backup_error, refused.identity_error) {
+        (Some(_), _) => StatusCode::BAD_REQUEST,
+        (None, Some(_)) => StatusCode::CONFLICT,
+        (None, None) => StatusCode::OK,
     };
-    let backup_value = backup.value.unwrap_or_else(|| {
+    let backup_value = refused.backup_value.unwrap_or_else(|| {
         user.backup_email
             .as_ref()
             .map(|e| e.as_str().to_owned())
@@ -643,7 +654,7 @@ async fn render_overview(
             logout_url => "/logout",
             backup_email => user.backup_email.as_ref().map(|e| e.as_str().to_owned()),
             backup_value => backup_value,
-            backup_error => backup.error,
+            backup_error => refused.backup_error,
             backup_action => "/account/backup-email",
             csrf_backup => csrf_token(state, &browser_id, "account.backup_email"),
             sessions => sessions,
@@ -660,6 +671,10 @@ async fn render_overview(
                 enforced_by => enforced,
             },
             events => events,
+            identities => identities,
+            identity_error => refused.identity_error,
+            unlink_action => "/account/identities/unlink",
+            csrf_identities => csrf_token(state, &browser_id, "account.identities"),
         },
     );
     (jar, res).into_response()
@@ -712,11 +727,12 @@ async fn backup_email(
                 BackupEmailError::SameAsPrimary => "account.backup.same_as_primary",
                 BackupEmailError::Core(e) => return internal(&state, loc, e),
             };
-            let backup = BackupForm {
-                value: Some(f.backup_email.clone()),
-                error: Some(error),
+            let refused = Refused {
+                backup_value: Some(f.backup_email.clone()),
+                backup_error: Some(error),
+                identity_error: None,
             };
-            render_overview(&state, jar, loc, &user, &session, None, backup).await
+            render_overview(&state, jar, loc, &user, &session, None, refused).await
         }
     }
 }
@@ -748,6 +764,62 @@ async fn sign_out_others(
         Ok(_) => see_other("/account?done=sessions_ended"),
         Err(e) => internal(&state, loc, e),
     }
+}
+
+#[derive(Deserialize)]
+struct UnlinkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    upstream: String,
+}
+
+/// Unlinks a sign-in service (a recent sign-in needed), unless it is the
+/// account's only way to sign in.
+async fn unlink_identity(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    Form(f): Form<UnlinkForm>,
+) -> Response {
+    let (loc, user, session) = match signed_in_post(
+        &state,
+        &jar,
+        &headers,
+        "account.identities",
+        &f.csrf,
+        Some("/account"),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    let error = match state
+        .provider
+        .unlink_identity(user.id, &f.upstream, &meta)
+        .await
+    {
+        Ok(()) => return see_other("/account?done=identity_unlinked"),
+        Err(UnlinkError::NotLinked) => "account.identities.not_linked",
+        Err(UnlinkError::LastWayToSignIn) => "account.identities.last_way",
+        Err(UnlinkError::Core(e)) => return internal(&state, loc, e),
+    };
+    render_overview(
+        &state,
+        jar,
+        loc,
+        &user,
+        &session,
+        None,
+        Refused {
+            identity_error: Some(error),
+            ..Refused::default()
+        },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------

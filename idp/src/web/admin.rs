@@ -5,6 +5,7 @@
 //! - the platform operator: a `client_credentials` token of a client with
 //!   `[account] platform_admin = true`; lists, validates and rejects
 //!   organizations;
+//!   and links or unlinks accounts to upstream identities;
 //! - members of an organization, with a token obtained by signing in; what
 //!   they may do is decided by the core from their roles in *that*
 //!   organization (see `idp_core::accounts::orgs::OrgAction`).
@@ -55,6 +56,14 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/api/organizations/{id}/audit", get(audit))
         .route("/admin/api/webhooks/deliveries", get(list_deliveries))
+        .route(
+            "/admin/api/users/{user_id}/identities",
+            get(list_identities).post(link_identity),
+        )
+        .route(
+            "/admin/api/users/{user_id}/identities/{upstream}",
+            axum::routing::delete(unlink_identity),
+        )
 }
 
 /// An API error.
@@ -573,4 +582,120 @@ async fn list_deliveries(
         "created_at": time(d.created_at),
         "delivered_at": d.delivered_at.and_then(time),
     })).collect::<Vec<_>>()}))
+}
+
+// ---- Links to upstream identities (platform operator) ----------------------
+
+async fn account_of(state: &AppState, id: &str) -> Result<idp_core::domain::User, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such user");
+    let id = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
+    state
+        .provider
+        .ports
+        .users
+        .find_by_id(UserId(id))
+        .await
+        .map_err(|e| internal(&e))?
+        .ok_or_else(not_found)
+}
+
+fn identity_json(state: &AppState, l: &idp_core::federation::FederatedIdentity) -> Value {
+    json!({
+        "upstream": l.upstream,
+        "display_name": state.provider.upstream_display_name(&l.upstream),
+        "subject": l.subject,
+        "email": l.email,
+        "created_at": rfc3339(l.created_at),
+        "last_used_at": l.last_used_at.map(rfc3339),
+    })
+}
+
+/// A user's links to upstream identities.
+async fn list_identities(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> ApiResult {
+    operator(&state, &headers).await?;
+    let user = account_of(&state, &user_id).await?;
+    let links = state
+        .provider
+        .linked_identities(user.id)
+        .await
+        .map_err(|e| internal(&e))?;
+    ok(json!({
+        "user_id": user.id,
+        "identities": links.iter().map(|l| identity_json(&state, l)).collect::<Vec<_>>(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewIdentity {
+    upstream: String,
+    subject: String,
+}
+
+/// Links an upstream identity (`{"upstream", "subject"}`) to a user.
+async fn link_identity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    use idp_core::oidc::federation::LinkError;
+    let op = operator(&state, &headers).await?;
+    let user = account_of(&state, &user_id).await?;
+    let input: NewIdentity = json_body(&headers, &body)?;
+    let link = state
+        .provider
+        .link_identity(
+            &op,
+            &user,
+            &input.upstream,
+            &input.subject,
+            &meta(&state, &headers, &peer),
+        )
+        .await
+        .map_err(|e| match e {
+            LinkError::UnknownUpstream(_) => ApiError::bad_request(format!("upstream: {e}")),
+            LinkError::InvalidSubject => ApiError::bad_request(format!("subject: {e}")),
+            LinkError::AlreadyLinked => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "this identity is linked already, or the user already has a link at this upstream",
+            ),
+            LinkError::Core(e) => internal(&e),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(identity_json(&state, &link)),
+    )
+        .into_response())
+}
+
+/// Unlinks a user's identity at an upstream.
+async fn unlink_identity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path((user_id, upstream)): Path<(String, String)>,
+) -> ApiResult {
+    use idp_core::oidc::federation::UnlinkError;
+    let op = operator(&state, &headers).await?;
+    let user = account_of(&state, &user_id).await?;
+    state
+        .provider
+        .unlink_identity_as_operator(&op, user.id, &upstream, &meta(&state, &headers, &peer))
+        .await
+        .map_err(|e| match e {
+            UnlinkError::NotLinked | UnlinkError::LastWayToSignIn => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the user has no link at this upstream",
+            ),
+            UnlinkError::Core(e) => internal(&e),
+        })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -21,6 +21,7 @@
 use super::client::Client;
 use super::login::{FlowError, LoginFlow, PassedStep, SubmitOutcome};
 use super::provider::{Provider, RequestMeta};
+use crate::accounts::orgs::PlatformOperator;
 use crate::domain::{CustomerId, Email, User, UserId, UserStatus};
 use crate::error::CoreError;
 use crate::federation::{FederatedIdentity, PendingLink, UpstreamIdentity};
@@ -263,6 +264,15 @@ impl Provider {
         Ok(())
     }
 
+    /// The display name of a configured upstream (its name when it is no
+    /// longer configured).
+    pub fn upstream_display_name(&self, upstream: &str) -> String {
+        self.step_ports
+            .upstreams
+            .find(upstream)
+            .map_or_else(|| upstream.to_owned(), |(info, _)| info.display_name)
+    }
+
     /// A user's links, oldest first.
     pub async fn linked_identities(
         &self,
@@ -271,20 +281,41 @@ impl Provider {
         Ok(self.ports.identities.list_identities(user).await?)
     }
 
-    /// Unlinks `user`'s identity at `upstream`, if another way to sign in
-    /// remains (a password, or another link); `by_operator` skips that rule.
+    /// The signed-in user unlinks their identity at `upstream`, if another
+    /// way to sign in remains (a password, or another link).
     pub async fn unlink_identity(
         &self,
         user: UserId,
         upstream: &str,
-        by_operator: bool,
+        meta: &RequestMeta,
+    ) -> Result<(), UnlinkError> {
+        self.remove_link(user, upstream, true, meta).await
+    }
+
+    /// The platform operator unlinks `user`'s identity at `upstream` (even
+    /// the account's only way to sign in: the operator decides).
+    pub async fn unlink_identity_as_operator(
+        &self,
+        _op: &PlatformOperator,
+        user: UserId,
+        upstream: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), UnlinkError> {
+        self.remove_link(user, upstream, false, meta).await
+    }
+
+    async fn remove_link(
+        &self,
+        user: UserId,
+        upstream: &str,
+        keep_a_way_in: bool,
         meta: &RequestMeta,
     ) -> Result<(), UnlinkError> {
         let links = self.ports.identities.list_identities(user).await?;
         if !links.iter().any(|l| l.upstream == upstream) {
             return Err(UnlinkError::NotLinked);
         }
-        if !by_operator {
+        if keep_a_way_in {
             let other_link = links.iter().any(|l| l.upstream != upstream);
             let password = self.ports.credentials.find_password(user).await?.is_some();
             if !other_link && !password {
@@ -304,15 +335,17 @@ impl Provider {
             Some(user),
             None,
             meta,
-            serde_json::json!({"upstream": upstream, "by": if by_operator { "operator" } else { "user" }}),
+            serde_json::json!({"upstream": upstream, "by": if keep_a_way_in { "user" } else { "operator" }}),
         )
         .await;
         Ok(())
     }
 
-    /// An operator links `subject` at `upstream` to `user` (CLI, admin API).
+    /// The platform operator links `subject` at `upstream` to `user` (CLI,
+    /// admin API).
     pub async fn link_identity(
         &self,
+        _op: &PlatformOperator,
         user: &User,
         upstream: &str,
         subject: &str,
