@@ -6,8 +6,9 @@
 //   confidential client (client_secret_basic, authorization code, PKCE
 //   required, RS256 ID tokens), `findAccount` over a fixture of accounts the
 //   test adds (`email`, `email_verified`, `name`; scope claims go to UserInfo
-//   only, oidc-provider's default in code flow), and its login and consent
-//   interactions as HTML pages the browser fills. Those pages are ours, not
+//   only, oidc-provider's default in code flow), and its login (with a
+//   "cancel" link: access_denied) and consent interactions as HTML pages the
+//   browser fills. Those pages are ours, not
 //   oidc-provider's `devInteractions`: the development pages import a font
 //   from fonts.googleapis.com (nothing here may leave the loopback), and
 //   their fields have no labels nor their document a language, so they
@@ -154,7 +155,8 @@ export async function startOidcProvider({ brand, tag, client }) {
 <label for="email">Email</label><input id="email" name="email" type="email" autocomplete="username" required>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
-</form>`);
+</form>
+<p><a href="/interaction/${uid}/abort">Cancel and go back</a></p>`);
     if (req.method === 'GET' && !action) {
       if (prompt.name === 'login') return send(res, 200, loginPage());
       if (prompt.name === 'consent') {
@@ -164,6 +166,11 @@ ${scopes.map((s) => `<strong>${escape(s)}</strong>`).join(' and ') || 'identity'
 <form method="post" action="/interaction/${uid}/consent"><button type="submit">Allow</button></form>`));
       }
       return send(res, 400, html(brand, 'Sign-in error', `<p>Unexpected prompt ${escape(prompt.name)}.</p>`));
+    }
+    if (req.method === 'GET' && action === 'abort') {
+      return provider.interactionFinished(req, res,
+        { error: 'access_denied', error_description: 'End-User aborted interaction' },
+        { mergeWithLastSubmission: false });
     }
     if (req.method === 'POST' && action === 'login' && prompt.name === 'login') {
       const form = await readForm(req);

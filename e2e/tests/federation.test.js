@@ -16,7 +16,8 @@
 // upstream alone; an unverified email matching an account refused (twice:
 // nothing was linked; the password still works); unlinking from the account
 // page (the proof is asked again), and the refusal to unlink a just-in-time
-// account's only way to sign in; a tampered `state` and a tampered `nonce`;
+// account's only way to sign in (until it has a password); a tampered
+// `state`; a sign-in cancelled at the upstream; a tampered `nonce`;
 // answers from the wrong issuer (the RFC 9207 `iss` parameter, then the ID
 // token's `iss`); the second upstream, offered next to the first.
 import { describe, it, before, after } from 'node:test';
@@ -312,6 +313,12 @@ describe('federation with upstream OpenID providers', () => {
           const tokens = await atPortal(j, rp, req);
           assert.equal(tokens.claims().sub, user.id);
           assert.deepEqual(tokens.claims().amr, ['pwd']);
+          // Its account page (single sign-on) lists no linked service.
+          await j.page.goto(`${env.idp.issuer}/account`);
+          await j.page.waitForURL((u) => u.origin === env.idp.issuer && u.pathname === '/account');
+          await j.page.locator('#sessions-title').waitFor();
+          assert.equal(await j.page.locator('#linked-identities').count(), 0, 'no linked sign-in service');
+          await j.visit('account-nothing-linked');
         }
       });
     }
@@ -398,16 +405,32 @@ describe('federation with upstream OpenID providers', () => {
       await accountThroughPartner(only, jit, null);
       assert.equal(await linked(only.page).count(), 1);
       await only.visit('account-jit');
-      // Refused on purpose; the contract does not fix the status.
-      only.expect.push(['/account/identities/unlink', 400], ['/account/identities/unlink', 403],
-        ['/account/identities/unlink', 409], ['/account/identities/unlink', 422]);
+      // Refused on purpose (409, the overview with the reason).
+      only.expect.push(['/account/identities/unlink', 409]);
       await linked(only.page).locator('button', { hasText: 'Unlink' }).click();
-      await only.page.getByText(/only way to sign in/).first().waitFor();
+      const reason = only.page.locator('#linked-identities [role=alert]');
+      await reason.waitFor();
+      assert.match(await reason.innerText(), /You cannot unlink your only way to sign in/);
       await only.visit('unlink-refused');
       only.expect.length = 0;
       await only.page.goto(`${env.idp.issuer}/account`);
       await only.page.locator('#sessions-title').waitFor();
       assert.equal(await linked(only.page).count(), 1, 'still linked');
+      // With a password of its own (none to confirm: it had none), the
+      // account may let the link go.
+      await only.page.goto(`${env.idp.issuer}/account/password`);
+      await only.page.locator('#new_password').waitFor();
+      assert.equal(await only.page.locator('#current_password').count(), 0, 'no current password to give');
+      await only.visit('password-first');
+      const password = env.newPassword();
+      await only.page.fill('#new_password', password);
+      await only.page.fill('#confirmation', password);
+      await only.page.click('form.form button[type=submit]');
+      await only.page.waitForURL((u) => u.pathname === '/account' && u.searchParams.get('done') === 'password_changed');
+      await linked(only.page).locator('button', { hasText: 'Unlink' }).click();
+      await only.page.getByText(/is no longer linked/).first().waitFor();
+      assert.equal(await linked(only.page).count(), 0);
+      await only.visit('unlinked-with-password');
     });
   });
 
@@ -440,6 +463,28 @@ describe('federation with upstream OpenID providers', () => {
       const tokens = await atPortal(j, rp, req);
       assert.equal(tokens.claims().email, account.email);
     });
+  });
+
+  it('a sign-in cancelled at the upstream is refused as cancelled', async () => {
+    const rp = env.rps[PORTAL];
+    const account = partner.addAccount({
+      email: env.newEmail('cam'), password: env.newPassword(), email_verified: true, name: 'Cam Cancel',
+    });
+    const j = await fedJourney('f-cancelled');
+    const { page } = j;
+    await j.run(async () => {
+      await openPortal(j, rp, 'identifier');
+      await continueWith(page, 'Partner SSO').click();
+      await page.waitForURL((u) => u.href.startsWith(`${partner.issuer}/interaction/`));
+      await page.locator('#email').waitFor();
+      await j.visit('partner-login');
+      j.expect.push(['/login/upstream/partner/callback', 403]);
+      await page.click('a[href$="/abort"]');
+      const message = await refusal(j, 'cancelled');
+      assert.equal(new URL(page.url()).searchParams.get('error'), 'access_denied');
+      assert.match(message, /The sign-in was cancelled\./);
+    });
+    assert.deepEqual(await accountsWith(account.email), [], 'no account created');
   });
 
   it('a tampered nonce: the upstream signs an ID token for another nonce, which is refused', async () => {
