@@ -121,6 +121,9 @@ export async function startOidcProvider({ brand, tag, client }) {
       profile: ['name'],
     },
     pkce: { required: () => true },
+    // Lifetimes set (oidc-provider's defaults are functions that log a
+    // notice when called).
+    ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 900, Session: 3600, Grant: 3600 },
     features: { devInteractions: { enabled: false } },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     async findAccount(ctx, sub) {

@@ -161,7 +161,7 @@ describe('federation with upstream OpenID providers', () => {
   // ours (a refusal, the proof of a local account).
   async function landing(j, rp) {
     await j.page.waitForURL((u) => u.href.startsWith(rp.client.redirectUri)
-      || (u.origin === env.idp.issuer && !u.pathname.startsWith('/authorize')
+      || (u.origin === env.idp.issuer
         && (u.pathname.startsWith('/login/upstream/') || /^\/login\/[^/]+$/.test(u.pathname))));
     return new URL(j.page.url());
   }
@@ -185,8 +185,8 @@ describe('federation with upstream OpenID providers', () => {
   }
 
   // The provider's log from now on (without colours), to tell which check
-  // refused an answer, beyond the page's words: `logged(re)` waits until a
-  // line matches (stdout reaches this process after the page).
+  // refused an answer, beyond the page's words: the function returned waits
+  // until a line matches `re` (stdout reaches this process after the page).
   function logFromHere() {
     const plain = () => env.idp.serverLogs().replace(/\x1b\[[0-9;]*m/g, '');
     const start = plain().length;
@@ -443,7 +443,8 @@ describe('federation with upstream OpenID providers', () => {
     const { page } = j;
     await j.run(async () => {
       await openPortal(j, rp, 'identifier');
-      // Our callback receives another state than the one we sent.
+      // Our callback receives another state than the one we sent (the
+      // browser's Fetch interception: page.route misses redirects).
       const tamper = await rewriteRequests(page, `${callback('partner')}?`, (u) => {
         u.searchParams.set('state', `${u.searchParams.get('state')}x`);
       });
@@ -460,6 +461,9 @@ describe('federation with upstream OpenID providers', () => {
       // no login page there this time) works.
       const req = await openPortal(j, rp, 'identifier-again');
       await continueWith(page, 'Partner SSO').click();
+      // (Waited for here: the identifier page's own URL would pass for a
+      // page of ours in landing().)
+      await page.waitForURL((u) => u.href.startsWith(rp.client.redirectUri));
       const tokens = await atPortal(j, rp, req);
       assert.equal(tokens.claims().email, account.email);
     });
