@@ -6,7 +6,7 @@
 # Installs what is missing (Debian's `chromium` with apt, then `npm ci` in
 # e2e/), builds the `idp` binary unless IDP_BIN names one, and runs every
 # journey twice: on SQLite with the in-process store, then on PostgreSQL with
-# Redis. Needs Node 20+, python3 with aiosmtpd (the SMTP server; `.ci/run`
+# Redis. Needs Node 20.19+, python3 with aiosmtpd (the SMTP server; `.ci/run`
 # installs it), PostgreSQL on 127.0.0.1:5432 (trust auth, a user that may
 # create databases: each provider gets a fresh one, dropped afterwards) and
 # Redis on 127.0.0.1:6379 (each provider gets a random key prefix). A missing
@@ -32,9 +32,10 @@ BACKENDS="${E2E_BACKENDS:-sqlite postgres}"
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 header "prerequisites"
-command -v node >/dev/null 2>&1 || fail "node is missing (Node 20 or later)"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || fail "Node $node_major is too old: the suite needs Node 20 or later"
+command -v node >/dev/null 2>&1 || fail "node is missing (Node 20.19 or later)"
+# oidc-provider (federation.test.js) needs 20.12+ (crypto.hash); 20.19, as bench/peer.
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+    || fail "Node $(node -v) is too old: the suite needs Node 20.19 or later"
 command -v python3 >/dev/null 2>&1 && python3 -c 'import aiosmtpd' 2>/dev/null \
     || fail "python3 with aiosmtpd is missing (the suite's SMTP server): python3 -m pip install aiosmtpd"
 

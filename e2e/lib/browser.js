@@ -156,3 +156,34 @@ async function checkAxe(page, label) {
     throw new Error(`page ${label} (${page.url()}) has accessibility violations:\n  ${text}`);
   }
 }
+
+/**
+ * Rewrites, in the browser, every request of `page` whose URL starts with
+ * `prefix` before it leaves: `rewrite(url)` changes the URL object it is
+ * given (a query parameter), as an attacker between the browser and the
+ * server would. This goes through the DevTools protocol, not `page.route`:
+ * Playwright's routes see only the first request of a redirect chain, and
+ * the requests tampered with here (an upstream's authorization request,
+ * its answer at the callback) are redirects. Returns {count() (requests
+ * rewritten so far), stop()}.
+ */
+export async function rewriteRequests(page, prefix, rewrite) {
+  const cdp = await page.context().newCDPSession(page);
+  let count = 0;
+  cdp.on('Fetch.requestPaused', async (ev) => {
+    const url = new URL(ev.request.url);
+    rewrite(url);
+    count += 1;
+    await cdp.send('Fetch.continueRequest', { requestId: ev.requestId, url: url.href }).catch(() => {});
+  });
+  // In the protocol's patterns `*` and `?` are wildcards, `\` escapes.
+  const urlPattern = `${prefix.replace(/[\\*?]/g, '\\$&')}*`;
+  await cdp.send('Fetch.enable', { patterns: [{ urlPattern, requestStage: 'Request' }] });
+  return {
+    count: () => count,
+    async stop() {
+      await cdp.send('Fetch.disable').catch(() => {});
+      await cdp.detach().catch(() => {});
+    },
+  };
+}

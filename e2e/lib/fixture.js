@@ -7,11 +7,15 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 // `name` names the provider's log: e2e/artifacts/<backend>/<name>-idp.log.
+// `opts`: {host, port, config, files} of startIdp (lib/harness.js).
 export async function setup(name, clientSpecs, opts = {}) {
   const portal = await startPortalServer();
   await mkdir(join(ARTIFACTS, BACKEND), { recursive: true });
   const idp = await startIdp({
     host: opts.host,
+    port: opts.port,
+    config: opts.config,
+    files: opts.files,
     logFile: join(ARTIFACTS, BACKEND, `${name}-idp.log`),
     clients: clientSpecs.map((c) => ({ ...c, ...portal.clientUris(c.id) })),
   });

@@ -234,9 +234,11 @@ function clientToml(c) {
     'require_pkce = true',
   ];
   if (c.allowOrgCreation) lines.push('', '[account]', 'allow_org_creation = true');
-  (c.flows || []).forEach((steps, i) => {
-    lines.push('', '[[login.flows]]', `name = "f${i}"`, `acr = "${i + 1}"`,
-      `steps = ${JSON.stringify(steps)}`);
+  // A flow is a list of steps (named f<i>, level i + 1), or {name, acr, steps}.
+  (c.flows || []).forEach((flow, i) => {
+    const f = Array.isArray(flow) ? { name: `f${i}`, acr: `${i + 1}`, steps: flow } : flow;
+    lines.push('', '[[login.flows]]', `name = "${f.name}"`, `acr = "${f.acr}"`,
+      `steps = ${JSON.stringify(f.steps)}`);
   });
   return lines.join('\n') + '\n';
 }
@@ -271,20 +273,25 @@ async function newSecret() {
  * [{id, name, redirectUri, postLogoutRedirectUri, flows?}] or [{id, example:
  * 'marketplace.toml', ...}] (a file of config/clients/, whose theme comes from
  * the repository's themes/); each gets a fresh secret (`client.secret`).
- * `host`: the issuer's host (127.0.0.1, or localhost for WebAuthn).
+ * `host`: the issuer's host (127.0.0.1, or localhost for WebAuthn and for
+ * a provider whose cookies must stay apart from another one on 127.0.0.1);
+ * `port`: its port (default: a free one); `config`: more lines for idp.toml,
+ * after every other table (`[[upstreams]]`); `files`: {name: content} written
+ * next to idp.toml (secret files).
  * Returns {issuer, clients, smtp, sms, createUser(email, password),
- * waitForEmail(to, pattern), waitForSms(to, pattern, after), cli(...args),
- * stop()}.
+ * users(), waitForEmail(to, pattern), waitForSms(to, pattern, after),
+ * cli(...args), stop()}.
  */
-export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
+export async function startIdp({ clients, host = '127.0.0.1', port: chosenPort, config = [], files = {}, logFile }) {
   if (!IDP_BIN) throw new Error('IDP_BIN is not set: run the suite with `bash e2e/run.sh`');
   const dir = await mkdtemp(join(tmpdir(), 'idp-e2e-'));
   const confDir = join(dir, 'config');
   await mkdir(join(confDir, 'clients'), { recursive: true });
   const smtp = await startSmtp(dir);
   const sms = await startSmsProvider();
-  const port = await freePort();
+  const port = chosenPort || await freePort();
   const issuer = `http://${host}:${port}`;
+  for (const [name, content] of Object.entries(files)) await writeFile(join(confDir, name), content, { mode: 0o600 });
 
   const registered = [];
   for (const c of clients) {
@@ -318,6 +325,7 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
     'smtp_host = "127.0.0.1"', `smtp_port = ${smtp.port}`, 'smtp_tls = "none"');
   conf.push('', '[sms]', 'transport = "http"', `url = "${sms.url}"`,
     'auth_header_name = "X-Api-Key"', `auth_header_value = "${sms.apiKey}"`);
+  if (config.length) conf.push('', ...config);
   const configPath = join(confDir, 'idp.toml');
   await writeFile(configPath, conf.join('\n') + '\n');
 
@@ -355,7 +363,17 @@ export async function startIdp({ clients, host = '127.0.0.1', logFile }) {
       const code = await new Promise((r) => child.on('exit', r));
       if (code !== 0) throw new Error(`idp user create failed (${code}): ${out}`);
       const customerId = /\b([a-z]{2}\d{5}-[a-z0-9]+)\b/.exec(out)?.[1];
-      return { email, password, customerId, output: out };
+      // The user's id: the `sub` of its ID tokens.
+      const id = /created user (\S+)/.exec(out)?.[1];
+      return { email, password, customerId, id, output: out };
+    },
+    // Every account ({id, customerId, status, email}), from `idp user list`.
+    async users() {
+      const out = await this.cli('user', 'list', '--limit', '1000');
+      return out.trim().split('\n').slice(1).map((line) => {
+        const [id, customerId, status, email] = line.trim().split(/\s+/);
+        return { id, customerId, status, email };
+      });
     },
     // Waits for an email to `to` whose subject or text matches `pattern`.
     async waitForEmail(to, pattern = /./) {
