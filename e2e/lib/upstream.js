@@ -18,6 +18,7 @@
 //   the proxy as their issuer while every endpoint (authorization, token,
 //   JWKS, UserInfo) is another oidc-provider's: the answers and ID tokens
 //   then name that other issuer.
+import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -254,4 +255,28 @@ export async function startMixupProxy(targetIssuer, paths) {
     issuer: (path) => `${base}/${path}`,
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
+}
+
+/** `s` as a literal in a regular expression. */
+export const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * At an oidc-provider started by startOidcProvider (`up`), in journey `j`:
+ * its login page (the account's email and password), then its consent page,
+ * each checked and screenshotted as `<label>-login`, `<label>-consent`. The
+ * browser then goes back to the provider under test's callback.
+ */
+export async function signInAtUpstream(j, up, account, label) {
+  const { page } = j;
+  await page.waitForURL((u) => u.href.startsWith(`${up.issuer}/interaction/`));
+  await page.locator('#email').waitFor();
+  assert.match(await page.locator('.brand').innerText(), new RegExp(escapeRe(up.brand)));
+  await j.visit(`${label}-login`);
+  await page.fill('#email', account.email);
+  await page.fill('#password', account.password);
+  await page.click('button[type=submit]');
+  await page.locator('form[action$="/consent"]').waitFor();
+  assert.match(await page.locator('main').innerText(), /email and profile/);
+  await j.visit(`${label}-consent`);
+  await page.click('button[type=submit]');
 }

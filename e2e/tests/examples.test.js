@@ -5,15 +5,21 @@
 // from a browser not seen before), the cloud console (password plus a
 // mandatory authenticator app or security key, enrolled at the first login;
 // passwordless with the passkey on acr_values=3), and organization creation
-// from the customer space's login page through to validation. Each client's
+// from the customer space's login page through to validation; the customer
+// space's "Continue with Partner SSO" (its second flow: the upstream, then
+// its emailed code), with panva's oidc-provider as the partner's single
+// sign-on, configured as config/idp.toml configures the demo's. Each client's
 // pages show its theme (themes/<client>/: logo, colours, product name), and
 // the customer space's emails its product name.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { setup, signInWithPassword } from '../lib/fixture.js';
 import { journey } from '../lib/browser.js';
+import { freePort } from '../lib/harness.js';
+import { startOidcProvider, signInAtUpstream } from '../lib/upstream.js';
 import { totpAt, currentStep } from '../lib/totp.js';
 
 // Each example client's theme: its product name, and its primary colour
@@ -65,8 +71,20 @@ const PHONE_CHECK = 'phone-check';
 
 describe('example clients', () => {
   let env;
+  let partner; // the customer space's upstream (config/idp.toml's partner-sso)
 
   before(async () => {
+    const port = await freePort();
+    const secret = randomBytes(24).toString('base64url');
+    partner = await startOidcProvider({
+      brand: 'Partner SSO',
+      tag: 'partner',
+      client: {
+        id: 'cloud-idp',
+        secret,
+        redirectUris: [`http://localhost:${port}/login/upstream/partner-sso/callback`],
+      },
+    });
     env = await setup('examples', [
       { id: 'customer-space', example: 'customer-space.toml' },
       { id: 'marketplace', example: 'marketplace.toml' },
@@ -74,11 +92,26 @@ describe('example clients', () => {
       // Not an example: a portal asking a texted code, then an emailed one,
       // where a user without a mobile number adds one.
       { id: PHONE_CHECK, name: 'Phone check', flows: [['identifier', 'password', 'sms_code', 'email_code']] },
-    ], { host: 'localhost' });
+    ], {
+      host: 'localhost',
+      port,
+      files: { 'partner-sso.secret': `${secret}\n` },
+      config: [
+        '[[upstreams]]',
+        'name = "partner-sso"',
+        'display_name = "Partner SSO"',
+        `issuer = "${partner.issuer}"`,
+        'client_id = "cloud-idp"',
+        'client_secret_file = "partner-sso.secret"',
+        'clients = ["customer-space"]',
+        'create_accounts = true',
+      ],
+    });
   });
 
   after(async () => {
     await env?.teardown();
+    await partner?.close();
   });
 
   // The newest sign-in email to `email` and its 6-digit code.
@@ -140,6 +173,37 @@ describe('example clients', () => {
       const claims = (await rp.finish(j.page.url(), req)).claims();
       assert.equal(claims.acr, '2');
       assert.ok(claims.amr.includes('pwd') && claims.amr.length >= 2, `amr ${JSON.stringify(claims.amr)}`);
+    });
+  });
+
+  it('customer-space: "Continue with Partner SSO", then the customer space\'s emailed code', async () => {
+    const rp = env.rps['customer-space'];
+    const account = partner.addAccount({
+      email: env.newEmail('pia'), password: env.newPassword(), email_verified: true, name: 'Pia Partner',
+    });
+    const j = await journey(env.browser, 'g-customer-space-partner-sso');
+    await j.run(async () => {
+      const req = await rp.start();
+      await j.page.goto(req.url);
+      await j.page.locator('#identifier').waitFor();
+      await assertTheme(j, 'customer-space');
+      const button = j.page.locator('form[action$="/federate"] button', { hasText: 'Continue with Partner SSO' });
+      assert.equal(await button.count(), 1, 'the identifier page offers the partner');
+      await button.click();
+      await signInAtUpstream(j, partner, account, 'partner');
+      // Back here: a new account for Pia, then the level's own second step.
+      await j.page.locator('#code').waitFor();
+      await assertTheme(j, 'customer-space');
+      await j.visit('email-code');
+      await enterCode(j, await emailedCode(account.email));
+      await j.page.waitForURL((u) => u.href.startsWith(rp.client.redirectUri));
+      await j.visit('callback');
+      const claims = (await rp.finish(j.page.url(), req)).claims();
+      assert.equal(claims.email, account.email);
+      assert.equal(claims.acr, '2');
+      for (const a of ['fed', 'pwd', 'otp', 'mfa']) {
+        assert.ok(claims.amr.includes(a), `${a} in amr ${JSON.stringify(claims.amr)}`);
+      }
     });
   });
 

@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { setup, signInWithPassword } from '../lib/fixture.js';
 import { journey, rewriteRequests, ARTIFACTS } from '../lib/browser.js';
 import { startIdp, freePort, waitFor, BACKEND } from '../lib/harness.js';
-import { startOidcProvider, startMixupProxy } from '../lib/upstream.js';
+import { startOidcProvider, startMixupProxy, signInAtUpstream, escapeRe } from '../lib/upstream.js';
 
 // The portal whose login page offers Partner SSO and Partner IdP, and the one
 // offering the two lying upstreams. Each has the flows of a client offering
@@ -41,8 +41,6 @@ const FLOWS = [
 ];
 // Our registration at the oidc-provider instances (the same at both).
 const REGISTRATION = 'idp-under-test';
-
-const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('federation with upstream OpenID providers', () => {
   let env;
@@ -138,23 +136,6 @@ describe('federation with upstream OpenID providers', () => {
     await j.page.locator('#identifier').waitFor();
     await j.visit(label);
     return req;
-  }
-
-  // At an oidc-provider: its login page (the account's email and password),
-  // then its consent page. The browser then goes back to our callback.
-  async function signInAtUpstream(j, up, account, label) {
-    const { page } = j;
-    await page.waitForURL((u) => u.href.startsWith(`${up.issuer}/interaction/`));
-    await page.locator('#email').waitFor();
-    assert.match(await page.locator('.brand').innerText(), new RegExp(escapeRe(up.brand)));
-    await j.visit(`${label}-login`);
-    await page.fill('#email', account.email);
-    await page.fill('#password', account.password);
-    await page.click('button[type=submit]');
-    await page.locator('form[action$="/consent"]').waitFor();
-    assert.match(await page.locator('main').innerText(), /email and profile/);
-    await j.visit(`${label}-consent`);
-    await page.click('button[type=submit]');
   }
 
   // Where our callback sends the browser: the portal (tokens), or a page of
