@@ -728,3 +728,41 @@ async fn a_fresh_login_is_fresh_at_the_upstream(backend: Backend) {
 }
 
 on_both_backends!(a_fresh_login_is_fresh_at_the_upstream);
+
+/// Signed in through the upstream at level 1, the portal asks level 2
+/// (`acr_values=2`): the step-up runs the level's upstream flow, whose
+/// upstream step the session already passed, so only the emailed code is
+/// asked (not a password the account does not have).
+async fn a_federated_session_steps_up_with_the_missing_step_only(backend: Backend) {
+    let f = federation(backend, |_| {}).await;
+    upstream_user(&f, "gail@partner.example", "Gail").await;
+    let browser = Browser::new();
+    let res = through_upstream(&f, &browser, "gail@partner.example").await;
+    assert!(location(&res).starts_with(REDIRECT));
+    let (res, _) = browser
+        .follow(
+            &f.app,
+            &authorize_url(&f.app, PORTAL, None, &[("acr_values", "2")]),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("We sent a code"),
+        "only the code is asked: {html}"
+    );
+    let code = match messages_to(&f.app, "gail@partner.example").last() {
+        Some(idp_core::notify::Message::LoginCode { code, .. }) => code.clone(),
+        other => panic!("an emailed code, not {other:?}"),
+    };
+    let res = browser.submit(&f.app, &html, &[("code", &code)]).await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["acr"], "2");
+    let amr = amr(&claims);
+    assert!(amr.contains(&"fed") && amr.contains(&"otp"), "{amr:?}");
+    f.cleanup().await;
+}
+
+on_both_backends!(a_federated_session_steps_up_with_the_missing_step_only);

@@ -394,6 +394,14 @@ impl Provider {
         };
         if let Some((s, user)) = step_up_from {
             // Step-up: the user is known, and what the session proved counts.
+            // A session opened through an upstream steps up through the
+            // level's upstream flow, if it has one: only what that flow adds
+            // is asked (not a password the account may not have).
+            if s.methods.contains(&StepKind::Upstream)
+                && let Some(alt) = client.login.upstream_alternative(flow_def)
+            {
+                flow.flow_name = alt.name.clone();
+            }
             flow.user_id = Some(user.id);
             flow.identifier = Some(user.customer_id.as_str().to_owned());
             flow.passed.push(PassedStep {
