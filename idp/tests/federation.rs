@@ -9,7 +9,7 @@
 
 mod support;
 
-use idp::config::{UpstreamClaimsFile, UpstreamFile};
+use idp::config::UpstreamFile;
 use idp_core::domain::Email;
 use serde_json::Value;
 use support::*;
@@ -65,27 +65,14 @@ async fn federation(backend: Backend, adjust: impl FnOnce(&mut UpstreamFile)) ->
         },
     )
     .await;
-    let secret = TempDir(std::env::temp_dir().join(format!(
-        "idp-upstream-secret-{}",
-        uuid::Uuid::new_v4().simple()
-    )));
-    std::fs::create_dir_all(&secret.0).unwrap();
-    let secret_file = secret.0.join("partner.secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let mut file = UpstreamFile {
-        name: UPSTREAM.into(),
-        display_name: "Partner SSO".into(),
-        issuer: upstream.issuer.clone(),
-        client_id: "federation".into(),
-        client_secret_env: None,
-        client_secret_file: Some(secret_file),
-        public_client: false,
-        scopes: vec!["openid".into(), "email".into(), "profile".into()],
-        clients: vec![PORTAL.into()],
-        create_accounts: true,
-        trust_email: false,
-        claims: UpstreamClaimsFile::default(),
-    };
+    let (mut file, secret) = upstream_entry(
+        UPSTREAM,
+        "Partner SSO",
+        &upstream.issuer,
+        "federation",
+        SECRET,
+        &[PORTAL],
+    );
     adjust(&mut file);
     let app = spawn_app_adjusted(
         backend,
@@ -273,18 +260,7 @@ async fn just_in_time_account(backend: Backend) {
     let to = location(&res);
     let claims2 = id_token_claims(&f.app, PORTAL, &to).await;
     assert_eq!(claims2["sub"], claims["sub"]);
-    assert_eq!(
-        f.app
-            .state
-            .provider
-            .ports
-            .users
-            .list(100, 0)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(account_count(&f.app).await, 2);
     f.cleanup().await;
 }
 
@@ -356,18 +332,7 @@ async fn unverified_email_is_refused(backend: Backend) {
         "{html}"
     );
     assert!(links(&f.app, "alice@example.com").await.is_empty());
-    assert_eq!(
-        f.app
-            .state
-            .provider
-            .ports
-            .users
-            .list(100, 0)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(account_count(&f.app).await, 1);
     let kinds = audit_kinds(&f.app, "alice@example.com").await;
     assert!(!kinds.iter().any(|k| k == "federation.linked"), "{kinds:?}");
     // An unverified address matching nobody creates nothing either.
@@ -380,18 +345,7 @@ async fn unverified_email_is_refused(backend: Backend) {
             .unwrap()
             .contains("did not confirm your email address")
     );
-    assert_eq!(
-        f.app
-            .state
-            .provider
-            .ports
-            .users
-            .list(100, 0)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(account_count(&f.app).await, 1);
     f.cleanup().await;
 }
 
@@ -412,18 +366,7 @@ async fn no_account_without_just_in_time_creation(backend: Backend) {
             .unwrap()
             .contains("No account matches this identity")
     );
-    assert_eq!(
-        f.app
-            .state
-            .provider
-            .ports
-            .users
-            .list(100, 0)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(account_count(&f.app).await, 1);
     // trust_email: Alice's unverified upstream address still finds her account.
     let browser = Browser::new();
     let res = through_upstream(&f, &browser, "alice@example.com").await;
@@ -447,10 +390,7 @@ async fn upstream_then_our_own_factor(backend: Backend) {
     let (res, _) = browser.follow(&f.app, &f.app.url(&to)).await;
     let html = res.text().await.unwrap();
     assert!(html.contains("We sent a code"), "{html}");
-    let code = match messages_to(&f.app, "erin@partner.example").last() {
-        Some(idp_core::notify::Message::LoginCode { code, .. }) => code.clone(),
-        other => panic!("an emailed code, not {other:?}"),
-    };
+    let code = last_login_code(&f.app, "erin@partner.example");
     let res = browser.submit(&f.app, &html, &[("code", &code)]).await;
     assert_eq!(res.status(), 303);
     let to = location(&res);
@@ -490,19 +430,7 @@ async fn tampered_or_replayed_answers_are_refused(backend: Backend) {
     // The state was spent by that attempt (single use): replaying fails too.
     let res = browser.get(&callback).await;
     assert_eq!(res.status(), 400);
-    assert_eq!(
-        f.app
-            .state
-            .provider
-            .ports
-            .users
-            .list(100, 0)
-            .await
-            .unwrap()
-            .len(),
-        1,
-        "no account was created"
-    );
+    assert_eq!(account_count(&f.app).await, 1, "no account was created");
     // A fresh attempt in the right browser works, once.
     let to = continue_with_upstream(&f, &browser, &[]).await;
     let callback = sign_in_upstream(&f, &browser, &to, "bob@partner.example").await;
@@ -751,10 +679,7 @@ async fn a_federated_session_steps_up_with_the_missing_step_only(backend: Backen
         html.contains("We sent a code"),
         "only the code is asked: {html}"
     );
-    let code = match messages_to(&f.app, "gail@partner.example").last() {
-        Some(idp_core::notify::Message::LoginCode { code, .. }) => code.clone(),
-        other => panic!("an emailed code, not {other:?}"),
-    };
+    let code = last_login_code(&f.app, "gail@partner.example");
     let res = browser.submit(&f.app, &html, &[("code", &code)]).await;
     let to = location(&res);
     assert!(to.starts_with(REDIRECT), "{to}");

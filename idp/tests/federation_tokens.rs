@@ -73,27 +73,14 @@ async fn fed_with(backend: Backend, adjust: impl FnOnce(&mut UpstreamFile)) -> F
         },
     )
     .await;
-    let secret = TempDir(std::env::temp_dir().join(format!(
-        "idp-upstream-secret-{}",
-        uuid::Uuid::new_v4().simple()
-    )));
-    std::fs::create_dir_all(&secret.0).unwrap();
-    let secret_file = secret.0.join("scripted.secret");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let mut file = UpstreamFile {
-        name: UPSTREAM.into(),
-        display_name: "Scripted SSO".into(),
-        issuer: up.issuer.clone(),
-        client_id: CLIENT_ID.into(),
-        client_secret_env: None,
-        client_secret_file: Some(secret_file),
-        public_client: false,
-        scopes: vec!["openid".into(), "email".into(), "profile".into()],
-        clients: vec![PORTAL.into()],
-        create_accounts: true,
-        trust_email: false,
-        claims: UpstreamClaimsFile::default(),
-    };
+    let (mut file, secret) = upstream_entry(
+        UPSTREAM,
+        "Scripted SSO",
+        &up.issuer,
+        CLIENT_ID,
+        SECRET,
+        &[PORTAL],
+    );
     adjust(&mut file);
     let app = spawn_app_adjusted(
         backend,
@@ -168,22 +155,10 @@ async fn sign_in(f: &Fed, browser: &Browser) -> reqwest::Response {
     browser.get(&callback).await
 }
 
-async fn account_count(f: &Fed) -> usize {
-    f.app
-        .state
-        .provider
-        .ports
-        .users
-        .list(100, 0)
-        .await
-        .unwrap()
-        .len()
-}
-
 /// No account but Alice (the harness's), no link of the upstream's subject,
 /// none on Alice.
 async fn assert_nothing_created(f: &Fed) {
-    assert_eq!(account_count(f).await, 1, "no account was created");
+    assert_eq!(account_count(&f.app).await, 1, "no account was created");
     let ports = &f.app.state.provider.ports;
     assert!(
         ports
@@ -546,7 +521,7 @@ async fn key_rotation(backend: Backend) {
     assert_eq!(f.up.hits().jwks, 2, "fetched again once for the new kid");
     signed_in(&f).await;
     assert_eq!(f.up.hits().jwks, 2, "then cached");
-    assert_eq!(account_count(&f).await, 2, "Alice and the one created");
+    assert_eq!(account_count(&f.app).await, 2, "Alice and the one created");
     f.cleanup().await;
 }
 
@@ -627,7 +602,7 @@ async fn just_in_time_account_with_mapped_claims(backend: Backend) {
             .unwrap()
             .is_none()
     );
-    assert_eq!(account_count(&f).await, 2);
+    assert_eq!(account_count(&f.app).await, 2);
     f.cleanup().await;
 }
 

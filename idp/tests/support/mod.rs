@@ -914,3 +914,60 @@ impl TestApp {
         }
     }
 }
+
+// ---------------------------------------------------------------- federation
+
+/// An `[[upstreams]]` entry named `name` for `issuer`, registered there as
+/// `client_id` with `secret` (written to a file of the returned folder, as
+/// `client_secret_file`), offered to `clients`, with just-in-time accounts.
+pub fn upstream_entry(
+    name: &str,
+    display_name: &str,
+    issuer: &str,
+    client_id: &str,
+    secret: &str,
+    clients: &[&str],
+) -> (idp::config::UpstreamFile, TempDir) {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "idp-upstream-secret-{}",
+        uuid::Uuid::new_v4().simple()
+    )));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join(format!("{name}.secret"));
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let entry = idp::config::UpstreamFile {
+        name: name.into(),
+        display_name: display_name.into(),
+        issuer: issuer.into(),
+        client_id: client_id.into(),
+        client_secret_env: None,
+        client_secret_file: Some(file),
+        public_client: false,
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+        clients: clients.iter().map(|c| (*c).to_owned()).collect(),
+        create_accounts: true,
+        trust_email: false,
+        claims: idp::config::UpstreamClaimsFile::default(),
+    };
+    (entry, dir)
+}
+
+/// How many accounts the provider has.
+pub async fn account_count(app: &TestApp) -> usize {
+    app.state
+        .provider
+        .ports
+        .users
+        .list(1000, 0)
+        .await
+        .unwrap()
+        .len()
+}
+
+/// The code of the last sign-in code sent to `email`.
+pub fn last_login_code(app: &TestApp, email: &str) -> String {
+    match messages_to(app, email).last() {
+        Some(idp_core::notify::Message::LoginCode { code, .. }) => code.clone(),
+        other => panic!("a sign-in code to {email}, not {other:?}"),
+    }
+}

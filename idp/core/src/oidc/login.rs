@@ -544,6 +544,39 @@ impl Provider {
         })
     }
 
+    /// What a step of `flow` sees: the client, the user, the flow's
+    /// definition, how old the authentication may be (`max_age`, `0` for
+    /// `prompt=login`), the request facts, and `scratch` as its own state.
+    #[allow(clippy::too_many_arguments)]
+    fn step_cx<'a>(
+        &'a self,
+        client: &'a Client,
+        flow: &'a LoginFlow,
+        user: Option<&'a User>,
+        meta: &'a RequestMeta,
+        locale: &'a str,
+        scratch: &'a mut serde_json::Value,
+    ) -> Result<StepCx<'a>, FlowError> {
+        let def = Self::flow_def(client, flow)?;
+        let max_age = if flow.request.prompt.login {
+            Some(0)
+        } else {
+            flow.request.max_age
+        };
+        Ok(StepCx::new(
+            &self.step_ports,
+            client,
+            &flow.id,
+            user,
+            flow.identifier.as_deref(),
+            meta,
+            locale,
+            scratch,
+        )
+        .in_flow(def)
+        .with_max_age(max_age))
+    }
+
     /// Whether each method applies to this user, with a throwaway scratch.
     async fn applicability(
         &self,
@@ -555,18 +588,7 @@ impl Provider {
     ) -> Result<Applicability, FlowError> {
         let step = self.step(kind)?;
         let mut scratch = flow.scratch.get(&kind).cloned().unwrap_or_default();
-        let def = Self::flow_def(client, flow)?;
-        let cx = StepCx::new(
-            &self.step_ports,
-            client,
-            &flow.id,
-            user,
-            flow.identifier.as_deref(),
-            meta,
-            "en",
-            &mut scratch,
-        )
-        .in_flow(def);
+        let cx = self.step_cx(client, flow, user, meta, "en", &mut scratch)?;
         Ok(step.applies(&cx).await?)
     }
 
@@ -706,19 +728,8 @@ impl Provider {
         };
         let s = self.step(step)?;
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
-        let def = Self::flow_def(&client, &flow)?;
         let challenge = {
-            let mut cx = StepCx::new(
-                &self.step_ports,
-                &client,
-                &flow.id,
-                user.as_ref(),
-                flow.identifier.as_deref(),
-                meta,
-                locale,
-                &mut scratch,
-            )
-            .in_flow(def);
+            let mut cx = self.step_cx(&client, &flow, user.as_ref(), meta, locale, &mut scratch)?;
             if enrolling {
                 s.present_enrollment(&mut cx).await?
             } else {
@@ -917,29 +928,8 @@ impl Provider {
         }
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
         let def = Self::flow_def(&client, &flow)?;
-        let max_age = if flow.request.prompt.login {
-            Some(0)
-        } else {
-            flow.request.max_age
-        };
-        macro_rules! cx {
-            ($scratch:expr) => {
-                StepCx::new(
-                    &self.step_ports,
-                    &client,
-                    &flow.id,
-                    user.as_ref(),
-                    flow.identifier.as_deref(),
-                    meta,
-                    locale,
-                    $scratch,
-                )
-                .in_flow(def)
-                .with_max_age(max_age)
-            };
-        }
         let (outcome, identified) = {
-            let mut cx = cx!(&mut scratch);
+            let mut cx = self.step_cx(&client, &flow, user.as_ref(), meta, locale, &mut scratch)?;
             let outcome = if enrolling {
                 s.submit_enrollment(&mut cx, input).await?
             } else {
@@ -967,8 +957,15 @@ impl Provider {
                         )
                     }
                     Resolution::Refused(message) => {
-                        let challenge =
-                            s.present(&mut cx!(&mut scratch)).await?.with_error(message);
+                        let mut cx = self.step_cx(
+                            &client,
+                            &flow,
+                            user.as_ref(),
+                            meta,
+                            locale,
+                            &mut scratch,
+                        )?;
+                        let challenge = s.present(&mut cx).await?.with_error(message);
                         (
                             StepOutcome::Rejected {
                                 challenge,
