@@ -525,6 +525,55 @@ async fn key_rotation(backend: Backend) {
     f.cleanup().await;
 }
 
+/// A mapped username claim naming a customer identifier finds that account
+/// (whatever the email says), and links it only after its own password.
+async fn username_claim_finds_the_account_to_prove(backend: Backend) {
+    let f = fed_with(backend, |u| {
+        u.claims.username = Some("preferred_username".into());
+    })
+    .await;
+    let alice_id = f.app.user.customer_id.as_str().to_owned();
+    f.mode(|m| {
+        m.profile = json!({
+            "preferred_username": alice_id,
+            "email": "someone.else@partner.example",
+            "email_verified": false,
+            "amr": ["pwd"],
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+    });
+    let browser = Browser::new();
+    let res = sign_in(&f, &browser).await;
+    assert_eq!(res.status(), 303);
+    let to = location(&res);
+    assert!(to.starts_with("/login/"), "the proof follows: {to}");
+    let (res, _) = browser.follow(&f.app, &f.app.url(&to)).await;
+    let html = res.text().await.unwrap();
+    assert!(html.contains("link it to Scripted SSO"), "{html}");
+    assert_nothing_created(&f).await;
+    let res = browser
+        .submit(&f.app, &html, &[("password", PASSWORD)])
+        .await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "{to}");
+    let claims = id_token_claims(&f.app, PORTAL, &to).await;
+    assert_eq!(claims["sub"], f.app.user.id.to_string());
+    let link = f
+        .app
+        .state
+        .provider
+        .ports
+        .identities
+        .find_identity(UPSTREAM, SUBJECT)
+        .await
+        .unwrap()
+        .expect("linked after the proof");
+    assert_eq!(link.user_id, f.app.user.id);
+    f.cleanup().await;
+}
+
 /// Nothing forged: a just-in-time account from the configured claim mapping
 /// (`mail`, `mail_verified` sent as the string "true", `display_name` from
 /// UserInfo; the standard claims the upstream also sends are not the mapped
@@ -607,6 +656,7 @@ async fn just_in_time_account_with_mapped_claims(backend: Backend) {
 }
 
 on_both_backends!(
+    username_claim_finds_the_account_to_prove,
     max_age_is_passed_on_and_checked,
     id_token_of_another_issuer,
     iss_parameter_of_another_issuer,
