@@ -263,6 +263,15 @@ fn config_check_accepts_the_repository_configuration() {
         "config/idp.toml sets themes_dir"
     );
     std::fs::write(copy.join("idp.toml"), idp_toml).unwrap();
+    std::fs::create_dir_all(copy.join("upstreams")).unwrap();
+    for entry in std::fs::read_dir(repo.join("config/upstreams")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            copy.join("upstreams").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
     for entry in std::fs::read_dir(repo.join("config/clients")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path)
