@@ -157,7 +157,7 @@ async fn example_login_pages_show_their_theme(app: &TestApp) {
 
 matrix_with!(
     crate::options(),
-    |_| {};
+    |s: &mut idp::config::Settings| s.upstreams = crate::support::repo_upstreams();
     example_login_pages_show_their_theme,
 );
 
@@ -171,7 +171,7 @@ async fn customer_space_email_names_its_product(backend: Backend) {
         options(),
         "Sign-in <no-reply@example.test>",
         sink.port(),
-        |_| {},
+        |s| s.upstreams = repo_upstreams(),
     )
     .await;
     let (verifier, challenge) = pkce();

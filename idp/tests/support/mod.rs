@@ -952,6 +952,26 @@ pub fn upstream_entry(
     (entry, dir)
 }
 
+/// The `[[upstreams]]` of the repository's `config/idp.toml` (the example
+/// clients' flows need them), secret files made absolute.
+pub fn repo_upstreams() -> Vec<idp::config::UpstreamFile> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        upstreams: Vec<idp::config::UpstreamFile>,
+    }
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let doc: Doc = toml::from_str(&std::fs::read_to_string(config.join("idp.toml")).unwrap())
+        .expect("config/idp.toml");
+    doc.upstreams
+        .into_iter()
+        .map(|mut u| {
+            u.client_secret_file = u.client_secret_file.map(|f| config.join(f));
+            u
+        })
+        .collect()
+}
+
 /// How many accounts the provider has.
 pub async fn account_count(app: &TestApp) -> usize {
     app.state
