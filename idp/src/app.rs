@@ -31,7 +31,7 @@ pub struct AppState {
     pub secure_cookies: bool,
     pub trust_forwarded_for: bool,
     /// The discovery document, built once.
-    pub discovery: Arc<String>,
+    pub discovery: web::discovery::PublishedJson,
     /// Origin of the issuer, for the Origin check on form posts.
     pub origin: Arc<String>,
     /// Sends the webhook outbox (its background pass is started by [`serve`]).
@@ -321,7 +321,7 @@ pub async fn build_state(
     .await?;
     let issuer_url = url::Url::parse(&cfg.issuer)?;
     Ok(AppState {
-        discovery: Arc::new(web::discovery::document(&cfg.issuer)),
+        discovery: web::discovery::PublishedJson::new(web::discovery::document(&cfg.issuer)),
         origin: Arc::new(issuer_url.origin().ascii_serialization()),
         secure_cookies: issuer_url.scheme() == "https",
         trust_forwarded_for: cfg.settings.trust_forwarded_for,

@@ -19,8 +19,8 @@
 use idp_core::ports::RepoError;
 use sea_orm::sea_query::{Expr, Func, IntoColumnRef, Order};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryOrder,
-    QuerySelect, RuntimeErr, Select, SqlErr,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryOrder, QuerySelect, RuntimeErr, Select, SqlErr,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -33,14 +33,94 @@ pub mod testing;
 /// Connections of a PostgreSQL pool: a node's requests are short, and several
 /// nodes share the server's `max_connections`.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
-/// Connections to a SQLite file (WAL: one writer at a time, readers alongside).
-const SQLITE_FILE_MAX_CONNECTIONS: u32 = 4;
+/// Reading connections to a SQLite file (WAL: readers never wait for the
+/// writer nor for each other).
+const SQLITE_FILE_READERS: u32 = 4;
 
-/// The storage adapter: one connection pool, implementing every repository
-/// port. Cheap to clone (the pool is shared).
+/// How often the WAL of a SQLite file is checkpointed, by a background task
+/// (see [`SeaStorage`]).
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The WAL size (pages) at which the writer checkpoints on its own, only as
+/// a safety net should the background task fall behind (SQLite's default is
+/// 1000 pages; the task keeps the WAL well under this).
+const SQLITE_WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_000;
+/// A pooled PostgreSQL connection idle for this long is pinged before use
+/// (one idle that long may have been dropped by the server or a proxy);
+/// busy ones are not, which saves a round trip per query.
+const POSTGRES_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// The storage adapter, implementing every repository port. Cheap to clone
+/// (the pools are shared).
+///
+/// Reads go to `db`, writes to `writer`. On PostgreSQL and on an in-memory
+/// SQLite database they are the same pool. On a SQLite file the writer is a
+/// pool of its own with one connection: SQLite lets one connection write at
+/// a time, and a second writer does not queue but fails with `SQLITE_BUSY`
+/// and retries after sleeping (1, 2, 5, 10 ... 100 ms), which gave the
+/// token endpoint's exchanges a p99 of 30 to 40 ms with four pooled writers.
+/// With one writing connection, writes wait their turn in the pool's queue
+/// instead. The reading connections are `query_only`, so a write sent to
+/// them by mistake fails at once rather than bringing the sleeps back.
+///
+/// The WAL of a SQLite file is checkpointed (copied into the database file,
+/// which is then synced) by a background task on a connection of its own,
+/// every [`SQLITE_CHECKPOINT_EVERY`]: by default SQLite makes the commit that
+/// fills 1000 pages of WAL run the checkpoint, so every few hundred token
+/// exchanges one of them, and every write queued behind it, waited for a copy
+/// and an fsync. A passive checkpoint does not block the writer.
 #[derive(Clone, Debug)]
 pub struct SeaStorage {
     db: DatabaseConnection,
+    writer: DatabaseConnection,
+    /// SQL of the hottest lookups, built once (see [`PrebuiltSql`]).
+    sql: std::sync::Arc<PrebuiltSql>,
+    /// The SQLite checkpoint task, stopped with the last clone.
+    _checkpoints: Option<std::sync::Arc<CheckpointTask>>,
+}
+
+/// The SQL text of the lookups every token request makes, built by
+/// sea-query on first use and kept: only their bound values change from one
+/// call to the next, and building a `SELECT` of a whole entity (its column
+/// list, conditions, quoting) was about a sixth of an introspection's
+/// instructions (callgrind). Each is built from the same sea-orm query as
+/// before, with every bound value a lookup key given at the call.
+#[derive(Debug, Default)]
+pub(crate) struct PrebuiltSql {
+    pub(crate) user_by_id: std::sync::OnceLock<String>,
+    pub(crate) user_of_unrevoked_family: std::sync::OnceLock<String>,
+    pub(crate) user_and_organizations_of_unrevoked_family: std::sync::OnceLock<String>,
+    pub(crate) refresh_token_grant: std::sync::OnceLock<String>,
+}
+
+impl SeaStorage {
+    /// The statement of `query` with `values` bound: its SQL built once into
+    /// `slot` (by `query`, whose own values are only samples), then reused.
+    pub(crate) fn prebuilt<const N: usize>(
+        &self,
+        slot: &std::sync::OnceLock<String>,
+        query: impl FnOnce() -> sea_orm::Statement,
+        values: [sea_orm::Value; N],
+    ) -> sea_orm::Statement {
+        let sql = slot.get_or_init(|| {
+            let built = query();
+            let bound = built.values.as_ref().map_or(0, |v| v.0.len());
+            // Every bound value must be one of the call's: a constant bound by
+            // the query itself would be lost.
+            assert_eq!(bound, N, "a prebuilt query binds only its lookup keys");
+            built.sql
+        });
+        sea_orm::Statement::from_sql_and_values(self.backend(), sql.clone(), values)
+    }
+}
+
+/// Aborts the background checkpoint task when dropped.
+#[derive(Debug)]
+struct CheckpointTask(tokio::task::JoinHandle<()>);
+
+impl Drop for CheckpointTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SeaStorage {
@@ -48,51 +128,110 @@ impl SeaStorage {
     /// or `postgres://user@host:port/db`.
     ///
     /// SQLite gets foreign keys on; a file database gets WAL with
-    /// `synchronous = NORMAL` and a small pool; an in-memory database gets a
-    /// single connection that is never closed, since every connection would
-    /// otherwise see its own database and the database lives only as long as
-    /// one connection does. PostgreSQL gets a pool of at most
-    /// 10 connections.
+    /// `synchronous = NORMAL`, one writing connection and a few reading ones;
+    /// an in-memory database gets a single connection that is never closed,
+    /// since every connection would otherwise see its own database and the
+    /// database lives only as long as one connection does. PostgreSQL gets a
+    /// pool of at most 10 connections.
     pub async fn connect(url: &str) -> Result<SeaStorage, RepoError> {
-        let mut opts = ConnectOptions::new(url.to_owned());
-        opts.sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(10));
-        if url.starts_with("sqlite:") {
-            let in_memory = is_sqlite_memory(url);
+        let open = |opts: ConnectOptions| async move {
+            Database::connect(opts)
+                .await
+                .map_err(|e| RepoError::Unavailable(format!("connecting to the database: {e}")))
+        };
+        if !url.starts_with("sqlite:") {
+            let mut opts = base_options(url);
+            opts.max_connections(POSTGRES_MAX_CONNECTIONS)
+                .test_before_acquire_if_idle_for(POSTGRES_PING_IF_IDLE_FOR);
+            let db = open(opts).await?;
+            return Ok(SeaStorage {
+                writer: db.clone(),
+                db,
+                sql: Default::default(),
+                _checkpoints: None,
+            });
+        }
+        if is_sqlite_memory(url) {
+            let mut opts = base_options(url);
+            opts.map_sqlx_sqlite_opts(|o| o.foreign_keys(true))
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false);
+            let db = open(opts).await?;
+            return Ok(SeaStorage {
+                writer: db.clone(),
+                db,
+                sql: Default::default(),
+                _checkpoints: None,
+            });
+        }
+        #[derive(Clone, Copy, PartialEq)]
+        enum Role {
+            Writer,
+            Reader,
+            Checkpointer,
+        }
+        let file = |role: Role| {
+            let mut opts = base_options(url);
+            // An in-process connection cannot go stale: no ping per checkout.
+            opts.test_before_acquire(false);
             opts.map_sqlx_sqlite_opts(move |o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 // sqlx's default too; said here because the schema's
                 // ON DELETE CASCADE depends on it.
-                let o = o.foreign_keys(true);
-                if in_memory {
-                    o
-                } else {
-                    o.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal)
+                let o = o
+                    .foreign_keys(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal);
+                match role {
+                    Role::Writer => o.pragma(
+                        "wal_autocheckpoint",
+                        SQLITE_WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+                    ),
+                    Role::Reader => o.pragma("query_only", "ON"),
+                    Role::Checkpointer => o,
                 }
             });
-            if in_memory {
-                opts.max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None);
-            } else {
-                opts.max_connections(SQLITE_FILE_MAX_CONNECTIONS);
+            opts
+        };
+        // The writer first: it creates the file and switches it to WAL,
+        // which a query-only connection could not do.
+        let mut writer = file(Role::Writer);
+        writer.max_connections(1);
+        let writer = open(writer).await?;
+        let mut readers = file(Role::Reader);
+        readers.max_connections(SQLITE_FILE_READERS);
+        let db = open(readers).await?;
+        let mut checkpointer = file(Role::Checkpointer);
+        checkpointer.max_connections(1);
+        let checkpointer = open(checkpointer).await?;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = checkpointer
+                    .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                    .await
+                {
+                    tracing::warn!(error = %e, "SQLite WAL checkpoint failed");
+                }
             }
-        } else {
-            opts.max_connections(POSTGRES_MAX_CONNECTIONS);
-        }
-        let db = Database::connect(opts)
-            .await
-            .map_err(|e| RepoError::Unavailable(format!("connecting to the database: {e}")))?;
-        Ok(SeaStorage { db })
+        });
+        Ok(SeaStorage {
+            db,
+            writer,
+            sql: Default::default(),
+            _checkpoints: Some(std::sync::Arc::new(CheckpointTask(task))),
+        })
     }
 
     /// Applies the pending migrations of [`idp_migrations::Migrator`];
     /// running it again does nothing.
     pub async fn migrate(&self) -> Result<(), RepoError> {
-        idp_migrations::Migrator::up(&self.db, None)
+        idp_migrations::Migrator::up(&self.writer, None)
             .await
             .map_err(|e| RepoError::Unavailable(format!("migrating the database: {e}")))
     }
@@ -144,6 +283,49 @@ impl SeaStorage {
             .map(T::try_from)
             .collect()
     }
+}
+
+/// The row of a query that matches at most one row by construction (a
+/// primary key or a unique column), or `None`.
+///
+/// Not `Select::one`: it binds `LIMIT 1` as a parameter, and SQLite (3.46
+/// and later) lets the value of a bound `LIMIT` steer the query plan, so it
+/// marks the statement to be compiled again whenever that parameter is bound,
+/// that is on every execution: every `one()` on SQLite parsed and planned its
+/// statement anew instead of reusing the cached one (14% of the CPU time of
+/// an introspection request, measured with perf). Without a `LIMIT` the
+/// cached statement is reused. A second row would break the uniqueness this
+/// relies on, and is reported as corrupt data.
+pub(crate) async fn unique_row<E, C>(
+    query: Select<E>,
+    db: &C,
+) -> Result<Option<E::Model>, RepoError>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    at_most_one(query.all(db).await.map_err(db_err)?)
+}
+
+/// The only row of `rows`, or `None`; more than one is corrupt data (see
+/// [`unique_row`]).
+pub(crate) fn at_most_one<T>(mut rows: Vec<T>) -> Result<Option<T>, RepoError> {
+    if rows.len() > 1 {
+        return Err(RepoError::Corrupt(format!(
+            "{} rows where at most one was expected",
+            rows.len()
+        )));
+    }
+    Ok(rows.pop())
+}
+
+/// Options every pool shares.
+fn base_options(url: &str) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10));
+    opts
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

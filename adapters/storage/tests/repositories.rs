@@ -1106,6 +1106,130 @@ async fn revoke_families_of_session(s: &SeaStorage) {
     assert_eq!(unknown.await.unwrap(), 0);
 }
 
+async fn grant_reads_bring_the_user_in_the_same_query(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let fam = family(alice.id, Some("sid-1"));
+    let token = refresh_token(&fam, "refresh-secret-1");
+    s.create_family(&fam, Some(&token)).await.unwrap();
+    let bobs = family(bob.id, None);
+    s.create_family(&bobs, Some(&refresh_token(&bobs, "bobs")))
+        .await
+        .unwrap();
+
+    // The user of a live family; nothing for an unknown one.
+    assert_eq!(
+        s.find_user_of_unrevoked_family(fam.id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        s.find_user_of_unrevoked_family(bobs.id).await.unwrap(),
+        Some(bob.clone())
+    );
+    assert_eq!(
+        s.find_user_of_unrevoked_family(Uuid::now_v7())
+            .await
+            .unwrap(),
+        None
+    );
+    // The refresh token with its family and user.
+    assert_eq!(
+        s.find_refresh_token_grant(&TokenHash::of("refresh-secret-1"))
+            .await
+            .unwrap(),
+        Some((token.clone(), fam.clone(), alice.clone()))
+    );
+    assert_eq!(
+        s.find_refresh_token_grant(&TokenHash::of("unknown"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Revoked: no user through the family any more; the refresh token still
+    // reads, with its family saying it is revoked (the caller refuses it).
+    assert!(s.revoke_family(fam.id, at(50.0), "logout").await.unwrap());
+    assert_eq!(s.find_user_of_unrevoked_family(fam.id).await.unwrap(), None);
+    let (_, revoked, user) = s
+        .find_refresh_token_grant(&TokenHash::of("refresh-secret-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(at(50.0)));
+    assert_eq!(user, alice);
+    // Bob's grant is untouched.
+    assert_eq!(
+        s.find_user_of_unrevoked_family(bobs.id).await.unwrap(),
+        Some(bob)
+    );
+}
+
+async fn grant_read_with_organizations_in_join_order(s: &SeaStorage) {
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let whole = T0.replace_nanosecond(0).unwrap() + Duration::seconds(5);
+    let acme = organization("Acme", None, alice.id, whole - Duration::seconds(10));
+    let globex = organization("Globex", None, alice.id, whole - Duration::seconds(10));
+    created_org(s, &acme).await;
+    created_org(s, &globex).await;
+    // Joined out of insertion order, with whole and fractional seconds.
+    let bob_acme = membership(
+        acme.id,
+        bob.id,
+        &[Role::Member],
+        whole + Duration::milliseconds(500),
+    );
+    let bob_globex = membership(globex.id, bob.id, &[Role::SecurityManager], whole);
+    for m in [&bob_acme, &bob_globex] {
+        s.add_member(m).await.unwrap();
+    }
+    let bobs = family(bob.id, None);
+    s.create_family(&bobs, None).await.unwrap();
+    let carol = created_user(s, "carol@example.com", "ef11111-xyz").await;
+    let carols = family(carol.id, None);
+    s.create_family(&carols, None).await.unwrap();
+
+    // What memberships_of and find_org give, in one read.
+    let (user, orgs) = s
+        .find_user_and_organizations_of_unrevoked_family(bobs.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user, bob);
+    let expected: Vec<_> = [&bob_globex, &bob_acme]
+        .iter()
+        .map(|m| {
+            let org = if m.org_id == acme.id { &acme } else { &globex };
+            (org.clone(), m.roles.clone())
+        })
+        .collect();
+    assert_eq!(orgs.len(), 2);
+    for ((o, roles), (eo, eroles)) in orgs.iter().zip(&expected) {
+        assert_eq!((o.id, roles), (eo.id, eroles));
+        assert_eq!(Some(o.clone()), s.find_org(o.id).await.unwrap());
+    }
+    // A user in no organization; an unknown or revoked family.
+    assert_eq!(
+        s.find_user_and_organizations_of_unrevoked_family(carols.id)
+            .await
+            .unwrap(),
+        Some((carol, vec![]))
+    );
+    assert_eq!(
+        s.find_user_and_organizations_of_unrevoked_family(Uuid::now_v7())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(s.revoke_family(bobs.id, at(50.0), "logout").await.unwrap());
+    assert_eq!(
+        s.find_user_and_organizations_of_unrevoked_family(bobs.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 // ---------------------------------------------------------------- signing keys
 
 async fn signing_keys_list_create_retire(s: &SeaStorage) {
@@ -1767,7 +1891,7 @@ async fn migrate_is_idempotent(s: &SeaStorage) {
 // ---------------------------------------------------------------- both backends
 
 macro_rules! on_both_backends {
-    ($($case:ident => $sqlite:ident, $postgres:ident;)+) => {$(
+    ($file:ident: $($case:ident => $sqlite:ident, $postgres:ident;)+) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $sqlite() {
             let storage = fresh_sqlite().await;
@@ -1789,10 +1913,34 @@ macro_rules! on_both_backends {
                 std::panic::resume_unwind(e.into_panic());
             }
         }
-    )+};
+    )+
+        /// The same cases on a SQLite file, where reads and writes go to
+        /// separate pools (one writing connection, query-only readers): a
+        /// write sent to a reader would fail here.
+        mod $file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let dir = std::env::temp_dir()
+                        .join(format!("idp-repos-{}", uuid::Uuid::new_v4().simple()));
+                    std::fs::create_dir_all(&dir).unwrap();
+                    let url = format!("sqlite://{}/idp.db?mode=rwc", dir.display());
+                    let storage = idp_storage::SeaStorage::connect(&url).await.unwrap();
+                    storage.migrate().await.unwrap();
+                    let outcome =
+                        tokio::spawn(async move { super::$case(&storage).await }).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    if let Err(e) = outcome {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            )+
+        }
+    };
 }
 
 on_both_backends! {
+    on_sqlite_file:
     user_create_and_find => user_create_and_find__sqlite, user_create_and_find__postgres;
     user_fields_round_trip => user_fields_round_trip__sqlite, user_fields_round_trip__postgres;
     user_duplicate_email_conflicts =>
@@ -1836,6 +1984,12 @@ on_both_backends! {
     revoke_family_once => revoke_family_once__sqlite, revoke_family_once__postgres;
     revoke_families_of_session =>
         revoke_families_of_session__sqlite, revoke_families_of_session__postgres;
+    grant_reads_bring_the_user_in_the_same_query =>
+        grant_reads_bring_the_user_in_the_same_query__sqlite,
+        grant_reads_bring_the_user_in_the_same_query__postgres;
+    grant_read_with_organizations_in_join_order =>
+        grant_read_with_organizations_in_join_order__sqlite,
+        grant_read_with_organizations_in_join_order__postgres;
     signing_keys_list_create_retire =>
         signing_keys_list_create_retire__sqlite, signing_keys_list_create_retire__postgres;
     consents_upsert_and_replace =>
@@ -2184,10 +2338,85 @@ async fn concurrent_webhook_claimers_get_disjoint_sets(s: &SeaStorage) {
 }
 
 on_both_backends! {
+    webhooks_on_sqlite_file:
     webhook_outbox_claim_lease_and_finish =>
         webhook_outbox_claim_lease_and_finish__sqlite,
         webhook_outbox_claim_lease_and_finish__postgres;
     concurrent_webhook_claimers_get_disjoint_sets =>
         concurrent_webhook_claimers_get_disjoint_sets__sqlite,
         concurrent_webhook_claimers_get_disjoint_sets__postgres;
+}
+
+// ---------------------------------------------------------------- federated identities
+
+async fn federated_identity_link_find_touch_and_unlink(s: &SeaStorage) {
+    use idp_core::federation::FederatedIdentity;
+    use idp_core::ports::FederatedIdentityRepo;
+    let alice = created_user(s, "alice@example.com", "ab12345-xyz").await;
+    let bob = created_user(s, "bob@example.com", "cd67890-xyz").await;
+    let link = |user: UserId, upstream: &str, subject: &str, created_at| FederatedIdentity {
+        user_id: user,
+        upstream: upstream.into(),
+        subject: subject.into(),
+        email: Some("alice@partner.example".into()),
+        created_at,
+        last_used_at: None,
+    };
+    let partner = link(alice.id, "partner", "248289761001", at(1.0));
+    s.create_identity(&partner).await.unwrap();
+    s.create_identity(&link(alice.id, "agency", "a-1", at(2.0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_identity("partner", "248289761001").await.unwrap(),
+        Some(partner.clone())
+    );
+    assert_eq!(s.find_identity("partner", "unknown").await.unwrap(), None);
+    // The same identity for someone else, or a second link of Alice at the
+    // same upstream: conflicts, nothing written.
+    assert!(matches!(
+        s.create_identity(&link(bob.id, "partner", "248289761001", at(3.0)))
+            .await,
+        Err(RepoError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_identity(&link(alice.id, "partner", "other", at(3.0)))
+            .await,
+        Err(RepoError::Conflict(_))
+    ));
+    assert!(s.list_identities(bob.id).await.unwrap().is_empty());
+    let listed = s.list_identities(alice.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|l| l.upstream.as_str())
+            .collect::<Vec<_>>(),
+        ["partner", "agency"],
+        "oldest first"
+    );
+
+    s.touch_identity("partner", "248289761001", at(10.0))
+        .await
+        .unwrap();
+    let touched = s
+        .find_identity("partner", "248289761001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(touched.last_used_at, Some(at(10.0)));
+
+    assert!(s.delete_identity(alice.id, "partner").await.unwrap());
+    assert!(!s.delete_identity(alice.id, "partner").await.unwrap());
+    assert_eq!(
+        s.find_identity("partner", "248289761001").await.unwrap(),
+        None
+    );
+    assert_eq!(s.list_identities(alice.id).await.unwrap().len(), 1);
+}
+
+on_both_backends! {
+    identities_on_sqlite_file:
+    federated_identity_link_find_touch_and_unlink =>
+        federated_identity_link_find_touch_and_unlink__sqlite,
+        federated_identity_link_find_touch_and_unlink__postgres;
 }

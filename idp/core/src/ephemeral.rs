@@ -95,25 +95,43 @@ struct Entry {
 #[derive(Debug)]
 pub struct MemoryStore {
     clock: SharedClock,
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<Entries>,
 }
+
+#[derive(Debug)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    /// When expired entries are dropped next.
+    next_sweep: OffsetDateTime,
+}
+
+/// Expired entries are dropped at most this often: a sweep visits every
+/// entry, and many live for a day (the markers of redeemed codes), so
+/// sweeping every 64th call, as before, meant visiting the whole map a few
+/// times per request under load, with the lock held.
+const SWEEP_EVERY: time::Duration = time::Duration::seconds(1);
 
 impl MemoryStore {
     pub fn new(clock: SharedClock) -> Self {
+        let next_sweep = clock.now() + SWEEP_EVERY;
         Self {
             clock,
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Entries {
+                map: HashMap::new(),
+                next_sweep,
+            }),
         }
     }
 
     fn with_live<R>(&self, f: impl FnOnce(&mut HashMap<String, Entry>, OffsetDateTime) -> R) -> R {
         let now = self.clock.now();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.map.lock().unwrap_or_else(|p| p.into_inner());
         // Sweep now and then so abandoned keys do not pile up.
-        if map.len() > 1024 && crate::random::below(64) == 0 {
-            map.retain(|_, e| e.expires_at > now);
+        if now >= entries.next_sweep {
+            entries.next_sweep = now + SWEEP_EVERY;
+            entries.map.retain(|_, e| e.expires_at > now);
         }
-        f(&mut map, now)
+        f(&mut entries.map, now)
     }
 
     fn expiry(now: OffsetDateTime, ttl: Duration) -> OffsetDateTime {
@@ -589,6 +607,38 @@ mod tests {
 
     fn dyn_store() -> Arc<dyn EphemeralStore> {
         store().0
+    }
+
+    fn held(s: &MemoryStore) -> usize {
+        s.map.lock().unwrap().map.len()
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_swept_at_most_once_per_interval() {
+        let (s, clock) = store();
+        for i in 0..100 {
+            s.put(&format!("short:{i}"), b"v", Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        s.put("long", b"v", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        clock.advance(time::Duration::seconds(2));
+        // The first call after the interval sweeps; only the live key stays.
+        assert_eq!(s.get("long").await.unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(held(&s), 1);
+        // Expired again, but within the interval: kept (unreadable) until
+        // the next sweep.
+        s.put("brief", b"v", Duration::from_millis(1))
+            .await
+            .unwrap();
+        clock.advance(time::Duration::milliseconds(500));
+        assert!(s.get("brief").await.unwrap().is_none());
+        assert_eq!(held(&s), 2);
+        clock.advance(time::Duration::seconds(1));
+        assert!(s.get("brief").await.unwrap().is_none());
+        assert_eq!(held(&s), 1);
     }
 
     #[tokio::test]

@@ -141,6 +141,7 @@ pub struct SigningKeys {
     active: HashMap<SigningAlg, ActiveKey>,
     verifiers: HashMap<String, Box<dyn JwsVerifier>>,
     jwks_json: String,
+    jwks_etag: String,
 }
 
 impl fmt::Debug for SigningKeys {
@@ -203,7 +204,7 @@ impl SigningKeys {
             if let Some(k) = chosen {
                 let private = Jwk::from_bytes(kek.open(&k.private_jwe)?)?;
                 let signer: Box<dyn JwsSigner> = match alg {
-                    SigningAlg::ES256 => Box::new(ES256.signer_from_jwk(&private)?),
+                    SigningAlg::ES256 => Box::new(Es256Signer::from_jwk(&private)?),
                     SigningAlg::RS256 => Box::new(RS256.signer_from_jwk(&private)?),
                 };
                 active.insert(
@@ -219,16 +220,30 @@ impl SigningKeys {
             "keys": published.iter().map(|j| serde_json::Value::Object(j.as_ref().clone())).collect::<Vec<_>>()
         })
         .to_string();
+        let jwks_etag = {
+            use base64::Engine;
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(jwks_json.as_bytes());
+            let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+            format!("\"{tag}\"")
+        };
         Ok(Self {
             active,
             verifiers,
             jwks_json,
+            jwks_etag,
         })
     }
 
     /// The JWKS document (public keys only).
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
+    }
+
+    /// A strong entity tag of [`Self::jwks_json`] (quoted): it changes with
+    /// the published keys.
+    pub fn jwks_etag(&self) -> &str {
+        &self.jwks_etag
     }
 
     pub fn active_kid(&self, alg: SigningAlg) -> Option<&str> {
@@ -263,17 +278,110 @@ impl SigningKeys {
         &self,
         token: &str,
     ) -> Result<(serde_json::Map<String, serde_json::Value>, Option<String>), CoreError> {
+        self.verify_with_kid(token)
+            .map(|verified| (verified.claims, verified.typ))
+    }
+
+    /// [`Self::verify`], also saying which key verified the signature.
+    pub fn verify_with_kid(&self, token: &str) -> Result<VerifiedJwt, CoreError> {
         let (payload, header) = jwt::decode_with_verifier_selector(token, |header| {
             Ok(header
                 .key_id()
                 .and_then(|kid| self.verifiers.get(kid))
                 .map(|v| v.as_ref()))
         })?;
-        Ok((
-            payload.claims_set().clone(),
-            header.token_type().map(str::to_owned),
-        ))
+        // The selector found a verifier by this kid, so there is one.
+        let kid = header
+            .key_id()
+            .ok_or_else(|| CoreError::Crypto("verified a JWT without a kid".into()))?
+            .to_owned();
+        Ok(VerifiedJwt {
+            claims: payload.claims_set().clone(),
+            typ: header.token_type().map(str::to_owned),
+            kid,
+        })
     }
+
+    /// Whether the key `kid` is published (and so accepted) in this set.
+    pub fn publishes(&self, kid: &str) -> bool {
+        self.verifiers.contains_key(kid)
+    }
+}
+
+/// ES256 signatures with OpenSSL's ECDSA on a SHA-256 digest
+/// (`ECDSA_do_sign`): the same P-256 code as josekit's signer, which instead
+/// sets up an EVP signing context, and so looks the algorithm up in
+/// OpenSSL's provider tables, for every signature, then re-encodes the DER
+/// signature it gets back. That set-up was about a quarter of each ES256
+/// signature (`cargo run --release -p idp-core --example es256_sign`). The
+/// output is the JWS form, R and S as 32 bytes each (RFC 7518 §3.4).
+#[derive(Clone)]
+struct Es256Signer {
+    key: openssl::ec::EcKey<openssl::pkey::Private>,
+    kid: Option<String>,
+}
+
+impl fmt::Debug for Es256Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Es256Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Es256Signer {
+    /// From a private JWK, checked as josekit checks it (`use`, `alg`, `crv`).
+    fn from_jwk(jwk: &Jwk) -> Result<Self, CoreError> {
+        // The checks, and the key in a form OpenSSL reads.
+        ES256.signer_from_jwk(jwk)?;
+        let der = josekit::jwk::alg::ec::EcKeyPair::from_jwk(jwk)?.to_der_private_key();
+        let key = openssl::pkey::PKey::private_key_from_der(&der)
+            .and_then(|k| k.ec_key())
+            .map_err(|e| CoreError::Crypto(format!("ES256 key: {e}")))?;
+        Ok(Self {
+            key,
+            kid: jwk.key_id().map(str::to_owned),
+        })
+    }
+}
+
+impl JwsSigner for Es256Signer {
+    fn algorithm(&self) -> &dyn josekit::jws::JwsAlgorithm {
+        &ES256
+    }
+
+    fn key_id(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    fn signature_len(&self) -> usize {
+        64
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, josekit::JoseError> {
+        use sha2::{Digest, Sha256};
+        let sign = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+            let sig = openssl::ecdsa::EcdsaSig::sign(&Sha256::digest(message), &self.key)?;
+            let mut out = sig.r().to_vec_padded(32)?;
+            out.extend_from_slice(&sig.s().to_vec_padded(32)?);
+            Ok(out)
+        };
+        sign().map_err(|e| josekit::JoseError::InvalidSignature(e.into()))
+    }
+
+    fn box_clone(&self) -> Box<dyn JwsSigner> {
+        Box::new(self.clone())
+    }
+}
+
+/// A JWT whose signature one of our published keys verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedJwt {
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The `typ` header.
+    pub typ: Option<String>,
+    /// The key that verified it.
+    pub kid: String,
 }
 
 #[cfg(test)]
@@ -304,6 +412,29 @@ mod tests {
         let jwks: serde_json::Value = serde_json::from_str(keys.jwks_json()).unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
         assert!(!keys.jwks_json().contains("\"d\""));
+    }
+
+    #[test]
+    fn es256_signatures_verify_with_josekit_and_differ_each_time() {
+        let kp = ES256.generate_key_pair().unwrap();
+        let mut private = kp.to_jwk_key_pair();
+        private.set_key_id("k1");
+        let ours = Es256Signer::from_jwk(&private).unwrap();
+        let verifier = ES256.verifier_from_jwk(&kp.to_jwk_public_key()).unwrap();
+        let a = ours.sign(b"header.payload").unwrap();
+        let b = ours.sign(b"header.payload").unwrap();
+        assert_eq!((a.len(), ours.key_id()), (64, Some("k1")));
+        assert_ne!(a, b, "a fresh nonce for each signature");
+        verifier.verify(b"header.payload", &a).unwrap();
+        verifier.verify(b"header.payload", &b).unwrap();
+        assert!(verifier.verify(b"header.payloaD", &a).is_err());
+        // And the other way round: josekit's signature has the same form.
+        let theirs = ES256.signer_from_jwk(&private).unwrap();
+        let c = theirs.sign(b"header.payload").unwrap();
+        assert_eq!(c.len(), 64);
+        verifier.verify(b"header.payload", &c).unwrap();
+        // A public key alone is refused.
+        assert!(Es256Signer::from_jwk(&kp.to_jwk_public_key()).is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl PasswordHasher {
             settings.max_concurrent
         };
         let pool = Arc::new(BlockPool::new(&params, permits));
-        let dummy = hash_blocking(&params, &pool, crate::random::token().as_bytes())?;
+        let dummy = unmatchable_phc(&params)?;
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(permits)),
@@ -179,13 +179,30 @@ fn hash_blocking(params: &Params, pool: &BlockPool, pw: &[u8]) -> Result<String,
         argon(params).hash_password_into_with_memory(pw, &salt, &mut out, blocks)
     })
     .map_err(crypto("argon2 hash"))?;
+    phc_string(params, &salt, &out)
+}
+
+/// A PHC string with the configured parameters that no password matches: a
+/// random salt and a random output, which a password would match with a
+/// chance of 2^-256. It is what unknown accounts are checked against, and
+/// verifying a password against it costs what verifying against a real hash
+/// costs, which is all it is for. Making it costs nothing: before, it was a
+/// real hash made at start-up, whose 19 MiB of working memory then stayed in
+/// the pool of an idle server (half of its resident memory).
+fn unmatchable_phc(params: &Params) -> Result<String, CoreError> {
+    let salt = crate::random::bytes(16);
+    let out = crate::random::bytes(Params::DEFAULT_OUTPUT_LEN);
+    phc_string(params, &salt, &out)
+}
+
+fn phc_string(params: &Params, salt: &[u8], out: &[u8]) -> Result<String, CoreError> {
     let phc = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
         version: Some(Version::V0x13.into()),
         params: ParamsString::try_from(params)
             .map_err(|e| CoreError::Crypto(format!("argon2 parameters: {e}")))?,
-        salt: Some(Salt::new(&salt).map_err(|e| CoreError::Crypto(format!("salt: {e}")))?),
-        hash: Some(Output::new(&out).map_err(|e| CoreError::Crypto(format!("output: {e}")))?),
+        salt: Some(Salt::new(salt).map_err(|e| CoreError::Crypto(format!("salt: {e}")))?),
+        hash: Some(Output::new(out).map_err(|e| CoreError::Crypto(format!("output: {e}")))?),
     };
     Ok(phc.to_string())
 }
@@ -357,6 +374,24 @@ mod tests {
         assert!((1..=2).contains(&free.len()), "{} buffers kept", free.len());
         // memory_kib = 1024: 1024 blocks of 1 KiB each.
         assert!(free.iter().all(|b| b.len() == 1024));
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_costs_a_real_verification_and_no_memory_at_start() {
+        let h = PasswordHasher::new(cheap()).unwrap();
+        // Nothing hashed yet, so no working memory held.
+        assert_eq!(h.pool.free.lock().unwrap().len(), 0);
+        // Same algorithm and parameters as a real hash: the same work.
+        let dummy = PasswordHash::new(&h.dummy_phc).unwrap();
+        let real_phc = h.hash(&Secret::new("pw")).await.unwrap();
+        let real = PasswordHash::new(&real_phc).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        assert_eq!(
+            (dummy.salt.unwrap().len(), dummy.hash.unwrap().len()),
+            (real.salt.unwrap().len(), real.hash.unwrap().len())
+        );
     }
 
     #[tokio::test]

@@ -111,6 +111,17 @@ pub trait TokenFamilyRepo: Send + Sync {
         first_token: Option<&RefreshTokenRecord>,
     ) -> Result<(), RepoError>;
     async fn find_family(&self, id: Uuid) -> Result<Option<TokenFamily>, RepoError>;
+    /// The user of family `id` when the family exists and is not revoked,
+    /// else `None`: the check every access token of a grant goes through,
+    /// and the account it stands for, in one read.
+    async fn find_user_of_unrevoked_family(&self, id: Uuid) -> Result<Option<User>, RepoError>;
+    /// [`Self::find_user_of_unrevoked_family`] with the organizations the
+    /// user belongs to and their roles there, in the order the user joined
+    /// them (userinfo's `organizations` claim), in one read.
+    async fn find_user_and_organizations_of_unrevoked_family(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(User, Vec<(Organization, Vec<Role>)>)>, RepoError>;
     /// Marks the family revoked (first reason wins); returns whether this call
     /// revoked it. Its refresh tokens stop working with it.
     async fn revoke_family(
@@ -130,6 +141,12 @@ pub trait TokenFamilyRepo: Send + Sync {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<RefreshTokenRecord>, RepoError>;
+    /// The refresh token of hash `hash` with its family and the family's
+    /// user, in one read (the refresh grant, introspection, revocation).
+    async fn find_refresh_token_grant(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, TokenFamily, User)>, RepoError>;
     /// Atomically marks `old` used and inserts `new` in the same family.
     /// Returns `false` (and inserts nothing) when `old` was already used:
     /// of two concurrent rotations exactly one succeeds.

@@ -1,9 +1,12 @@
 //! Discovery (OpenID Connect Discovery 1.0 §3, RFC 8414) and the JWKS.
 
 use crate::app::AppState;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
 /// The metadata document for `issuer`.
@@ -39,24 +42,88 @@ pub fn document(issuer: &str) -> String {
     .to_string()
 }
 
-pub(crate) async fn openid_configuration(State(state): State<AppState>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        state.discovery.as_str().to_owned(),
-    )
-        .into_response()
+/// A JSON document served as is to every client: its bytes and entity tag,
+/// made once.
+#[derive(Clone, Debug)]
+pub struct PublishedJson {
+    body: Bytes,
+    etag: HeaderValue,
 }
 
-pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/jwk-set+json"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        state.provider.keys().jwks_json().to_owned(),
+impl PublishedJson {
+    pub fn new(json: String) -> Self {
+        let etag = entity_tag(json.as_bytes());
+        Self {
+            body: Bytes::from(json),
+            etag,
+        }
+    }
+}
+
+/// A strong entity tag for `body`: part of its SHA-256, quoted.
+fn entity_tag(body: &[u8]) -> HeaderValue {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(body);
+    let tag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..16]));
+    HeaderValue::from_str(&tag).expect("base64url is a valid header value")
+}
+
+/// The document, or 304 Not Modified when the client holds this version
+/// (`If-None-Match`, RFC 9110 §13.1.2); cacheable for 5 minutes either way.
+fn published(
+    headers: &HeaderMap,
+    content_type: &'static str,
+    body: Bytes,
+    etag: HeaderValue,
+) -> Response {
+    let held = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/").as_bytes() == etag.as_bytes()
+        });
+    let mut res = if held {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Response::new(Body::from(body))
+    };
+    // Room for these and the security headers added on the way out.
+    let h = res.headers_mut();
+    h.reserve(16);
+    if !held {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    h.insert(header::ETAG, etag);
+    res
+}
+
+pub(crate) async fn openid_configuration(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let doc = &state.discovery;
+    published(
+        &headers,
+        "application/json",
+        doc.body.clone(),
+        doc.etag.clone(),
     )
-        .into_response()
+}
+
+pub(crate) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let keys = state.provider.keys();
+    let etag = HeaderValue::from_str(keys.jwks_etag()).expect("an entity tag is a header value");
+    published(
+        &headers,
+        "application/jwk-set+json",
+        Bytes::copy_from_slice(keys.jwks_json().as_bytes()),
+        etag,
+    )
 }

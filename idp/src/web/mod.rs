@@ -51,6 +51,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router(state: AppState) -> Router {
+    let hsts = state.secure_cookies;
     // RFC 9700 §2.6: CORS on the token, metadata, JWKS, userinfo and revocation endpoints only.
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -107,37 +108,46 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/", get(home))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            security_headers,
-        ))
+        // A plain response mapper, not `from_fn`: no boxed future, no
+        // `Next` and no state clone per request.
+        .layer(tower::util::MapResponseLayer::new(move |res: Response| {
+            security_headers(res, hsts)
+        }))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .with_state(state)
 }
 
 /// Headers on every response: no sniffing, no framing, no referrer, no
-/// caching unless a handler chose otherwise; CSP on pages.
-async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
+/// caching unless a handler chose otherwise; CSP on pages; HSTS when served
+/// over HTTPS (`hsts`).
+fn security_headers(mut res: Response, hsts: bool) -> Response {
+    // Header names as constants: a name given as a string is parsed and
+    // checked on every insert (3% of a token request's CPU, with perf).
+    const COOP: header::HeaderName = header::HeaderName::from_static("cross-origin-opener-policy");
     let h = res.headers_mut();
+    // Room for these at once rather than growing the map twice.
+    h.reserve(8);
     h.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
-        "cross-origin-opener-policy",
-        HeaderValue::from_static("same-origin"),
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
     );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(COOP, HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     }
-    if state.secure_cookies {
+    if hsts {
         h.insert(
-            "strict-transport-security",
+            header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),
         );
     }

@@ -84,14 +84,24 @@ fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<RawParams, OAuthError
     }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
         .map_err(|_| OAuthError::invalid_request("the form body is malformed"))?;
-    let params = RawParams::new(pairs.clone());
-    let mut seen = std::collections::HashSet::new();
-    if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
+    // Token requests carry a handful of parameters: comparing each with the
+    // ones before it is cheaper than hashing them. Beyond that (a body may
+    // hold thousands), a set, so the check stays linear.
+    let repeated = if pairs.len() <= 16 {
+        pairs
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| pairs[..i].iter().any(|(earlier, _)| earlier == k))
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        pairs.iter().any(|(k, _)| !seen.insert(k.as_str()))
+    };
+    if repeated {
         return Err(OAuthError::invalid_request(
             "a parameter was sent more than once",
         ));
     }
-    Ok(params)
+    Ok(RawParams::new(pairs))
 }
 
 /// HTTP Basic client credentials, each part form-URL-decoded (RFC 6749 §2.3.1).

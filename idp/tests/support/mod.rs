@@ -33,6 +33,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 pub struct TestApp {
     pub issuer: String,
+    /// Where this server answers (the issuer, unless `AppOptions::issuer`).
+    pub base: String,
     pub state: AppState,
     pub clock: SettableClock,
     pub backend: Backend,
@@ -61,7 +63,7 @@ impl TestApp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.base)
     }
 }
 
@@ -144,6 +146,9 @@ pub struct AppOptions {
     pub listener: Option<tokio::net::TcpListener>,
     /// The themes folder (`themes_dir`); none: the embedded default theme only.
     pub themes_dir: Option<std::path::PathBuf>,
+    /// The issuer, instead of the server's own URL: nodes of one deployment
+    /// (behind one load balancer) share it.
+    pub issuer: Option<String>,
 }
 
 /// The repository's `themes/` folder (the example clients' themes).
@@ -184,11 +189,12 @@ async fn spawn_app_inner(
             .expect("bind"),
     };
     let addr = listener.local_addr().unwrap();
-    let issuer = if options.localhost {
+    let base = if options.localhost {
         format!("http://localhost:{}", addr.port())
     } else {
         format!("http://{addr}")
     };
+    let issuer = options.issuer.clone().unwrap_or_else(|| base.clone());
     let redis =
         || std::env::var("IDP_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let (database_url, redis_url, pg) = match (backend, shared) {
@@ -266,6 +272,7 @@ async fn spawn_app_inner(
     let running = app::serve(listener, state.clone()).expect("serve");
     TestApp {
         issuer,
+        base,
         state,
         clock,
         backend,

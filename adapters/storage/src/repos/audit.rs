@@ -12,7 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 impl AuditRepo for SeaStorage {
     async fn record(&self, event: &AuditEvent) -> Result<(), RepoError> {
         audit_events::Entity::insert(audit_events::ActiveModel::try_from(event)?)
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())

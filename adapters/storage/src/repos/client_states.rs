@@ -26,17 +26,18 @@ impl ClientStateRepo for SeaStorage {
             .to_owned();
         client_states::Entity::insert(row)
             .on_conflict(on_conflict)
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
     }
 
     async fn find(&self, client: &ClientId) -> Result<Option<ClientState>, RepoError> {
-        Ok(client_states::Entity::find_by_id(client.0.clone())
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(ClientState::from))
+        Ok(crate::unique_row(
+            client_states::Entity::find_by_id(client.0.clone()),
+            &self.db,
+        )
+        .await?
+        .map(ClientState::from))
     }
 }

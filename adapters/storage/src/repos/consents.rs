@@ -11,11 +11,12 @@ use sea_orm::sea_query::OnConflict;
 #[async_trait]
 impl ConsentRepo for SeaStorage {
     async fn find(&self, user: UserId, client: &ClientId) -> Result<Option<Consent>, RepoError> {
-        Ok(consents::Entity::find_by_id((user.0, client.0.clone()))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(Consent::from))
+        Ok(crate::unique_row(
+            consents::Entity::find_by_id((user.0, client.0.clone())),
+            &self.db,
+        )
+        .await?
+        .map(Consent::from))
     }
 
     async fn upsert(&self, consent: &Consent) -> Result<(), RepoError> {
@@ -25,7 +26,7 @@ impl ConsentRepo for SeaStorage {
                 .to_owned();
         consents::Entity::insert(consents::ActiveModel::from(consent))
             .on_conflict(on_conflict)
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())

@@ -18,13 +18,14 @@ use uuid::Uuid;
 #[async_trait]
 impl CredentialRepo for SeaStorage {
     async fn find_password(&self, user: UserId) -> Result<Option<PasswordCredential>, RepoError> {
-        Ok(credentials::Entity::find()
-            .filter(credentials::Column::UserId.eq(user.0))
-            .filter(credentials::Column::Kind.eq(KIND_PASSWORD))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(PasswordCredential::from))
+        Ok(crate::unique_row(
+            credentials::Entity::find()
+                .filter(credentials::Column::UserId.eq(user.0))
+                .filter(credentials::Column::Kind.eq(KIND_PASSWORD)),
+            &self.db,
+        )
+        .await?
+        .map(PasswordCredential::from))
     }
 
     async fn set_password(&self, cred: &PasswordCredential) -> Result<(), RepoError> {
@@ -49,7 +50,7 @@ impl CredentialRepo for SeaStorage {
             .to_owned();
         credentials::Entity::insert(row)
             .on_conflict(on_conflict)
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -77,18 +78,18 @@ impl CredentialRepo for SeaStorage {
     }
 
     async fn find_credential(&self, id: Uuid) -> Result<Option<StoredCredential>, RepoError> {
-        Ok(credentials::Entity::find_by_id(id)
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(StoredCredential::from))
+        Ok(
+            crate::unique_row(credentials::Entity::find_by_id(id), &self.db)
+                .await?
+                .map(StoredCredential::from),
+        )
     }
 
     async fn create_credential(&self, cred: &StoredCredential) -> Result<(), RepoError> {
         // A second password of a user hits `uq_credentials_password_user`
         // (a conflict), as does an id already taken.
         credentials::Entity::insert(credentials::ActiveModel::from(cred))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -112,7 +113,7 @@ impl CredentialRepo for SeaStorage {
             .col_expr(credentials::Column::UpdatedAt, Expr::value(at))
             .filter(credentials::Column::Id.eq(id))
             .filter(credentials::Column::Secret.eq(expected))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -124,7 +125,7 @@ impl CredentialRepo for SeaStorage {
         credentials::Entity::update_many()
             .col_expr(credentials::Column::Label, Expr::value(label))
             .filter(credentials::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -132,7 +133,7 @@ impl CredentialRepo for SeaStorage {
 
     async fn delete_credential(&self, id: Uuid) -> Result<bool, RepoError> {
         let res = credentials::Entity::delete_by_id(id)
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -142,7 +143,7 @@ impl CredentialRepo for SeaStorage {
         let res = credentials::Entity::delete_many()
             .filter(credentials::Column::UserId.eq(user.0))
             .filter(credentials::Column::Kind.eq(kind))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected)

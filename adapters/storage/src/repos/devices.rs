@@ -13,17 +13,18 @@ use uuid::Uuid;
 #[async_trait]
 impl DeviceRepo for SeaStorage {
     async fn find_device(&self, token_hash: &TokenHash) -> Result<Option<KnownDevice>, RepoError> {
-        Ok(known_devices::Entity::find()
-            .filter(known_devices::Column::TokenHash.eq(token_hash.as_str()))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(KnownDevice::from))
+        Ok(crate::unique_row(
+            known_devices::Entity::find()
+                .filter(known_devices::Column::TokenHash.eq(token_hash.as_str())),
+            &self.db,
+        )
+        .await?
+        .map(KnownDevice::from))
     }
 
     async fn create_device(&self, device: &KnownDevice) -> Result<(), RepoError> {
         known_devices::Entity::insert(known_devices::ActiveModel::from(device))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -38,7 +39,7 @@ impl DeviceRepo for SeaStorage {
                 Expr::value(stored_time(at)),
             )
             .filter(known_devices::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -53,7 +54,7 @@ impl DeviceRepo for SeaStorage {
             )
             .filter(known_devices::Column::Id.eq(id))
             .filter(known_devices::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)

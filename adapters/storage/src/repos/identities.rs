@@ -19,13 +19,15 @@ impl FederatedIdentityRepo for SeaStorage {
         upstream: &str,
         subject: &str,
     ) -> Result<Option<FederatedIdentity>, RepoError> {
-        Ok(federated_identities::Entity::find()
-            .filter(federated_identities::Column::Upstream.eq(upstream))
-            .filter(federated_identities::Column::Subject.eq(subject))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(FederatedIdentity::from))
+        // (upstream, subject) is a unique index.
+        Ok(crate::unique_row(
+            federated_identities::Entity::find()
+                .filter(federated_identities::Column::Upstream.eq(upstream))
+                .filter(federated_identities::Column::Subject.eq(subject)),
+            &self.db,
+        )
+        .await?
+        .map(FederatedIdentity::from))
     }
 
     async fn list_identities(&self, user: UserId) -> Result<Vec<FederatedIdentity>, RepoError> {
@@ -49,7 +51,7 @@ impl FederatedIdentityRepo for SeaStorage {
 
     async fn create_identity(&self, identity: &FederatedIdentity) -> Result<(), RepoError> {
         federated_identities::Entity::insert(federated_identities::ActiveModel::from(identity))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -59,7 +61,7 @@ impl FederatedIdentityRepo for SeaStorage {
         let res = federated_identities::Entity::delete_many()
             .filter(federated_identities::Column::UserId.eq(user.0))
             .filter(federated_identities::Column::Upstream.eq(upstream))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected > 0)
@@ -78,7 +80,7 @@ impl FederatedIdentityRepo for SeaStorage {
             )
             .filter(federated_identities::Column::Upstream.eq(upstream))
             .filter(federated_identities::Column::Subject.eq(subject))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())

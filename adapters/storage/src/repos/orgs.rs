@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 impl OrgRepo for SeaStorage {
     async fn create_org(&self, org: &Organization, creator: &Membership) -> Result<(), RepoError> {
         let org_row = organizations::ActiveModel::try_from(org)?;
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.writer.begin().await.map_err(db_err)?;
         // On an error the transaction is dropped, which rolls it back: a
         // refused organization leaves no membership behind, and the reverse.
         organizations::Entity::insert(org_row)
@@ -35,10 +35,8 @@ impl OrgRepo for SeaStorage {
     }
 
     async fn find_org(&self, id: OrgId) -> Result<Option<Organization>, RepoError> {
-        organizations::Entity::find_by_id(id.0)
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
+        crate::unique_row(organizations::Entity::find_by_id(id.0), &self.db)
+            .await?
             .map(Organization::try_from)
             .transpose()
     }
@@ -80,7 +78,7 @@ impl OrgRepo for SeaStorage {
             )
             .filter(organizations::Column::Id.eq(id.0))
             .filter(organizations::Column::Status.eq(expected.as_str()))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -102,7 +100,7 @@ impl OrgRepo for SeaStorage {
                 Expr::value(organizations::password_policy_json(password_policy)?),
             )
             .filter(organizations::Column::Id.eq(id.0))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -111,7 +109,7 @@ impl OrgRepo for SeaStorage {
     async fn add_member(&self, m: &Membership) -> Result<(), RepoError> {
         // The primary key (org_id, user_id) refuses a second membership.
         memberships::Entity::insert(memberships::ActiveModel::from(m))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -122,10 +120,8 @@ impl OrgRepo for SeaStorage {
         org: OrgId,
         user: UserId,
     ) -> Result<Option<Membership>, RepoError> {
-        memberships::Entity::find_by_id((org.0, user.0))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
+        crate::unique_row(memberships::Entity::find_by_id((org.0, user.0)), &self.db)
+            .await?
             .map(Membership::try_from)
             .transpose()
     }
@@ -157,7 +153,7 @@ impl OrgRepo for SeaStorage {
             )
             .filter(memberships::Column::OrgId.eq(org.0))
             .filter(memberships::Column::UserId.eq(user.0))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -167,7 +163,7 @@ impl OrgRepo for SeaStorage {
         let res = memberships::Entity::delete_many()
             .filter(memberships::Column::OrgId.eq(org.0))
             .filter(memberships::Column::UserId.eq(user.0))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)

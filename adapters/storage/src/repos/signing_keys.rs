@@ -28,7 +28,7 @@ impl SigningKeyRepo for SeaStorage {
 
     async fn create(&self, key: &StoredSigningKey) -> Result<(), RepoError> {
         signing_keys::Entity::insert(signing_keys::ActiveModel::from(key))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -44,7 +44,7 @@ impl SigningKeyRepo for SeaStorage {
             )
             .filter(signing_keys::Column::Kid.eq(kid))
             .filter(signing_keys::Column::RetiredAt.is_null())
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())

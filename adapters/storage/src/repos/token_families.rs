@@ -2,13 +2,18 @@
 //! changes (rotation, revocation) are conditional updates whose affected-row
 //! count says who won, so concurrent callers need no lock of their own.
 
-use crate::entities::{refresh_tokens, token_families};
+use crate::entities::{memberships, organizations, refresh_tokens, token_families, users};
 use crate::{SeaStorage, db_err, stored_time};
 use async_trait::async_trait;
-use idp_core::domain::{RefreshTokenRecord, TokenFamily, TokenHash};
+use idp_core::domain::{
+    Membership, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User,
+};
 use idp_core::ports::{RepoError, TokenFamilyRepo};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
+    QueryTrait, SelectA, SelectB, SelectC, TransactionTrait,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -20,7 +25,7 @@ impl TokenFamilyRepo for SeaStorage {
         first_token: Option<&RefreshTokenRecord>,
     ) -> Result<(), RepoError> {
         let family_row = token_families::ActiveModel::try_from(family)?;
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.writer.begin().await.map_err(db_err)?;
         token_families::Entity::insert(family_row)
             .exec_without_returning(&txn)
             .await
@@ -35,12 +40,81 @@ impl TokenFamilyRepo for SeaStorage {
     }
 
     async fn find_family(&self, id: Uuid) -> Result<Option<TokenFamily>, RepoError> {
-        token_families::Entity::find_by_id(id)
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
+        crate::unique_row(token_families::Entity::find_by_id(id), &self.db)
+            .await?
             .map(TokenFamily::try_from)
             .transpose()
+    }
+
+    async fn find_user_of_unrevoked_family(&self, id: Uuid) -> Result<Option<User>, RepoError> {
+        let stmt = self.prebuilt(
+            &self.sql.user_of_unrevoked_family,
+            || {
+                users::Entity::find()
+                    .inner_join(token_families::Entity)
+                    .filter(token_families::Column::Id.eq(Uuid::nil()))
+                    .filter(token_families::Column::RevokedAt.is_null())
+                    .build(self.backend())
+            },
+            [id.into()],
+        );
+        let rows = users::Entity::find()
+            .from_raw_sql(stmt)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        crate::at_most_one(rows)?.map(User::try_from).transpose()
+    }
+
+    async fn find_user_and_organizations_of_unrevoked_family(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(User, Vec<(Organization, Vec<Role>)>)>, RepoError> {
+        // One row per membership (one with none when there are none): the
+        // user's columns repeat on each.
+        let stmt = self.prebuilt(
+            &self.sql.user_and_organizations_of_unrevoked_family,
+            || {
+                users::Entity::find()
+                    .inner_join(token_families::Entity)
+                    .filter(token_families::Column::Id.eq(Uuid::nil()))
+                    .filter(token_families::Column::RevokedAt.is_null())
+                    .find_also_related(memberships::Entity)
+                    .and_also_related(organizations::Entity)
+                    .build(self.backend())
+            },
+            [id.into()],
+        );
+        let rows = self
+            .db
+            .query_all_raw(stmt)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| {
+                Ok((
+                    users::Model::from_query_result(row, SelectA.as_str())?,
+                    memberships::Model::from_query_result_optional(row, SelectB.as_str())?,
+                    organizations::Model::from_query_result_optional(row, SelectC.as_str())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sea_orm::DbErr>>()
+            .map_err(db_err)?;
+        let Some(user) = rows.first().map(|(u, _, _)| u.clone()) else {
+            return Ok(None);
+        };
+        let mut joined = Vec::new();
+        for (_, membership, org) in rows {
+            // A membership whose organization is gone is left out, as
+            // `OrgRepo::find_org` would find nothing.
+            if let (Some(m), Some(o)) = (membership, org) {
+                joined.push((Membership::try_from(m)?, Organization::try_from(o)?));
+            }
+        }
+        // The order `OrgRepo::memberships_of` gives: joined first, then by id.
+        joined.sort_by_key(|(m, _)| (m.created_at, m.org_id.0));
+        let orgs = joined.into_iter().map(|(m, o)| (o, m.roles)).collect();
+        Ok(Some((User::try_from(user)?, orgs)))
     }
 
     async fn revoke_family(
@@ -57,7 +131,7 @@ impl TokenFamilyRepo for SeaStorage {
             .col_expr(token_families::Column::RevokedReason, Expr::value(reason))
             .filter(token_families::Column::Id.eq(id))
             .filter(token_families::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -77,7 +151,7 @@ impl TokenFamilyRepo for SeaStorage {
             .col_expr(token_families::Column::RevokedReason, Expr::value(reason))
             .filter(token_families::Column::Sid.eq(sid))
             .filter(token_families::Column::RevokedAt.is_null())
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected)
@@ -87,12 +161,54 @@ impl TokenFamilyRepo for SeaStorage {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<RefreshTokenRecord>, RepoError> {
-        Ok(refresh_tokens::Entity::find()
-            .filter(refresh_tokens::Column::TokenHash.eq(hash.as_str()))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(RefreshTokenRecord::from))
+        Ok(crate::unique_row(
+            refresh_tokens::Entity::find()
+                .filter(refresh_tokens::Column::TokenHash.eq(hash.as_str())),
+            &self.db,
+        )
+        .await?
+        .map(RefreshTokenRecord::from))
+    }
+
+    async fn find_refresh_token_grant(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, TokenFamily, User)>, RepoError> {
+        // `token_hash` is unique: one row at most (no `LIMIT`, see `unique_row`).
+        let stmt = self.prebuilt(
+            &self.sql.refresh_token_grant,
+            || {
+                refresh_tokens::Entity::find()
+                    .filter(refresh_tokens::Column::TokenHash.eq(""))
+                    .find_also_related(token_families::Entity)
+                    .and_also_related(users::Entity)
+                    .build(self.backend())
+            },
+            [hash.as_str().into()],
+        );
+        let Some(row) = crate::at_most_one(self.db.query_all_raw(stmt).await.map_err(db_err)?)?
+        else {
+            return Ok(None);
+        };
+        // Decoded as sea-orm decodes what it selects this way: each entity's
+        // columns under its alias prefix.
+        let decode = || -> Result<_, sea_orm::DbErr> {
+            Ok((
+                refresh_tokens::Model::from_query_result(&row, SelectA.as_str())?,
+                token_families::Model::from_query_result_optional(&row, SelectB.as_str())?,
+                users::Model::from_query_result_optional(&row, SelectC.as_str())?,
+            ))
+        };
+        // The foreign keys (ON DELETE CASCADE) leave no token without its
+        // family and user; a row without them is treated as absent.
+        let (token, Some(family), Some(user)) = decode().map_err(db_err)? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            RefreshTokenRecord::from(token),
+            TokenFamily::try_from(family)?,
+            User::try_from(user)?,
+        )))
     }
 
     async fn rotate_refresh_token(
@@ -101,7 +217,7 @@ impl TokenFamilyRepo for SeaStorage {
         at: OffsetDateTime,
         new: &RefreshTokenRecord,
     ) -> Result<bool, RepoError> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.writer.begin().await.map_err(db_err)?;
         // The compare-and-set: of concurrent rotations of `old`, the database
         // lets exactly one see `used_at IS NULL` (PostgreSQL re-checks the
         // condition after waiting for the row lock; SQLite runs one writer at

@@ -6,46 +6,51 @@ use async_trait::async_trait;
 use idp_core::domain::{CustomerId, Email, User, UserId};
 use idp_core::ports::{RepoError, UserRepo};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
 
 #[async_trait]
 impl UserRepo for SeaStorage {
     async fn create(&self, user: &User) -> Result<(), RepoError> {
         // One statement: a unique violation leaves nothing behind.
         users::Entity::insert(users::ActiveModel::from(user))
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
     }
 
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, RepoError> {
-        users::Entity::find_by_id(id.0)
-            .one(&self.db)
+        let stmt = self.prebuilt(
+            &self.sql.user_by_id,
+            || users::Entity::find_by_id(uuid::Uuid::nil()).build(self.backend()),
+            [id.0.into()],
+        );
+        let rows = users::Entity::find()
+            .from_raw_sql(stmt)
+            .all(&self.db)
             .await
-            .map_err(db_err)?
-            .map(User::try_from)
-            .transpose()
+            .map_err(db_err)?;
+        crate::at_most_one(rows)?.map(User::try_from).transpose()
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError> {
-        users::Entity::find()
-            .filter(users::Column::EmailNormalized.eq(email.normalized()))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(User::try_from)
-            .transpose()
+        crate::unique_row(
+            users::Entity::find().filter(users::Column::EmailNormalized.eq(email.normalized())),
+            &self.db,
+        )
+        .await?
+        .map(User::try_from)
+        .transpose()
     }
 
     async fn find_by_customer_id(&self, id: &CustomerId) -> Result<Option<User>, RepoError> {
-        users::Entity::find()
-            .filter(users::Column::CustomerId.eq(id.as_str()))
-            .one(&self.db)
-            .await
-            .map_err(db_err)?
-            .map(User::try_from)
-            .transpose()
+        crate::unique_row(
+            users::Entity::find().filter(users::Column::CustomerId.eq(id.as_str())),
+            &self.db,
+        )
+        .await?
+        .map(User::try_from)
+        .transpose()
     }
 
     async fn list(&self, limit: u64, offset: u64) -> Result<Vec<User>, RepoError> {
@@ -136,7 +141,7 @@ impl SeaStorage {
         for (col, value) in values {
             update = update.col_expr(col, value);
         }
-        update.exec(&self.db).await.map_err(db_err)?;
+        update.exec(&self.writer).await.map_err(db_err)?;
         Ok(())
     }
 }

@@ -33,7 +33,7 @@ impl WebhookRepo for SeaStorage {
                 .map(webhook_deliveries::ActiveModel::from)
                 .collect::<Vec<_>>(),
         )
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&self.writer)
         .await
         .map_err(db_err)?;
         Ok(())
@@ -70,7 +70,7 @@ impl WebhookRepo for SeaStorage {
                 .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
                 .filter(C::Attempts.eq(row.attempts))
                 .filter(free())
-                .exec(&self.db)
+                .exec(&self.writer)
                 .await
                 .map_err(db_err)?;
             if res.rows_affected == 1 {
@@ -95,7 +95,7 @@ impl WebhookRepo for SeaStorage {
             .filter(C::Id.eq(id))
             .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
             .filter(C::Attempts.eq(count(attempts)))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -120,7 +120,7 @@ impl WebhookRepo for SeaStorage {
             .filter(C::Id.eq(id))
             .filter(C::Status.eq(DeliveryStatus::Pending.as_str()))
             .filter(C::Attempts.eq(count(attempts)))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)

@@ -11,6 +11,7 @@ pub mod login;
 pub mod logout;
 pub mod provider;
 pub mod token;
+pub(crate) mod verified_tokens;
 
 pub use client::ClientAccountSettings;
 pub use error::{ErrorCode, OAuthError};

@@ -98,6 +98,8 @@ pub struct Provider {
     pub(crate) step_ports: StepPorts,
     pub(crate) kek: KeyEncryptionKey,
     keys: RwLock<Arc<SigningKeys>>,
+    /// Access tokens whose signature verified (see its module).
+    pub(crate) verified_tokens: super::verified_tokens::VerifiedTokens,
     /// When each client was last recorded as used (see `touch_client`).
     client_touched: std::sync::Mutex<std::collections::HashMap<ClientId, i64>>,
 }
@@ -161,6 +163,7 @@ impl Provider {
             step_ports,
             kek,
             keys: RwLock::new(Arc::new(keys)),
+            verified_tokens: Default::default(),
             client_touched: Default::default(),
         })
     }

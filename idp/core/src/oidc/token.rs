@@ -9,7 +9,8 @@ use super::error::{ErrorCode, OAuthError};
 use super::login::{CodeRecord, code_key, code_replayed_key, code_used_key};
 use super::provider::{Provider, RequestMeta};
 use crate::domain::{
-    ClientId, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId, UserStatus,
+    ClientId, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User, UserId,
+    UserStatus,
 };
 use crate::ephemeral::{get_json, put_json};
 use crate::error::CoreError;
@@ -60,6 +61,35 @@ pub struct AccessTokenInfo {
     pub exp: i64,
     pub jti: String,
     pub family_id: Option<Uuid>,
+}
+
+/// A live access token's grant, as [`Provider::check_live`] read it.
+struct LiveToken {
+    /// `None` for a token without a grant (client credentials).
+    user: Option<User>,
+    /// The user's organizations and roles, when asked for.
+    organizations: Vec<(Organization, Vec<Role>)>,
+}
+
+/// The `organizations` claim (with the `profile` scope, for users who
+/// belong to at least one): `[{id, name, status, roles}]`, so relying
+/// parties can restrict members of a pending organization.
+fn organizations_value(orgs: Vec<(Organization, Vec<Role>)>) -> Option<Value> {
+    if orgs.is_empty() {
+        return None;
+    }
+    Some(Value::Array(
+        orgs.into_iter()
+            .map(|(o, roles)| {
+                json!({
+                    "id": o.id,
+                    "name": o.name,
+                    "status": o.status.as_str(),
+                    "roles": roles,
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Everything a minted grant needs.
@@ -341,17 +371,10 @@ impl Provider {
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-        let token = self
+        let (token, family, user) = self
             .ports
             .families
-            .find_refresh_token(&TokenHash::of(presented))
-            .await
-            .map_err(CoreError::from)?
-            .ok_or_else(invalid)?;
-        let family = self
-            .ports
-            .families
-            .find_family(token.family_id)
+            .find_refresh_token_grant(&TokenHash::of(presented))
             .await
             .map_err(CoreError::from)?
             .ok_or_else(invalid)?;
@@ -405,7 +428,10 @@ impl Provider {
             self.revoke_for_reuse(&family, meta).await?;
             return Err(invalid().with_detail("concurrent refresh token reuse"));
         }
-        let user = self.active_user(family.user_id).await?;
+        // The account as read with the token, a moment ago.
+        if user.status != UserStatus::Active {
+            return Err(OAuthError::invalid_grant("the account is not active"));
+        }
         let facts = GrantFacts {
             client,
             user: &user,
@@ -527,7 +553,7 @@ impl Provider {
             )
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
-            let orgs = self.organizations_claim(f.user, f.scope).await?;
+            let orgs = self.organizations_claim(f.user.id, f.scope).await?;
             Some(self.mint_id_token(f, &access_token, orgs)?)
         } else {
             None
@@ -652,33 +678,20 @@ impl Provider {
         &self,
         token: &str,
     ) -> Result<Option<AccessTokenInfo>, CoreError> {
-        let now = self.clock.now().unix_timestamp();
+        let Some(info) = self.decode_access_token(token).await? else {
+            return Ok(None);
+        };
+        Ok(self.check_live(&info, false).await?.map(|_| info))
+    }
+
+    /// What an access token says of itself, if it is one we issued and it
+    /// has not expired: a JWT's verified claims, or an opaque handle's record.
+    /// Revocation is not checked here (see [`Self::check_live`]).
+    async fn decode_access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, CoreError> {
         let info = if token.split('.').count() == 3 {
-            let Ok((c, typ)) = self.keys().verify(token) else {
-                return Ok(None);
-            };
-            if typ.as_deref() != Some("at+jwt")
-                || c.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer)
-            {
-                return Ok(None);
-            }
-            let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
-            let i = |k: &str| c.get(k).and_then(Value::as_i64);
-            let (Some(client_id), Some(sub), Some(jti), Some(iat), Some(exp)) =
-                (s("client_id"), s("sub"), s("jti"), i("iat"), i("exp"))
-            else {
-                return Ok(None);
-            };
-            let family_id = s("grant_id").and_then(|g| Uuid::parse_str(&g).ok());
-            AccessTokenInfo {
-                user_id: family_id.and_then(|_| Uuid::parse_str(&sub).ok().map(UserId)),
-                client_id,
-                sub,
-                scope: s("scope").unwrap_or_default(),
-                iat,
-                exp,
-                jti,
-                family_id,
+            match self.verified_jwt(token) {
+                Some(info) => info,
+                None => return Ok(None),
             }
         } else {
             match get_json::<AccessTokenInfo>(
@@ -691,24 +704,105 @@ impl Provider {
                 None => return Ok(None),
             }
         };
-        if info.exp <= now {
+        if info.exp <= self.clock.now().unix_timestamp() {
             return Ok(None);
-        }
-        if self
-            .store
-            .get(&format!("revoked_jti:{}", info.jti))
-            .await?
-            .is_some()
-        {
-            return Ok(None);
-        }
-        if let Some(f) = info.family_id {
-            let family = self.ports.families.find_family(f).await?;
-            if family.is_none_or(|f| f.revoked_at.is_some()) {
-                return Ok(None);
-            }
         }
         Ok(Some(info))
+    }
+
+    /// The claims of an access token JWT signed by one of our published keys,
+    /// with our issuer and `typ` `at+jwt`. A token verified before is not
+    /// verified again (see [`super::verified_tokens`]): its claims are what
+    /// that verification proved, and its key must still be published.
+    fn verified_jwt(&self, token: &str) -> Option<AccessTokenInfo> {
+        let keys = self.keys();
+        let digest = super::verified_tokens::digest(token);
+        if let Some(seen) = self.verified_tokens.get(&digest) {
+            return keys.publishes(&seen.kid).then(|| seen.info.clone());
+        }
+        let verified = keys.verify_with_kid(token).ok()?;
+        let c = &verified.claims;
+        if verified.typ.as_deref() != Some("at+jwt")
+            || c.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer)
+        {
+            return None;
+        }
+        let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+        let i = |k: &str| c.get(k).and_then(Value::as_i64);
+        let (Some(client_id), Some(sub), Some(jti), Some(iat), Some(exp)) =
+            (s("client_id"), s("sub"), s("jti"), i("iat"), i("exp"))
+        else {
+            return None;
+        };
+        let family_id = s("grant_id").and_then(|g| Uuid::parse_str(&g).ok());
+        let info = AccessTokenInfo {
+            user_id: family_id.and_then(|_| Uuid::parse_str(&sub).ok().map(UserId)),
+            client_id,
+            sub,
+            scope: s("scope").unwrap_or_default(),
+            iat,
+            exp,
+            jti,
+            family_id,
+        };
+        self.verified_tokens.insert(
+            digest,
+            super::verified_tokens::Verified {
+                kid: verified.kid,
+                info: info.clone(),
+            },
+        );
+        Some(info)
+    }
+
+    /// The checks of a decoded access token that can change from one call to
+    /// the next, read fresh every time (nothing here is cached, so a
+    /// revocation on any node takes effect at once): the token is not
+    /// revoked (short-lived store) and its grant, if it has one, exists and
+    /// is not revoked (database). Both reads run at once. `Some` when the
+    /// token is live, with the grant's user (read in the same query as the
+    /// grant, and with their organizations when `with_organizations`); no
+    /// user for a token without a grant (client credentials).
+    async fn check_live(
+        &self,
+        info: &AccessTokenInfo,
+        with_organizations: bool,
+    ) -> Result<Option<LiveToken>, CoreError> {
+        let revoked_key = format!("revoked_jti:{}", info.jti);
+        let revoked = self.store.get(&revoked_key);
+        let families = &self.ports.families;
+        let grant = async {
+            match info.family_id {
+                None => Ok(None),
+                Some(f) if with_organizations => families
+                    .find_user_and_organizations_of_unrevoked_family(f)
+                    .await
+                    .map(Some),
+                Some(f) => families
+                    .find_user_of_unrevoked_family(f)
+                    .await
+                    .map(|found| Some(found.map(|user| (user, Vec::new())))),
+            }
+        };
+        let (revoked, grant) = tokio::join!(revoked, grant);
+        if revoked?.is_some() {
+            return Ok(None);
+        }
+        match grant? {
+            None => Ok(Some(LiveToken {
+                user: None,
+                organizations: Vec::new(),
+            })),
+            // The grant's user is the token's subject, by construction.
+            Some(Some((user, organizations))) if Some(user.id) == info.user_id => {
+                Ok(Some(LiveToken {
+                    user: Some(user),
+                    organizations,
+                }))
+            }
+            // Unknown or revoked grant.
+            Some(_) => Ok(None),
+        }
     }
 
     /// Userinfo (OIDC Core §5.3): claims of the token's user, by scope.
@@ -719,8 +813,11 @@ impl Provider {
                 "the access token is invalid or expired",
             )
         };
-        let info = self
-            .validate_access_token(token)
+        let info = self.decode_access_token(token).await?.ok_or_else(invalid)?;
+        // The `organizations` claim comes with `profile`: read with the grant.
+        let with_organizations = has_scope(&info.scope, "profile");
+        let live = self
+            .check_live(&info, with_organizations)
             .await?
             .ok_or_else(invalid)?;
         if !has_scope(&info.scope, "openid") {
@@ -729,21 +826,14 @@ impl Provider {
                 "the access token lacks the openid scope",
             ));
         }
-        let user = match info.user_id {
-            Some(id) => self
-                .ports
-                .users
-                .find_by_id(id)
-                .await
-                .map_err(CoreError::from)?,
-            None => None,
-        }
-        .filter(|u| u.status == UserStatus::Active)
-        .ok_or_else(invalid)?;
+        let user = live
+            .user
+            .filter(|u| u.status == UserStatus::Active)
+            .ok_or_else(invalid)?;
         let mut c = Map::new();
         c.insert("sub".into(), user.id.to_string().into());
         user_claims(&user, &info.scope, &mut c);
-        if let Some(o) = self.organizations_claim(&user, &info.scope).await? {
+        if with_organizations && let Some(o) = organizations_value(live.organizations) {
             c.insert("organizations".into(), o);
         }
         Ok(c)
@@ -761,7 +851,9 @@ impl Provider {
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-        if let Some(info) = self.validate_access_token(token).await? {
+        if let Some(info) = self.decode_access_token(token).await?
+            && let Some(live) = self.check_live(&info, false).await?
+        {
             let mut v = json!({
                 "active": true,
                 "token_type": "Bearer",
@@ -774,14 +866,7 @@ impl Provider {
                 "aud": info.client_id,
                 "jti": info.jti,
             });
-            if let Some(u) = info.user_id
-                && let Some(user) = self
-                    .ports
-                    .users
-                    .find_by_id(u)
-                    .await
-                    .map_err(CoreError::from)?
-            {
+            if let Some(user) = live.user {
                 v["username"] = user.customer_id.as_str().into();
             }
             return Ok(v);
@@ -807,18 +892,15 @@ impl Provider {
         &self,
         token: &str,
     ) -> Result<Option<(TokenFamily, RefreshTokenRecord)>, CoreError> {
-        let Some(rt) = self
+        let Some((rt, family, _)) = self
             .ports
             .families
-            .find_refresh_token(&TokenHash::of(token))
+            .find_refresh_token_grant(&TokenHash::of(token))
             .await?
         else {
             return Ok(None);
         };
         let now = self.clock.now();
-        let Some(family) = self.ports.families.find_family(rt.family_id).await? else {
-            return Ok(None);
-        };
         let live = rt.used_at.is_none()
             && rt.expires_at > now
             && family.revoked_at.is_none()
@@ -864,18 +946,12 @@ impl Provider {
             }
             return Ok(());
         }
-        if let Some(rt) = self
+        if let Some((_, family, _)) = self
             .ports
             .families
-            .find_refresh_token(&TokenHash::of(token))
+            .find_refresh_token_grant(&TokenHash::of(token))
             .await
             .map_err(CoreError::from)?
-            && let Some(family) = self
-                .ports
-                .families
-                .find_family(rt.family_id)
-                .await
-                .map_err(CoreError::from)?
             && family.client_id == client.id
         {
             self.ports
@@ -929,28 +1005,13 @@ impl Provider {
     /// parties can restrict members of a pending organization.
     async fn organizations_claim(
         &self,
-        user: &User,
+        user: UserId,
         scope: &str,
     ) -> Result<Option<Value>, CoreError> {
         if !has_scope(scope, "profile") {
             return Ok(None);
         }
-        let orgs = self.user_organizations(user.id).await?;
-        if orgs.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Value::Array(
-            orgs.into_iter()
-                .map(|(o, roles)| {
-                    json!({
-                        "id": o.id,
-                        "name": o.name,
-                        "status": o.status.as_str(),
-                        "roles": roles,
-                    })
-                })
-                .collect(),
-        )))
+        Ok(organizations_value(self.user_organizations(user).await?))
     }
 }
 
