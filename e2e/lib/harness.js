@@ -27,15 +27,34 @@ const IDP_BIN = process.env.IDP_BIN;
 const PG_URL = process.env.E2E_POSTGRES_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.E2E_REDIS_URL || 'redis://127.0.0.1:6379';
 
+// Ports handed out by freePort(), still bound until releasePort().
+const heldPorts = new Map();
+
+// A free port on 127.0.0.1 for a server started later. It stays bound here
+// until releasePort(port), called right before that server starts: a port
+// closed at once could be handed by the system to another listen(0) in the
+// meantime (an upstream started between choosing the provider's port and
+// starting the provider), and the provider's health check would then reach
+// the wrong server.
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
+  const srv = createServer();
+  await new Promise((resolve, reject) => {
     srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.listen(0, '127.0.0.1', resolve);
   });
+  // Holding a port must not keep a test process alive.
+  srv.unref();
+  const { port } = srv.address();
+  heldPorts.set(port, srv);
+  return port;
+}
+
+// Unbinds a port of freePort() for the server about to listen on it.
+export async function releasePort(port) {
+  const srv = heldPorts.get(port);
+  if (!srv) return;
+  heldPorts.delete(port);
+  await new Promise((resolve) => srv.close(resolve));
 }
 
 // Polls `check` (async, truthy when done) every 50 ms until `timeoutMs`.
@@ -84,6 +103,7 @@ async function stop(child) {
 async function startSmtp(dir) {
   const port = await freePort();
   const maildir = join(dir, 'maildir');
+  await releasePort(port);
   const child = spawnLogged('python3',
     ['-m', 'aiosmtpd', '-n', '-l', `127.0.0.1:${port}`, '-c', 'aiosmtpd.handlers.Mailbox', maildir],
     {});
@@ -332,6 +352,7 @@ export async function startIdp({ clients, host = '127.0.0.1', port: chosenPort, 
   const env = { ...process.env, IDP_CONFIG: configPath, IDP_LOG: 'info,sqlx=warn,sea_orm=warn' };
   for (const k of Object.keys(env)) if (k.startsWith('IDP_') && !['IDP_CONFIG', 'IDP_LOG'].includes(k)) delete env[k];
 
+  await releasePort(port);
   const server = spawnLogged(IDP_BIN, ['serve'], { env, cwd: dir });
   await waitFor(`idp serve on ${issuer}`, async () => {
     if (server.exitCode !== null) throw new Error(`idp serve exited (${server.exitCode}):\n${server.logs()}`);
