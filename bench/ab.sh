@@ -12,7 +12,7 @@
 # AB_DURATION (seconds per wrk run, 3), AB_CONNECTIONS (16), AB_ENDPOINTS
 # (space-separated, from: discovery jwks token_cc introspect userinfo codes
 # logins; default all but logins), AB_LOGIN_SECS (3). Needs what bench/run.sh
-# needs (wrk, the driver built in bench/target); 127.0.0.1 only; the servers
+# needs (wrk, the driver, built here when missing); 127.0.0.1 only; the servers
 # are stopped, the database dropped and the Redis keys deleted on exit.
 set -euo pipefail
 
@@ -30,8 +30,8 @@ CLIENT_ID=bench
 REDIRECT_URI=http://127.0.0.1:9/cb
 USER_EMAIL=bench@example.com
 CLK_TCK=$(getconf CLK_TCK)
-DRIVE=$BENCH/target/release/idp-bench-drive
-[ -x "$DRIVE" ] || cargo build --release --quiet --locked --manifest-path "$BENCH/drive/Cargo.toml" --target-dir "$BENCH/target"
+DRIVE=${CARGO_TARGET_DIR:-$ROOT/target}/release/idp-bench-drive
+[ -x "$DRIVE" ] || (cd "$ROOT" && cargo build --release --quiet --locked -p idp-bench-drive)
 
 mkdir -p "$BENCH/tmp"
 RUN=$(mktemp -d "$BENCH/tmp/ab-$(date +%Y%m%d-%H%M%S)-XXXX")

@@ -11,7 +11,7 @@
 #
 # Settings (environment): INSTR_ENDPOINTS (from: discovery jwks token_cc
 # introspect userinfo codes; default all). Needs valgrind, python3, curl and
-# the driver (bench/target, built by bench/run.sh or here); 127.0.0.1 only.
+# the driver (built by bench/run.sh, or here); 127.0.0.1 only.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,8 +19,8 @@ BENCH=$ROOT/bench
 BIN=$(realpath "${1:?usage: bench/instructions.sh IDP_BINARY [N]}")
 N=${2:-500}
 ENDPOINTS=${INSTR_ENDPOINTS:-discovery jwks token_cc introspect userinfo codes}
-DRIVE=$BENCH/target/release/idp-bench-drive
-[ -x "$DRIVE" ] || cargo build --release --quiet --locked --manifest-path "$BENCH/drive/Cargo.toml" --target-dir "$BENCH/target"
+DRIVE=${CARGO_TARGET_DIR:-$ROOT/target}/release/idp-bench-drive
+[ -x "$DRIVE" ] || (cd "$ROOT" && cargo build --release --quiet --locked -p idp-bench-drive)
 command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
 
 mkdir -p "$BENCH/tmp"

@@ -67,14 +67,14 @@ pg_up || fail "PostgreSQL does not answer on $PG_HOST:$PG_PORT"
 redis_up || fail "Redis does not answer on $REDIS_HOST:$REDIS_PORT"
 
 # --- Builds ------------------------------------------------------------------
-log "building the provider (cargo build --release -p idp)"
-cargo build --release --quiet -p idp
-IDP=${CARGO_TARGET_DIR:-$ROOT/target}/release/idp
-log "building the crypto floor and the driver (bench/target)"
-cargo build --release --quiet --locked --manifest-path "$BENCH/floor/Cargo.toml" --target-dir "$BENCH/target"
-cargo build --release --quiet --locked --manifest-path "$BENCH/drive/Cargo.toml" --target-dir "$BENCH/target"
-FLOOR=$BENCH/target/release/idp-bench-floor
-DRIVE=$BENCH/target/release/idp-bench-drive
+# One build: the provider and the two bench tools are members of one
+# workspace and share every compiled dependency.
+log "building the provider and the bench tools (cargo build --release -p idp -p idp-bench-floor -p idp-bench-drive)"
+cargo build --release --quiet --locked -p idp -p idp-bench-floor -p idp-bench-drive
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
+IDP=$TARGET/idp
+FLOOR=$TARGET/idp-bench-floor
+DRIVE=$TARGET/idp-bench-drive
 log "installing the peer (npm ci in bench/peer)"
 (cd "$BENCH/peer" && npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1) ||
     (cd "$BENCH/peer" && npm ci --no-audit --no-fund --loglevel=error)

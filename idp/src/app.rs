@@ -227,13 +227,24 @@ pub async fn build_state(
     overrides: Overrides,
 ) -> anyhow::Result<AppState> {
     let storage = open_storage(cfg, cfg.settings.migrate_on_start).await?;
-    let store: Arc<dyn EphemeralStore> = match &cfg.settings.redis_url {
-        Some(url) => Arc::new(
-            idp_redis_store::RedisStore::connect(url, &cfg.settings.redis_key_prefix)
+    // The short-lived store, and where changes that cached token reads rest
+    // on are announced: Redis publish/subscribe for a cluster, the process
+    // itself for a single node.
+    let (store, changes): (
+        Arc<dyn EphemeralStore>,
+        Arc<dyn idp_core::changes::ChangeFeed>,
+    ) = match &cfg.settings.redis_url {
+        Some(url) => {
+            let redis = idp_redis_store::RedisStore::connect(url, &cfg.settings.redis_key_prefix)
                 .await
-                .map_err(|e| anyhow!("redis_url: {e}"))?,
+                .map_err(|e| anyhow!("redis_url: {e}"))?;
+            let feed = Arc::new(redis.change_feed());
+            (Arc::new(redis), feed)
+        }
+        None => (
+            Arc::new(MemoryStore::new(overrides.clock.clone())),
+            Arc::new(idp_core::changes::LocalChangeFeed::default()),
         ),
-        None => Arc::new(MemoryStore::new(overrides.clock.clone())),
     };
     let mut clients = clients;
     for c in overrides.extra_clients {
@@ -273,6 +284,7 @@ pub async fn build_state(
             )
             .map_err(|e| anyhow!("upstreams: {e}"))?,
         ),
+        changes,
     };
     let webhooks = Arc::new(match overrides.webhooks {
         Some(w) => w,

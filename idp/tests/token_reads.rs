@@ -1,7 +1,11 @@
 //! Reading access tokens back (introspection, userinfo) once the provider
-//! remembers verified signatures: a token seen before is still checked for
-//! expiry, revocation of itself and of its grant, and for its signing key
-//! being published, on every call and on every node.
+//! remembers verified signatures and keeps the answer that a token is live
+//! (see `idp_core::changes`): a token seen before is still checked for
+//! expiry and for its signing key being published on every call, and a
+//! revocation of itself or of its grant, or a change of its user's claims,
+//! reaches every node: at once on the node where it was made, within the
+//! feed's delivery (milliseconds, RFC 7009 §2.2's propagation window) on the
+//! others.
 
 mod support;
 
@@ -158,10 +162,39 @@ async fn a_remembered_token_of_an_unpublished_key_is_refused(app: &TestApp) {
     assert_eq!(userinfo_status(app, access).await, 401);
 }
 
+/// Polls `check` until it holds, for at most 2 s: what one node changes
+/// reaches another through the change feed (Redis publish/subscribe), a
+/// delivery of milliseconds. The nodes' clocks do not move meanwhile, so
+/// nothing expires while waiting: only the announcement can make it hold.
+async fn within_delivery<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not seen by the other node within 2 s");
+}
+
+async fn userinfo(app: &TestApp, access: &str) -> Value {
+    let res = reqwest::Client::new()
+        .get(app.url("/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
 /// Two nodes on one database and one Redis (PostgreSQL + Redis, the
-/// clustered deployment): a revocation on one is seen at once by the other,
-/// which has verified, and remembered, the token's signature before.
-async fn revocation_on_one_node_is_seen_at_once_by_another(backend: Backend) {
+/// clustered deployment): a revocation or a change of claims made on one is
+/// seen by the other, which has kept the token's answers before.
+async fn changes_on_one_node_reach_another(backend: Backend) {
     let db = SharedDatabase::new(backend).await;
     let prefix = format!("idp-test:{}:", uuid::Uuid::new_v4().simple());
     let same_store = |s: &mut idp::config::Settings| s.redis_key_prefix = prefix.clone();
@@ -179,7 +212,10 @@ async fn revocation_on_one_node_is_seen_at_once_by_another(backend: Backend) {
     read_twice(&a, access).await;
     read_twice(&b, access).await;
     revoke(&b, access).await;
-    assert_eq!(introspect(&a, access).await["active"], false);
+    within_delivery("the revoked access token", || async {
+        introspect(&a, access).await["active"] == false
+    })
+    .await;
     assert_eq!(userinfo_status(&a, access).await, 401);
 
     // Its grant revoked on the other node.
@@ -187,19 +223,102 @@ async fn revocation_on_one_node_is_seen_at_once_by_another(backend: Backend) {
     let access = t["access_token"].as_str().unwrap();
     read_twice(&a, access).await;
     revoke(&b, t["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(introspect(&a, access).await["active"], false);
+    within_delivery("the revoked grant", || async {
+        introspect(&a, access).await["active"] == false
+    })
+    .await;
     assert_eq!(userinfo_status(&a, access).await, 401);
+
+    // The user's email changed on the other node.
+    let t = tokens(&a, &browser).await;
+    let access = t["access_token"].as_str().unwrap();
+    let claims = userinfo(&a, access).await;
+    assert!(
+        claims["email"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("alice@example.com")
+    );
+    assert!(claims.get("organizations").is_none());
+    let user = idp_core::domain::UserId(claims["sub"].as_str().unwrap().parse().unwrap());
+    let on_b = &b.state.provider.ports;
+    let email = idp_core::domain::Email::parse("alice.martin@example.com").unwrap();
+    on_b.users.set_email(user, &email, true).await.unwrap();
+    within_delivery("the new email", || async {
+        userinfo(&a, access).await["email"] == "alice.martin@example.com"
+    })
+    .await;
+
+    // An organization created, then validated, on the other node.
+    let org = idp_core::domain::Organization {
+        id: idp_core::domain::OrgId(uuid::Uuid::now_v7()),
+        name: "Acme".into(),
+        siret: None,
+        country: "DE".into(),
+        status: idp_core::domain::OrgStatus::Pending,
+        created_by: user,
+        created_at: b.clock.now(),
+        decided_at: None,
+        mfa_required_for: Vec::new(),
+        password_policy: Default::default(),
+    };
+    let membership = idp_core::domain::Membership {
+        org_id: org.id,
+        user_id: user,
+        roles: vec![idp_core::domain::Role::Administrator],
+        created_at: b.clock.now(),
+    };
+    on_b.orgs.create_org(&org, &membership).await.unwrap();
+    within_delivery("the new organization", || async {
+        userinfo(&a, access).await["organizations"][0]["status"] == "pending"
+    })
+    .await;
+    let validated = on_b
+        .orgs
+        .set_status(
+            org.id,
+            idp_core::domain::OrgStatus::Pending,
+            idp_core::domain::OrgStatus::Validated,
+            b.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(validated);
+    within_delivery("the organization validated", || async {
+        userinfo(&a, access).await["organizations"][0]["status"] == "validated"
+    })
+    .await;
 
     a.stop().await;
     b.stop().await;
     db.cleanup().await;
 }
 
+/// On the node where a change is made, it holds for the very next read.
+async fn a_change_holds_at_once_on_its_own_node(app: &TestApp) {
+    let t = tokens(app, &Browser::new()).await;
+    let access = t["access_token"].as_str().unwrap();
+    read_twice(app, access).await;
+    let claims = userinfo(app, access).await;
+    let user = idp_core::domain::UserId(claims["sub"].as_str().unwrap().parse().unwrap());
+    let ports = &app.state.provider.ports;
+    ports
+        .users
+        .set_name(user, Some("Alice B. Martin"))
+        .await
+        .unwrap();
+    assert_eq!(userinfo(app, access).await["name"], "Alice B. Martin");
+    let email = idp_core::domain::Email::parse("alice.b@example.com").unwrap();
+    ports.users.set_email(user, &email, false).await.unwrap();
+    let claims = userinfo(app, access).await;
+    assert_eq!(claims["email"], "alice.b@example.com");
+    assert_eq!(claims["email_verified"], false);
+}
+
 mod two_nodes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_redis() {
-        crate::revocation_on_one_node_is_seen_at_once_by_another(crate::support::Backend::Postgres)
-            .await;
+        crate::changes_on_one_node_reach_another(crate::support::Backend::Postgres).await;
     }
 }
 
@@ -207,4 +326,5 @@ matrix!(
     a_remembered_token_is_refused_once_revoked,
     a_remembered_token_expires,
     a_remembered_token_of_an_unpublished_key_is_refused,
+    a_change_holds_at_once_on_its_own_node,
 );

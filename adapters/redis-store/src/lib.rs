@@ -12,6 +12,10 @@
 //! an I/O error. Calls fail fast with [`StoreError::Unavailable`] rather than
 //! queueing while Redis is down.
 
+mod changes;
+
+pub use changes::RedisChangeFeed;
+
 use async_trait::async_trait;
 use idp_core::ephemeral::{EphemeralStore, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -51,6 +55,7 @@ return n
 /// [`EphemeralStore`] over Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     connection: ConnectionManager,
     key_prefix: String,
     replace_if_script: Script,
@@ -82,7 +87,7 @@ impl RedisStore {
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_number_of_retries(RECONNECT_RETRIES);
         let connecting = async {
-            let connection = ConnectionManager::new_with_config(client, config).await?;
+            let connection = ConnectionManager::new_with_config(client.clone(), config).await?;
             let mut ping = connection.clone();
             redis::cmd("PING").query_async::<String>(&mut ping).await?;
             Ok::<_, RedisError>(connection)
@@ -94,6 +99,7 @@ impl RedisStore {
 
         tracing::info!(url = %shown, key_prefix, "connected to Redis");
         Ok(RedisStore {
+            client,
             connection,
             key_prefix: key_prefix.to_owned(),
             replace_if_script: Script::new(REPLACE_IF_LUA),
@@ -113,6 +119,16 @@ impl RedisStore {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.key_prefix)
+    }
+
+    /// The change feed of the nodes sharing this Redis and key prefix
+    /// (publish/subscribe on the channel `<key_prefix>changes`).
+    pub fn change_feed(&self) -> RedisChangeFeed {
+        RedisChangeFeed::new(
+            self.client.clone(),
+            self.connection.clone(),
+            self.key("changes"),
+        )
     }
 }
 

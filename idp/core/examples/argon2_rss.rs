@@ -1,5 +1,6 @@
 //! Measures resident memory after a burst of password hashes: the pooled
-//! hasher against a fresh allocation per hash (what the library does).
+//! hasher against a fresh allocation per hash (RustCrypto argon2's
+//! `hash_password`, which the provider used before).
 //! `cargo run -p idp-core --example argon2_rss -- pooled|fresh [hashes]`
 
 use argon2::PasswordHasher as _;

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod challenge;
+pub mod changes;
 pub mod clock;
 pub mod company;
 pub mod domain;

@@ -130,13 +130,13 @@ pub trait TokenFamilyRepo: Send + Sync {
         at: OffsetDateTime,
         reason: &str,
     ) -> Result<bool, RepoError>;
-    /// Revokes every live family born of SSO session `sid`; returns how many.
+    /// Revokes every live family born of SSO session `sid`; returns their ids.
     async fn revoke_families_of_session(
         &self,
         sid: &str,
         at: OffsetDateTime,
         reason: &str,
-    ) -> Result<u64, RepoError>;
+    ) -> Result<Vec<Uuid>, RepoError>;
     async fn find_refresh_token(
         &self,
         hash: &TokenHash,

@@ -142,8 +142,8 @@ impl TokenFamilyRepo for SeaStorage {
         sid: &str,
         at: OffsetDateTime,
         reason: &str,
-    ) -> Result<u64, RepoError> {
-        let res = token_families::Entity::update_many()
+    ) -> Result<Vec<Uuid>, RepoError> {
+        let revoked = token_families::Entity::update_many()
             .col_expr(
                 token_families::Column::RevokedAt,
                 Expr::value(stored_time(at)),
@@ -151,10 +151,10 @@ impl TokenFamilyRepo for SeaStorage {
             .col_expr(token_families::Column::RevokedReason, Expr::value(reason))
             .filter(token_families::Column::Sid.eq(sid))
             .filter(token_families::Column::RevokedAt.is_null())
-            .exec(&self.writer)
+            .exec_with_returning(&self.writer)
             .await
             .map_err(db_err)?;
-        Ok(res.rows_affected)
+        Ok(revoked.into_iter().map(|f| f.id).collect())
     }
 
     async fn find_refresh_token(

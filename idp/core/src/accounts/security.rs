@@ -347,7 +347,8 @@ impl Provider {
                 .ports
                 .families
                 .revoke_families_of_session(&e.sid, now, "signed_out_by_user")
-                .await?;
+                .await?
+                .len();
             self.audit(
                 "session.revoked",
                 Some(user.id),

@@ -3,6 +3,7 @@
 //! token minting. Web-free: the server crate parses HTTP into these types and
 //! renders what comes back.
 
+pub(crate) mod announced;
 pub mod authorize;
 pub mod client;
 pub mod error;

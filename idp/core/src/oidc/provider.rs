@@ -77,6 +77,9 @@ pub struct ProviderPorts {
     pub identities: Arc<dyn crate::ports::FederatedIdentityRepo>,
     /// Upstream OpenID providers (an outside system).
     pub upstreams: Arc<dyn crate::federation::Upstreams>,
+    /// Where changes that cached token reads rest on are announced to every
+    /// node (see [`crate::changes`]).
+    pub changes: Arc<dyn crate::changes::ChangeFeed>,
 }
 
 /// Facts about the HTTP request, for throttling and the audit trail.
@@ -100,6 +103,10 @@ pub struct Provider {
     keys: RwLock<Arc<SigningKeys>>,
     /// Access tokens whose signature verified (see its module).
     pub(crate) verified_tokens: super::verified_tokens::VerifiedTokens,
+    /// The changes this node has heard of (see [`crate::changes`]).
+    pub(crate) change_log: Arc<crate::changes::ChangeLog>,
+    /// Announces changes (the repositories of `ports` do it on their own).
+    pub(crate) announcer: Arc<super::announced::Announcer>,
     /// When each client was last recorded as used (see `touch_client`).
     client_touched: std::sync::Mutex<std::collections::HashMap<ClientId, i64>>,
 }
@@ -120,12 +127,32 @@ impl Provider {
         settings: ProviderSettings,
         clients: ClientRegistry,
         store: Arc<dyn EphemeralStore>,
-        ports: ProviderPorts,
+        mut ports: ProviderPorts,
         hasher: PasswordHasher,
         clock: SharedClock,
         kek: KeyEncryptionKey,
         notifier: Arc<dyn crate::notify::Notifier>,
     ) -> Result<Self, CoreError> {
+        // Writes that change what token reads answer are announced, whoever
+        // makes them (see `announced`).
+        let change_log = Arc::new(crate::changes::ChangeLog::new(clock.clone()));
+        ports.changes.subscribe(change_log.clone());
+        let announcer = Arc::new(super::announced::Announcer {
+            log: change_log.clone(),
+            feed: ports.changes.clone(),
+        });
+        ports.users = Arc::new(super::announced::AnnouncedUsers {
+            inner: ports.users,
+            announcer: announcer.clone(),
+        });
+        ports.families = Arc::new(super::announced::AnnouncedFamilies {
+            inner: ports.families,
+            announcer: announcer.clone(),
+        });
+        ports.orgs = Arc::new(super::announced::AnnouncedOrgs {
+            inner: ports.orgs,
+            announcer: announcer.clone(),
+        });
         let stored =
             crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
         let clients = Arc::new(clients);
@@ -164,6 +191,8 @@ impl Provider {
             kek,
             keys: RwLock::new(Arc::new(keys)),
             verified_tokens: Default::default(),
+            change_log,
+            announcer,
             client_touched: Default::default(),
         })
     }

@@ -8,6 +8,8 @@ use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
 use super::login::{CodeRecord, code_key, code_replayed_key, code_used_key};
 use super::provider::{Provider, RequestMeta};
+use super::verified_tokens::{LiveToken, Verified};
+use crate::changes::Change;
 use crate::domain::{
     ClientId, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User, UserId,
     UserStatus,
@@ -63,23 +65,15 @@ pub struct AccessTokenInfo {
     pub family_id: Option<Uuid>,
 }
 
-/// A live access token's grant, as [`Provider::check_live`] read it.
-struct LiveToken {
-    /// `None` for a token without a grant (client credentials).
-    user: Option<User>,
-    /// The user's organizations and roles, when asked for.
-    organizations: Vec<(Organization, Vec<Role>)>,
-}
-
 /// The `organizations` claim (with the `profile` scope, for users who
 /// belong to at least one): `[{id, name, status, roles}]`, so relying
 /// parties can restrict members of a pending organization.
-fn organizations_value(orgs: Vec<(Organization, Vec<Role>)>) -> Option<Value> {
+fn organizations_value(orgs: &[(Organization, Vec<Role>)]) -> Option<Value> {
     if orgs.is_empty() {
         return None;
     }
     Some(Value::Array(
-        orgs.into_iter()
+        orgs.iter()
             .map(|(o, roles)| {
                 json!({
                     "id": o.id,
@@ -678,19 +672,20 @@ impl Provider {
         &self,
         token: &str,
     ) -> Result<Option<AccessTokenInfo>, CoreError> {
-        let Some(info) = self.decode_access_token(token).await? else {
+        let Some(decoded) = self.decode_access_token(token).await? else {
             return Ok(None);
         };
-        Ok(self.check_live(&info, false).await?.map(|_| info))
+        let live = self.check_live(&decoded, false).await?;
+        Ok(live.map(|_| decoded.info.clone()))
     }
 
     /// What an access token says of itself, if it is one we issued and it
     /// has not expired: a JWT's verified claims, or an opaque handle's record.
     /// Revocation is not checked here (see [`Self::check_live`]).
-    async fn decode_access_token(&self, token: &str) -> Result<Option<AccessTokenInfo>, CoreError> {
-        let info = if token.split('.').count() == 3 {
+    async fn decode_access_token(&self, token: &str) -> Result<Option<Arc<Verified>>, CoreError> {
+        let decoded = if token.split('.').count() == 3 {
             match self.verified_jwt(token) {
-                Some(info) => info,
+                Some(v) => v,
                 None => return Ok(None),
             }
         } else {
@@ -700,25 +695,26 @@ impl Provider {
             )
             .await?
             {
-                Some(i) => i,
+                // Read anew each time, so nothing is kept with it.
+                Some(i) => Arc::new(Verified::new(String::new(), i)),
                 None => return Ok(None),
             }
         };
-        if info.exp <= self.clock.now().unix_timestamp() {
+        if decoded.info.exp <= self.clock.now().unix_timestamp() {
             return Ok(None);
         }
-        Ok(Some(info))
+        Ok(Some(decoded))
     }
 
     /// The claims of an access token JWT signed by one of our published keys,
     /// with our issuer and `typ` `at+jwt`. A token verified before is not
     /// verified again (see [`super::verified_tokens`]): its claims are what
     /// that verification proved, and its key must still be published.
-    fn verified_jwt(&self, token: &str) -> Option<AccessTokenInfo> {
+    fn verified_jwt(&self, token: &str) -> Option<Arc<Verified>> {
         let keys = self.keys();
         let digest = super::verified_tokens::digest(token);
         if let Some(seen) = self.verified_tokens.get(&digest) {
-            return keys.publishes(&seen.kid).then(|| seen.info.clone());
+            return keys.publishes(&seen.kid).then_some(seen);
         }
         let verified = keys.verify_with_kid(token).ok()?;
         let c = &verified.claims;
@@ -745,29 +741,39 @@ impl Provider {
             jti,
             family_id,
         };
-        self.verified_tokens.insert(
-            digest,
-            super::verified_tokens::Verified {
-                kid: verified.kid,
-                info: info.clone(),
-            },
-        );
-        Some(info)
+        let entry = Arc::new(Verified::new(verified.kid, info));
+        self.verified_tokens.insert(digest, entry.clone());
+        Some(entry)
     }
 
     /// The checks of a decoded access token that can change from one call to
-    /// the next, read fresh every time (nothing here is cached, so a
-    /// revocation on any node takes effect at once): the token is not
-    /// revoked (short-lived store) and its grant, if it has one, exists and
-    /// is not revoked (database). Both reads run at once. `Some` when the
+    /// the next: the token is not revoked (short-lived store) and its grant,
+    /// if it has one, exists and is not revoked (database). `Some` when the
     /// token is live, with the grant's user (read in the same query as the
     /// grant, and with their organizations when `with_organizations`); no
     /// user for a token without a grant (client credentials).
+    ///
+    /// The answer that a token is live is kept with it and given again
+    /// without reading anything while the change log says nothing it rests
+    /// on has changed (see [`crate::changes`]): a revocation or a change of
+    /// the user's claims on any node takes effect at once on every node
+    /// connected to the change feed; answers are never kept while this node
+    /// is not.
     async fn check_live(
         &self,
-        info: &AccessTokenInfo,
+        token: &Verified,
         with_organizations: bool,
-    ) -> Result<Option<LiveToken>, CoreError> {
+    ) -> Result<Option<Arc<LiveToken>>, CoreError> {
+        if let Some(kept) = token.kept_live()
+            && (kept.organizations.is_some() || !with_organizations)
+            && let Some(stamp) = &kept.stamp
+            && self.change_log.still_holds(stamp, &kept.resting_on)
+        {
+            return Ok(Some(kept));
+        }
+        // Taken before the reads begin (see `crate::changes`).
+        let stamp = self.change_log.stamp();
+        let info = &token.info;
         let revoked_key = format!("revoked_jti:{}", info.jti);
         let revoked = self.store.get(&revoked_key);
         let families = &self.ports.families;
@@ -777,32 +783,45 @@ impl Provider {
                 Some(f) if with_organizations => families
                     .find_user_and_organizations_of_unrevoked_family(f)
                     .await
-                    .map(Some),
+                    .map(|found| Some(found.map(|(user, orgs)| (user, Some(orgs))))),
                 Some(f) => families
                     .find_user_of_unrevoked_family(f)
                     .await
-                    .map(|found| Some(found.map(|user| (user, Vec::new())))),
+                    .map(|found| Some(found.map(|user| (user, None)))),
             }
         };
         let (revoked, grant) = tokio::join!(revoked, grant);
         if revoked?.is_some() {
             return Ok(None);
         }
-        match grant? {
-            None => Ok(Some(LiveToken {
-                user: None,
-                organizations: Vec::new(),
-            })),
+        let mut resting_on = vec![Change::AccessToken(info.jti.clone())];
+        let (user, organizations) = match grant? {
+            None => (None, None),
             // The grant's user is the token's subject, by construction.
             Some(Some((user, organizations))) if Some(user.id) == info.user_id => {
-                Ok(Some(LiveToken {
-                    user: Some(user),
-                    organizations,
-                }))
+                resting_on.extend(info.family_id.map(Change::Grant));
+                resting_on.push(Change::User(user.id));
+                resting_on.extend(
+                    organizations
+                        .iter()
+                        .flatten()
+                        .map(|(o, _)| Change::Organization(o.id)),
+                );
+                (Some(user), organizations)
             }
             // Unknown or revoked grant.
-            Some(_) => Ok(None),
+            Some(_) => return Ok(None),
+        };
+        let live = Arc::new(LiveToken {
+            stamp,
+            resting_on,
+            user,
+            organizations,
+        });
+        if live.stamp.is_some() {
+            token.keep_live(live.clone());
         }
+        Ok(Some(live))
     }
 
     /// Userinfo (OIDC Core §5.3): claims of the token's user, by scope.
@@ -813,11 +832,12 @@ impl Provider {
                 "the access token is invalid or expired",
             )
         };
-        let info = self.decode_access_token(token).await?.ok_or_else(invalid)?;
+        let decoded = self.decode_access_token(token).await?.ok_or_else(invalid)?;
+        let info = &decoded.info;
         // The `organizations` claim comes with `profile`: read with the grant.
         let with_organizations = has_scope(&info.scope, "profile");
         let live = self
-            .check_live(&info, with_organizations)
+            .check_live(&decoded, with_organizations)
             .await?
             .ok_or_else(invalid)?;
         if !has_scope(&info.scope, "openid") {
@@ -828,12 +848,15 @@ impl Provider {
         }
         let user = live
             .user
+            .as_ref()
             .filter(|u| u.status == UserStatus::Active)
             .ok_or_else(invalid)?;
         let mut c = Map::new();
         c.insert("sub".into(), user.id.to_string().into());
-        user_claims(&user, &info.scope, &mut c);
-        if with_organizations && let Some(o) = organizations_value(live.organizations) {
+        user_claims(user, &info.scope, &mut c);
+        if with_organizations
+            && let Some(o) = live.organizations.as_deref().and_then(organizations_value)
+        {
             c.insert("organizations".into(), o);
         }
         Ok(c)
@@ -851,9 +874,10 @@ impl Provider {
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-        if let Some(info) = self.decode_access_token(token).await?
-            && let Some(live) = self.check_live(&info, false).await?
+        if let Some(decoded) = self.decode_access_token(token).await?
+            && let Some(live) = self.check_live(&decoded, false).await?
         {
+            let info = &decoded.info;
             let mut v = json!({
                 "active": true,
                 "token_type": "Bearer",
@@ -866,7 +890,7 @@ impl Provider {
                 "aud": info.client_id,
                 "jti": info.jti,
             });
-            if let Some(user) = live.user {
+            if let Some(user) = &live.user {
                 v["username"] = user.customer_id.as_str().into();
             }
             return Ok(v);
@@ -931,6 +955,9 @@ impl Provider {
                     )
                     .await
                     .map_err(CoreError::from)?;
+                self.announcer
+                    .announce(&[Change::AccessToken(info.jti.clone())])
+                    .await;
                 self.store
                     .delete(&format!("at:{}", TokenHash::of(token).as_str()))
                     .await
@@ -1011,7 +1038,7 @@ impl Provider {
         if !has_scope(scope, "profile") {
             return Ok(None);
         }
-        Ok(organizations_value(self.user_organizations(user).await?))
+        Ok(organizations_value(&self.user_organizations(user).await?))
     }
 }
 

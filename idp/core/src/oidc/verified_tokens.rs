@@ -11,6 +11,11 @@
 //! and that key `kid` is still published (a key taken out of the key set
 //! stops its tokens at the next key refresh, remembered or not).
 //!
+//! An entry also keeps the last answer that the token is live (its grant's
+//! user and organizations, as read), with the [`Stamp`] of those reads: it
+//! is given again, without any I/O, while the node's [`crate::changes`] log
+//! says nothing it rests on has changed since.
+//!
 //! Keyed by SHA-256 of the whole token, so a hit means the very bytes that
 //! were verified; a token that fails verification is never remembered, so
 //! only tokens we signed take room. Bounded: two generations of at most
@@ -20,6 +25,8 @@
 //! approximately, at O(1) per call).
 
 use super::token::AccessTokenInfo;
+use crate::changes::{Change, Stamp};
+use crate::domain::{Organization, Role, User};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,12 +38,49 @@ pub(crate) fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// What a verified signature proves.
+/// What a verified signature proves, and the last answer that the token is
+/// live.
 #[derive(Debug)]
 pub(crate) struct Verified {
-    /// The key that verified it.
+    /// The key that verified it (empty for an opaque handle).
     pub(crate) kid: String,
     pub(crate) info: AccessTokenInfo,
+    live: Mutex<Option<Arc<LiveToken>>>,
+}
+
+impl Verified {
+    pub(crate) fn new(kid: String, info: AccessTokenInfo) -> Self {
+        Self {
+            kid,
+            info,
+            live: Mutex::new(None),
+        }
+    }
+
+    /// The answer kept by [`Self::keep_live`], if any (still to be checked
+    /// against the change log).
+    pub(crate) fn kept_live(&self) -> Option<Arc<LiveToken>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn keep_live(&self, live: Arc<LiveToken>) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+    }
+}
+
+/// A live access token's grant, as read from the short-lived store and the
+/// database.
+#[derive(Debug)]
+pub(crate) struct LiveToken {
+    /// When its reads began; `None` when it must not be kept.
+    pub(crate) stamp: Option<Stamp>,
+    /// What a change of would make it wrong: the token, its grant, its user,
+    /// the user's organizations.
+    pub(crate) resting_on: Vec<Change>,
+    /// `None` for a token without a grant (client credentials).
+    pub(crate) user: Option<User>,
+    /// The user's organizations and roles, when they were read.
+    pub(crate) organizations: Option<Vec<(Organization, Vec<Role>)>>,
 }
 
 #[derive(Default)]
@@ -101,8 +145,8 @@ impl VerifiedTokens {
     }
 
     /// Remembers a token whose signature has just been verified.
-    pub(crate) fn insert(&self, key: TokenDigest, verified: Verified) {
-        self.lock().insert(key, Arc::new(verified), self.limit);
+    pub(crate) fn insert(&self, key: TokenDigest, verified: Arc<Verified>) {
+        self.lock().insert(key, verified, self.limit);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -116,9 +160,9 @@ mod tests {
     use super::*;
 
     fn verified(jti: &str) -> Verified {
-        Verified {
-            kid: "k1".into(),
-            info: AccessTokenInfo {
+        Verified::new(
+            "k1".into(),
+            AccessTokenInfo {
                 client_id: "c".into(),
                 sub: "s".into(),
                 user_id: None,
@@ -128,22 +172,22 @@ mod tests {
                 jti: jti.into(),
                 family_id: None,
             },
-        }
+        )
     }
 
     #[test]
     fn bounded_and_recently_used_entries_stay() {
         let memo = VerifiedTokens::with_generation(2);
         let (a, b, c, d) = (digest("a"), digest("b"), digest("c"), digest("d"));
-        memo.insert(a, verified("a"));
-        memo.insert(b, verified("b"));
+        memo.insert(a, Arc::new(verified("a")));
+        memo.insert(b, Arc::new(verified("b")));
         // The current generation is full: {a, b} become the previous one.
-        memo.insert(c, verified("c"));
+        memo.insert(c, Arc::new(verified("c")));
         assert_eq!(memo.len(), 3);
         // A hit in the previous generation moves `a` forward...
         assert_eq!(memo.get(&a).unwrap().info.jti, "a");
         // ...so when the next generation starts, `b` (unused) is the one dropped.
-        memo.insert(d, verified("d"));
+        memo.insert(d, Arc::new(verified("d")));
         assert!(memo.get(&b).is_none());
         assert!(memo.get(&a).is_some());
         assert!(memo.get(&c).is_some());
@@ -154,7 +198,7 @@ mod tests {
     #[test]
     fn keyed_by_the_whole_token() {
         let memo = VerifiedTokens::default();
-        memo.insert(digest("header.payload.signature"), verified("x"));
+        memo.insert(digest("header.payload.signature"), Arc::new(verified("x")));
         assert!(memo.get(&digest("header.payload.signaturE")).is_none());
         assert!(memo.get(&digest("header.payload.signature")).is_some());
     }
