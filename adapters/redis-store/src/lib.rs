@@ -234,6 +234,20 @@ impl EphemeralStore for RedisStore {
             .map_err(|e| map_err("GET", e))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.connection.clone();
+        let mut mget = redis::cmd("MGET");
+        for key in keys {
+            mget.arg(self.key(key));
+        }
+        mget.query_async(&mut c)
+            .await
+            .map_err(|e| map_err("MGET", e))
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut c = self.connection.clone();
         redis::cmd("GETDEL")

@@ -62,6 +62,11 @@ async fn get_missing_is_none() {
 }
 
 #[tokio::test]
+async fn get_many_in_order() {
+    contract::get_many_in_order(&*dyn_store().await, "c:").await;
+}
+
+#[tokio::test]
 async fn put_new_sets_only_when_absent() {
     contract::put_new_sets_only_when_absent(&*dyn_store().await, "c:").await;
 }

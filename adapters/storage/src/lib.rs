@@ -89,6 +89,7 @@ pub(crate) struct PrebuiltSql {
     pub(crate) user_by_id: std::sync::OnceLock<String>,
     pub(crate) user_of_unrevoked_family: std::sync::OnceLock<String>,
     pub(crate) user_and_organizations_of_unrevoked_family: std::sync::OnceLock<String>,
+    pub(crate) user_and_organizations: std::sync::OnceLock<String>,
     pub(crate) refresh_token_grant: std::sync::OnceLock<String>,
 }
 

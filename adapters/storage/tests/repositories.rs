@@ -1214,6 +1214,19 @@ async fn grant_read_with_organizations_in_join_order(s: &SeaStorage) {
         assert_eq!((o.id, roles), (eo.id, eroles));
         assert_eq!(Some(o.clone()), s.find_org(o.id).await.unwrap());
     }
+    // The same by the user's id (a code exchange's read).
+    let (by_id, by_id_orgs) = s.find_with_organizations(bob.id).await.unwrap().unwrap();
+    assert_eq!((by_id, by_id_orgs), (user.clone(), orgs.clone()));
+    assert_eq!(
+        s.find_with_organizations(carol.id).await.unwrap(),
+        Some((carol.clone(), vec![]))
+    );
+    assert_eq!(
+        s.find_with_organizations(UserId(Uuid::now_v7()))
+            .await
+            .unwrap(),
+        None
+    );
     // A user in no organization; an unknown or revoked family.
     assert_eq!(
         s.find_user_and_organizations_of_unrevoked_family(carols.id)

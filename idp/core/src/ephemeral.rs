@@ -32,6 +32,8 @@ pub trait EphemeralStore: Send + Sync {
     /// Sets `key` only if absent (SET NX). Returns whether it was set.
     async fn put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The values of several keys at once (MGET: one round trip), in order.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
     /// Returns the value and deletes it in one atomic step (GETDEL): of two
     /// concurrent takes, exactly one gets the value.
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -182,6 +184,14 @@ impl EphemeralStore for MemoryStore {
         Ok(self.with_live(|map, now| live(map, key, now).map(|e| e.value.clone())))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        Ok(self.with_live(|map, now| {
+            keys.iter()
+                .map(|key| live(map, key, now).map(|e| e.value.clone()))
+                .collect()
+        }))
+    }
+
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.with_live(|map, now| {
             map.remove(key)
@@ -317,6 +327,32 @@ pub mod contract {
     pub async fn get_missing_is_none(store: &dyn EphemeralStore, prefix: &str) {
         let k = key(prefix, "never-written");
         assert_eq!(store.get(&k).await.expect("get"), None);
+    }
+
+    /// `get_many` gives each key's value in the order asked, `None` for
+    /// keys never written, the same key twice if asked twice.
+    pub async fn get_many_in_order(store: &dyn EphemeralStore, prefix: &str) {
+        let (a, b, missing) = (
+            key(prefix, "many-a"),
+            key(prefix, "many-b"),
+            key(prefix, "many-x"),
+        );
+        store.put(&a, V1, TTL).await.expect("put");
+        store.put(&b, V2, TTL).await.expect("put");
+        let got = store
+            .get_many(&[&b, &missing, &a, &b])
+            .await
+            .expect("get_many");
+        assert_eq!(
+            got,
+            vec![
+                Some(V2.to_vec()),
+                None,
+                Some(V1.to_vec()),
+                Some(V2.to_vec())
+            ]
+        );
+        assert!(store.get_many(&[]).await.expect("get_many").is_empty());
     }
 
     /// `put_new` sets only when the key is absent and leaves an existing
@@ -654,6 +690,11 @@ mod tests {
     #[tokio::test]
     async fn get_missing_is_none() {
         contract::get_missing_is_none(&*dyn_store(), "t:").await;
+    }
+
+    #[tokio::test]
+    async fn get_many_in_order() {
+        contract::get_many_in_order(&*dyn_store(), "t:").await;
     }
 
     #[tokio::test]

@@ -32,6 +32,12 @@ pub trait UserRepo: Send + Sync {
     /// gives [`RepoError::Conflict`] and writes nothing.
     async fn create(&self, user: &User) -> Result<(), RepoError>;
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, RepoError>;
+    /// The user with the organizations they belong to and their roles there,
+    /// in the order they joined them (the `organizations` claim), in one read.
+    async fn find_with_organizations(
+        &self,
+        id: UserId,
+    ) -> Result<Option<(User, Vec<(Organization, Vec<Role>)>)>, RepoError>;
     /// Case-insensitive on the address.
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError>;
     async fn find_by_customer_id(&self, id: &CustomerId) -> Result<Option<User>, RepoError>;

@@ -167,20 +167,17 @@ pub(crate) async fn login_page(
     };
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     let meta = request_meta(&state, &headers, peer_addr(&peer));
-    let ui_locales = match state.provider.load_flow(&flow_id, browser.as_deref()).await {
-        Ok(f) => f.request.ui_locales,
+    // Loaded once: for the page's language, then for the page.
+    let flow = match state.provider.load_flow(&flow_id, browser.as_deref()).await {
+        Ok(f) => f,
         Err(e) => return (jar.clone(), flow_error(&state, &jar, &headers, e)).into_response(),
     };
     let loc = match q.lang.as_deref() {
         Some("fr") => Locale::Fr,
         Some("en") => Locale::En,
-        _ => locale(&jar, &headers, ui_locales.as_deref()),
+        _ => locale(&jar, &headers, flow.request.ui_locales.as_deref()),
     };
-    match state
-        .provider
-        .current_page(&flow_id, browser.as_deref(), &meta, loc.as_str())
-        .await
-    {
+    match state.provider.page_of(flow, &meta, loc.as_str()).await {
         Ok(page) => (jar, render_page(&state, &page, loc, StatusCode::OK)).into_response(),
         Err(e) => (jar.clone(), flow_error(&state, &jar, &headers, e)).into_response(),
     }
@@ -337,23 +334,17 @@ pub(crate) async fn submit_step(
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let p = &state.provider;
-    let ui_locales = p
-        .load_flow(&flow_id, browser.as_deref())
-        .await
-        .ok()
-        .and_then(|f| f.request.ui_locales);
-    let loc = locale(&jar, &headers, ui_locales.as_deref());
-    let outcome = p
-        .submit_step(
-            &flow_id,
-            browser.as_deref(),
-            &csrf,
-            &step,
-            &input,
-            &meta,
-            loc.as_str(),
-        )
-        .await;
+    // Loaded once: for the page's language, then for the submission.
+    let (loc, outcome) = match p.load_flow(&flow_id, browser.as_deref()).await {
+        Ok(flow) => {
+            let loc = locale(&jar, &headers, flow.request.ui_locales.as_deref());
+            let outcome = p
+                .submit_to(flow, &csrf, &step, &input, &meta, loc.as_str())
+                .await;
+            (loc, outcome)
+        }
+        Err(e) => (locale(&jar, &headers, None), Err(e)),
+    };
     outcome_response(&state, jar, &headers, &flow_id, loc, outcome)
 }
 

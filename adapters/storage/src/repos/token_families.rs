@@ -5,9 +5,7 @@
 use crate::entities::{memberships, organizations, refresh_tokens, token_families, users};
 use crate::{SeaStorage, db_err, stored_time};
 use async_trait::async_trait;
-use idp_core::domain::{
-    Membership, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User,
-};
+use idp_core::domain::{Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User};
 use idp_core::ports::{RepoError, TokenFamilyRepo};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -85,36 +83,7 @@ impl TokenFamilyRepo for SeaStorage {
             },
             [id.into()],
         );
-        let rows = self
-            .db
-            .query_all_raw(stmt)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|row| {
-                Ok((
-                    users::Model::from_query_result(row, SelectA.as_str())?,
-                    memberships::Model::from_query_result_optional(row, SelectB.as_str())?,
-                    organizations::Model::from_query_result_optional(row, SelectC.as_str())?,
-                ))
-            })
-            .collect::<Result<Vec<_>, sea_orm::DbErr>>()
-            .map_err(db_err)?;
-        let Some(user) = rows.first().map(|(u, _, _)| u.clone()) else {
-            return Ok(None);
-        };
-        let mut joined = Vec::new();
-        for (_, membership, org) in rows {
-            // A membership whose organization is gone is left out, as
-            // `OrgRepo::find_org` would find nothing.
-            if let (Some(m), Some(o)) = (membership, org) {
-                joined.push((Membership::try_from(m)?, Organization::try_from(o)?));
-            }
-        }
-        // The order `OrgRepo::memberships_of` gives: joined first, then by id.
-        joined.sort_by_key(|(m, _)| (m.created_at, m.org_id.0));
-        let orgs = joined.into_iter().map(|(m, o)| (o, m.roles)).collect();
-        Ok(Some((User::try_from(user)?, orgs)))
+        self.user_with_organizations(stmt).await
     }
 
     async fn revoke_family(

@@ -1,9 +1,9 @@
 //! [`UserRepo`] on the `users` table.
 
-use crate::entities::users;
+use crate::entities::{memberships, organizations, users};
 use crate::{SeaStorage, db_err};
 use async_trait::async_trait;
-use idp_core::domain::{CustomerId, Email, User, UserId};
+use idp_core::domain::{CustomerId, Email, Membership, Organization, Role, User, UserId};
 use idp_core::ports::{RepoError, UserRepo};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
@@ -31,6 +31,24 @@ impl UserRepo for SeaStorage {
             .await
             .map_err(db_err)?;
         crate::at_most_one(rows)?.map(User::try_from).transpose()
+    }
+
+    async fn find_with_organizations(
+        &self,
+        id: UserId,
+    ) -> Result<Option<(User, Vec<(Organization, Vec<Role>)>)>, RepoError> {
+        let stmt = self.prebuilt(
+            &self.sql.user_and_organizations,
+            || {
+                users::Entity::find()
+                    .filter(users::Column::Id.eq(uuid::Uuid::nil()))
+                    .find_also_related(memberships::Entity)
+                    .and_also_related(organizations::Entity)
+                    .build(self.backend())
+            },
+            [id.0.into()],
+        );
+        self.user_with_organizations(stmt).await
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError> {
@@ -130,6 +148,47 @@ impl UserRepo for SeaStorage {
 }
 
 impl SeaStorage {
+    /// Runs a select of users with their memberships and organizations (one
+    /// row per membership, one with none when there are none: the user's
+    /// columns repeat on each) and gives the user, if any, with their
+    /// organizations and roles in the order they joined them.
+    pub(crate) async fn user_with_organizations(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<(User, Vec<(Organization, Vec<Role>)>)>, RepoError> {
+        use sea_orm::{ConnectionTrait, FromQueryResult, IdenStatic, SelectA, SelectB, SelectC};
+        let rows = self
+            .db
+            .query_all_raw(stmt)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|row| {
+                Ok((
+                    users::Model::from_query_result(row, SelectA.as_str())?,
+                    memberships::Model::from_query_result_optional(row, SelectB.as_str())?,
+                    organizations::Model::from_query_result_optional(row, SelectC.as_str())?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sea_orm::DbErr>>()
+            .map_err(db_err)?;
+        let Some(user) = rows.first().map(|(u, _, _)| u.clone()) else {
+            return Ok(None);
+        };
+        let mut joined = Vec::new();
+        for (_, membership, org) in rows {
+            // A membership whose organization is gone is left out, as
+            // `OrgRepo::find_org` would find nothing.
+            if let (Some(m), Some(o)) = (membership, org) {
+                joined.push((Membership::try_from(m)?, Organization::try_from(o)?));
+            }
+        }
+        // The order `OrgRepo::memberships_of` gives: joined first, then by id.
+        joined.sort_by_key(|(m, _)| (m.created_at, m.org_id.0));
+        let orgs = joined.into_iter().map(|(m, o)| (o, m.roles)).collect();
+        Ok(Some((User::try_from(user)?, orgs)))
+    }
+
     /// Sets columns of one user in one statement. An unknown user changes
     /// nothing. The ports give no time, so `updated_at` is left as it is.
     async fn update_user(

@@ -56,6 +56,12 @@ impl UserRepo for AnnouncedUsers {
     async fn find_by_id(&self, id: UserId) -> Result<Option<User>, RepoError> {
         self.inner.find_by_id(id).await
     }
+    async fn find_with_organizations(
+        &self,
+        id: UserId,
+    ) -> Result<Option<(User, Vec<(Organization, Vec<Role>)>)>, RepoError> {
+        self.inner.find_with_organizations(id).await
+    }
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepoError> {
         self.inner.find_by_email(email).await
     }

@@ -220,6 +220,15 @@ enum Settled {
     Done,
 }
 
+/// The flow's CSRF token, compared in constant time.
+fn check_csrf(flow: &LoginFlow, csrf: &str) -> Result<(), FlowError> {
+    if bool::from(flow.csrf.as_bytes().ct_eq(csrf.as_bytes())) {
+        Ok(())
+    } else {
+        Err(FlowError::Csrf)
+    }
+}
+
 fn flow_key(id: &str) -> String {
     format!("flow:{id}")
 }
@@ -479,9 +488,7 @@ impl Provider {
         csrf: &str,
     ) -> Result<LoginFlow, FlowError> {
         let flow = self.load_flow(flow_id, browser_cookie).await?;
-        if !bool::from(flow.csrf.as_bytes().ct_eq(csrf.as_bytes())) {
-            return Err(FlowError::Csrf);
-        }
+        check_csrf(&flow, csrf)?;
         Ok(flow)
     }
 
@@ -489,7 +496,26 @@ impl Provider {
     pub(super) async fn save_flow(
         &self,
         old: &LoginFlow,
+        new: LoginFlow,
+    ) -> Result<LoginFlow, FlowError> {
+        let ttl = secs(new.expires_at - self.clock.now().unix_timestamp());
+        self.swap_flow(old, new, ttl).await
+    }
+
+    /// Compare-and-swap the flow from `old` to its completed state, kept only
+    /// a moment: of two submissions completing it at once, only one swaps
+    /// (the other's `old` no longer matches), and a completed flow is never
+    /// loaded again ([`Self::load_flow`]), so it need not be deleted after.
+    async fn finish_flow(&self, old: &LoginFlow, new: LoginFlow) -> Result<LoginFlow, FlowError> {
+        debug_assert!(new.completed);
+        self.swap_flow(old, new, Duration::from_secs(1)).await
+    }
+
+    async fn swap_flow(
+        &self,
+        old: &LoginFlow,
         mut new: LoginFlow,
+        ttl: Duration,
     ) -> Result<LoginFlow, FlowError> {
         if *old == new {
             return Ok(new);
@@ -497,7 +523,6 @@ impl Provider {
         new.version = old.version + 1;
         let old_bytes = serde_json::to_vec(old).map_err(|e| CoreError::Internal(e.to_string()))?;
         let new_bytes = serde_json::to_vec(&new).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let ttl = secs(new.expires_at - self.clock.now().unix_timestamp());
         let swapped = self
             .store
             .replace_if(&flow_key(&new.id), &old_bytes, &new_bytes, ttl)
@@ -714,6 +739,18 @@ impl Provider {
         locale: &str,
     ) -> Result<FlowPage, FlowError> {
         let old = self.load_flow(flow_id, browser_cookie).await?;
+        self.page_of(old, meta, locale).await
+    }
+
+    /// [`Self::current_page`] of a flow the caller has just loaded with
+    /// [`Self::load_flow`] (to pick the page's language from it), so it is
+    /// not read twice.
+    pub async fn page_of(
+        &self,
+        old: LoginFlow,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<FlowPage, FlowError> {
         let client = self.client_of(&old)?;
         let user = self.flow_user(&old).await?;
         let mut flow = old.clone();
@@ -763,7 +800,24 @@ impl Provider {
         meta: &RequestMeta,
         locale: &str,
     ) -> Result<SubmitOutcome, FlowError> {
-        let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
+        let old = self.load_flow(flow_id, browser_cookie).await?;
+        self.submit_to(old, csrf, step_name, input, meta, locale)
+            .await
+    }
+
+    /// [`Self::submit_step`] to a flow the caller has just loaded with
+    /// [`Self::load_flow`] (to pick the page's language from it), so it is
+    /// not read twice. The CSRF token is checked here.
+    pub async fn submit_to(
+        &self,
+        old: LoginFlow,
+        csrf: &str,
+        step_name: &str,
+        input: &StepInput,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<SubmitOutcome, FlowError> {
+        check_csrf(&old, csrf)?;
         // Only the runner marks a submission as an upstream's answer.
         let input = input.without(crate::steps::upstream::CALLBACK_FIELD);
         self.submit_loaded(old, step_name, &input, meta, locale)
@@ -1140,8 +1194,7 @@ impl Provider {
             ))
         })?;
         flow.completed = true;
-        self.save_flow(old, flow.clone()).await?;
-        self.store.delete(&flow_key(&flow.id)).await?;
+        self.finish_flow(old, flow.clone()).await?;
         // The user proved they own the account an upstream identity matched.
         if let Some(link) = flow.pending_link.take()
             && link.user_id == user.id
@@ -1326,15 +1379,13 @@ impl Provider {
         ip_key: Option<&str>,
     ) -> Result<Option<OffsetDateTime>, CoreError> {
         let t = self.settings.throttle;
-        for (key, max) in [
-            (Some(acct_key), t.account_max_failures),
-            (ip_key, t.ip_max_failures),
-        ] {
-            let Some(key) = key else { continue };
-            let count = self
-                .store
-                .get(key)
-                .await?
+        let mut checks = vec![(acct_key, t.account_max_failures)];
+        checks.extend(ip_key.map(|k| (k, t.ip_max_failures)));
+        // Both counters in one read.
+        let keys: Vec<&str> = checks.iter().map(|(k, _)| *k).collect();
+        let counts = self.store.get_many(&keys).await?;
+        for ((key, max), count) in checks.into_iter().zip(counts) {
+            let count = count
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| s.parse::<u64>().ok())
                 .unwrap_or(0);

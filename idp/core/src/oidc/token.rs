@@ -90,6 +90,8 @@ fn organizations_value(orgs: &[(Organization, Vec<Role>)]) -> Option<Value> {
 struct GrantFacts<'a> {
     client: &'a Client,
     user: &'a User,
+    /// The user's organizations when the ID token carries them (`profile`).
+    organizations: Option<&'a [(Organization, Vec<Role>)]>,
     scope: &'a str,
     sid: Option<&'a str>,
     auth_time: i64,
@@ -255,10 +257,11 @@ impl Provider {
             // Expired between the read and now.
             return Err(invalid());
         }
-        let user = self.active_user(record.user_id).await?;
+        let (user, organizations) = self.grant_user(record.user_id, &record.scope).await?;
         let facts = GrantFacts {
             client,
             user: &user,
+            organizations: organizations.as_deref(),
             scope: &record.scope,
             sid: Some(&record.sid),
             auth_time: record.auth_time,
@@ -422,13 +425,20 @@ impl Provider {
             self.revoke_for_reuse(&family, meta).await?;
             return Err(invalid().with_detail("concurrent refresh token reuse"));
         }
-        // The account as read with the token, a moment ago.
+        // The account as read with the token, a moment ago, unless the ID
+        // token needs its organizations too: then both, read at once.
         if user.status != UserStatus::Active {
             return Err(OAuthError::invalid_grant("the account is not active"));
         }
+        let (user, organizations) = if wants_organizations(&scope) {
+            self.grant_user(user.id, &scope).await?
+        } else {
+            (user, None)
+        };
         let facts = GrantFacts {
             client,
             user: &user,
+            organizations: organizations.as_deref(),
             scope: &scope,
             sid: family.sid.as_deref(),
             auth_time: family.auth_time.unix_timestamp(),
@@ -517,13 +527,29 @@ impl Provider {
         })
     }
 
-    async fn active_user(&self, id: UserId) -> Result<User, OAuthError> {
-        self.ports
-            .users
-            .find_by_id(id)
-            .await
-            .map_err(CoreError::from)?
-            .filter(|u| u.status == UserStatus::Active)
+    /// The grant's user, who must be active, with their organizations when
+    /// the ID token carries them (see [`wants_organizations`]): one read.
+    async fn grant_user(
+        &self,
+        id: UserId,
+        scope: &str,
+    ) -> Result<(User, Option<Vec<(Organization, Vec<Role>)>>), OAuthError> {
+        let users = &self.ports.users;
+        let found = if wants_organizations(scope) {
+            users
+                .find_with_organizations(id)
+                .await
+                .map_err(CoreError::from)?
+                .map(|(user, orgs)| (user, Some(orgs)))
+        } else {
+            users
+                .find_by_id(id)
+                .await
+                .map_err(CoreError::from)?
+                .map(|user| (user, None))
+        };
+        found
+            .filter(|(u, _)| u.status == UserStatus::Active)
             .ok_or_else(|| OAuthError::invalid_grant("the account is not active"))
     }
 
@@ -547,7 +573,7 @@ impl Provider {
             )
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
-            let orgs = self.organizations_claim(f.user.id, f.scope).await?;
+            let orgs = f.organizations.and_then(organizations_value);
             Some(self.mint_id_token(f, &access_token, orgs)?)
         } else {
             None
@@ -1026,20 +1052,10 @@ pub fn check_code_verifier(
     }
 }
 
-impl Provider {
-    /// The `organizations` claim (with the `profile` scope, for users who
-    /// belong to at least one): `[{id, name, status, roles}]`, so relying
-    /// parties can restrict members of a pending organization.
-    async fn organizations_claim(
-        &self,
-        user: UserId,
-        scope: &str,
-    ) -> Result<Option<Value>, CoreError> {
-        if !has_scope(scope, "profile") {
-            return Ok(None);
-        }
-        Ok(organizations_value(&self.user_organizations(user).await?))
-    }
+/// Whether an ID token of `scope` carries the `organizations` claim: with
+/// `openid` and `profile`.
+fn wants_organizations(scope: &str) -> bool {
+    has_scope(scope, "openid") && has_scope(scope, "profile")
 }
 
 /// Claims about the user allowed by `scope` (OIDC Core §5.4).
