@@ -752,18 +752,7 @@ async fn an_access_token_is_not_an_id_token_hint(app: &TestApp) {
         )
         .await;
     let code = query_param(&cb, "code").unwrap();
-    let (status, t) = token_request(
-        app,
-        "conf",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
+    let t = exchange_code(app, "conf", &code, Some(&verifier)).await;
     let access = t["access_token"].as_str().unwrap();
     // At logout: refused, no redirect, the session survives.
     let res = browser

@@ -90,33 +90,6 @@ fn code_of(callback: &str, state: &str, app: &TestApp) -> String {
     query_param(callback, "code").unwrap_or_else(|| panic!("no code in {callback}"))
 }
 
-/// The code exchange as `client_id` (HTTP Basic); asserts a 200.
-async fn exchange(app: &TestApp, client_id: &str, code: &str, verifier: Option<&str>) -> Value {
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", REDIRECT),
-    ];
-    if let Some(v) = verifier {
-        form.push(("code_verifier", v));
-    }
-    let (status, t) = token_request(app, client_id, &form).await;
-    assert_eq!(status, 200, "{t}");
-    t
-}
-
-/// Userinfo by GET with a Bearer header; asserts a 200.
-async fn userinfo_get(app: &TestApp, access: &str) -> Value {
-    let res = reqwest::Client::new()
-        .get(app.url("/userinfo"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 /// Alice signs in through `conf` (PKCE) in a new browser; the browser (with
 /// its session) and the token response.
 async fn signed_in(app: &TestApp) -> (Browser, Value) {
@@ -131,7 +104,7 @@ async fn signed_in(app: &TestApp) -> (Browser, Value) {
         )
         .await;
     let code = code_of(&cb, "st-123", app);
-    let tokens = exchange(app, "conf", &code, Some(&verifier)).await;
+    let tokens = exchange_code(app, "conf", &code, Some(&verifier)).await;
     (browser, tokens)
 }
 
@@ -230,7 +203,7 @@ async fn id_token_of_a_client_naming_no_algorithm_is_rs256_and_verifies_by_kid(a
         )
         .await;
     let code = code_of(&cb, "st-123", app);
-    let t = exchange(app, FILE_CLIENT, &code, Some(&verifier)).await;
+    let t = exchange_code(app, FILE_CLIENT, &code, Some(&verifier)).await;
     let id_token = t["id_token"].as_str().unwrap();
     let (header, claims) = jwt_parts(id_token);
     assert_eq!(header["alg"], "RS256", "{header}");
@@ -364,7 +337,7 @@ async fn code_flow_without_nonce_succeeds_and_the_id_token_has_no_nonce(app: &Te
         .login(app, &url, "alice@example.com", PASSWORD)
         .await;
     let code = code_of(&cb, "no-nonce", app);
-    let t = exchange(app, "conf", &code, None).await;
+    let t = exchange_code(app, "conf", &code, None).await;
     let (_, id) = jwt_parts(t["id_token"].as_str().expect("an ID token"));
     assert_eq!(id["sub"], app.user.id.to_string());
     assert_eq!(id["aud"], "conf");
@@ -393,13 +366,13 @@ async fn alternate_happy_flow_with_openid_last(app: &TestApp) {
         .login(app, &url, "alice@example.com", PASSWORD)
         .await;
     let code = code_of(&cb, "alt-state", app);
-    let t = exchange(app, "conf", &code, Some(&verifier)).await;
+    let t = exchange_code(app, "conf", &code, Some(&verifier)).await;
     let (_, id) = jwt_parts(t["id_token"].as_str().expect("an ID token"));
     assert_eq!(id["nonce"], "alt-nonce");
     assert_eq!(id["sub"], app.user.id.to_string());
     assert_eq!(id["email"], "Alice@Example.com");
     assert_eq!(id["name"], "Alice Martin");
-    let info = userinfo_get(app, t["access_token"].as_str().unwrap()).await;
+    let info = userinfo(app, t["access_token"].as_str().unwrap()).await;
     assert_eq!(info["sub"], id["sub"]);
     assert_eq!(info["email"], "Alice@Example.com");
     assert_eq!(info["name"], "Alice Martin");
@@ -419,7 +392,7 @@ async fn flow_with(app: &TestApp, extra: &[(&str, &str)]) -> Value {
         )
         .await;
     let code = code_of(&cb, "st-123", app);
-    let t = exchange(app, "conf", &code, Some(&verifier)).await;
+    let t = exchange_code(app, "conf", &code, Some(&verifier)).await;
     let (_, id) = jwt_parts(t["id_token"].as_str().expect("an ID token"));
     assert_eq!(id["sub"], app.user.id.to_string());
     assert_eq!(id["nonce"], "n-456");
@@ -434,7 +407,7 @@ async fn display_popup_is_accepted(app: &TestApp) {
 /// `oidcc-claims-locales`: accepted and ignored.
 async fn claims_locales_is_accepted(app: &TestApp) {
     let t = flow_with(app, &[("claims_locales", "se")]).await;
-    let info = userinfo_get(app, t["access_token"].as_str().unwrap()).await;
+    let info = userinfo(app, t["access_token"].as_str().unwrap()).await;
     assert_eq!(info["sub"], app.user.id.to_string());
 }
 
@@ -447,7 +420,7 @@ async fn claims_parameter_is_ignored(app: &TestApp) {
         &[("claims", r#"{"userinfo":{"name":{"essential":true}}}"#)],
     )
     .await;
-    let info = userinfo_get(app, t["access_token"].as_str().unwrap()).await;
+    let info = userinfo(app, t["access_token"].as_str().unwrap()).await;
     assert_eq!(info["sub"], app.user.id.to_string());
     assert_eq!(info["name"], "Alice Martin");
 }
@@ -480,7 +453,7 @@ async fn authorization_request_by_form_post(app: &TestApp) {
         .login(app, &app.url(&to), "alice@example.com", PASSWORD)
         .await;
     let code = code_of(&cb, "posted", app);
-    let t = exchange(app, "conf", &code, Some(&verifier)).await;
+    let t = exchange_code(app, "conf", &code, Some(&verifier)).await;
     let (_, id) = jwt_parts(t["id_token"].as_str().unwrap());
     assert_eq!(id["nonce"], "n-post");
     assert_eq!(id["sub"], app.user.id.to_string());
@@ -520,7 +493,7 @@ async fn code_exchange_with_client_secret_post(app: &TestApp) {
     assert_eq!(id["aud"], POST_CLIENT);
     assert_eq!(id["sub"], app.user.id.to_string());
     assert_eq!(id["nonce"], "n-456");
-    let info = userinfo_get(app, t["access_token"].as_str().unwrap()).await;
+    let info = userinfo(app, t["access_token"].as_str().unwrap()).await;
     assert_eq!(info["sub"], id["sub"]);
 }
 
@@ -614,7 +587,7 @@ async fn refresh_token_is_bound_to_its_client(app: &TestApp) {
     for claim in ["iss", "sub", "aud", "auth_time"] {
         assert_eq!(id[claim], first_id[claim], "refreshed ID token {claim}");
     }
-    let info = userinfo_get(app, t2["access_token"].as_str().unwrap()).await;
+    let info = userinfo(app, t2["access_token"].as_str().unwrap()).await;
     assert_eq!(info["sub"], app.user.id.to_string());
 }
 

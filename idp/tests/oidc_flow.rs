@@ -254,18 +254,7 @@ async fn refresh_revocation_and_logout_revoke_grants(app: &TestApp) {
         )
         .await;
     let code = query_param(&cb, "code").unwrap();
-    let (status, t) = token_request(
-        app,
-        "conf",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{t}");
+    let t = exchange_code(app, "conf", &code, Some(&verifier)).await;
     assert_eq!(t["token_type"], "Bearer");
     let refresh = t["refresh_token"].as_str().unwrap();
     assert_eq!(introspect(app, refresh).await["active"], true);

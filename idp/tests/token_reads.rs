@@ -28,19 +28,7 @@ async fn tokens(app: &TestApp, browser: &Browser) -> Value {
             .await
     };
     let code = query_param(&callback, "code").expect("a code");
-    let (status, t) = token_request(
-        app,
-        "conf",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{t}");
-    t
+    exchange_code(app, "conf", &code, Some(&verifier)).await
 }
 
 async fn userinfo_status(app: &TestApp, access: &str) -> u16 {
@@ -178,17 +166,6 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("{what}: not seen by the other node within 2 s");
-}
-
-async fn userinfo(app: &TestApp, access: &str) -> Value {
-    let res = reqwest::Client::new()
-        .get(app.url("/userinfo"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
 }
 
 /// Two nodes on one database and one Redis (PostgreSQL + Redis, the

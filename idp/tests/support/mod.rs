@@ -585,6 +585,40 @@ pub async fn token_request(
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// The code exchange as `client_id` (HTTP Basic) with the redirect URI
+/// [`REDIRECT`] and, when given, the PKCE verifier; asserts a 200 and returns
+/// the token response.
+pub async fn exchange_code(
+    app: &TestApp,
+    client_id: &str,
+    code: &str,
+    verifier: Option<&str>,
+) -> serde_json::Value {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    let (status, t) = token_request(app, client_id, &form).await;
+    assert_eq!(status, 200, "{t}");
+    t
+}
+
+/// Userinfo by GET with a Bearer header; asserts a 200 and returns the claims.
+pub async fn userinfo(app: &TestApp, access: &str) -> serde_json::Value {
+    let res = reqwest::Client::new()
+        .get(app.url("/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
 /// Exchanges the code of a redirect to [`REDIRECT`] as `client` (HTTP
 /// Basic, no PKCE); returns the ID token's claims (not verified here: the
 /// signature has its own tests).
