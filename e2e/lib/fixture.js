@@ -10,18 +10,30 @@ import { join } from 'node:path';
 // `opts`: {host, port, config, files} of startIdp (lib/harness.js).
 export async function setup(name, clientSpecs, opts = {}) {
   const portal = await startPortalServer();
-  await mkdir(join(ARTIFACTS, BACKEND), { recursive: true });
-  const idp = await startIdp({
-    host: opts.host,
-    port: opts.port,
-    config: opts.config,
-    files: opts.files,
-    logFile: join(ARTIFACTS, BACKEND, `${name}-idp.log`),
-    clients: clientSpecs.map((c) => ({ ...c, ...portal.clientUris(c.id) })),
-  });
+  let idp;
+  let browser;
   const rps = {};
-  for (const c of clientSpecs) rps[c.id] = await relyingParty(idp.issuer, idp.clients[c.id]);
-  const browser = await launch();
+  try {
+    await mkdir(join(ARTIFACTS, BACKEND), { recursive: true });
+    idp = await startIdp({
+      host: opts.host,
+      port: opts.port,
+      config: opts.config,
+      files: opts.files,
+      logFile: join(ARTIFACTS, BACKEND, `${name}-idp.log`),
+      clients: clientSpecs.map((c) => ({ ...c, ...portal.clientUris(c.id) })),
+    });
+    for (const c of clientSpecs) rps[c.id] = await relyingParty(idp.issuer, idp.clients[c.id]);
+    browser = await launch();
+  } catch (e) {
+    // The test file's after() cannot stop what it never received: stop it
+    // here, or the servers and processes started so far keep the file's
+    // process (and the run) alive.
+    await browser?.close().catch(() => {});
+    await idp?.stop().catch(() => {});
+    await portal.close().catch(() => {});
+    throw e;
+  }
   return {
     idp,
     portal,
