@@ -8,7 +8,8 @@
 //! every [`PING_EVERY`] and reports the log disconnected as soon as the
 //! connection ends or a ping goes unanswered for [`PING_TIMEOUT`] (a change
 //! published meanwhile would not be heard), then connects again after
-//! [`RETRY_AFTER`]. The tasks stop when the feed is dropped.
+//! [`RETRY_AFTER`] (doubling, up to [`RETRY_AT_MOST`], while it keeps
+//! failing). The tasks stop when the feed is dropped.
 
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
@@ -24,8 +25,10 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// How long a PING (or connecting and subscribing) may take before the
 /// connection is given up as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// The wait before connecting again after a lost connection.
+/// The wait before connecting again after a lost connection, doubled after
+/// each failed attempt up to [`RETRY_AT_MOST`].
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+const RETRY_AT_MOST: Duration = Duration::from_secs(10);
 
 pub struct RedisChangeFeed {
     client: redis::Client,
@@ -84,12 +87,23 @@ impl ChangeFeed for RedisChangeFeed {
     fn subscribe(&self, log: Arc<ChangeLog>) {
         let (client, channel) = (self.client.clone(), self.channel.clone());
         let task = tokio::spawn(async move {
+            let mut wait = RETRY_AFTER;
             loop {
-                if let Err(e) = listen(&client, &channel, &log).await {
-                    tracing::warn!(error = %e, "change feed: connection to Redis lost; token reads are not cached until it is back");
+                let result = listen(&client, &channel, &log).await;
+                // Connected for a while before it ended: retry soon again.
+                if log.is_connected() {
+                    wait = RETRY_AFTER;
                 }
                 log.disconnected();
-                tokio::time::sleep(RETRY_AFTER).await;
+                if let Err(e) = result {
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "change feed: no subscription to Redis; token reads are not cached until it is back"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_AT_MOST);
             }
         });
         self.tasks
