@@ -53,7 +53,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port, write_config
+source "$BENCH/config.sh"
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 SECRET_OUT=$("$B_BIN" client secret)
@@ -66,25 +67,7 @@ declare -A PORT PID TOKEN
 start() {
     local name=$1 bin=$2 dir=$RUN/$1 port
     port=$(free_port)
-    mkdir -p "$dir/clients" "$dir/data"
-    cat >"$dir/idp.toml" <<EOF
-listen = "127.0.0.1:$port"
-issuer = "http://127.0.0.1:$port"
-data_dir = "$dir/data"
-clients_dir = "clients"
-EOF
-    cat >"$dir/clients/bench.toml" <<EOF
-client_id = "$CLIENT_ID"
-name = "Benchmark portal"
-type = "confidential"
-$SECRET_HASH_LINE
-redirect_uris = ["$REDIRECT_URI"]
-grant_types = ["authorization_code", "refresh_token", "client_credentials"]
-scopes = ["openid", "profile", "email"]
-id_token_signed_response_alg = "ES256"
-[lifetimes]
-authorization_code_secs = 600
-EOF
+    write_config "$dir" "$port"
     local env=()
     if [ "$BACKEND" = pg ]; then
         local suffix db

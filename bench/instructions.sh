@@ -34,29 +34,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# free_port, write_config
+source "$BENCH/config.sh"
+PORT=$(free_port)
 SECRET_OUT=$("$BIN" client secret)
 CLIENT_SECRET=$(sed -n 's/^client secret[^:]*: //p' <<<"$SECRET_OUT")
 PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
-mkdir -p "$RUN/clients" "$RUN/data"
-cat >"$RUN/idp.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-issuer = "http://127.0.0.1:$PORT"
-data_dir = "$RUN/data"
-clients_dir = "clients"
-EOF
-cat >"$RUN/clients/bench.toml" <<EOF
-client_id = "bench"
-name = "Benchmark portal"
-type = "confidential"
-$(grep '^secret_hash = ' <<<"$SECRET_OUT")
-redirect_uris = ["http://127.0.0.1:9/cb"]
-grant_types = ["authorization_code", "refresh_token", "client_credentials"]
-scopes = ["openid", "profile", "email"]
-id_token_signed_response_alg = "ES256"
-[lifetimes]
-authorization_code_secs = 600
-EOF
+CLIENT_ID=bench
+REDIRECT_URI=http://127.0.0.1:9/cb
+SECRET_HASH_LINE=$(grep '^secret_hash = ' <<<"$SECRET_OUT")
+write_config "$RUN" "$PORT"
 printf '%s' "$PASSWORD" | "$BIN" --config "$RUN/idp.toml" user create --email bench@example.com \
     --name "Bench User" --password-stdin >/dev/null
 valgrind --tool=callgrind --callgrind-out-file="$RUN/callgrind.%p" --dump-instr=no \

@@ -16,6 +16,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 cd "$ROOT"
+# free_port, write_config
+source "$BENCH/config.sh"
 
 DURATION=${BENCH_DURATION:-4}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
@@ -116,10 +118,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # CPU time (user + system, in clock ticks) of a process so far.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
@@ -176,34 +174,6 @@ SECRET_HASH_LINE=$(grep '^secret_hash = ' <<<"$SECRET_OUT")
 [ -n "$CLIENT_SECRET" ] && [ -n "$SECRET_HASH_LINE" ] || fail "unexpected output of idp client secret"
 PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
 BASIC="Basic $(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)"
-
-# A config folder for one run of our provider: idp.toml and the client file.
-write_config() {
-    local dir=$1 port=$2
-    mkdir -p "$dir/clients" "$dir/data"
-    cat >"$dir/idp.toml" <<EOF
-# Written by bench/run.sh for one benchmark run.
-listen = "127.0.0.1:$port"
-issuer = "http://127.0.0.1:$port"
-data_dir = "$dir/data"
-clients_dir = "clients"
-# [password] keeps the OWASP defaults: m=19456 KiB, t=2, p=1.
-EOF
-    cat >"$dir/clients/bench.toml" <<EOF
-client_id = "$CLIENT_ID"
-name = "Benchmark portal"
-type = "confidential"
-$SECRET_HASH_LINE
-redirect_uris = ["$REDIRECT_URI"]
-grant_types = ["authorization_code", "refresh_token", "client_credentials"]
-scopes = ["openid", "profile", "email"]
-id_token_signed_response_alg = "ES256"
-
-[lifetimes]
-# Codes are minted before they are exchanged.
-authorization_code_secs = 600
-EOF
-}
 
 # --- Measurements --------------------------------------------------------------
 # wrk against one endpoint, REPS times; one JSON line per run into $RESULTS,

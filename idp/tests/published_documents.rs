@@ -3,7 +3,6 @@
 
 mod support;
 
-use idp_core::clock::Clock;
 use idp_core::keys::SigningAlg;
 use support::*;
 
@@ -42,20 +41,7 @@ async fn documents_carry_an_entity_tag_and_answer_304(app: &TestApp) {
 
 async fn the_jwks_tag_changes_with_the_keys(app: &TestApp) {
     let before = get(app, "/jwks", None).await.headers()["etag"].clone();
-    let provider = &app.state.provider;
-    let kid = provider
-        .keys()
-        .active_kid(SigningAlg::ES256)
-        .unwrap()
-        .to_owned();
-    let long_ago = app.clock.now() - time::Duration::days(30);
-    provider
-        .ports
-        .signing_keys
-        .retire(&kid, long_ago)
-        .await
-        .unwrap();
-    provider.reload_keys().await.unwrap();
+    let kid = unpublish_active_key(app, SigningAlg::ES256).await;
     let res = get(app, "/jwks", Some(before.to_str().unwrap())).await;
     assert_eq!(res.status(), 200, "the old version is no longer current");
     assert_ne!(res.headers()["etag"], before);

@@ -131,21 +131,8 @@ async fn a_remembered_token_of_an_unpublished_key_is_refused(app: &TestApp) {
     let t = tokens(app, &Browser::new()).await;
     let access = t["access_token"].as_str().unwrap();
     read_twice(app, access).await;
-    let provider = &app.state.provider;
-    let kid = provider
-        .keys()
-        .active_kid(SigningAlg::ES256)
-        .unwrap()
-        .to_owned();
-    let long_ago = app.clock.now() - time::Duration::days(30);
-    provider
-        .ports
-        .signing_keys
-        .retire(&kid, long_ago)
-        .await
-        .unwrap();
-    provider.reload_keys().await.unwrap();
-    assert!(!provider.keys().publishes(&kid));
+    let kid = unpublish_active_key(app, SigningAlg::ES256).await;
+    assert!(!app.state.provider.keys().publishes(&kid));
     assert_eq!(introspect(app, access).await["active"], false);
     assert_eq!(userinfo_status(app, access).await, 401);
 }

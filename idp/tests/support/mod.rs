@@ -585,6 +585,24 @@ pub async fn token_request(
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// Takes the active key of `alg` out of the published set (retired long
+/// ago, as an operator would after a compromise) and reloads the keys, as
+/// every node does each minute; returns its kid.
+pub async fn unpublish_active_key(app: &TestApp, alg: idp_core::keys::SigningAlg) -> String {
+    use idp_core::clock::Clock;
+    let provider = &app.state.provider;
+    let kid = provider.keys().active_kid(alg).unwrap().to_owned();
+    let long_ago = app.clock.now() - time::Duration::days(30);
+    provider
+        .ports
+        .signing_keys
+        .retire(&kid, long_ago)
+        .await
+        .unwrap();
+    provider.reload_keys().await.unwrap();
+    kid
+}
+
 /// The code exchange as `client_id` (HTTP Basic) with the redirect URI
 /// [`REDIRECT`] and, when given, the PKCE verifier; asserts a 200 and returns
 /// the token response.
