@@ -730,21 +730,9 @@ impl Provider {
     }
 
     /// The page of a flow's current step (it may send a code or prepare a
-    /// WebAuthn challenge, kept in the step's scratch state).
-    pub async fn current_page(
-        &self,
-        flow_id: &str,
-        browser_cookie: Option<&str>,
-        meta: &RequestMeta,
-        locale: &str,
-    ) -> Result<FlowPage, FlowError> {
-        let old = self.load_flow(flow_id, browser_cookie).await?;
-        self.page_of(old, meta, locale).await
-    }
-
-    /// [`Self::current_page`] of a flow the caller has just loaded with
-    /// [`Self::load_flow`] (to pick the page's language from it), so it is
-    /// not read twice.
+    /// WebAuthn challenge, kept in the step's scratch state), for a flow the
+    /// caller has just loaded with [`Self::load_flow`] (the web layer picks
+    /// the page's language from it first, so it is read once).
     pub async fn page_of(
         &self,
         old: LoginFlow,
@@ -788,26 +776,10 @@ impl Provider {
         })
     }
 
-    /// A submission for step `step_name` (which must be the current step).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn submit_step(
-        &self,
-        flow_id: &str,
-        browser_cookie: Option<&str>,
-        csrf: &str,
-        step_name: &str,
-        input: &StepInput,
-        meta: &RequestMeta,
-        locale: &str,
-    ) -> Result<SubmitOutcome, FlowError> {
-        let old = self.load_flow(flow_id, browser_cookie).await?;
-        self.submit_to(old, csrf, step_name, input, meta, locale)
-            .await
-    }
-
-    /// [`Self::submit_step`] to a flow the caller has just loaded with
-    /// [`Self::load_flow`] (to pick the page's language from it), so it is
-    /// not read twice. The CSRF token is checked here.
+    /// A submission for step `step_name` (which must be the current step) to
+    /// a flow the caller has just loaded with [`Self::load_flow`] (the web
+    /// layer picks the page's language from it first, so it is read once).
+    /// The CSRF token is checked here.
     pub async fn submit_to(
         &self,
         old: LoginFlow,
