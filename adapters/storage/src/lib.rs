@@ -27,12 +27,17 @@ use std::time::Duration;
 use time::{OffsetDateTime, UtcOffset};
 
 pub mod entities;
+mod grant_writes;
 mod repos;
 pub mod testing;
 
 /// Connections of a PostgreSQL pool: a node's requests are short, and several
 /// nodes share the server's `max_connections`.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+/// Workers writing the token endpoint's grants on PostgreSQL, each a
+/// transaction at a time (see [`grant_writes`]); the rest of the pool serves
+/// everything else.
+const POSTGRES_GRANT_WRITERS: usize = 3;
 /// Reading connections to a SQLite file (WAL: readers never wait for the
 /// writer nor for each other).
 const SQLITE_FILE_READERS: u32 = 4;
@@ -74,6 +79,9 @@ pub struct SeaStorage {
     writer: DatabaseConnection,
     /// SQL of the hottest lookups, built once (see [`PrebuiltSql`]).
     sql: std::sync::Arc<PrebuiltSql>,
+    /// The token endpoint's grant writes, grouped into transactions (see
+    /// [`grant_writes`]).
+    grants: grant_writes::GrantWriter,
     /// The SQLite checkpoint task, stopped with the last clone.
     _checkpoints: Option<std::sync::Arc<CheckpointTask>>,
 }
@@ -147,6 +155,7 @@ impl SeaStorage {
             let db = open(opts).await?;
             return Ok(SeaStorage {
                 writer: db.clone(),
+                grants: grant_writes::GrantWriter::start(db.clone(), POSTGRES_GRANT_WRITERS),
                 db,
                 sql: Default::default(),
                 _checkpoints: None,
@@ -163,6 +172,7 @@ impl SeaStorage {
             let db = open(opts).await?;
             return Ok(SeaStorage {
                 writer: db.clone(),
+                grants: grant_writes::GrantWriter::start(db.clone(), 1),
                 db,
                 sql: Default::default(),
                 _checkpoints: None,
@@ -223,6 +233,7 @@ impl SeaStorage {
         });
         Ok(SeaStorage {
             db,
+            grants: grant_writes::GrantWriter::start(writer.clone(), 1),
             writer,
             sql: Default::default(),
             _checkpoints: Some(std::sync::Arc::new(CheckpointTask(task))),

@@ -3,6 +3,7 @@
 //! count says who won, so concurrent callers need no lock of their own.
 
 use crate::entities::{memberships, organizations, refresh_tokens, token_families, users};
+use crate::grant_writes::GrantWrite;
 use crate::{SeaStorage, db_err, stored_time};
 use async_trait::async_trait;
 use idp_core::domain::{Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User};
@@ -10,7 +11,7 @@ use idp_core::ports::{RepoError, TokenFamilyRepo};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
-    QueryTrait, SelectA, SelectB, SelectC, TransactionTrait,
+    QueryTrait, SelectA, SelectB, SelectC,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,19 +23,13 @@ impl TokenFamilyRepo for SeaStorage {
         family: &TokenFamily,
         first_token: Option<&RefreshTokenRecord>,
     ) -> Result<(), RepoError> {
-        let family_row = token_families::ActiveModel::try_from(family)?;
-        let txn = self.writer.begin().await.map_err(db_err)?;
-        token_families::Entity::insert(family_row)
-            .exec_without_returning(&txn)
+        self.grants
+            .write(GrantWrite::Create {
+                family: Box::new(token_families::ActiveModel::try_from(family)?),
+                first: first_token.map(refresh_tokens::ActiveModel::from),
+            })
             .await
-            .map_err(db_err)?;
-        if let Some(token) = first_token {
-            refresh_tokens::Entity::insert(refresh_tokens::ActiveModel::from(token))
-                .exec_without_returning(&txn)
-                .await
-                .map_err(db_err)?;
-        }
-        txn.commit().await.map_err(db_err)
+            .map(|_| ())
     }
 
     async fn find_family(&self, id: Uuid) -> Result<Option<TokenFamily>, RepoError> {
@@ -186,27 +181,14 @@ impl TokenFamilyRepo for SeaStorage {
         at: OffsetDateTime,
         new: &RefreshTokenRecord,
     ) -> Result<bool, RepoError> {
-        let txn = self.writer.begin().await.map_err(db_err)?;
-        // The compare-and-set: of concurrent rotations of `old`, the database
-        // lets exactly one see `used_at IS NULL` (PostgreSQL re-checks the
-        // condition after waiting for the row lock; SQLite runs one writer at
-        // a time).
-        let marked = refresh_tokens::Entity::update_many()
-            .col_expr(refresh_tokens::Column::UsedAt, Expr::value(stored_time(at)))
-            .filter(refresh_tokens::Column::Id.eq(old))
-            .filter(refresh_tokens::Column::UsedAt.is_null())
-            .exec(&txn)
+        // The compare-and-set (`used_at IS NULL`) and the insert, grouped
+        // with other grant writes (see `grant_writes`).
+        self.grants
+            .write(GrantWrite::Rotate {
+                old,
+                at,
+                next: refresh_tokens::ActiveModel::from(new),
+            })
             .await
-            .map_err(db_err)?;
-        if marked.rows_affected != 1 {
-            txn.rollback().await.map_err(db_err)?;
-            return Ok(false);
-        }
-        refresh_tokens::Entity::insert(refresh_tokens::ActiveModel::from(new))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
-        Ok(true)
     }
 }
