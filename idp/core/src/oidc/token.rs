@@ -236,28 +236,32 @@ impl Provider {
         }
         check_code_verifier(record.code_challenge.as_deref(), form.get("code_verifier"))?;
         // Then the single use: the first redemption claims the "used" marker;
-        // a concurrent one finds it and is a replay.
-        let first_use = self
-            .store
-            .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
-            .await
-            .map_err(CoreError::from)?;
-        if !first_use {
-            self.revoke_replayed_code(code, family_id, client, meta)
+        // a concurrent one finds it and is a replay. The grant's user is read
+        // meanwhile (on PostgreSQL + Redis the two are round trips to
+        // different servers); it is used only once the code is claimed.
+        let claim = async {
+            let first_use = self
+                .store
+                .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
                 .await?;
-            return Err(invalid());
+            if !first_use {
+                return Ok(None);
+            }
+            // `None` here: expired between the read and now.
+            Ok::<_, crate::ephemeral::StoreError>(Some(self.store.take(&code_key(code)).await?))
+        };
+        let (claimed, grant_user) =
+            tokio::join!(claim, self.grant_user(record.user_id, &record.scope));
+        match claimed.map_err(CoreError::from)? {
+            None => {
+                self.revoke_replayed_code(code, family_id, client, meta)
+                    .await?;
+                return Err(invalid());
+            }
+            Some(None) => return Err(invalid()),
+            Some(Some(_)) => {}
         }
-        if self
-            .store
-            .take(&code_key(code))
-            .await
-            .map_err(CoreError::from)?
-            .is_none()
-        {
-            // Expired between the read and now.
-            return Err(invalid());
-        }
-        let (user, organizations) = self.grant_user(record.user_id, &record.scope).await?;
+        let (user, organizations) = grant_user?;
         let facts = GrantFacts {
             client,
             user: &user,
@@ -415,25 +419,32 @@ impl Provider {
             expires_at: family.expires_at,
             used_at: None,
         };
-        let rotated = self
-            .ports
-            .families
-            .rotate_refresh_token(token.id, now, &next)
-            .await
-            .map_err(CoreError::from)?;
-        if !rotated {
+        // The account as read with the token, a moment ago, unless the ID
+        // token needs its organizations too: then both, read at once, while
+        // the rotation is written.
+        let reread = async {
+            if wants_organizations(&scope) {
+                self.grant_user(user.id, &scope).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (rotated, reread) = tokio::join!(
+            self.ports
+                .families
+                .rotate_refresh_token(token.id, now, &next),
+            reread
+        );
+        if !rotated.map_err(CoreError::from)? {
             self.revoke_for_reuse(&family, meta).await?;
             return Err(invalid().with_detail("concurrent refresh token reuse"));
         }
-        // The account as read with the token, a moment ago, unless the ID
-        // token needs its organizations too: then both, read at once.
         if user.status != UserStatus::Active {
             return Err(OAuthError::invalid_grant("the account is not active"));
         }
-        let (user, organizations) = if wants_organizations(&scope) {
-            self.grant_user(user.id, &scope).await?
-        } else {
-            (user, None)
+        let (user, organizations) = match reread? {
+            Some(found) => found,
+            None => (user, None),
         };
         let facts = GrantFacts {
             client,
