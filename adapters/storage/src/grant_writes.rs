@@ -27,9 +27,11 @@
 //!   every write of the batch, not retried: whether it took effect is
 //!   unknown, and a rotation run twice would look like a token reuse.
 
-use crate::entities::{refresh_tokens, token_families};
+use crate::entities::{memberships, organizations, refresh_tokens, token_families, users};
+use crate::repos::users_with_organizations;
 use crate::{db_err, stored_time};
-use idp_core::ports::RepoError;
+use idp_core::domain::{User, UserStatus};
+use idp_core::ports::{RepoError, UserOrganizations};
 use sea_orm::sea_query::{CaseStatement, Expr, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryTrait,
@@ -46,10 +48,13 @@ pub(crate) const MAX_BATCH: usize = 128;
 /// One grant write, in the form the tables store it.
 #[derive(Debug)]
 pub(crate) enum GrantWrite {
-    /// A new grant and, when the client gets refresh tokens, its first one.
+    /// A new grant and, when the client gets refresh tokens, its first one;
+    /// with `user`, only if that user exists and is active (see
+    /// [`UserCheck`]).
     Create {
         family: Box<token_families::ActiveModel>,
         first: Option<refresh_tokens::ActiveModel>,
+        user: Option<UserCheck>,
     },
     /// The refresh token `old` used `at`, replaced by `next`: done only if
     /// `old` is still unused.
@@ -60,10 +65,35 @@ pub(crate) enum GrantWrite {
     },
 }
 
+/// The grant's user, read in the write's transaction: the grant is written
+/// only if they exist and are active.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserCheck {
+    pub(crate) id: Uuid,
+    pub(crate) with_organizations: bool,
+}
+
+/// A user with, when asked for, their organizations and roles.
+pub(crate) type GrantUser = (User, Option<UserOrganizations>);
+
+/// What became of one write.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// A rotation: whether it won.
+    Rotated(bool),
+    /// A new grant without a user check, written.
+    Created,
+    /// A new grant with a user check: written, for this user.
+    CreatedFor(Box<GrantUser>),
+    /// A new grant with a user check: the user is unknown or not active,
+    /// nothing written.
+    NoActiveUser,
+}
+
 #[derive(Debug)]
 struct Job {
     write: GrantWrite,
-    done: oneshot::Sender<Result<bool, RepoError>>,
+    done: oneshot::Sender<Result<Outcome, RepoError>>,
 }
 
 /// The queue of grant writes and its workers (see the module's text). Cheap
@@ -86,9 +116,8 @@ impl GrantWriter {
         GrantWriter { jobs }
     }
 
-    /// Queues `write` and waits for its outcome: for a rotation, whether it
-    /// won; for a new grant, `true`.
-    pub(crate) async fn write(&self, write: GrantWrite) -> Result<bool, RepoError> {
+    /// Queues `write` and waits for its outcome.
+    pub(crate) async fn write(&self, write: GrantWrite) -> Result<Outcome, RepoError> {
         let stopped = || RepoError::Unavailable("the grant writer has stopped".into());
         let (done, outcome) = oneshot::channel();
         self.jobs.send(Job { write, done }).map_err(|_| stopped())?;
@@ -132,7 +161,7 @@ async fn work(db: DatabaseConnection, queue: Arc<Mutex<mpsc::UnboundedReceiver<J
             Err(Failure::Statement(_)) if jobs.len() > 1 => {
                 for job in jobs {
                     let outcome = match apply(&db, &[&job.write]).await {
-                        Ok(outcomes) => Ok(outcomes[0]),
+                        Ok(mut outcomes) => Ok(outcomes.remove(0)),
                         Err(Failure::Statement(e) | Failure::Commit(e)) => Err(e),
                     };
                     let _ = job.done.send(outcome);
@@ -156,10 +185,17 @@ fn copy(e: &RepoError) -> RepoError {
 }
 
 /// Writes `writes` in one transaction; their outcomes in the same order.
-async fn apply(db: &DatabaseConnection, writes: &[&GrantWrite]) -> Result<Vec<bool>, Failure> {
+async fn apply(db: &DatabaseConnection, writes: &[&GrantWrite]) -> Result<Vec<Outcome>, Failure> {
     let statement = |e| Failure::Statement(db_err(e));
     let txn = db.begin().await.map_err(statement)?;
-    let mut outcomes = vec![true; writes.len()];
+    let mut outcomes: Vec<Outcome> = writes
+        .iter()
+        .map(|w| match w {
+            GrantWrite::Rotate { .. } => Outcome::Rotated(true),
+            GrantWrite::Create { user: None, .. } => Outcome::Created,
+            GrantWrite::Create { user: Some(_), .. } => Outcome::NoActiveUser,
+        })
+        .collect();
 
     // The rotations' compare-and-set, all at once: the tokens still unused
     // are marked (each with its own time) and named back. PostgreSQL
@@ -202,21 +238,50 @@ async fn apply(db: &DatabaseConnection, writes: &[&GrantWrite]) -> Result<Vec<bo
                 Some(p) => {
                     unclaimed.swap_remove(p);
                 }
-                None => outcomes[*i] = false,
+                None => outcomes[*i] = Outcome::Rotated(false),
+            }
+        }
+    }
+
+    // The users of the grants that need one, in one read; each grant gets
+    // its user only if they are active.
+    let checked: Vec<Uuid> = writes
+        .iter()
+        .filter_map(|w| match w {
+            GrantWrite::Create { user: Some(u), .. } => Some(u.id),
+            _ => None,
+        })
+        .collect();
+    if !checked.is_empty() {
+        let rows = users::Entity::find()
+            .filter(users::Column::Id.is_in(checked))
+            .find_also_related(memberships::Entity)
+            .and_also_related(organizations::Entity)
+            .all(&txn)
+            .await
+            .map_err(statement)?;
+        let found = users_with_organizations(rows).map_err(Failure::Statement)?;
+        for (write, outcome) in writes.iter().zip(outcomes.iter_mut()) {
+            if let GrantWrite::Create { user: Some(u), .. } = write
+                && let Some((user, orgs)) = found.iter().find(|(user, _)| user.id.0 == u.id)
+                && user.status == UserStatus::Active
+            {
+                let orgs = u.with_organizations.then(|| orgs.clone());
+                *outcome = Outcome::CreatedFor(Box::new((user.clone(), orgs)));
             }
         }
     }
 
     let mut families = Vec::new();
     let mut tokens = Vec::new();
-    for (write, won) in writes.iter().zip(&outcomes) {
-        match write {
-            GrantWrite::Create { family, first } => {
+    for (write, outcome) in writes.iter().zip(&outcomes) {
+        match (write, outcome) {
+            (_, Outcome::NoActiveUser | Outcome::Rotated(false)) => {}
+            (GrantWrite::Create { family, first, .. }, _) => {
                 families.push(token_families::ActiveModel::clone(family));
                 tokens.extend(first.clone());
             }
-            GrantWrite::Rotate { next, .. } if *won => tokens.push(next.clone()),
-            GrantWrite::Rotate { .. } => {}
+            (GrantWrite::Rotate { next, .. }, _) => tokens.push(next.clone()),
         }
     }
     // Families first: the tokens refer to them.
@@ -241,8 +306,8 @@ mod tests {
     use super::*;
     use crate::SeaStorage;
     use idp_core::domain::{
-        ClientId, CustomerId, Email, RefreshTokenRecord, TokenFamily, TokenHash, User, UserId,
-        UserStatus,
+        ClientId, CustomerId, Email, Organization, RefreshTokenRecord, Role, TokenFamily,
+        TokenHash, UserId,
     };
     use idp_core::ports::{TokenFamilyRepo, UserRepo};
     use time::Duration;
@@ -250,14 +315,23 @@ mod tests {
     const T0: OffsetDateTime = time::macros::datetime!(2026-03-01 10:00:00 UTC);
 
     async fn user(s: &SeaStorage) -> UserId {
+        user_with(s, "alice@example.com", "ab12345-xyz", UserStatus::Active).await
+    }
+
+    async fn user_with(
+        s: &SeaStorage,
+        email: &str,
+        customer_id: &str,
+        status: UserStatus,
+    ) -> UserId {
         let u = User {
             id: UserId(Uuid::now_v7()),
-            customer_id: CustomerId::parse("ab12345-xyz").unwrap(),
-            email: Email::parse("alice@example.com").unwrap(),
+            customer_id: CustomerId::parse(customer_id).unwrap(),
+            email: Email::parse(email).unwrap(),
             email_verified: true,
             name: None,
             locale: None,
-            status: UserStatus::Active,
+            status,
             phone: None,
             phone_verified: false,
             mfa_required: false,
@@ -302,7 +376,41 @@ mod tests {
         GrantWrite::Create {
             family: Box::new(token_families::ActiveModel::try_from(f).unwrap()),
             first: first.map(refresh_tokens::ActiveModel::from),
+            user: None,
         }
+    }
+
+    fn create_checked(f: &TokenFamily, with_organizations: bool) -> GrantWrite {
+        GrantWrite::Create {
+            family: Box::new(token_families::ActiveModel::try_from(f).unwrap()),
+            first: None,
+            user: Some(UserCheck {
+                id: f.user_id.0,
+                with_organizations,
+            }),
+        }
+    }
+
+    /// The outcomes in short: "created", "for <email> <organizations>",
+    /// "no user", "won", "lost".
+    fn summary(outcomes: &[Outcome]) -> Vec<String> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Created => "created".to_owned(),
+                Outcome::CreatedFor(found) => format!(
+                    "for {} {:?}",
+                    found.0.email.as_str(),
+                    found.1.as_ref().map(|orgs| orgs
+                        .iter()
+                        .map(|(o, roles)| format!("{}:{roles:?}", o.name))
+                        .collect::<Vec<_>>())
+                ),
+                Outcome::NoActiveUser => "no user".to_owned(),
+                Outcome::Rotated(true) => "won".to_owned(),
+                Outcome::Rotated(false) => "lost".to_owned(),
+            })
+            .collect()
     }
 
     fn rotate(old: Uuid, at: OffsetDateTime, next: &RefreshTokenRecord) -> GrantWrite {
@@ -326,18 +434,86 @@ mod tests {
         let (a1, a1_late, stray) = (token(&a, "a1"), token(&a, "a1-late"), token(&a, "x"));
         let used = T0 + Duration::seconds(7);
 
+        // Users checked in the same batch: active with an organization,
+        // active without, disabled, unknown.
+        let org = Organization {
+            id: idp_core::domain::OrgId(Uuid::now_v7()),
+            name: "Acme".into(),
+            siret: None,
+            country: "FR".into(),
+            status: idp_core::domain::OrgStatus::Pending,
+            created_by: uid,
+            created_at: T0,
+            decided_at: None,
+            mfa_required_for: vec![],
+            password_policy: Default::default(),
+        };
+        let admin = idp_core::domain::Membership {
+            org_id: org.id,
+            user_id: uid,
+            roles: vec![Role::Administrator],
+            created_at: T0,
+        };
+        idp_core::ports::OrgRepo::create_org(s, &org, &admin)
+            .await
+            .unwrap();
+        let bob = user_with(s, "bob@example.com", "bo12345-xyz", UserStatus::Active).await;
+        let off = user_with(s, "off@example.com", "of12345-xyz", UserStatus::Disabled).await;
+        let (e, f, g, h, k) = (
+            family(uid),
+            family(bob),
+            family(off),
+            family(UserId(Uuid::now_v7())),
+            family(uid),
+        );
+
         let writes = [
             create(&b, Some(&b0)),
             rotate(a0.id, used, &a1),
             rotate(a0.id, used + Duration::seconds(1), &a1_late),
             rotate(Uuid::now_v7(), used, &stray),
             create(&c, None),
+            create_checked(&e, true),
+            create_checked(&f, true),
+            create_checked(&g, true),
+            create_checked(&h, false),
+            create_checked(&k, false),
         ];
         let outcomes = apply(&s.writer, &writes.iter().collect::<Vec<_>>())
             .await
             .unwrap_or_else(|_| panic!("the batch failed"));
-        assert_eq!(outcomes, vec![true, true, false, false, true]);
-
+        assert_eq!(
+            summary(&outcomes),
+            [
+                "created",
+                "won",
+                "lost",
+                "lost",
+                "created",
+                "for alice@example.com Some([\"Acme:[Administrator]\"])",
+                "for bob@example.com Some([])",
+                "no user",
+                "no user",
+                "for alice@example.com None",
+            ]
+        );
+        if let Outcome::CreatedFor(found) = &outcomes[5] {
+            let (user, orgs) = s.find_with_organizations(uid).await.unwrap().unwrap();
+            assert_eq!(
+                **found,
+                (user, Some(orgs)),
+                "as the user's own read gives it"
+            );
+        }
+        for written in [&e, &f, &k] {
+            assert_eq!(
+                s.find_family(written.id).await.unwrap().as_ref(),
+                Some(written)
+            );
+        }
+        for refused in [&g, &h] {
+            assert_eq!(s.find_family(refused.id).await.unwrap(), None);
+        }
         assert_eq!(s.find_family(b.id).await.unwrap(), Some(b));
         assert_eq!(s.find_family(c.id).await.unwrap(), Some(c));
         assert_eq!(
@@ -381,12 +557,18 @@ mod tests {
         work(s.writer.clone(), Arc::new(Mutex::new(queue))).await;
 
         let mut outcomes = outcomes.into_iter();
-        assert!(outcomes.next().unwrap().await.unwrap().unwrap());
+        assert!(matches!(
+            outcomes.next().unwrap().await.unwrap(),
+            Ok(Outcome::Created)
+        ));
         assert!(matches!(
             outcomes.next().unwrap().await.unwrap(),
             Err(RepoError::Conflict(_))
         ));
-        assert!(outcomes.next().unwrap().await.unwrap().unwrap());
+        assert!(matches!(
+            outcomes.next().unwrap().await.unwrap(),
+            Ok(Outcome::Rotated(true))
+        ));
         assert_eq!(s.find_family(d.id).await.unwrap(), Some(d));
         assert_eq!(
             s.find_refresh_token(&d0.token_hash).await.unwrap(),

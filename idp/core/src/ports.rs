@@ -11,6 +11,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// The organizations a user belongs to, with their roles there.
+pub type UserOrganizations = Vec<(Organization, Vec<Role>)>;
+
 /// Errors of a repository. `Conflict` is the only one callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -116,6 +119,18 @@ pub trait TokenFamilyRepo: Send + Sync {
         family: &TokenFamily,
         first_token: Option<&RefreshTokenRecord>,
     ) -> Result<(), RepoError>;
+    /// [`Self::create_family`] for a code exchange: written only if the
+    /// family's user exists and is active, as read in the same transaction,
+    /// and that user given back, with the organizations they belong to and
+    /// their roles there when `with_organizations` (in the order of
+    /// [`UserRepo::find_with_organizations`]); `None`, with nothing written,
+    /// when the user is unknown or not active.
+    async fn create_family_of_active_user(
+        &self,
+        family: &TokenFamily,
+        first_token: Option<&RefreshTokenRecord>,
+        with_organizations: bool,
+    ) -> Result<Option<(User, Option<UserOrganizations>)>, RepoError>;
     async fn find_family(&self, id: Uuid) -> Result<Option<TokenFamily>, RepoError>;
     /// The user of family `id` when the family exists and is not revoked,
     /// else `None`: the check every access token of a grant goes through,

@@ -12,3 +12,5 @@ mod signing_keys;
 mod token_families;
 mod users;
 mod webhooks;
+
+pub(crate) use users::users_with_organizations;

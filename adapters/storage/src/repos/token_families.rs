@@ -3,11 +3,11 @@
 //! count says who won, so concurrent callers need no lock of their own.
 
 use crate::entities::{memberships, organizations, refresh_tokens, token_families, users};
-use crate::grant_writes::GrantWrite;
+use crate::grant_writes::{GrantWrite, Outcome, UserCheck};
 use crate::{SeaStorage, db_err, stored_time};
 use async_trait::async_trait;
 use idp_core::domain::{Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User};
-use idp_core::ports::{RepoError, TokenFamilyRepo};
+use idp_core::ports::{RepoError, TokenFamilyRepo, UserOrganizations};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
@@ -27,9 +27,33 @@ impl TokenFamilyRepo for SeaStorage {
             .write(GrantWrite::Create {
                 family: Box::new(token_families::ActiveModel::try_from(family)?),
                 first: first_token.map(refresh_tokens::ActiveModel::from),
+                user: None,
             })
             .await
             .map(|_| ())
+    }
+
+    async fn create_family_of_active_user(
+        &self,
+        family: &TokenFamily,
+        first_token: Option<&RefreshTokenRecord>,
+        with_organizations: bool,
+    ) -> Result<Option<(User, Option<UserOrganizations>)>, RepoError> {
+        let outcome = self
+            .grants
+            .write(GrantWrite::Create {
+                family: Box::new(token_families::ActiveModel::try_from(family)?),
+                first: first_token.map(refresh_tokens::ActiveModel::from),
+                user: Some(UserCheck {
+                    id: family.user_id.0,
+                    with_organizations,
+                }),
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::CreatedFor(found) => Some(*found),
+            _ => None,
+        })
     }
 
     async fn find_family(&self, id: Uuid) -> Result<Option<TokenFamily>, RepoError> {
@@ -190,5 +214,6 @@ impl TokenFamilyRepo for SeaStorage {
                 next: refresh_tokens::ActiveModel::from(new),
             })
             .await
+            .map(|o| matches!(o, Outcome::Rotated(true)))
     }
 }

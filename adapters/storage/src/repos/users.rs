@@ -4,7 +4,7 @@ use crate::entities::{memberships, organizations, users};
 use crate::{SeaStorage, db_err};
 use async_trait::async_trait;
 use idp_core::domain::{CustomerId, Email, Membership, Organization, Role, User, UserId};
-use idp_core::ports::{RepoError, UserRepo};
+use idp_core::ports::{RepoError, UserOrganizations, UserRepo};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
 
@@ -172,21 +172,7 @@ impl SeaStorage {
             })
             .collect::<Result<Vec<_>, sea_orm::DbErr>>()
             .map_err(db_err)?;
-        let Some(user) = rows.first().map(|(u, _, _)| u.clone()) else {
-            return Ok(None);
-        };
-        let mut joined = Vec::new();
-        for (_, membership, org) in rows {
-            // A membership whose organization is gone is left out, as
-            // `OrgRepo::find_org` would find nothing.
-            if let (Some(m), Some(o)) = (membership, org) {
-                joined.push((Membership::try_from(m)?, Organization::try_from(o)?));
-            }
-        }
-        // The order `OrgRepo::memberships_of` gives: joined first, then by id.
-        joined.sort_by_key(|(m, _)| (m.created_at, m.org_id.0));
-        let orgs = joined.into_iter().map(|(m, o)| (o, m.roles)).collect();
-        Ok(Some((User::try_from(user)?, orgs)))
+        crate::at_most_one(users_with_organizations(rows)?)
     }
 
     /// Sets columns of one user in one statement. An unknown user changes
@@ -203,4 +189,44 @@ impl SeaStorage {
         update.exec(&self.writer).await.map_err(db_err)?;
         Ok(())
     }
+}
+
+/// Users with their organizations and roles, from the rows of a select of
+/// users joined with their memberships and organizations (one row per
+/// membership, one with none when there are none: the user's columns repeat
+/// on each), in the order the users first appear; each user's organizations
+/// in the order they joined them.
+pub(crate) fn users_with_organizations(
+    rows: Vec<(
+        users::Model,
+        Option<memberships::Model>,
+        Option<organizations::Model>,
+    )>,
+) -> Result<Vec<(User, UserOrganizations)>, RepoError> {
+    let mut found: Vec<(users::Model, Vec<(Membership, Organization)>)> = Vec::new();
+    for (user, membership, org) in rows {
+        let at = match found.iter().position(|(u, _)| u.id == user.id) {
+            Some(at) => at,
+            None => {
+                found.push((user, Vec::new()));
+                found.len() - 1
+            }
+        };
+        // A membership whose organization is gone is left out, as
+        // `OrgRepo::find_org` would find nothing.
+        if let (Some(m), Some(o)) = (membership, org) {
+            found[at]
+                .1
+                .push((Membership::try_from(m)?, Organization::try_from(o)?));
+        }
+    }
+    found
+        .into_iter()
+        .map(|(user, mut joined)| {
+            // The order `OrgRepo::memberships_of` gives: joined first, then by id.
+            joined.sort_by_key(|(m, _)| (m.created_at, m.org_id.0));
+            let orgs = joined.into_iter().map(|(m, o)| (o, m.roles)).collect();
+            Ok((User::try_from(user)?, orgs))
+        })
+        .collect()
 }

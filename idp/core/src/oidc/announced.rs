@@ -124,6 +124,16 @@ impl TokenFamilyRepo for AnnouncedFamilies {
     ) -> Result<(), RepoError> {
         self.inner.create_family(family, first_token).await
     }
+    async fn create_family_of_active_user(
+        &self,
+        family: &TokenFamily,
+        first_token: Option<&RefreshTokenRecord>,
+        with_organizations: bool,
+    ) -> Result<Option<(User, Option<crate::ports::UserOrganizations>)>, RepoError> {
+        self.inner
+            .create_family_of_active_user(family, first_token, with_organizations)
+            .await
+    }
     async fn find_family(&self, id: Uuid) -> Result<Option<TokenFamily>, RepoError> {
         self.inner.find_family(id).await
     }

@@ -236,44 +236,27 @@ impl Provider {
         }
         check_code_verifier(record.code_challenge.as_deref(), form.get("code_verifier"))?;
         // Then the single use: the first redemption claims the "used" marker;
-        // a concurrent one finds it and is a replay. The grant's user is read
-        // meanwhile (on PostgreSQL + Redis the two are round trips to
-        // different servers); it is used only once the code is claimed.
-        let claim = async {
-            let first_use = self
-                .store
-                .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
+        // a concurrent one finds it and is a replay.
+        let first_use = self
+            .store
+            .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
+            .await
+            .map_err(CoreError::from)?;
+        if !first_use {
+            self.revoke_replayed_code(code, family_id, client, meta)
                 .await?;
-            if !first_use {
-                return Ok(None);
-            }
-            // `None` here: expired between the read and now.
-            Ok::<_, crate::ephemeral::StoreError>(Some(self.store.take(&code_key(code)).await?))
-        };
-        let (claimed, grant_user) =
-            tokio::join!(claim, self.grant_user(record.user_id, &record.scope));
-        match claimed.map_err(CoreError::from)? {
-            None => {
-                self.revoke_replayed_code(code, family_id, client, meta)
-                    .await?;
-                return Err(invalid());
-            }
-            Some(None) => return Err(invalid()),
-            Some(Some(_)) => {}
+            return Err(invalid());
         }
-        let (user, organizations) = grant_user?;
-        let facts = GrantFacts {
-            client,
-            user: &user,
-            organizations: organizations.as_deref(),
-            scope: &record.scope,
-            sid: Some(&record.sid),
-            auth_time: record.auth_time,
-            acr: Some(&record.acr),
-            amr: &record.amr,
-            family_id: Some(family_id),
-            nonce: record.nonce.as_deref(),
-        };
+        if self
+            .store
+            .take(&code_key(code))
+            .await
+            .map_err(CoreError::from)?
+            .is_none()
+        {
+            // Expired between the read and now.
+            return Err(invalid());
+        }
         let refresh = if client.allow_refresh_token {
             Some(crate::random::token())
         } else {
@@ -281,7 +264,7 @@ impl Provider {
         };
         let family = TokenFamily {
             id: family_id,
-            user_id: user.id,
+            user_id: record.user_id,
             client_id: client.id.clone(),
             scope: record.scope.clone(),
             sid: Some(record.sid.clone()),
@@ -302,11 +285,33 @@ impl Provider {
             expires_at: family.expires_at,
             used_at: None,
         });
-        self.ports
+        // The grant is written only if its user is still active, as read in
+        // the same transaction (with their organizations when the ID token
+        // carries them): no second read, and no moment between the check
+        // and the write.
+        let (user, organizations) = self
+            .ports
             .families
-            .create_family(&family, first.as_ref())
+            .create_family_of_active_user(
+                &family,
+                first.as_ref(),
+                wants_organizations(&record.scope),
+            )
             .await
-            .map_err(CoreError::from)?;
+            .map_err(CoreError::from)?
+            .ok_or_else(|| OAuthError::invalid_grant("the account is not active"))?;
+        let facts = GrantFacts {
+            client,
+            user: &user,
+            organizations: organizations.as_deref(),
+            scope: &record.scope,
+            sid: Some(&record.sid),
+            auth_time: record.auth_time,
+            acr: Some(&record.acr),
+            amr: &record.amr,
+            family_id: Some(family_id),
+            nonce: record.nonce.as_deref(),
+        };
         let replayed = self
             .store
             .get(&code_replayed_key(code))
