@@ -62,6 +62,7 @@ pub(crate) enum GrantWrite {
         old: Uuid,
         at: OffsetDateTime,
         next: refresh_tokens::ActiveModel,
+        user: Option<UserCheck>,
     },
 }
 
@@ -79,8 +80,10 @@ pub(crate) type GrantUser = (User, Option<UserOrganizations>);
 /// What became of one write.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// A rotation: whether it won.
+    /// A rotation without a user check: whether it won.
     Rotated(bool),
+    /// A rotation with a user check, won: the user if active.
+    RotatedFor(Option<Box<GrantUser>>),
     /// A new grant without a user check, written.
     Created,
     /// A new grant with a user check: written, for this user.
@@ -191,7 +194,8 @@ async fn apply(db: &DatabaseConnection, writes: &[&GrantWrite]) -> Result<Vec<Ou
     let mut outcomes: Vec<Outcome> = writes
         .iter()
         .map(|w| match w {
-            GrantWrite::Rotate { .. } => Outcome::Rotated(true),
+            GrantWrite::Rotate { user: None, .. } => Outcome::Rotated(true),
+            GrantWrite::Rotate { user: Some(_), .. } => Outcome::RotatedFor(None),
             GrantWrite::Create { user: None, .. } => Outcome::Created,
             GrantWrite::Create { user: Some(_), .. } => Outcome::NoActiveUser,
         })
@@ -248,7 +252,9 @@ async fn apply(db: &DatabaseConnection, writes: &[&GrantWrite]) -> Result<Vec<Ou
     let checked: Vec<Uuid> = writes
         .iter()
         .filter_map(|w| match w {
-            GrantWrite::Create { user: Some(u), .. } => Some(u.id),
+            GrantWrite::Create { user: Some(u), .. } | GrantWrite::Rotate { user: Some(u), .. } => {
+                Some(u.id)
+            }
             _ => None,
         })
         .collect();
@@ -262,12 +268,23 @@ async fn apply(db: &DatabaseConnection, writes: &[&GrantWrite]) -> Result<Vec<Ou
             .map_err(statement)?;
         let found = users_with_organizations(rows).map_err(Failure::Statement)?;
         for (write, outcome) in writes.iter().zip(outcomes.iter_mut()) {
-            if let GrantWrite::Create { user: Some(u), .. } = write
-                && let Some((user, orgs)) = found.iter().find(|(user, _)| user.id.0 == u.id)
-                && user.status == UserStatus::Active
-            {
-                let orgs = u.with_organizations.then(|| orgs.clone());
-                *outcome = Outcome::CreatedFor(Box::new((user.clone(), orgs)));
+            let (GrantWrite::Create { user: Some(u), .. }
+            | GrantWrite::Rotate { user: Some(u), .. }) = write
+            else {
+                continue;
+            };
+            let Some((user, orgs)) = found
+                .iter()
+                .find(|(user, _)| user.id.0 == u.id && user.status == UserStatus::Active)
+            else {
+                continue;
+            };
+            let found = Box::new((user.clone(), u.with_organizations.then(|| orgs.clone())));
+            match outcome {
+                Outcome::NoActiveUser => *outcome = Outcome::CreatedFor(found),
+                Outcome::RotatedFor(_) => *outcome = Outcome::RotatedFor(Some(found)),
+                // A rotation that lost reads no user.
+                _ => {}
             }
         }
     }
@@ -408,6 +425,10 @@ mod tests {
                 ),
                 Outcome::NoActiveUser => "no user".to_owned(),
                 Outcome::Rotated(true) => "won".to_owned(),
+                Outcome::RotatedFor(found) => format!(
+                    "won for {:?}",
+                    found.as_ref().map(|f| f.0.email.as_str().to_owned())
+                ),
                 Outcome::Rotated(false) => "lost".to_owned(),
             })
             .collect()
@@ -418,6 +439,7 @@ mod tests {
             old,
             at,
             next: refresh_tokens::ActiveModel::from(next),
+            user: None,
         }
     }
 

@@ -177,6 +177,25 @@ pub trait TokenFamilyRepo: Send + Sync {
         at: OffsetDateTime,
         new: &RefreshTokenRecord,
     ) -> Result<bool, RepoError>;
+    /// [`Self::rotate_refresh_token`] that also reads the family's `user`
+    /// with their organizations, in the same transaction.
+    async fn rotate_refresh_token_reading_user(
+        &self,
+        old: Uuid,
+        at: OffsetDateTime,
+        new: &RefreshTokenRecord,
+        user: UserId,
+    ) -> Result<RotationWithUser, RepoError>;
+}
+
+/// The outcome of [`TokenFamilyRepo::rotate_refresh_token_reading_user`].
+#[derive(Debug)]
+pub enum RotationWithUser {
+    /// `old` was already used: nothing written.
+    Lost,
+    /// Rotated; the user with their organizations, or `None` when the user
+    /// is unknown or not active.
+    Won(Option<Box<(User, UserOrganizations)>>),
 }
 
 /// Token signing keys.

@@ -6,8 +6,10 @@ use crate::entities::{memberships, organizations, refresh_tokens, token_families
 use crate::grant_writes::{GrantWrite, Outcome, UserCheck};
 use crate::{SeaStorage, db_err, stored_time};
 use async_trait::async_trait;
-use idp_core::domain::{Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User};
-use idp_core::ports::{RepoError, TokenFamilyRepo, UserOrganizations};
+use idp_core::domain::{
+    Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User, UserId,
+};
+use idp_core::ports::{RepoError, RotationWithUser, TokenFamilyRepo, UserOrganizations};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, QueryFilter,
@@ -212,8 +214,37 @@ impl TokenFamilyRepo for SeaStorage {
                 old,
                 at,
                 next: refresh_tokens::ActiveModel::from(new),
+                user: None,
             })
             .await
             .map(|o| matches!(o, Outcome::Rotated(true)))
+    }
+
+    async fn rotate_refresh_token_reading_user(
+        &self,
+        old: Uuid,
+        at: OffsetDateTime,
+        new: &RefreshTokenRecord,
+        user: UserId,
+    ) -> Result<RotationWithUser, RepoError> {
+        let outcome = self
+            .grants
+            .write(GrantWrite::Rotate {
+                old,
+                at,
+                next: refresh_tokens::ActiveModel::from(new),
+                user: Some(UserCheck {
+                    id: user.0,
+                    with_organizations: true,
+                }),
+            })
+            .await?;
+        Ok(match outcome {
+            Outcome::RotatedFor(found) => RotationWithUser::Won(found.map(|f| {
+                let (user, orgs) = *f;
+                Box::new((user, orgs.unwrap_or_default()))
+            })),
+            _ => RotationWithUser::Lost,
+        })
     }
 }

@@ -194,6 +194,17 @@ impl TokenFamilyRepo for AnnouncedFamilies {
     ) -> Result<bool, RepoError> {
         self.inner.rotate_refresh_token(old, at, new).await
     }
+    async fn rotate_refresh_token_reading_user(
+        &self,
+        old: Uuid,
+        at: OffsetDateTime,
+        new: &RefreshTokenRecord,
+        user: UserId,
+    ) -> Result<crate::ports::RotationWithUser, RepoError> {
+        self.inner
+            .rotate_refresh_token_reading_user(old, at, new, user)
+            .await
+    }
 }
 
 pub(crate) struct AnnouncedOrgs {

@@ -16,6 +16,7 @@ use crate::domain::{
 };
 use crate::ephemeral::{get_json, put_json};
 use crate::error::CoreError;
+use crate::ports::RotationWithUser;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -425,31 +426,40 @@ impl Provider {
             used_at: None,
         };
         // The account as read with the token, a moment ago, unless the ID
-        // token needs its organizations too: then both, read at once, while
-        // the rotation is written.
-        let reread = async {
-            if wants_organizations(&scope) {
-                self.grant_user(user.id, &scope).await.map(Some)
-            } else {
-                Ok(None)
+        // token needs its organizations too: then both, read again in the
+        // rotation's transaction.
+        let families = &self.ports.families;
+        let (rotated, reread) = if wants_organizations(&scope) {
+            match families
+                .rotate_refresh_token_reading_user(token.id, now, &next, user.id)
+                .await
+                .map_err(CoreError::from)?
+            {
+                RotationWithUser::Lost => (false, None),
+                RotationWithUser::Won(found) => (true, Some(found)),
             }
+        } else {
+            let rotated = families
+                .rotate_refresh_token(token.id, now, &next)
+                .await
+                .map_err(CoreError::from)?;
+            (rotated, None)
         };
-        let (rotated, reread) = tokio::join!(
-            self.ports
-                .families
-                .rotate_refresh_token(token.id, now, &next),
-            reread
-        );
-        if !rotated.map_err(CoreError::from)? {
+        if !rotated {
             self.revoke_for_reuse(&family, meta).await?;
             return Err(invalid().with_detail("concurrent refresh token reuse"));
         }
+        let inactive = || OAuthError::invalid_grant("the account is not active");
         if user.status != UserStatus::Active {
-            return Err(OAuthError::invalid_grant("the account is not active"));
+            return Err(inactive());
         }
-        let (user, organizations) = match reread? {
-            Some(found) => found,
+        let (user, organizations) = match reread {
             None => (user, None),
+            Some(None) => return Err(inactive()),
+            Some(Some(found)) => {
+                let (user, orgs) = *found;
+                (user, Some(orgs))
+            }
         };
         let facts = GrantFacts {
             client,
@@ -541,32 +551,6 @@ impl Provider {
             id_token: None,
             scope,
         })
-    }
-
-    /// The grant's user, who must be active, with their organizations when
-    /// the ID token carries them (see [`wants_organizations`]): one read.
-    async fn grant_user(
-        &self,
-        id: UserId,
-        scope: &str,
-    ) -> Result<(User, Option<Vec<(Organization, Vec<Role>)>>), OAuthError> {
-        let users = &self.ports.users;
-        let found = if wants_organizations(scope) {
-            users
-                .find_with_organizations(id)
-                .await
-                .map_err(CoreError::from)?
-                .map(|(user, orgs)| (user, Some(orgs)))
-        } else {
-            users
-                .find_by_id(id)
-                .await
-                .map_err(CoreError::from)?
-                .map(|user| (user, None))
-        };
-        found
-            .filter(|(u, _)| u.status == UserStatus::Active)
-            .ok_or_else(|| OAuthError::invalid_grant("the account is not active"))
     }
 
     async fn mint(
