@@ -741,17 +741,7 @@ async fn sign_out_other_sessions_ends_them_and_their_tokens(app: &TestApp) {
         )
         .await;
     let code = query_param(&back, "code").expect("a code");
-    let (status, tokens) = token_request(
-        app,
-        "conf",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
+    let tokens = exchange_code(app, "conf", &code, None).await;
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     page(app, &b, "/account").await;
 

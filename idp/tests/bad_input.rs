@@ -84,24 +84,6 @@ fn token_endpoint(app: &TestApp) -> reqwest::RequestBuilder {
     reqwest::Client::new().post(app.url("/token"))
 }
 
-/// The code exchange as `client_id` (HTTP Basic with the test secret).
-async fn exchange(
-    app: &TestApp,
-    client_id: &str,
-    code: &str,
-    verifier: Option<&str>,
-) -> (u16, Value) {
-    let mut form = vec![
-        ("grant_type", "authorization_code"),
-        ("code", code),
-        ("redirect_uri", REDIRECT),
-    ];
-    if let Some(v) = verifier {
-        form.push(("code_verifier", v));
-    }
-    token_request(app, client_id, &form).await
-}
-
 fn assert_oauth_error(status: u16, body: &Value, want_status: u16, want_error: &str) {
     assert_eq!(
         (status, body["error"].as_str()),
@@ -323,24 +305,24 @@ async fn code_verifier_mismatches_are_invalid_grant(app: &TestApp) {
     let (verifier, challenge) = pkce();
     let code = code_for(app, "conf", Some(&challenge)).await;
     let (other_verifier, _) = pkce();
-    let (status, body) = exchange(app, "conf", &code, Some(&other_verifier)).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, Some(&other_verifier)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
     // Stored data unchanged: the right verifier still redeems the code.
-    let (status, body) = exchange(app, "conf", &code, Some(&verifier)).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, Some(&verifier)).await;
     assert_eq!(status, 200, "{body}");
 
     // The challenge itself sent as the verifier, and a malformed verifier.
     for bad in [challenge.as_str(), "short"] {
         let (_, challenge) = pkce();
         let code = code_for(app, "conf", Some(&challenge)).await;
-        let (status, body) = exchange(app, "conf", &code, Some(bad)).await;
+        let (status, body) = code_exchange_request(app, "conf", &code, Some(bad)).await;
         assert_oauth_error(status, &body, 400, "invalid_grant");
     }
 
     // A challenge was sent, the verifier is missing.
     let (_, challenge) = pkce();
     let code = code_for(app, "conf", Some(&challenge)).await;
-    let (status, body) = exchange(app, "conf", &code, None).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, None).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
 
     // The same for the public client.
@@ -359,12 +341,12 @@ async fn code_verifier_mismatches_are_invalid_grant(app: &TestApp) {
     // PKCE downgrade: no challenge at authorize, a verifier at the token endpoint.
     let code = code_for(app, "conf", None).await;
     let (verifier, _) = pkce();
-    let (status, body) = exchange(app, "conf", &code, Some(&verifier)).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, Some(&verifier)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
 
     // Without PKCE on either side, the confidential client is fine.
     let code = code_for(app, "conf", None).await;
-    let (status, body) = exchange(app, "conf", &code, None).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, None).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -403,14 +385,14 @@ async fn code_must_be_redeemed_by_its_client_at_its_redirect_uri(app: &TestApp) 
     // A code issued to `conf`, presented by `rsa` (authenticated, but another client).
     let (verifier, challenge) = pkce();
     let code = code_for(app, "conf", Some(&challenge)).await;
-    let (status, body) = exchange(app, "rsa", &code, Some(&verifier)).await;
+    let (status, body) = code_exchange_request(app, "rsa", &code, Some(&verifier)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
     // Nor did the wrong redirect URI or the wrong client burn the code.
-    let (status, body) = exchange(app, "conf", &code, Some(&verifier)).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, Some(&verifier)).await;
     assert_eq!(status, 200, "{body}");
 
     // A garbage code.
-    let (status, body) = exchange(app, "conf", "not-a-code", None).await;
+    let (status, body) = code_exchange_request(app, "conf", "not-a-code", None).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
     // A missing code.
     let (status, body) = token_request(
@@ -428,7 +410,7 @@ async fn code_must_be_redeemed_by_its_client_at_its_redirect_uri(app: &TestApp) 
 async fn replayed_code_is_refused_and_revokes_what_it_issued(app: &TestApp) {
     let (verifier, challenge) = pkce();
     let code = code_for(app, "conf", Some(&challenge)).await;
-    let (status, first) = exchange(app, "conf", &code, Some(&verifier)).await;
+    let (status, first) = code_exchange_request(app, "conf", &code, Some(&verifier)).await;
     assert_eq!(status, 200, "{first}");
     let access = first["access_token"].as_str().unwrap();
     let refresh = first["refresh_token"].as_str().unwrap();
@@ -465,7 +447,7 @@ async fn replayed_code_is_refused_and_revokes_what_it_issued(app: &TestApp) {
     assert_eq!(res.status(), 401);
 
     // A third attempt is still refused.
-    let (status, body) = exchange(app, "conf", &code, Some(&verifier)).await;
+    let (status, body) = code_exchange_request(app, "conf", &code, Some(&verifier)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
 }
 
@@ -476,11 +458,11 @@ async fn expired_code_is_invalid_grant(app: &TestApp) {
     let old = code_for(app, "conf", Some(&c2)).await;
     // 59 s: still good.
     app.clock.advance(time::Duration::seconds(59));
-    let (status, body) = exchange(app, "conf", &young, Some(&v1)).await;
+    let (status, body) = code_exchange_request(app, "conf", &young, Some(&v1)).await;
     assert_eq!(status, 200, "{body}");
     // 61 s: the 60 s lifetime is over.
     app.clock.advance(time::Duration::seconds(2));
-    let (status, body) = exchange(app, "conf", &old, Some(&v2)).await;
+    let (status, body) = code_exchange_request(app, "conf", &old, Some(&v2)).await;
     assert_oauth_error(status, &body, 400, "invalid_grant");
 }
 

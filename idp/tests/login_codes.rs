@@ -234,18 +234,7 @@ impl<'a> Login<'a> {
     async fn claims(&self, callback: &str) -> Value {
         use base64::Engine;
         let code = query_param(callback, "code").expect("a code");
-        let (status, t) = token_request(
-            self.app,
-            self.client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &self.verifier),
-            ],
-        )
-        .await;
-        assert_eq!(status, 200, "{t}");
+        let t = exchange_code(self.app, self.client, &code, Some(&self.verifier)).await;
         let payload = t["id_token"].as_str().unwrap().split('.').nth(1).unwrap();
         serde_json::from_slice(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -396,18 +396,7 @@ async fn sso_prompt_and_max_age(app: &TestApp) {
         .get(&authorize_url(app, "rsa", Some(&challenge), &[]))
         .await;
     let code = query_param(&location(&res), "code").expect("SSO across clients");
-    let (status, t) = token_request(
-        app,
-        "rsa",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
+    let t = exchange_code(app, "rsa", &code, Some(&verifier)).await;
     let header: Value = {
         use base64::Engine;
         let h = t["id_token"]
@@ -461,18 +450,7 @@ async fn public_client_pkce_and_opaque_tokens(app: &TestApp) {
         .get(&authorize_url(app, "opaque", Some(&challenge), &[]))
         .await;
     let code = query_param(&location(&res), "code").unwrap();
-    let (status, t) = token_request(
-        app,
-        "opaque",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
+    let t = exchange_code(app, "opaque", &code, Some(&verifier)).await;
     let access = t["access_token"].as_str().unwrap();
     assert_eq!(access.split('.').count(), 1, "opaque");
     assert_eq!(introspect(app, access).await["active"], true);

@@ -197,19 +197,7 @@ async fn sign_in(app: &TestApp, client: &str, email: &str, password: &str) -> Va
         .await;
     assert!(to.starts_with(REDIRECT), "signed in: {to}");
     let code = query_param(&to, "code").expect("a code");
-    let (status, tokens) = token_request(
-        app,
-        client,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    tokens
+    exchange_code(app, client, &code, Some(&verifier)).await
 }
 
 /// An access token of `email` (through `portal`).

@@ -604,14 +604,13 @@ pub async fn unpublish_active_key(app: &TestApp, alg: idp_core::keys::SigningAlg
 }
 
 /// The code exchange as `client_id` (HTTP Basic) with the redirect URI
-/// [`REDIRECT`] and, when given, the PKCE verifier; asserts a 200 and returns
-/// the token response.
-pub async fn exchange_code(
+/// [`REDIRECT`] and, when given, the PKCE verifier: the status and body.
+pub async fn code_exchange_request(
     app: &TestApp,
     client_id: &str,
     code: &str,
     verifier: Option<&str>,
-) -> serde_json::Value {
+) -> (u16, serde_json::Value) {
     let mut form = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -620,7 +619,18 @@ pub async fn exchange_code(
     if let Some(v) = verifier {
         form.push(("code_verifier", v));
     }
-    let (status, t) = token_request(app, client_id, &form).await;
+    token_request(app, client_id, &form).await
+}
+
+/// [`code_exchange_request`] that must succeed: asserts a 200 and returns
+/// the token response.
+pub async fn exchange_code(
+    app: &TestApp,
+    client_id: &str,
+    code: &str,
+    verifier: Option<&str>,
+) -> serde_json::Value {
+    let (status, t) = code_exchange_request(app, client_id, code, verifier).await;
     assert_eq!(status, 200, "{t}");
     t
 }
