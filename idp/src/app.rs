@@ -7,9 +7,9 @@ use crate::theme::Themes;
 use crate::web;
 use anyhow::{Context, anyhow};
 use axum::Router;
+use idp_core::client::ClientRegistry;
 use idp_core::clock::{SharedClock, SystemClock};
 use idp_core::ephemeral::{EphemeralStore, MemoryStore};
-use idp_core::oidc::client::ClientRegistry;
 use idp_core::oidc::{Provider, ProviderPorts, ProviderSettings};
 use idp_core::password::PasswordHasher;
 use idp_core::secret::KeyEncryptionKey;
@@ -41,7 +41,7 @@ pub struct AppState {
 /// What the server needs besides configuration; tests replace the clock.
 pub struct Overrides {
     pub clock: SharedClock,
-    pub extra_clients: Vec<idp_core::oidc::client::Client>,
+    pub extra_clients: Vec<idp_core::client::Client>,
     /// Replaces the configured email/SMS delivery (tests read codes from it).
     pub notifier: Option<Arc<dyn idp_core::notify::Notifier>>,
     /// Replaces the configured company registry (tests simulate outages).
@@ -126,8 +126,12 @@ pub(crate) fn check_clients(
     clients: &ClientRegistry,
     themes: &Themes,
 ) -> anyhow::Result<()> {
-    use idp_core::flow::StepKind;
     let steps = idp_core::steps::registry();
+    let federates = |c: &idp_core::client::Client| {
+        c.login
+            .methods()
+            .any(|m| steps.get(m).is_some_and(|s| s.traits().federates))
+    };
     let issuer_host_is_ip = url::Url::parse(&cfg.issuer)
         .ok()
         .is_some_and(|u| matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))));
@@ -138,7 +142,7 @@ pub(crate) fn check_clients(
                     "upstreams[{i}].clients[{j}]: no client {id:?} is registered"
                 ));
             };
-            if !c.login.methods().any(|m| m == StepKind::Upstream) {
+            if !federates(&c) {
                 return Err(anyhow!(
                     "upstreams[{i}].clients[{j}]: none of client {id}'s flows has an \"upstream\" step (add a flow such as steps = [\"upstream\"] with the acr of its first flow)"
                 ));
@@ -163,13 +167,12 @@ pub(crate) fn check_clients(
                     m.as_str()
                 )
             })?;
-            for enrolling in [false, true] {
-                pages.push(format!("{}.html", step.template(enrolling)));
-            }
-            if matches!(m, StepKind::Totp | StepKind::Webauthn | StepKind::SmsCode) {
+            let traits = step.traits();
+            pages.extend(traits.templates.iter().map(|t| format!("{t}.html")));
+            if traits.creates_recovery_codes {
                 pages.push("recovery_codes.html".into());
             }
-            if matches!(m, StepKind::Webauthn | StepKind::Passkey) && issuer_host_is_ip {
+            if traits.needs_host_name && issuer_host_is_ip {
                 return Err(anyhow!(
                     "client {}: login: {} needs the issuer to be a host name (WebAuthn relying-party ids cannot be IP addresses); set issuer, e.g. http://localhost:8080",
                     c.id,
@@ -177,7 +180,7 @@ pub(crate) fn check_clients(
                 ));
             }
         }
-        if c.login.methods().any(|m| m == StepKind::Upstream)
+        if federates(c)
             && !cfg
                 .settings
                 .upstreams
@@ -214,7 +217,7 @@ pub(crate) fn add_account_client(
         .iter()
         .any(|u| u.clients.iter().any(|c| c == web::account::CLIENT_ID));
     match clients.get(web::account::CLIENT_ID) {
-        None => clients.insert(web::account::builtin_client(issuer, upstream)?),
+        None => clients.insert(web::account::builtin_client(issuer, upstream, &cfg.levels)?),
         Some(c) => web::account::check_client(&c, issuer)?,
     }
     Ok(())
@@ -333,7 +336,10 @@ pub async fn build_state(
     .await?;
     let issuer_url = url::Url::parse(&cfg.issuer)?;
     Ok(AppState {
-        discovery: web::discovery::PublishedJson::new(web::discovery::document(&cfg.issuer)),
+        discovery: web::discovery::PublishedJson::new(web::discovery::document(
+            &cfg.issuer,
+            &cfg.levels.values(),
+        )),
         origin: Arc::new(issuer_url.origin().ascii_serialization()),
         secure_cookies: issuer_url.scheme() == "https",
         trust_forwarded_for: cfg.settings.trust_forwarded_for,

@@ -5,9 +5,9 @@ use crate::app::{self, Overrides};
 use crate::config::{self, LoadedConfig};
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
+use idp_core::client::ClientSecretHash;
 use idp_core::domain::Email;
 use idp_core::keys::SigningAlg;
-use idp_core::oidc::client::ClientSecretHash;
 use idp_core::ports::UserRepo;
 use idp_core::secret::{KeyEncryptionKey, Secret};
 use std::io::Read;
@@ -127,7 +127,7 @@ pub async fn run_org_command(
     use idp_core::domain::{OrgId, OrgStatus};
     use std::fmt::Write;
     let op = PlatformOperator::command_line();
-    let meta = idp_core::oidc::RequestMeta::default();
+    let meta = idp_core::domain::RequestMeta::default();
     let org_id = |s: &str| {
         uuid::Uuid::parse_str(s.trim())
             .map(OrgId)
@@ -343,7 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if no_migrate {
                 cfg.settings.migrate_on_start = false;
             }
-            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let clients = config::load_clients(cfg.clients_dir.as_deref(), &cfg.levels)?;
             let state = app::build_state(&cfg, clients, Overrides::default()).await?;
             let listener = tokio::net::TcpListener::bind(cfg.settings.listen)
                 .await
@@ -362,7 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command } => user(load()?, command).await,
         Command::Org { command } => {
             let cfg = load()?;
-            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let clients = config::load_clients(cfg.clients_dir.as_deref(), &cfg.levels)?;
             let state = app::build_state(&cfg, clients, Overrides::default()).await?;
             let out = run_org_command(&state.provider, command).await?;
             print!("{out}");
@@ -413,9 +413,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => {
             let cfg = load()?;
-            let files = config::load_client_files(cfg.clients_dir.as_deref())?;
+            let files = config::load_client_files(cfg.clients_dir.as_deref(), &cfg.levels)?;
             let mut clients =
-                idp_core::oidc::client::ClientRegistry::new(files.iter().map(|(_, c)| c.clone()));
+                idp_core::client::ClientRegistry::new(files.iter().map(|(_, c)| c.clone()));
             // The checks of `idp serve`: a client file registering the
             // account pages' client must fit them, else the built-in one is
             // added; then every client, that one included.
@@ -465,7 +465,7 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             if pw.is_empty() {
                 bail!("standard input: empty password");
             }
-            let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+            let clients = config::load_clients(cfg.clients_dir.as_deref(), &cfg.levels)?;
             let state = app::build_state(&cfg, clients, Overrides::default()).await?;
             let user = state
                 .provider
@@ -513,7 +513,7 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             use idp_core::oidc::federation::LinkError;
             let (state, user) = user_by_email(&cfg, &email).await?;
             let op = idp_core::accounts::orgs::PlatformOperator::command_line();
-            let meta = idp_core::oidc::RequestMeta::default();
+            let meta = idp_core::domain::RequestMeta::default();
             match state
                 .provider
                 .link_identity(&op, &user, &upstream, &subject, &meta)
@@ -536,7 +536,7 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             use idp_core::oidc::federation::UnlinkError;
             let (state, user) = user_by_email(&cfg, &email).await?;
             let op = idp_core::accounts::orgs::PlatformOperator::command_line();
-            let meta = idp_core::oidc::RequestMeta::default();
+            let meta = idp_core::domain::RequestMeta::default();
             match state
                 .provider
                 .unlink_identity_as_operator(&op, user.id, &upstream, &meta)
@@ -580,7 +580,7 @@ async fn user_by_email(
     email: &str,
 ) -> anyhow::Result<(app::AppState, idp_core::domain::User)> {
     let email = Email::parse(email).map_err(|e| anyhow!("--email: {e}"))?;
-    let clients = config::load_clients(cfg.clients_dir.as_deref())?;
+    let clients = config::load_clients(cfg.clients_dir.as_deref(), &cfg.levels)?;
     let state = app::build_state(cfg, clients, Overrides::default()).await?;
     let user = state
         .provider

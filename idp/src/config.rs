@@ -7,11 +7,12 @@
 use anyhow::{Context, anyhow, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use idp_core::domain::ClientId;
-use idp_core::keys::SigningAlg;
-use idp_core::oidc::client::{
+use idp_core::assurance::Levels;
+use idp_core::client::{
     AccessTokenFormat, Client, ClientRegistry, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
 };
+use idp_core::domain::ClientId;
+use idp_core::keys::SigningAlg;
 use idp_core::oidc::provider::ThrottleSettings;
 use idp_core::password::Argon2Settings;
 use idp_core::webhooks::WebhookEndpoint;
@@ -65,6 +66,10 @@ pub struct Settings {
     pub webhook_delivery: WebhookDeliverySettings,
     /// `[[upstreams]]`: upstream OpenID providers users may sign in through.
     pub upstreams: Vec<UpstreamFile>,
+    /// `[[assurance_levels]]`: the `acr` values clients' flows may claim,
+    /// each with a label and a NIST AAL (default: `1`, `2`, `3`; see
+    /// `config/README.md`, "Assurance levels").
+    pub assurance_levels: Vec<idp_core::assurance::LevelSpec>,
 }
 
 /// One `[[upstreams]]` entry: an upstream OpenID provider. See
@@ -404,6 +409,7 @@ impl Default for Settings {
             company_registry: CompanyRegistrySettings::default(),
             webhook_delivery: WebhookDeliverySettings::default(),
             upstreams: Vec::new(),
+            assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }
 }
@@ -589,7 +595,7 @@ fn check_accounts(a: &idp_core::accounts::AccountSettings) -> Result<(), String>
 }
 
 /// Checks a client file's `[account]`; the error starts with the field.
-fn check_client_account(a: &idp_core::oidc::ClientAccountSettings) -> Result<(), String> {
+fn check_client_account(a: &idp_core::client::ClientAccountSettings) -> Result<(), String> {
     a.password_policy.validate()?;
     if let Some(m) = a.reset_link_minutes
         && !(1..=24 * 60).contains(&m)
@@ -695,6 +701,8 @@ pub struct LoadedConfig {
     pub database_url: String,
     pub clients_dir: Option<PathBuf>,
     pub themes_dir: Option<PathBuf>,
+    /// The declared assurance levels, checked.
+    pub levels: idp_core::assurance::Levels,
 }
 
 /// Loads the configuration. `explicit` is `--config`/`IDP_CONFIG`: it must
@@ -861,6 +869,8 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
         .webhook_delivery
         .check()
         .map_err(|e| anyhow!("{where_}: webhook_delivery.{e}"))?;
+    let levels = idp_core::assurance::Levels::from_specs(&settings.assurance_levels)
+        .map_err(|e| anyhow!("{where_}: {e}"))?;
     let rel = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
@@ -891,6 +901,7 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
         database_url,
         clients_dir,
         themes_dir,
+        levels,
     };
     parse_upstreams(&loaded).map_err(|e| anyhow!("{where_}: {e}"))?;
     Ok(loaded)
@@ -944,7 +955,7 @@ pub struct ClientFile {
     pub login: LoginFile,
     /// `[account]`: journeys offered around login, password policy.
     #[serde(default)]
-    pub account: idp_core::oidc::ClientAccountSettings,
+    pub account: idp_core::client::ClientAccountSettings,
     /// `[[webhooks]]`: endpoints of this platform told about accounts.
     #[serde(default)]
     pub webhooks: Vec<WebhookFile>,
@@ -973,7 +984,7 @@ pub struct WebhookFile {
 #[serde(deny_unknown_fields)]
 pub struct LoginFile {
     #[serde(default)]
-    pub flows: Vec<idp_core::flow::definition::FlowSpec>,
+    pub flows: Vec<idp_core::policy::FlowSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -1033,18 +1044,16 @@ fn default_access_token_alg() -> String {
 }
 
 /// Reads every `*.toml` in the folder (sorted by name).
-pub fn load_clients(dir: Option<&Path>) -> anyhow::Result<ClientRegistry> {
+pub fn load_clients(dir: Option<&Path>, levels: &Levels) -> anyhow::Result<ClientRegistry> {
     Ok(ClientRegistry::new(
-        load_client_files(dir)?.into_iter().map(|(_, c)| c),
+        load_client_files(dir, levels)?.into_iter().map(|(_, c)| c),
     ))
 }
 
-/// Like [`load_clients`], with the file each client comes from (in name
-/// order), for messages that name the file.
-pub fn load_client_files(dir: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, Client)>> {
-    let mut loaded: Vec<(PathBuf, Client)> = Vec::new();
+/// The `*.toml` files of the clients folder, sorted by name.
+fn client_file_paths(dir: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     let Some(dir) = dir else {
-        return Ok(loaded);
+        return Ok(Vec::new());
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot read clients folder", dir.display()))?
@@ -1052,14 +1061,24 @@ pub fn load_client_files(dir: Option<&Path>) -> anyhow::Result<Vec<(PathBuf, Cli
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
-    for f in files {
+    Ok(files)
+}
+
+/// Like [`load_clients`], with the file each client comes from (in name
+/// order), for messages that name the file.
+pub fn load_client_files(
+    dir: Option<&Path>,
+    levels: &Levels,
+) -> anyhow::Result<Vec<(PathBuf, Client)>> {
+    let mut loaded: Vec<(PathBuf, Client)> = Vec::new();
+    for f in client_file_paths(dir)? {
         let text =
             std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
         let parsed: ClientFile =
             toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         let base = f.parent().unwrap_or_else(|| Path::new("."));
         parse_webhooks(&parsed, base).map_err(|e| anyhow!("{}: {e}", f.display()))?;
-        let client = parse_client(parsed).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        let client = parse_client(parsed, levels).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         if loaded.iter().any(|(_, c)| c.id == client.id) {
             bail!(
                 "{}: client_id: {} is already registered by another file",
@@ -1079,7 +1098,7 @@ pub fn load_webhooks(dir: Option<&Path>) -> anyhow::Result<Vec<WebhookEndpoint>>
     let Some(dir) = dir else {
         return Ok(out);
     };
-    for (f, _) in load_client_files(Some(dir))? {
+    for f in client_file_paths(Some(dir))? {
         let text =
             std::fs::read_to_string(&f).with_context(|| format!("{}: cannot read", f.display()))?;
         let parsed: ClientFile =
@@ -1171,7 +1190,7 @@ pub fn parse_webhooks(f: &ClientFile, base: &Path) -> anyhow::Result<Vec<Webhook
 }
 
 /// Turns a client file into a checked [`Client`]; errors name the field.
-pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
+pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
     if f.client_id.is_empty()
         || f.client_id.len() > 64
         || !f
@@ -1269,7 +1288,7 @@ pub fn parse_client(f: ClientFile) -> anyhow::Result<Client> {
         id_token_alg,
         access_token_alg,
         require_pkce: f.require_pkce,
-        login: idp_core::flow::definition::parse_policy(&f.login.flows)
+        login: idp_core::policy::parse_policy(&f.login.flows, &idp_core::steps::registry(), levels)
             .map_err(|e| anyhow!("login.{e}"))?,
         account: f.account,
         lifetimes: Lifetimes {
@@ -1313,7 +1332,7 @@ mod tests {
             "client_id = \"portal\"\nname = \"Portal\"\ntype = \"public\"\n{redirect}{extra}"
         );
         let f: ClientFile = toml::from_str(&text).map_err(|e| e.to_string())?;
-        parse_client(f).map_err(|e| e.to_string())
+        parse_client(f, &Levels::builtin()).map_err(|e| e.to_string())
     }
 
     /// Loads a config file holding `text` (with an empty clients folder);

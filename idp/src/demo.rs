@@ -11,11 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use idp_core::domain::{ClientId, Email};
-use idp_core::keys::SigningAlg;
-use idp_core::oidc::client::{
+use idp_core::assurance::Levels;
+use idp_core::client::{
     AccessTokenFormat, Client, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
 };
+use idp_core::domain::{ClientId, Email};
+use idp_core::keys::SigningAlg;
 use idp_core::secret::Secret;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
@@ -63,7 +64,7 @@ struct Rp {
 }
 
 /// The built-in demo portal's registration (identifier then password).
-fn demo_client(rp_base: &str, secret: &str) -> Client {
+fn demo_client(rp_base: &str, secret: &str, levels: &Levels) -> Client {
     Client {
         id: ClientId(DEMO_CLIENT.into()),
         name: "Demo portal".into(),
@@ -84,7 +85,8 @@ fn demo_client(rp_base: &str, secret: &str) -> Client {
         access_token_alg: SigningAlg::ES256,
         require_pkce: true,
         lifetimes: Lifetimes::default(),
-        login: idp_core::flow::definition::LoginPolicy::password_only(),
+        login: idp_core::policy::LoginPolicy::password_only(&idp_core::steps::registry(), levels)
+            .expect("identifier then password is a valid flow"),
         account: Default::default(),
     }
 }
@@ -92,7 +94,7 @@ fn demo_client(rp_base: &str, secret: &str) -> Client {
 pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     let rp_addr = std::net::SocketAddr::new(cfg.settings.listen.ip(), rp_port);
     let rp_base = format!("http://{rp_addr}");
-    let mut clients = config::load_clients(cfg.clients_dir.as_deref())?;
+    let mut clients = config::load_clients(cfg.clients_dir.as_deref(), &cfg.levels)?;
     // Configured clients whose callback is on the demo relying party become
     // demo portals; the demo acts for them with a fresh secret held in memory
     // (the configuration is not touched).
@@ -114,7 +116,7 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     let demo_secret = idp_core::random::token();
     secrets.insert(DEMO_CLIENT.into(), demo_secret.clone());
     let overrides = Overrides {
-        extra_clients: vec![demo_client(&rp_base, &demo_secret)],
+        extra_clients: vec![demo_client(&rp_base, &demo_secret, &cfg.levels)],
         ..Overrides::default()
     };
     let state = app::build_state(&cfg, clients, overrides).await?;
@@ -270,6 +272,7 @@ async fn start_partner_sso(cfg: &LoadedConfig) -> anyhow::Result<Option<PartnerS
         issuer: issuer.clone(),
         clients_dir: None,
         themes_dir: None,
+        levels: cfg.levels.clone(),
     };
     let registration = Client {
         id: ClientId(up.client_id.clone()),
@@ -283,7 +286,7 @@ async fn start_partner_sso(cfg: &LoadedConfig) -> anyhow::Result<Option<PartnerS
         )],
         post_logout_redirect_uris: Vec::new(),
         allow_refresh_token: false,
-        ..demo_client("http://127.0.0.1", "unused")
+        ..demo_client("http://127.0.0.1", "unused", &cfg.levels)
     };
     let overrides = Overrides {
         extra_clients: vec![registration],

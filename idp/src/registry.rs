@@ -122,6 +122,7 @@ mod tests {
             database_url: "sqlite::memory:".into(),
             clients_dir: None,
             themes_dir: None,
+            levels: idp_core::assurance::Levels::builtin(),
         };
         let e = match from_config(&cfg) {
             Ok(_) => panic!("accepted"),

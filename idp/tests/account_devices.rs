@@ -34,7 +34,7 @@ const CODES_CLIENT: &str = "codes";
 /// `identifier, password`, then an emailed code from a browser not seen before.
 const NEW_DEVICE_CLIENT: &str = "newdev";
 
-fn clients() -> Vec<idp_core::oidc::client::Client> {
+fn clients() -> Vec<idp_core::client::Client> {
     vec![
         client_with_flows(
             TOTP_CLIENT,

@@ -477,10 +477,11 @@ async fn keys_rotate_adds_keys_and_keeps_the_old_ones_published() {
         database_url: format!("sqlite://{}/idp.db?mode=rwc", data.display()),
         clients_dir: None,
         themes_dir: None,
+        levels: idp_core::assurance::Levels::builtin(),
     };
     let state = idp::app::build_state(
         &cfg,
-        idp_core::oidc::client::ClientRegistry::default(),
+        idp_core::client::ClientRegistry::default(),
         idp::app::Overrides::default(),
     )
     .await

@@ -22,14 +22,15 @@ const FILE_CLIENT: &str = "from-file";
 /// A confidential client (secret [`SECRET`]) as an admin writes its file,
 /// naming neither `id_token_signed_response_alg` nor
 /// `access_token_signed_response_alg`, read by the provider's loader.
-fn client_from_file() -> idp_core::oidc::client::Client {
+fn client_from_file() -> idp_core::client::Client {
     let text = format!(
         "client_id = \"{FILE_CLIENT}\"\nname = \"Portal from a file\"\ntype = \"confidential\"\n\
          secret_hash = \"{}\"\nredirect_uris = [\"{REDIRECT}\"]\n",
-        idp_core::oidc::client::ClientSecretHash::of(SECRET).encode()
+        idp_core::client::ClientSecretHash::of(SECRET).encode()
     );
     let file: idp::config::ClientFile = toml::from_str(&text).expect("a client file");
-    idp::config::parse_client(file).expect("a valid client file")
+    idp::config::parse_client(file, &idp_core::assurance::Levels::builtin())
+        .expect("a valid client file")
 }
 
 fn options() -> AppOptions {
@@ -37,7 +38,7 @@ fn options() -> AppOptions {
         POST_CLIENT,
         r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"]}]"#,
     );
-    post.auth_method = idp_core::oidc::client::TokenEndpointAuthMethod::ClientSecretPost;
+    post.auth_method = idp_core::client::TokenEndpointAuthMethod::ClientSecretPost;
     AppOptions {
         clients: vec![post, client_from_file()],
         ..AppOptions::default()

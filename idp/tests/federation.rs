@@ -20,12 +20,12 @@ const PORTAL: &str = "fed";
 /// A `platform_admin` client, for the admin API.
 const OPERATOR: &str = "operator";
 /// Its flows: at level 1, identifier and password, or the upstream alone; at
-/// level 2 (`acr_values=2`), the same with an emailed code after.
+/// level `checked` (`acr_values=checked`), the same with an emailed code after.
 const PORTAL_FLOWS: &str = r#"[
     {"name": "standard", "acr": "1", "steps": ["identifier", "password"]},
     {"name": "partner", "acr": "1", "steps": ["upstream"]},
-    {"name": "partner-then-code", "acr": "2", "steps": ["identifier", "password", "email_code"]},
-    {"name": "partner-strong", "acr": "2", "steps": ["upstream", "email_code"]}
+    {"name": "partner-then-code", "acr": "checked", "steps": ["identifier", "password", "email_code"]},
+    {"name": "partner-strong", "acr": "checked", "steps": ["upstream", "email_code"]}
 ]"#;
 
 struct Federation {
@@ -376,12 +376,12 @@ async fn no_account_without_just_in_time_creation(backend: Backend) {
 }
 
 /// A flow of two steps: the upstream, then our own emailed code
-/// (`acr_values=2`); amr has both.
+/// (`acr_values=checked`); amr has both.
 async fn upstream_then_our_own_factor(backend: Backend) {
     let f = federation(backend, |_| {}).await;
     upstream_user(&f, "erin@partner.example", "Erin").await;
     let browser = Browser::new();
-    let to = continue_with_upstream(&f, &browser, &[("acr_values", "2")]).await;
+    let to = continue_with_upstream(&f, &browser, &[("acr_values", "checked")]).await;
     let callback = sign_in_upstream(&f, &browser, &to, "erin@partner.example").await;
     let res = browser.get(&callback).await;
     assert_eq!(res.status(), 303);
@@ -396,11 +396,15 @@ async fn upstream_then_our_own_factor(backend: Backend) {
     let to = location(&res);
     assert!(to.starts_with(REDIRECT), "{to}");
     let claims = id_token_claims(&f.app, PORTAL, &to).await;
-    assert_eq!(claims["acr"], "2");
+    assert_eq!(claims["acr"], "checked");
     let amr = amr(&claims);
-    for a in ["fed", "pwd", "otp", "mfa"] {
+    for a in ["fed", "pwd", "email_otp"] {
         assert!(amr.contains(&a), "{a} in {amr:?}");
     }
+    assert!(
+        !amr.contains(&"mfa"),
+        "an emailed code is no second factor: {amr:?}"
+    );
     f.cleanup().await;
 }
 
@@ -658,7 +662,7 @@ async fn a_fresh_login_is_fresh_at_the_upstream(backend: Backend) {
 on_both_backends!(a_fresh_login_is_fresh_at_the_upstream);
 
 /// Signed in through the upstream at level 1, the portal asks level 2
-/// (`acr_values=2`): the step-up runs the level's upstream flow, whose
+/// (`acr_values=checked`): the step-up runs the level's upstream flow, whose
 /// upstream step the session already passed, so only the emailed code is
 /// asked (not a password the account does not have).
 async fn a_federated_session_steps_up_with_the_missing_step_only(backend: Backend) {
@@ -670,7 +674,7 @@ async fn a_federated_session_steps_up_with_the_missing_step_only(backend: Backen
     let (res, _) = browser
         .follow(
             &f.app,
-            &authorize_url(&f.app, PORTAL, None, &[("acr_values", "2")]),
+            &authorize_url(&f.app, PORTAL, None, &[("acr_values", "checked")]),
         )
         .await;
     assert_eq!(res.status(), 200);
@@ -684,9 +688,16 @@ async fn a_federated_session_steps_up_with_the_missing_step_only(backend: Backen
     let to = location(&res);
     assert!(to.starts_with(REDIRECT), "{to}");
     let claims = id_token_claims(&f.app, PORTAL, &to).await;
-    assert_eq!(claims["acr"], "2");
+    assert_eq!(claims["acr"], "checked");
     let amr = amr(&claims);
-    assert!(amr.contains(&"fed") && amr.contains(&"otp"), "{amr:?}");
+    assert!(
+        amr.contains(&"fed") && amr.contains(&"email_otp"),
+        "{amr:?}"
+    );
+    assert!(
+        !amr.contains(&"mfa"),
+        "an emailed code is no second factor: {amr:?}"
+    );
     f.cleanup().await;
 }
 

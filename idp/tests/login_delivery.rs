@@ -11,8 +11,7 @@ use idp_mail::testing::SmtpSink;
 use std::sync::{Arc, Mutex};
 use support::*;
 
-const FLOW: &str =
-    r#"[{"name": "d", "acr": "2", "steps": ["identifier", "password", "email_code|sms_code"]}]"#;
+const FLOW: &str = r#"[{"name": "d", "acr": "checked", "steps": ["identifier", "password", "email_code|sms_code"]}]"#;
 
 /// A stand-in SMS provider: records each request's auth header and body.
 async fn sms_provider() -> (String, Arc<Mutex<Vec<(String, String)>>>) {

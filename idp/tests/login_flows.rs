@@ -11,11 +11,10 @@ use serde_json::Value;
 use support::*;
 
 const NEW_DEVICE: &str = r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password", {"any": "email_code", "when": "unknown_device"}]}]"#;
-const EMAIL_OR_SMS: &str =
-    r#"[{"name": "d", "acr": "2", "steps": ["identifier", "password", "email_code|sms_code"]}]"#;
+const EMAIL_OR_SMS: &str = r#"[{"name": "d", "acr": "checked", "steps": ["identifier", "password", "email_code|sms_code"]}]"#;
 const STEP_UP: &str = r#"[
     {"name": "basic", "acr": "1", "steps": ["identifier", "password"]},
-    {"name": "strong", "acr": "2", "steps": ["identifier", "password", "email_code"]}
+    {"name": "strong", "acr": "checked", "steps": ["identifier", "password", "email_code"]}
 ]"#;
 
 async fn app_with(backend: Backend, clients: Vec<(&str, &str)>) -> TestApp {
@@ -133,8 +132,8 @@ async fn new_device_gets_an_emailed_code_once(backend: Backend) {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(
-        amr.contains(&"pwd") && amr.contains(&"otp") && amr.contains(&"mfa"),
-        "{amr:?}"
+        amr == ["pwd", "email_otp"],
+        "an emailed code is reported as such, without mfa: {amr:?}"
     );
     let sent = app.outbox.messages().len();
     // The same browser, a fresh login: the device is known, no code.
@@ -263,14 +262,14 @@ async fn acr_step_up_asks_only_the_missing_step(backend: Backend) {
     .expect_err("basic flow ends at the password");
     let claims = id_token_claims(&app, "bank", &callback, &verifier).await;
     assert_eq!(claims["acr"], "1");
-    // acr_values=2 silently: the session does not reach it.
+    // acr_values=checked silently: the session does not reach it.
     let (_, challenge) = pkce();
     let res = browser
         .get(&authorize_url(
             &app,
             "bank",
             Some(&challenge),
-            &[("acr_values", "2"), ("prompt", "none")],
+            &[("acr_values", "checked"), ("prompt", "none")],
         ))
         .await;
     assert_eq!(
@@ -282,7 +281,7 @@ async fn acr_step_up_asks_only_the_missing_step(backend: Backend) {
     let (res, _) = browser
         .follow(
             &app,
-            &authorize_url(&app, "bank", Some(&challenge), &[("acr_values", "2")]),
+            &authorize_url(&app, "bank", Some(&challenge), &[("acr_values", "checked")]),
         )
         .await;
     let html = res.text().await.unwrap();
@@ -292,7 +291,7 @@ async fn acr_step_up_asks_only_the_missing_step(backend: Backend) {
     );
     let res = submit_code(&app, &browser, &html, &last_code(&app, &alice_email())).await;
     let claims = id_token_claims(&app, "bank", &location(&res), &verifier).await;
-    assert_eq!(claims["acr"], "2");
+    assert_eq!(claims["acr"], "checked");
     let amr: Vec<&str> = claims["amr"]
         .as_array()
         .unwrap()
@@ -300,11 +299,11 @@ async fn acr_step_up_asks_only_the_missing_step(backend: Backend) {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(
-        amr.contains(&"pwd") && amr.contains(&"otp") && amr.contains(&"mfa"),
-        "{amr:?}"
+        amr == ["pwd", "email_otp"],
+        "an emailed code is reported as such, without mfa: {amr:?}"
     );
     // Now both levels are satisfied silently.
-    for acr in ["1", "2"] {
+    for acr in ["1", "checked"] {
         let (_, challenge) = pkce();
         let res = browser
             .get(&authorize_url(

@@ -16,11 +16,11 @@ mod support;
 use async_trait::async_trait;
 use base64::Engine;
 use idp_core::accounts::orgs::{CreatorInput, DomicileInput, OrgCreationInput};
+use idp_core::client::{Client, ClientAccountSettings};
 use idp_core::company::{Company, CompanyRegistry, RegistryError, Siret};
+use idp_core::domain::RequestMeta;
 use idp_core::domain::{ClientId, Email, OrgId, OrgStatus, Organization, User};
 use idp_core::notify::Message;
-use idp_core::oidc::RequestMeta;
-use idp_core::oidc::client::{Client, ClientAccountSettings};
 use idp_core::secret::Secret;
 use idp_mail::testing::SmtpSink;
 use serde_json::{Value, json};
@@ -1591,7 +1591,8 @@ matrix_with!(
 #[test]
 fn example_clients_offer_organization_creation() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/clients");
-    let clients = idp::config::load_clients(Some(&dir)).expect("the example clients load");
+    let clients = idp::config::load_clients(Some(&dir), &idp_core::assurance::Levels::builtin())
+        .expect("the example clients load");
     for (id, allowed) in [
         ("customer-space", true),
         ("cloud-console", true),

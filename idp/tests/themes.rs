@@ -9,7 +9,7 @@
 
 mod support;
 
-use idp_core::oidc::client::{Client, ClientSecretHash};
+use idp_core::client::{Client, ClientSecretHash};
 use idp_mail::testing::SmtpSink;
 use support::*;
 
@@ -40,7 +40,7 @@ const THEMED: [(&str, &str, &str, &str); 3] = [
 /// with this harness's redirect URIs and secret.
 fn example_clients() -> Vec<Client> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/clients");
-    idp::config::load_client_files(Some(&dir))
+    idp::config::load_client_files(Some(&dir), &idp_core::assurance::Levels::builtin())
         .expect("the example client files load")
         .into_iter()
         .map(|(_, mut c)| {

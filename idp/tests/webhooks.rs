@@ -14,8 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{KeyInit, Mac};
 use idp_core::accounts::orgs::{MemberManager, OrgAction, PlatformOperator};
 use idp_core::clock::Clock;
+use idp_core::domain::RequestMeta;
 use idp_core::domain::{Email, Membership, OrgId, OrgStatus, Organization, Role};
-use idp_core::oidc::RequestMeta;
 use idp_core::webhooks::WebhookEndpoint;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -671,7 +671,8 @@ fn config_error(hooks: &str) -> String {
     // the client files through `load_client_files`.
     let again = format!(
         "{:#}",
-        idp::config::load_client_files(Some(&dir.0)).expect_err(hooks)
+        idp::config::load_client_files(Some(&dir.0), &idp_core::assurance::Levels::builtin())
+            .expect_err(hooks)
     );
     assert_eq!(err, again);
     assert!(err.contains("platform.toml"), "names the file: {err}");

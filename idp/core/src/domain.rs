@@ -493,6 +493,13 @@ pub struct ClientState {
     pub last_token_at: Option<OffsetDateTime>,
 }
 
+/// Facts about the HTTP request, for throttling and the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,13 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("short-lived store unavailable: {0}")]
-    Unavailable(String),
-    #[error("short-lived store value is corrupt: {0}")]
-    Corrupt(String),
-}
+pub use crate::error::StoreError;
 
 /// The short-lived store. Keys are plain strings chosen by the core
 /// (`code:<hash>`, `flow:<id>`, ...); implementations may prefix them.

@@ -5,8 +5,10 @@
 //! Connect protocol checks, token minting and password hashing.
 
 pub mod accounts;
+pub mod assurance;
 pub mod challenge;
 pub mod changes;
+pub mod client;
 pub mod clock;
 pub mod company;
 pub mod domain;
@@ -15,10 +17,12 @@ pub mod error;
 pub mod federation;
 pub mod flow;
 pub mod keys;
+pub mod method;
 pub mod notify;
 pub mod oidc;
 pub mod password;
 pub mod password_policy;
+pub mod policy;
 pub mod ports;
 pub mod random;
 pub mod secret;

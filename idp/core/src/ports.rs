@@ -14,19 +14,7 @@ use uuid::Uuid;
 /// The organizations a user belongs to, with their roles there.
 pub type UserOrganizations = Vec<(Organization, Vec<Role>)>;
 
-/// Errors of a repository. `Conflict` is the only one callers branch on.
-#[derive(Debug, thiserror::Error)]
-pub enum RepoError {
-    /// A unique constraint was hit (duplicate email, customer id, ...).
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// Stored data could not be turned back into a domain value.
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
-    /// The database failed or is unreachable.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-}
+pub use crate::error::RepoError;
 
 /// Accounts.
 #[async_trait]

@@ -45,12 +45,12 @@ use axum_extra::extract::CookieJar;
 use idp_core::accounts::security::{
     BackupEmailError, EmailChangeError, PasswordChangeError, PasswordProblems, pkce_s256,
 };
+use idp_core::client::{
+    AccessTokenFormat, Client, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
+};
 use idp_core::domain::{TokenHash, User};
 use idp_core::ephemeral::{put_json, take_json};
 use idp_core::oidc::authorize::RawParams;
-use idp_core::oidc::client::{
-    AccessTokenFormat, Client, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
-};
 use idp_core::oidc::federation::UnlinkError;
 use idp_core::oidc::login::SsoSession;
 use idp_core::password_policy::Rule;
@@ -97,7 +97,11 @@ fn callback_uri(issuer: &str) -> String {
 /// when the issuer is a host name: WebAuthn cannot bind to an IP address).
 /// With `upstream`, its login page also offers the upstreams that list
 /// `account` in their `clients` (a flow `["upstream"]` of the same level).
-pub(crate) fn builtin_client(issuer: &str, upstream: bool) -> anyhow::Result<Client> {
+pub(crate) fn builtin_client(
+    issuer: &str,
+    upstream: bool,
+    levels: &idp_core::assurance::Levels,
+) -> anyhow::Result<Client> {
     let host_is_ip = url::Url::parse(issuer)
         .ok()
         .is_some_and(|u| matches!(u.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))));
@@ -106,18 +110,27 @@ pub(crate) fn builtin_client(issuer: &str, upstream: bool) -> anyhow::Result<Cli
     } else {
         r#"["totp", "webauthn", "recovery_code"]"#
     };
+    // The first declared level of AAL1: a password, then a second factor
+    // only for users who enrolled one.
+    let acr = levels
+        .iter()
+        .find(|l| l.aal == idp_core::assurance::Aal::Aal1 && !l.phishing_resistant)
+        .map(|l| l.value.clone())
+        .ok_or_else(|| {
+            anyhow!("built-in client {CLIENT_ID}: no declared assurance level has aal = 1")
+        })?;
     let upstream_flow = if upstream {
         format!(
-            r#", {{"name": "upstream", "acr": "1", "steps": ["upstream", {{"any": {second}, "when": "enrolled"}}]}}"#
+            r#", {{"name": "upstream", "acr": "{acr}", "steps": ["upstream", {{"any": {second}, "when": "enrolled"}}]}}"#
         )
     } else {
         String::new()
     };
     let flows = format!(
-        r#"[{{"name": "default", "acr": "1", "steps": ["identifier", "password", {{"any": {second}, "when": "enrolled"}}]}}{upstream_flow}]"#
+        r#"[{{"name": "default", "acr": "{acr}", "steps": ["identifier", "password", {{"any": {second}, "when": "enrolled"}}]}}{upstream_flow}]"#
     );
-    let specs: Vec<idp_core::flow::definition::FlowSpec> = serde_json::from_str(&flows)?;
-    let login = idp_core::flow::definition::parse_policy(&specs)
+    let specs: Vec<idp_core::policy::FlowSpec> = serde_json::from_str(&flows)?;
+    let login = idp_core::policy::parse_policy(&specs, &idp_core::steps::registry(), levels)
         .map_err(|e| anyhow!("built-in client {CLIENT_ID}: login: {e}"))?;
     let secret_hash: Option<ClientSecretHash> = None;
     Ok(Client {
@@ -1216,11 +1229,21 @@ mod tests {
 
     #[test]
     fn the_builtin_client_follows_the_issuer() {
-        let c = builtin_client("http://localhost:8080", true).expect("valid");
+        let c = builtin_client(
+            "http://localhost:8080",
+            true,
+            &idp_core::assurance::Levels::builtin(),
+        )
+        .expect("valid");
         assert!(c.is_public() && c.pkce_required());
         assert_eq!(c.redirect_uris, ["http://localhost:8080/account/callback"]);
         assert!(c.login.methods().any(|m| m.as_str() == "webauthn"));
-        let c = builtin_client("http://127.0.0.1:8080", false).expect("valid");
+        let c = builtin_client(
+            "http://127.0.0.1:8080",
+            false,
+            &idp_core::assurance::Levels::builtin(),
+        )
+        .expect("valid");
         assert!(!c.login.methods().any(|m| m.as_str() == "webauthn"));
         assert!(check_client(&c, "http://127.0.0.1:8080").is_ok());
         assert!(check_client(&c, "https://login.example.com").is_err());

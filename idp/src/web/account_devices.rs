@@ -24,9 +24,9 @@ use axum_extra::extract::CookieJar;
 use idp_core::accounts::devices::{
     AccountCx, Added, DeviceError, MAX_LABEL_CHARS, SecuritySummary,
 };
+use idp_core::client::Client;
+use idp_core::domain::RequestMeta;
 use idp_core::domain::User;
-use idp_core::oidc::RequestMeta;
-use idp_core::oidc::client::Client;
 use idp_core::oidc::login::SsoSession;
 use minijinja::context;
 use serde::Deserialize;

@@ -24,10 +24,10 @@ use idp_core::accounts::orgs::{
     MAX_AUDIT_EVENTS, MemberManager, MemberView, OrgAction, OrgActor, OrgError, PlatformOperator,
     SecuritySettings, parse_roles,
 };
+use idp_core::domain::RequestMeta;
 use idp_core::domain::{
     AuditEvent, ClientId, Email, Membership, OrgId, OrgStatus, Organization, UserId, UserStatus,
 };
-use idp_core::oidc::RequestMeta;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;

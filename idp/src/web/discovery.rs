@@ -9,8 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-/// The metadata document for `issuer`.
-pub fn document(issuer: &str) -> String {
+/// The metadata document for `issuer`, whose declared assurance levels
+/// (the `acr` values flows reach) are `acr_values`.
+pub fn document(issuer: &str, acr_values: &[String]) -> String {
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -32,7 +33,7 @@ pub fn document(issuer: &str) -> String {
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash",
                               "email", "email_verified", "name", "preferred_username", "customer_id", "locale", "updated_at"],
-        "acr_values_supported": ["1"],
+        "acr_values_supported": acr_values,
         "ui_locales_supported": ["en", "fr"],
         "claims_parameter_supported": false,
         "request_parameter_supported": false,

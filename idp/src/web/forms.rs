@@ -10,8 +10,8 @@ use crate::theme::Locale;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum_extra::extract::CookieJar;
-use idp_core::oidc::RequestMeta;
-use idp_core::oidc::client::Client;
+use idp_core::client::Client;
+use idp_core::domain::RequestMeta;
 use minijinja::{Value, context};
 use std::sync::Arc;
 

@@ -145,7 +145,7 @@ fn authenticated(
     state: &AppState,
     headers: &HeaderMap,
     form: &RawParams,
-) -> Result<Arc<idp_core::oidc::client::Client>, ApiError> {
+) -> Result<Arc<idp_core::client::Client>, ApiError> {
     let auth = client_auth(headers, form)?;
     let basic_used = auth.basic.is_some();
     state

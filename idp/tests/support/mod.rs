@@ -8,12 +8,12 @@
 
 use idp::app::{self, AppState, Overrides};
 use idp::config::{LoadedConfig, Settings};
+use idp_core::client::{
+    AccessTokenFormat, Client, ClientRegistry, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
+};
 use idp_core::clock::SettableClock;
 use idp_core::domain::{ClientId, Email, User};
 use idp_core::keys::SigningAlg;
-use idp_core::oidc::client::{
-    AccessTokenFormat, Client, ClientRegistry, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
-};
 use idp_core::password::Argon2Settings;
 use idp_core::secret::{KeyEncryptionKey, Secret};
 use std::sync::Arc;
@@ -92,7 +92,11 @@ fn client(id: &str, public: bool, format: AccessTokenFormat, alg: SigningAlg) ->
         access_token_alg: alg,
         require_pkce: false,
         lifetimes: Lifetimes::default(),
-        login: idp_core::flow::definition::LoginPolicy::password_only(),
+        login: idp_core::policy::LoginPolicy::password_only(
+            &idp_core::steps::registry(),
+            &idp_core::assurance::Levels::builtin(),
+        )
+        .expect("identifier then password is a valid flow"),
         account: Default::default(),
     }
 }
@@ -117,13 +121,30 @@ pub fn test_clients() -> Vec<Client> {
 /// JSON, in the shape of a client file's `[[login.flows]]`, e.g.
 /// `r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password", "totp"]}]"#`.
 pub fn client_with_flows(id: &str, flows_json: &str) -> Client {
-    let specs: Vec<idp_core::flow::definition::FlowSpec> =
+    let specs: Vec<idp_core::policy::FlowSpec> =
         serde_json::from_str(flows_json).expect("flows JSON");
+    let levels = idp_core::assurance::Levels::from_specs(&test_levels()).expect("test levels");
     Client {
-        login: idp_core::flow::definition::parse_policy(&specs).expect("valid flows"),
+        login: idp_core::policy::parse_policy(&specs, &idp_core::steps::registry(), &levels)
+            .expect("valid flows"),
         account: Default::default(),
         ..client(id, false, AccessTokenFormat::Jwt, SigningAlg::ES256)
     }
+}
+
+/// The assurance levels test servers declare: the built-in `1`, `2` and
+/// `3`, and `checked` (AAL1: a password and an emailed or texted code), for
+/// flows that add a code to a password, which never reach AAL2.
+pub fn test_levels() -> Vec<idp_core::assurance::LevelSpec> {
+    let mut levels = idp_core::assurance::Levels::builtin_specs();
+    levels.push(idp_core::assurance::LevelSpec {
+        value: "checked".into(),
+        label: "A password and an emailed or texted code".into(),
+        aal: 1,
+        phishing_resistant: false,
+        restricted_authenticators: false,
+    });
+    levels
 }
 
 /// What a test server runs with besides the backend.
@@ -223,9 +244,12 @@ async fn spawn_app_inner(
             parallelism: 1,
             max_concurrent: 0,
         },
+        assurance_levels: test_levels(),
         ..Settings::default()
     };
     adjust(&mut settings);
+    let levels = idp_core::assurance::Levels::from_specs(&settings.assurance_levels)
+        .expect("valid assurance levels");
     let cfg = LoadedConfig {
         settings,
         source: None,
@@ -233,6 +257,7 @@ async fn spawn_app_inner(
         database_url,
         clients_dir: None,
         themes_dir: options.themes_dir,
+        levels,
     };
     let clock = SettableClock::starting_now();
     let outbox = Arc::new(idp_core::notify::MemoryOutbox::default());

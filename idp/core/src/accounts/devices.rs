@@ -27,10 +27,10 @@
 //!   organization, the client the page was opened from, IP and user agent;
 //!   never a secret.
 
+use crate::domain::RequestMeta;
 use crate::domain::{ClientId, KnownDevice, OrgStatus, StoredCredential, TokenHash, User};
 use crate::error::CoreError;
 use crate::oidc::Provider;
-use crate::oidc::RequestMeta;
 use crate::oidc::login::SsoSession;
 use crate::steps::{recovery_code, totp, webauthn};
 use sha2::{Digest, Sha256};

@@ -11,10 +11,11 @@
 //! - it has not been used (taken atomically from the store: of two concurrent
 //!   uses, one wins).
 
+use crate::domain::RequestMeta;
 use crate::domain::{ClientId, PasswordCredential, TokenHash, User, UserId};
 use crate::ephemeral::{get_json, put_json, take_json};
 use crate::error::CoreError;
-use crate::oidc::{Provider, RequestMeta};
+use crate::oidc::Provider;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};

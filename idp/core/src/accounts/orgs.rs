@@ -12,7 +12,9 @@
 //! `[account] platform_admin = true` or by the command line.
 
 use crate::accounts::links::LinkPurpose;
+use crate::client::Client;
 use crate::company::{Company, RegistryError, Siret};
+use crate::domain::RequestMeta;
 use crate::domain::{
     AuditEvent, ClientId, Email, Membership, OrgId, OrgStatus, Organization, Role, User, UserId,
     UserStatus,
@@ -20,9 +22,8 @@ use crate::domain::{
 use crate::ephemeral::{get_json, put_json, take_json};
 use crate::error::CoreError;
 use crate::notify::{Message, Notification};
-use crate::oidc::client::Client;
+use crate::oidc::Provider;
 use crate::oidc::token::AccessTokenInfo;
-use crate::oidc::{Provider, RequestMeta};
 use crate::password::PasswordCheck;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::ports::RepoError;

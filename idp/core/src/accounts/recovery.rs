@@ -15,11 +15,12 @@
 //! out the other sessions from the account page).
 
 use super::links::{LinkInfo, LinkPurpose};
+use crate::client::Client;
+use crate::domain::RequestMeta;
 use crate::domain::{ClientId, CustomerId, Email, User, UserId, UserStatus};
 use crate::error::CoreError;
 use crate::notify::{Message, Notification};
-use crate::oidc::client::Client;
-use crate::oidc::{Provider, RequestMeta};
+use crate::oidc::Provider;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::secret::Secret;
 use std::sync::Arc;

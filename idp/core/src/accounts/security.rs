@@ -24,13 +24,14 @@
 //! belongs to another account is only said once the code proved the user
 //! owns it, so the form cannot be used to find out who has an account.
 
+use crate::client::Client;
+use crate::domain::RequestMeta;
 use crate::domain::{AuditEvent, ClientId, Email, PasswordCredential, TokenHash, User, UserId};
 use crate::ephemeral::get_json;
 use crate::error::CoreError;
 use crate::notify::{Message, Notification};
-use crate::oidc::client::Client;
+use crate::oidc::Provider;
 use crate::oidc::login::SsoSession;
-use crate::oidc::{Provider, RequestMeta};
 use crate::password::PasswordCheck;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::ports::RepoError;

@@ -3,8 +3,8 @@
 //! functions, in order. Until the client and redirect URI are known good,
 //! errors are shown on a page and never redirected (RFC 6749 §4.1.2.1).
 
-use super::client::{Client, ClientRegistry};
 use super::error::{ErrorCode, OAuthError};
+use crate::client::{Client, ClientRegistry};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -339,9 +339,9 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{AccessTokenFormat, Lifetimes, TokenEndpointAuthMethod};
     use crate::domain::ClientId;
     use crate::keys::SigningAlg;
-    use crate::oidc::client::{AccessTokenFormat, Lifetimes, TokenEndpointAuthMethod};
 
     fn client(public: bool) -> Client {
         Client {
@@ -371,7 +371,11 @@ mod tests {
             access_token_alg: SigningAlg::ES256,
             require_pkce: false,
             lifetimes: Lifetimes::default(),
-            login: crate::flow::definition::LoginPolicy::password_only(),
+            login: crate::policy::LoginPolicy::password_only(
+                &crate::policy::tests::TestCatalog::new(),
+                &crate::assurance::Levels::builtin(),
+            )
+            .unwrap(),
             account: Default::default(),
         }
     }

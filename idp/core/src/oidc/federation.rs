@@ -18,15 +18,15 @@
 //! In a step-up (the user already known), the identity must be linked to
 //! that same user.
 
-use super::client::Client;
 use super::login::{FlowError, LoginFlow, PassedStep, SubmitOutcome};
-use super::provider::{Provider, RequestMeta};
+use super::provider::Provider;
 use crate::accounts::orgs::PlatformOperator;
+use crate::client::Client;
+use crate::domain::RequestMeta;
 use crate::domain::{CustomerId, Email, User, UserId, UserStatus};
 use crate::error::CoreError;
 use crate::federation::{FederatedIdentity, PendingLink, UpstreamIdentity};
-use crate::flow::StepKind;
-use crate::flow::definition::FlowDef;
+use crate::policy::FlowDef;
 use crate::ports::RepoError;
 use std::collections::BTreeMap;
 
@@ -236,7 +236,7 @@ impl Provider {
             user_id: Some(account.id),
             identifier: Some(account.email.as_str().to_owned()),
             passed: vec![PassedStep {
-                kind: StepKind::Identifier,
+                kind: crate::steps::identifier::ID.clone(),
                 amr: vec![],
             }],
             scratch: BTreeMap::new(),

@@ -31,15 +31,17 @@
 //! reordered by replaying requests.
 
 use super::authorize::{AuthorizeRequest, redirect_with};
-use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
 use super::federation::Resolution;
-use super::provider::{Provider, RequestMeta};
+use super::provider::Provider;
+use crate::client::Client;
+use crate::domain::RequestMeta;
 use crate::domain::{Consent, TokenHash, User, UserId, UserStatus};
 use crate::ephemeral::{get_json, put_json};
 use crate::error::CoreError;
-use crate::flow::definition::{Condition, FlowDef};
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepOutcome};
+use crate::method::MethodId;
+use crate::policy::{Condition, FlowDef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,7 +65,7 @@ pub struct SsoSession {
     pub acrs: Vec<String>,
     /// Methods passed in this session (a step-up does not ask them again).
     #[serde(default)]
-    pub methods: Vec<StepKind>,
+    pub methods: Vec<MethodId>,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -71,7 +73,7 @@ pub struct SsoSession {
 /// A stage passed in a flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassedStep {
-    pub kind: StepKind,
+    pub kind: MethodId,
     pub amr: Vec<String>,
 }
 
@@ -90,7 +92,7 @@ pub struct LoginFlow {
     /// Index of the current stage.
     pub position: usize,
     /// The method chosen for the current stage.
-    pub choice: Option<StepKind>,
+    pub choice: Option<MethodId>,
     /// The current stage enrolls `choice` first.
     pub enrolling: bool,
     /// Set once an identifying step passed (`None` also for an unknown identifier).
@@ -98,7 +100,7 @@ pub struct LoginFlow {
     pub identifier: Option<String>,
     pub passed: Vec<PassedStep>,
     /// Each step's own state.
-    pub scratch: BTreeMap<StepKind, serde_json::Value>,
+    pub scratch: BTreeMap<MethodId, serde_json::Value>,
     pub completed: bool,
     /// Hash of the browser's device cookie, if it sent one: the device is
     /// known when a live device record with this hash belongs to the user.
@@ -111,8 +113,8 @@ pub struct LoginFlow {
 }
 
 impl LoginFlow {
-    fn has_passed(&self, kind: StepKind) -> bool {
-        self.passed.iter().any(|p| p.kind == kind)
+    fn has_passed(&self, kind: &MethodId) -> bool {
+        self.passed.iter().any(|p| p.kind == *kind)
     }
 }
 
@@ -155,10 +157,10 @@ impl From<crate::ephemeral::StoreError> for FlowError {
 #[derive(Debug, Clone)]
 pub struct FlowPage {
     pub flow: LoginFlow,
-    pub step: StepKind,
+    pub step: MethodId,
     pub challenge: Challenge,
     /// Other methods of the current stage the user may switch to.
-    pub alternatives: Vec<StepKind>,
+    pub alternatives: Vec<MethodId>,
     pub enrolling: bool,
     /// Set when the method is locked for now (too many failures).
     pub locked_until: Option<OffsetDateTime>,
@@ -213,8 +215,8 @@ pub(crate) struct CodeRecord {
 /// Where the runner stands after skipping what does not apply.
 enum Settled {
     At {
-        step: StepKind,
-        alternatives: Vec<StepKind>,
+        step: MethodId,
+        alternatives: Vec<MethodId>,
         enrolling: bool,
     },
     Done,
@@ -406,7 +408,7 @@ impl Provider {
             // A session opened through an upstream steps up through the
             // level's upstream flow, if it has one: only what that flow adds
             // is asked (not a password the account may not have).
-            if s.methods.contains(&StepKind::Upstream)
+            if s.methods.iter().any(|m| self.federates(m))
                 && let Some(alt) = client.login.upstream_alternative(flow_def)
             {
                 flow.flow_name = alt.name.clone();
@@ -414,14 +416,21 @@ impl Provider {
             flow.user_id = Some(user.id);
             flow.identifier = Some(user.customer_id.as_str().to_owned());
             flow.passed.push(PassedStep {
-                kind: StepKind::Identifier,
+                kind: crate::steps::identifier::ID.clone(),
                 amr: vec![],
             });
             // What the session proved (its amr, `mfa` included) carries over.
             let mut session_amr = Some(s.amr.clone());
-            for m in s.methods.iter().filter(|m| **m != StepKind::Identifier) {
+            for m in s
+                .methods
+                .iter()
+                .filter(|m| **m != crate::steps::identifier::ID)
+            {
                 let amr = session_amr.take().unwrap_or_default();
-                flow.passed.push(PassedStep { kind: *m, amr });
+                flow.passed.push(PassedStep {
+                    kind: m.clone(),
+                    amr,
+                });
             }
         }
         put_json(
@@ -560,7 +569,19 @@ impl Provider {
         })
     }
 
-    fn step(&self, kind: StepKind) -> Result<Arc<dyn Step>, FlowError> {
+    /// Whether `method` signs in through an upstream provider.
+    fn federates(&self, method: &MethodId) -> bool {
+        self.steps.get(method).is_some_and(|s| s.traits().federates)
+    }
+
+    /// Whether `method` proves something (all but the identifier).
+    fn proves(&self, method: &MethodId) -> bool {
+        self.steps
+            .get(method)
+            .is_some_and(|s| s.traits().assurance.proves)
+    }
+
+    fn step(&self, kind: &MethodId) -> Result<Arc<dyn Step>, FlowError> {
         self.steps.get(kind).cloned().ok_or_else(|| {
             FlowError::Core(CoreError::Internal(format!(
                 "no step registered for {}",
@@ -608,11 +629,11 @@ impl Provider {
         client: &Client,
         flow: &LoginFlow,
         user: Option<&User>,
-        kind: StepKind,
+        kind: &MethodId,
         meta: &RequestMeta,
     ) -> Result<Applicability, FlowError> {
         let step = self.step(kind)?;
-        let mut scratch = flow.scratch.get(&kind).cloned().unwrap_or_default();
+        let mut scratch = flow.scratch.get(kind).cloned().unwrap_or_default();
         let cx = self.step_cx(client, flow, user, meta, "en", &mut scratch)?;
         Ok(step.applies(&cx).await?)
     }
@@ -631,7 +652,7 @@ impl Provider {
                 return Ok(Settled::Done);
             };
             // Already proven in this flow (or in the session, for a step-up).
-            if stage.methods.iter().any(|m| flow.has_passed(*m)) {
+            if stage.methods.iter().any(|m| flow.has_passed(m)) {
                 flow.position += 1;
                 flow.choice = None;
                 flow.enrolling = false;
@@ -640,9 +661,9 @@ impl Provider {
             let mut usable = Vec::new();
             let mut enrollable = Vec::new();
             for m in &stage.methods {
-                match self.applicability(client, flow, user, *m, meta).await? {
-                    Applicability::Applies => usable.push(*m),
-                    Applicability::Enroll => enrollable.push(*m),
+                match self.applicability(client, flow, user, m, meta).await? {
+                    Applicability::Applies => usable.push(m.clone()),
+                    Applicability::Enroll => enrollable.push(m.clone()),
                     Applicability::Skip => {}
                 }
             }
@@ -668,7 +689,7 @@ impl Provider {
             // proven in this flow (or the session, for a step-up): an
             // identifier alone must never let a stranger attach their own
             // authenticator to someone's account.
-            let proven = flow.passed.iter().any(|p| p.kind.authenticates());
+            let proven = flow.passed.iter().any(|p| self.proves(&p.kind));
             if !proven {
                 enrollable.clear();
             }
@@ -680,11 +701,11 @@ impl Provider {
             } else {
                 (usable, false)
             };
-            let step = match flow.choice.filter(|c| pool.contains(c)) {
+            let step = match flow.choice.clone().filter(|c| pool.contains(c)) {
                 Some(c) => c,
                 None => self.preferred_method(user, &pool).await?,
             };
-            flow.choice = Some(step);
+            flow.choice = Some(step.clone());
             flow.enrolling = enrolling;
             let alternatives = pool.into_iter().filter(|m| *m != step).collect();
             return Ok(Settled::At {
@@ -720,13 +741,15 @@ impl Provider {
     async fn preferred_method(
         &self,
         user: Option<&User>,
-        pool: &[StepKind],
-    ) -> Result<StepKind, FlowError> {
+        pool: &[MethodId],
+    ) -> Result<MethodId, FlowError> {
         // Kept async: a future preference source may need the database.
-        let last = user
-            .and_then(|u| u.last_method.as_deref())
-            .and_then(StepKind::parse);
-        Ok(last.filter(|k| pool.contains(k)).unwrap_or(pool[0]))
+        let last = user.and_then(|u| u.last_method.as_deref());
+        Ok(pool
+            .iter()
+            .find(|k| Some(k.as_str()) == last)
+            .unwrap_or(&pool[0])
+            .clone())
     }
 
     /// The page of a flow's current step (it may send a code or prepare a
@@ -751,7 +774,7 @@ impl Provider {
             // Nothing left to ask (a step-up already satisfied): the next submit completes.
             return Err(FlowError::WrongStage);
         };
-        let s = self.step(step)?;
+        let s = self.step(&step)?;
         let mut scratch = flow.scratch.get(&step).cloned().unwrap_or_default();
         let challenge = {
             let mut cx = self.step_cx(&client, &flow, user.as_ref(), meta, locale, &mut scratch)?;
@@ -761,10 +784,10 @@ impl Provider {
                 s.present(&mut cx).await?
             }
         };
-        flow.scratch.insert(step, scratch);
+        flow.scratch.insert(step.clone(), scratch);
         let flow = self.save_flow(&old, flow).await?;
-        let locked_until = self.locked_until(step, &flow, meta).await?;
-        let upstreams = self.offered_upstreams(&client, &flow, step);
+        let locked_until = self.locked_until(&step, &flow, meta).await?;
+        let upstreams = self.offered_upstreams(&client, &flow, &step);
         Ok(FlowPage {
             flow,
             step,
@@ -832,7 +855,13 @@ impl Provider {
                 ]),
         );
         let outcome = self
-            .submit_loaded(old, StepKind::Upstream.as_str(), &input, meta, locale)
+            .submit_loaded(
+                old,
+                crate::steps::upstream::ID.as_str(),
+                &input,
+                meta,
+                locale,
+            )
             .await?;
         Ok((flow_id, outcome))
     }
@@ -857,7 +886,7 @@ impl Provider {
         if old.user_id.is_some() || !old.passed.is_empty() || old.pending_link.is_some() {
             return Err(FlowError::WrongStage);
         }
-        let target = if def.starts_with(StepKind::Upstream) {
+        let target = if def.starts_with_federation() {
             def
         } else {
             client
@@ -876,8 +905,14 @@ impl Provider {
         };
         let switched = self.save_flow(&old, switched).await?;
         let input = StepInput::new([("upstream".to_owned(), upstream.to_owned())]);
-        self.submit_loaded(switched, StepKind::Upstream.as_str(), &input, meta, locale)
-            .await
+        self.submit_loaded(
+            switched,
+            crate::steps::upstream::ID.as_str(),
+            &input,
+            meta,
+            locale,
+        )
+        .await
     }
 
     /// The "Continue with …" buttons of a flow's current page: on an
@@ -887,9 +922,9 @@ impl Provider {
         &self,
         client: &Client,
         flow: &LoginFlow,
-        step: StepKind,
+        step: &MethodId,
     ) -> Vec<crate::federation::UpstreamInfo> {
-        let offers = step == StepKind::Identifier
+        let offers = *step == crate::steps::identifier::ID
             && flow.passed.is_empty()
             && flow.pending_link.is_none()
             && client
@@ -923,12 +958,12 @@ impl Provider {
         else {
             return self.complete(&old, flow, &client, meta).await;
         };
-        if StepKind::parse(step_name) != Some(step) {
+        if step_name != step.as_str() {
             return Err(FlowError::WrongStage);
         }
-        let s = self.step(step)?;
-        let upstreams = self.offered_upstreams(&client, &flow, step);
-        if let Some(until) = self.locked_until(step, &flow, meta).await? {
+        let s = self.step(&step)?;
+        let upstreams = self.offered_upstreams(&client, &flow, &step);
+        if let Some(until) = self.locked_until(&step, &flow, meta).await? {
             self.audit(
                 "login.locked",
                 flow.user_id,
@@ -973,9 +1008,7 @@ impl Provider {
                     Resolution::SignedIn(account) => {
                         let identifier = account.customer_id.as_str().to_owned();
                         (
-                            StepOutcome::Passed {
-                                amr: crate::steps::upstream::amr(&identity),
-                            },
+                            StepOutcome::Passed(crate::steps::upstream::proven(&identity)),
                             Some(crate::flow::Identified {
                                 user: Some(account),
                                 identifier,
@@ -1008,9 +1041,12 @@ impl Provider {
             o => (o, identified),
         };
         match outcome {
-            StepOutcome::Passed { amr } => {
+            StepOutcome::Passed(proven) => {
                 flow.scratch.remove(&step);
-                flow.passed.push(PassedStep { kind: step, amr });
+                flow.passed.push(PassedStep {
+                    kind: step.clone(),
+                    amr: proven.amr,
+                });
                 flow.position += 1;
                 flow.choice = None;
                 flow.enrolling = false;
@@ -1020,11 +1056,11 @@ impl Provider {
                     flow.identifier = Some(id.identifier);
                     next_user = id.user;
                 }
-                self.store.delete(&self.throttle_key(step, &flow)).await?;
-                if let Some(uid) = flow
-                    .user_id
-                    .filter(|_| !matches!(step, StepKind::Identifier | StepKind::Password))
-                {
+                self.store.delete(&self.throttle_key(&step, &flow)).await?;
+                // The method shown first next time: a second factor picked.
+                if let Some(uid) = flow.user_id.filter(|_| {
+                    step != crate::steps::identifier::ID && step != crate::steps::password::ID
+                }) {
                     self.ports.users.set_last_method(uid, step.as_str()).await?;
                 }
                 match self
@@ -1039,7 +1075,7 @@ impl Provider {
                 }
             }
             StepOutcome::Redirect { location } => {
-                flow.scratch.insert(step, scratch);
+                flow.scratch.insert(step.clone(), scratch);
                 self.save_flow(&old, flow).await?;
                 Ok(SubmitOutcome::Redirect(location))
             }
@@ -1047,7 +1083,7 @@ impl Provider {
                 "an upstream identity was not resolved".into(),
             ))),
             StepOutcome::Again(challenge) => {
-                flow.scratch.insert(step, scratch);
+                flow.scratch.insert(step.clone(), scratch);
                 let flow = self.save_flow(&old, flow).await?;
                 let page = FlowPage {
                     flow,
@@ -1067,10 +1103,10 @@ impl Provider {
                 challenge,
                 count_failure,
             } => {
-                flow.scratch.insert(step, scratch);
+                flow.scratch.insert(step.clone(), scratch);
                 let flow = self.save_flow(&old, flow).await?;
                 if count_failure {
-                    self.count_failure(step, &flow, meta).await?;
+                    self.count_failure(&step, &flow, meta).await?;
                     self.audit(
                         "login.failed",
                         flow.user_id,
@@ -1116,13 +1152,12 @@ impl Provider {
         else {
             return Err(FlowError::WrongStage);
         };
-        let wanted = StepKind::parse(method).ok_or(FlowError::WrongStage)?;
-        if wanted != step {
-            if !alternatives.contains(&wanted) {
+        if method != step.as_str() {
+            let Some(wanted) = alternatives.into_iter().find(|m| m.as_str() == method) else {
                 return Err(FlowError::WrongStage);
-            }
-            flow.choice = Some(wanted);
+            };
             flow.scratch.remove(&wanted);
+            flow.choice = Some(wanted);
         }
         self.save_flow(&old, flow).await?;
         Ok(())
@@ -1173,13 +1208,13 @@ impl Provider {
         {
             self.link_proven(&link, client, meta).await?;
             flow.passed.push(PassedStep {
-                kind: StepKind::Upstream,
-                amr: crate::steps::upstream::amr(&link.identity),
+                kind: crate::steps::upstream::ID.clone(),
+                amr: crate::steps::upstream::proven(&link.identity).amr,
             });
         }
         let def = Self::flow_def(client, &flow)?;
         let now = self.clock.now().unix_timestamp();
-        let methods: Vec<StepKind> = flow.passed.iter().map(|p| p.kind).collect();
+        let methods: Vec<MethodId> = flow.passed.iter().map(|p| p.kind.clone()).collect();
         let session = SsoSession {
             sid: crate::random::token()[..22].to_owned(),
             user_id: user.id,
@@ -1284,7 +1319,7 @@ impl Provider {
     }
 
     /// Levels of this client whose every unconditional stage was passed.
-    fn levels_reached(&self, client: &Client, methods: &[StepKind]) -> Vec<String> {
+    fn levels_reached(&self, client: &Client, methods: &[MethodId]) -> Vec<String> {
         client
             .login
             .flows
@@ -1301,7 +1336,7 @@ impl Provider {
 
     /// Failures count per user (or per typed identifier when unknown) and
     /// method, and per client IP.
-    fn throttle_key(&self, step: StepKind, flow: &LoginFlow) -> String {
+    fn throttle_key(&self, step: &MethodId, flow: &LoginFlow) -> String {
         match (flow.user_id, &flow.identifier) {
             (Some(id), _) => format!("throttle:{}:user:{id}", step.as_str()),
             (None, Some(ident)) => format!(
@@ -1315,7 +1350,7 @@ impl Provider {
 
     async fn count_failure(
         &self,
-        step: StepKind,
+        step: &MethodId,
         flow: &LoginFlow,
         meta: &RequestMeta,
     ) -> Result<(), FlowError> {
@@ -1333,7 +1368,7 @@ impl Provider {
 
     async fn locked_until(
         &self,
-        step: StepKind,
+        step: &MethodId,
         flow: &LoginFlow,
         meta: &RequestMeta,
     ) -> Result<Option<OffsetDateTime>, FlowError> {

@@ -2,9 +2,9 @@
 //! request, then ending the single sign-on session (see `login.rs`).
 
 use super::authorize::{RawParams, redirect_with};
-use super::client::Client;
 use super::error::OAuthError;
 use super::provider::Provider;
+use crate::client::Client;
 use serde_json::Value;
 use std::sync::Arc;
 

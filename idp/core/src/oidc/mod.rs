@@ -5,7 +5,6 @@
 
 pub(crate) mod announced;
 pub mod authorize;
-pub mod client;
 pub mod error;
 pub mod federation;
 pub mod login;
@@ -14,6 +13,5 @@ pub mod provider;
 pub mod token;
 pub(crate) mod verified_tokens;
 
-pub use client::ClientAccountSettings;
 pub use error::{ErrorCode, OAuthError};
-pub use provider::{Provider, ProviderPorts, ProviderSettings, RequestMeta};
+pub use provider::{Provider, ProviderPorts, ProviderSettings};

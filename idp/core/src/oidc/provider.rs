@@ -1,10 +1,11 @@
 //! The provider: the ports, the clients, the keys and the settings every
 //! endpoint works with, plus account creation shared by the CLI and the demo.
 
-use super::client::ClientRegistry;
+use crate::client::ClientRegistry;
 use crate::clock::SharedClock;
 use crate::domain::{
-    AuditEvent, ClientId, CustomerId, Email, PasswordCredential, User, UserId, UserStatus,
+    AuditEvent, ClientId, CustomerId, Email, PasswordCredential, RequestMeta, User, UserId,
+    UserStatus,
 };
 use crate::ephemeral::EphemeralStore;
 use crate::error::CoreError;
@@ -40,7 +41,7 @@ impl Default for ThrottleSettings {
     }
 }
 
-/// Provider-wide settings (per-client ones live on [`super::client::Client`]).
+/// Provider-wide settings (per-client ones live on [`crate::client::Client`]).
 #[derive(Debug, Clone)]
 pub struct ProviderSettings {
     /// Exactly as published in discovery (no trailing slash).
@@ -80,13 +81,6 @@ pub struct ProviderPorts {
     /// Where changes that cached token reads rest on are announced to every
     /// node (see [`crate::changes`]).
     pub changes: Arc<dyn crate::changes::ChangeFeed>,
-}
-
-/// Facts about the HTTP request, for throttling and the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
 }
 
 pub struct Provider {
@@ -171,7 +165,7 @@ impl Provider {
         };
         let steps = crate::steps::registry();
         for c in clients.iter() {
-            if let Some(m) = c.login.methods().find(|m| !steps.has(*m)) {
+            if let Some(m) = c.login.methods().find(|m| !steps.has(m)) {
                 return Err(CoreError::Internal(format!(
                     "client {}: the login method {} is not available in this build",
                     c.id,
@@ -481,7 +475,7 @@ impl Provider {
     /// ([`crate::password_policy::PasswordPolicy::strictest`]).
     pub fn password_policy_for(
         &self,
-        client: Option<&super::client::Client>,
+        client: Option<&crate::client::Client>,
         orgs: &[crate::domain::Organization],
     ) -> crate::password_policy::PasswordPolicy {
         let platform = self.settings.accounts.password_policy.clone();

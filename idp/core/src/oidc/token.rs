@@ -4,12 +4,13 @@
 //! revocation (RFC 7009).
 
 use super::authorize::RawParams;
-use super::client::Client;
 use super::error::{ErrorCode, OAuthError};
 use super::login::{CodeRecord, code_key, code_replayed_key, code_used_key};
-use super::provider::{Provider, RequestMeta};
+use super::provider::Provider;
 use super::verified_tokens::{LiveToken, Verified};
 use crate::changes::Change;
+use crate::client::Client;
+use crate::domain::RequestMeta;
 use crate::domain::{
     ClientId, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User, UserId,
     UserStatus,
@@ -649,7 +650,7 @@ impl Provider {
             family_id,
         };
         let token = match client.access_token_format {
-            super::client::AccessTokenFormat::Jwt => {
+            crate::client::AccessTokenFormat::Jwt => {
                 let mut c = Map::new();
                 c.insert("iss".into(), self.settings.issuer.clone().into());
                 c.insert("sub".into(), sub.into());
@@ -676,7 +677,7 @@ impl Provider {
                 }
                 self.keys().sign(client.access_token_alg, "at+jwt", c)?
             }
-            super::client::AccessTokenFormat::Opaque => {
+            crate::client::AccessTokenFormat::Opaque => {
                 let t = crate::random::token();
                 put_json(
                     self.store.as_ref(),

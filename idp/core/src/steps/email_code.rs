@@ -12,11 +12,24 @@ use super::one_time_code::{
 };
 use crate::domain::Email;
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome};
+use crate::method::{Assurance, MethodId, StepTraits};
 use async_trait::async_trait;
 
-/// RFC 8176 has no value for an emailed code: it is a one-time password.
-const AMR: &str = "otp";
+/// RFC 8176 registers no value for a code sent by email, and an emailed
+/// code is not an authenticator (NIST SP 800-63B §5.1.3.1): it is reported
+/// as this unregistered value, never as `otp` (an authenticator app's code),
+/// and never counts as a factor (no `mfa` with a password).
+pub const AMR: &str = "email_otp";
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "email_code";
+
+static TRAITS: StepTraits = StepTraits {
+    amr: &[AMR],
+    ..StepTraits::new(NAME, Assurance::NOT_AN_AUTHENTICATOR, &["code"])
+};
 
 pub struct EmailCodeStep;
 
@@ -24,7 +37,7 @@ pub struct EmailCodeStep;
 /// typed one, masked, for a known and an unknown account alike; when the
 /// user typed a customer identifier the page names no address at all.
 fn target<'a>(cx: &StepCx<'a>, rules: &CodeRules<'_>) -> (Destination<'a>, Challenge) {
-    let page = code_page(StepKind::EmailCode, rules);
+    let page = code_page(&ID, rules);
     let page = match cx.identifier.and_then(|i| Email::parse(i).ok()) {
         Some(typed) => page.with("destination", mask_email(typed.as_str())),
         None => page,
@@ -38,8 +51,8 @@ fn target<'a>(cx: &StepCx<'a>, rules: &CodeRules<'_>) -> (Destination<'a>, Chall
 
 #[async_trait]
 impl Step for EmailCodeStep {
-    fn kind(&self) -> StepKind {
-        StepKind::EmailCode
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, _enrolling: bool) -> &'static str {
@@ -53,7 +66,7 @@ impl Step for EmailCodeStep {
 
     async fn present(&self, cx: &mut StepCx<'_>) -> Result<Challenge, CoreError> {
         let mut state: CodeState = cx.scratch();
-        let rules = CodeRules::of(cx, StepKind::EmailCode);
+        let rules = CodeRules::of(cx, &ID);
         let (to, page) = target(cx, &rules);
         let error = state.ensure_sent(cx, &rules, &to, Purpose::Login).await?;
         cx.set_scratch(&state)?;
@@ -69,7 +82,7 @@ impl Step for EmailCodeStep {
         input: &StepInput,
     ) -> Result<StepOutcome, CoreError> {
         let mut state: CodeState = cx.scratch();
-        let rules = CodeRules::of(cx, StepKind::EmailCode);
+        let rules = CodeRules::of(cx, &ID);
         let (to, page) = target(cx, &rules);
         let result = if input.get("resend") == Some("1") {
             let r = state.resend(cx, &rules, &to, Purpose::Login).await?;
@@ -81,7 +94,7 @@ impl Step for EmailCodeStep {
                 Purpose::Login,
                 typed.as_ref().map_or("", |s| s.expose()),
             );
-            outcome(verdict, page, AMR)
+            outcome(verdict, page, Proven::new(&[AMR], &[]))
         };
         cx.set_scratch(&state)?;
         Ok(result)

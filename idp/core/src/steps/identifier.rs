@@ -3,8 +3,18 @@
 
 use crate::domain::{CustomerId, Email};
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome};
+use crate::method::{Assurance, MethodId, StepTraits};
 use async_trait::async_trait;
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "identifier";
+
+static TRAITS: StepTraits = StepTraits {
+    identifies: true,
+    ..StepTraits::new(NAME, Assurance::NONE, &["identifier"])
+};
 
 pub struct IdentifierStep;
 
@@ -23,16 +33,12 @@ fn parse(raw: &str) -> Option<Identifier> {
 
 #[async_trait]
 impl Step for IdentifierStep {
-    fn kind(&self) -> StepKind {
-        StepKind::Identifier
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, _enrolling: bool) -> &'static str {
         "identifier"
-    }
-
-    fn requires_subject(&self) -> bool {
-        false
     }
 
     async fn applies(&self, _cx: &StepCx<'_>) -> Result<Applicability, CoreError> {
@@ -62,6 +68,6 @@ impl Step for IdentifierStep {
             Identifier::Customer(c) => cx.ports.users.find_by_customer_id(&c).await?,
         };
         cx.identify(user, raw.to_owned());
-        Ok(StepOutcome::Passed { amr: vec![] })
+        Ok(StepOutcome::Passed(Proven::nothing()))
     }
 }

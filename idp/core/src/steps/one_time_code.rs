@@ -20,7 +20,8 @@
 
 use crate::domain::Email;
 use crate::error::CoreError;
-use crate::flow::{Challenge, MethodSettings, StepCx, StepKind, StepOutcome};
+use crate::flow::{Challenge, MethodSettings, Proven, StepCx, StepOutcome};
+use crate::method::MethodId;
 use crate::notify::{DeliveryError, Message, Notification};
 use crate::secret::KeyEncryptionKey;
 use serde::{Deserialize, Serialize};
@@ -140,13 +141,13 @@ pub(crate) struct CodeRules<'a> {
     kek: &'a KeyEncryptionKey,
     settings: &'a MethodSettings,
     flow_id: &'a str,
-    kind: StepKind,
+    kind: &'static MethodId,
     /// Unix seconds.
     now: i64,
 }
 
 impl<'a> CodeRules<'a> {
-    pub(crate) fn of(cx: &'a StepCx<'_>, kind: StepKind) -> Self {
+    pub(crate) fn of(cx: &'a StepCx<'_>, kind: &'static MethodId) -> Self {
         Self {
             kek: &cx.ports.kek,
             settings: &cx.ports.settings,
@@ -375,7 +376,7 @@ impl CodeState {
 }
 
 /// The code entry page (`code.html`) of a method that sends codes.
-pub(crate) fn code_page(kind: StepKind, rules: &CodeRules<'_>) -> Challenge {
+pub(crate) fn code_page(kind: &MethodId, rules: &CodeRules<'_>) -> Challenge {
     Challenge::new("code")
         .with("method", kind.as_str())
         .with("autocomplete", "one-time-code")
@@ -397,15 +398,13 @@ pub(crate) fn after_resend(page: Challenge, r: Resend) -> StepOutcome {
 
 /// The answer to a checked code. Only wrong guesses feed the throttle: a
 /// dead, expired or malformed entry cannot succeed.
-pub(crate) fn outcome(verdict: Verdict, page: Challenge, amr: &str) -> StepOutcome {
+pub(crate) fn outcome(verdict: Verdict, page: Challenge, proven: Proven) -> StepOutcome {
     let reject = |error, count_failure| StepOutcome::Rejected {
         challenge: page.clone().with_error(error),
         count_failure,
     };
     match verdict {
-        Verdict::Valid => StepOutcome::Passed {
-            amr: vec![amr.to_owned()],
-        },
+        Verdict::Valid => StepOutcome::Passed(proven),
         Verdict::Wrong { dead: false } => reject("login.code.invalid", true),
         Verdict::Wrong { dead: true } => reject("login.code.too_many", true),
         Verdict::Dead => reject("login.code.too_many", false),
@@ -450,7 +449,7 @@ mod tests {
             kek,
             settings,
             flow_id: "flow-1",
-            kind: StepKind::EmailCode,
+            kind: &super::super::email_code::ID,
             now,
         }
     }
@@ -549,7 +548,7 @@ mod tests {
             Verdict::Wrong { dead: false }
         );
         let other_method = CodeRules {
-            kind: StepKind::SmsCode,
+            kind: &super::super::sms_code::ID,
             ..rules(&kek, &settings, 1000)
         };
         assert_eq!(
@@ -619,7 +618,7 @@ mod tests {
     #[test]
     fn outcomes_count_only_real_guesses() {
         let page = Challenge::new("code");
-        let counted = |v| match outcome(v, page.clone(), "otp") {
+        let counted = |v| match outcome(v, page.clone(), Proven::nothing()) {
             StepOutcome::Rejected { count_failure, .. } => Some(count_failure),
             _ => None,
         };
@@ -629,10 +628,8 @@ mod tests {
         assert_eq!(counted(Verdict::Expired), Some(false));
         assert_eq!(counted(Verdict::Malformed), Some(false));
         assert_eq!(
-            outcome(Verdict::Valid, page, "otp"),
-            StepOutcome::Passed {
-                amr: vec!["otp".into()]
-            }
+            outcome(Verdict::Valid, page, Proven::new(&["sms"], &[])),
+            StepOutcome::Passed(Proven::new(&["sms"], &[]))
         );
     }
 }

@@ -10,14 +10,33 @@
 
 use crate::domain::{UserId, UserStatus};
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepOutcome};
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use crate::steps::webauthn::{
     KeyUse, UserVerification, amr, browser_options, enrolled_keys, key_for, log_refusal, posted,
-    record_use, relying_party,
+    proven, record_use, relying_party,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{DiscoverableAuthentication, PublicKeyCredential};
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "passkey";
+
+static TRAITS: StepTraits = StepTraits {
+    identifies: true,
+    amr: &["hwk", "swk", "mfa"],
+    needs_host_name: true,
+    ..StepTraits::new(
+        NAME,
+        Assurance {
+            phishing_resistant: true,
+            ..Assurance::single(&[Factor::Possession, Factor::Verified])
+        },
+        &["webauthn"],
+    )
+};
 
 pub struct PasskeyStep;
 
@@ -38,7 +57,7 @@ impl PasskeyStep {
             .map_err(|e| CoreError::Internal(format!("WebAuthn: {e}")))?;
         cx.set_scratch(&PasskeyScratch { state: Some(state) })?;
         Ok(Challenge::new("webauthn")
-            .with("method", StepKind::Passkey.as_str())
+            .with("method", ID.as_str())
             .with("options", browser_options(&rcr)?))
     }
 
@@ -52,16 +71,12 @@ impl PasskeyStep {
 
 #[async_trait]
 impl Step for PasskeyStep {
-    fn kind(&self) -> StepKind {
-        StepKind::Passkey
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, _enrolling: bool) -> &'static str {
         "webauthn"
-    }
-
-    fn requires_subject(&self) -> bool {
-        false
     }
 
     /// Always: it is how the user signs in (keys are enrolled through the
@@ -118,11 +133,11 @@ impl Step for PasskeyStep {
         let result = match rp.finish_discoverable_authentication_v2(&posted, state, &key.passkey) {
             Ok(r) => r,
             Err(e) => {
-                log_refusal(StepKind::Passkey, user.id, key.stored.id, &e);
+                log_refusal(&ID, user.id, key.stored.id, &e);
                 return self.rejected(cx).await;
             }
         };
-        match record_use(cx.ports, StepKind::Passkey, &key, &result).await? {
+        match record_use(cx.ports, &ID, &key, &result).await? {
             KeyUse::Recorded => {}
             KeyUse::PossibleClone => return self.rejected(cx).await,
             KeyUse::Concurrent => {
@@ -135,8 +150,9 @@ impl Step for PasskeyStep {
         let identifier = user.customer_id.as_str().to_owned();
         cx.identify(Some(user), identifier);
         // UV is required by the ceremony, so `result.user_verified()` holds.
-        Ok(StepOutcome::Passed {
-            amr: amr(result.backup_eligible(), result.user_verified()),
-        })
+        Ok(StepOutcome::Passed(proven(
+            amr(result.backup_eligible(), result.user_verified()),
+            Some(key.stored.id),
+        )))
     }
 }

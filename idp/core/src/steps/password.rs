@@ -5,16 +5,26 @@
 
 use crate::domain::PasswordCredential;
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome};
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use crate::password::PasswordCheck;
 use async_trait::async_trait;
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "password";
+
+static TRAITS: StepTraits = StepTraits {
+    amr: &["pwd"],
+    ..StepTraits::new(NAME, Assurance::single(&[Factor::Knowledge]), &["password"])
+};
 
 pub struct PasswordStep;
 
 #[async_trait]
 impl Step for PasswordStep {
-    fn kind(&self) -> StepKind {
-        StepKind::Password
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, _enrolling: bool) -> &'static str {
@@ -64,9 +74,10 @@ impl Step for PasswordStep {
                         Err(e) => tracing::warn!(error = %e, "password rehash failed"),
                     }
                 }
-                Ok(StepOutcome::Passed {
-                    amr: vec!["pwd".into()],
-                })
+                Ok(StepOutcome::Passed(Proven::new(
+                    &["pwd"],
+                    &[Factor::Knowledge],
+                )))
             }
             _ => Ok(StepOutcome::Rejected {
                 challenge: Challenge::new("password").with_error("login.invalid_credentials"),

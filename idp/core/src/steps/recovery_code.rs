@@ -6,8 +6,9 @@
 use crate::domain::{StoredCredential, User};
 use crate::error::CoreError;
 use crate::flow::{
-    Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome, StepPorts,
+    Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome, StepPorts,
 };
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -15,6 +16,16 @@ pub const KIND: &str = "recovery_code";
 const MAC_PURPOSE: &str = "recovery-code";
 /// Unambiguous characters (no 0/o, 1/l/i).
 const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "recovery_code";
+
+static TRAITS: StepTraits = StepTraits {
+    amr: &["otp"],
+    second_factor: true,
+    ..StepTraits::new(NAME, Assurance::single(&[Factor::Possession]), &["code"])
+};
 
 pub struct RecoveryCodeStep;
 
@@ -94,8 +105,8 @@ pub async fn remaining(ports: &StepPorts, user: &User) -> Result<usize, CoreErro
 
 #[async_trait]
 impl Step for RecoveryCodeStep {
-    fn kind(&self) -> StepKind {
-        StepKind::RecoveryCode
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, _enrolling: bool) -> &'static str {
@@ -152,15 +163,16 @@ impl Step for RecoveryCodeStep {
         if !cx.ports.credentials.delete_credential(found.id).await? {
             return Ok(rejected());
         }
-        Ok(StepOutcome::Passed {
-            amr: vec!["otp".into()],
-        })
+        // A look-up secret: something the user has.
+        Ok(StepOutcome::Passed(
+            Proven::new(&["otp"], &[Factor::Possession]).with_credential(found.id),
+        ))
     }
 }
 
 fn challenge() -> Challenge {
     Challenge::new("code")
-        .with("method", StepKind::RecoveryCode.as_str())
+        .with("method", ID.as_str())
         .with("autocomplete", "off")
         .with("inputmode", "text")
 }

@@ -15,13 +15,36 @@ use super::one_time_code::{
     CodeRules, CodeState, Destination, Purpose, after_resend, code_page, mask_phone, outcome,
 };
 use crate::error::CoreError;
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome};
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// RFC 8176 §2: confirmation by text message.
 const AMR: &str = "sms";
-const KIND: StepKind = StepKind::SmsCode;
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "sms_code";
+
+static TRAITS: StepTraits = StepTraits {
+    amr: &[AMR],
+    enrollable: true,
+    creates_recovery_codes: true,
+    ..StepTraits::new(
+        NAME,
+        Assurance {
+            restricted: true,
+            ..Assurance::single(&[Factor::Possession])
+        },
+        &["code", "phone_enroll"],
+    )
+};
+
+/// A texted code: possession of the phone (a restricted authenticator).
+fn proven() -> Proven {
+    Proven::new(&[AMR], &[Factor::Possession])
+}
 
 pub struct SmsCodeStep;
 
@@ -60,7 +83,7 @@ fn phone_page() -> Challenge {
 
 /// The code page while enrolling `phone`.
 fn verify_page(rules: &CodeRules<'_>, phone: &str) -> Challenge {
-    code_page(KIND, rules)
+    code_page(&ID, rules)
         .with("destination", mask_phone(phone))
         .with("change_phone", true)
 }
@@ -75,9 +98,7 @@ fn recovery_page(codes: Option<Vec<String>>) -> Challenge {
 
 fn acknowledge(input: &StepInput) -> StepOutcome {
     if input.get("acknowledge") == Some("1") {
-        StepOutcome::Passed {
-            amr: vec![AMR.into()],
-        }
+        StepOutcome::Passed(proven())
     } else {
         StepOutcome::Again(recovery_page(None))
     }
@@ -85,7 +106,7 @@ fn acknowledge(input: &StepInput) -> StepOutcome {
 
 /// Where a login code goes, and the page saying so.
 fn login_target<'a>(cx: &StepCx<'a>, rules: &CodeRules<'_>) -> (Destination<'a>, Challenge) {
-    let page = code_page(KIND, rules);
+    let page = code_page(&ID, rules);
     match cx.subject().and_then(|u| u.phone.as_deref()) {
         Some(phone) => (
             Destination::Phone(phone),
@@ -105,8 +126,8 @@ fn enrollment_target<'a>(cx: &StepCx<'_>, phone: &'a str) -> Destination<'a> {
 
 #[async_trait]
 impl Step for SmsCodeStep {
-    fn kind(&self) -> StepKind {
-        KIND
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, enrolling: bool) -> &'static str {
@@ -127,7 +148,7 @@ impl Step for SmsCodeStep {
             // Enrolled a moment ago: the number now counts as verified.
             return Ok(recovery_page(None));
         }
-        let rules = CodeRules::of(cx, KIND);
+        let rules = CodeRules::of(cx, &ID);
         let (to, page) = login_target(cx, &rules);
         let error = s.code.ensure_sent(cx, &rules, &to, Purpose::Login).await?;
         cx.set_scratch(&s)?;
@@ -146,7 +167,7 @@ impl Step for SmsCodeStep {
         if s.codes_shown {
             return Ok(acknowledge(input));
         }
-        let rules = CodeRules::of(cx, KIND);
+        let rules = CodeRules::of(cx, &ID);
         let (to, page) = login_target(cx, &rules);
         let result = if input.get("resend") == Some("1") {
             let r = s.code.resend(cx, &rules, &to, Purpose::Login).await?;
@@ -158,7 +179,7 @@ impl Step for SmsCodeStep {
                 Purpose::Login,
                 typed.as_ref().map_or("", |t| t.expose()),
             );
-            outcome(verdict, page, AMR)
+            outcome(verdict, page, proven())
         };
         cx.set_scratch(&s)?;
         Ok(result)
@@ -172,7 +193,7 @@ impl Step for SmsCodeStep {
         let Some(phone) = s.phone.clone() else {
             return Ok(phone_page());
         };
-        let rules = CodeRules::of(cx, KIND);
+        let rules = CodeRules::of(cx, &ID);
         let to = enrollment_target(cx, &phone);
         let error = s
             .code
@@ -195,7 +216,7 @@ impl Step for SmsCodeStep {
         if s.codes_shown {
             return Ok(acknowledge(input));
         }
-        let rules = CodeRules::of(cx, KIND);
+        let rules = CodeRules::of(cx, &ID);
 
         // Phase 1: the number.
         if let Some(raw) = input.get("phone") {
@@ -258,8 +279,8 @@ impl Step for SmsCodeStep {
             Purpose::PhoneVerification,
             typed.as_ref().map_or("", |t| t.expose()),
         );
-        let result = match (outcome(verdict, page, AMR), cx.subject()) {
-            (StepOutcome::Passed { amr }, Some(user)) => {
+        let result = match (outcome(verdict, page, proven()), cx.subject()) {
+            (StepOutcome::Passed(proven), Some(user)) => {
                 cx.ports
                     .users
                     .set_phone(user.id, Some(&phone), true)
@@ -269,11 +290,11 @@ impl Step for SmsCodeStep {
                         s.codes_shown = true;
                         StepOutcome::Again(recovery_page(Some(codes)))
                     }
-                    None => StepOutcome::Passed { amr },
+                    None => StepOutcome::Passed(proven),
                 }
             }
             // Cannot happen: no code matches for an unknown account.
-            (StepOutcome::Passed { .. }, None) => StepOutcome::Rejected {
+            (StepOutcome::Passed(_), None) => StepOutcome::Rejected {
                 challenge: verify_page(&rules, &phone).with_error("login.code.invalid"),
                 count_failure: true,
             },
@@ -336,9 +357,7 @@ mod tests {
         assert_eq!(again.data["already_shown"], true);
         assert_eq!(
             acknowledge(&StepInput::new([("acknowledge".into(), "1".into())])),
-            StepOutcome::Passed {
-                amr: vec!["sms".into()]
-            }
+            StepOutcome::Passed(proven())
         );
         assert!(matches!(
             acknowledge(&StepInput::default()),

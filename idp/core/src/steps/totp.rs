@@ -19,8 +19,9 @@
 use crate::domain::{StoredCredential, User};
 use crate::error::CoreError;
 use crate::flow::{
-    Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome, StepPorts,
+    Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome, StepPorts,
 };
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use crate::ports::RepoError;
 use crate::secret::KeyEncryptionKey;
 use async_trait::async_trait;
@@ -38,6 +39,27 @@ const DIGITS: usize = 6;
 pub const DEFAULT_DEVICE_NAME: &str = "Authenticator app";
 /// Longest device name, in characters.
 pub const MAX_DEVICE_NAME_CHARS: usize = 64;
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "totp";
+
+static TRAITS: StepTraits = StepTraits {
+    amr: &["otp"],
+    enrollable: true,
+    second_factor: true,
+    creates_recovery_codes: true,
+    ..StepTraits::new(
+        NAME,
+        Assurance::single(&[Factor::Possession]),
+        &["code", "totp_enroll"],
+    )
+};
+
+/// An authenticator app's code: possession of the device.
+fn proven() -> Proven {
+    Proven::new(&["otp"], &[Factor::Possession])
+}
 
 pub struct TotpStep;
 
@@ -197,7 +219,7 @@ struct TotpScratch {
 
 fn code_challenge() -> Challenge {
     Challenge::new("code")
-        .with("method", StepKind::Totp.as_str())
+        .with("method", ID.as_str())
         .with("autocomplete", "one-time-code")
         .with("inputmode", "numeric")
 }
@@ -313,9 +335,7 @@ fn enrollment_challenge(
 /// The acknowledgment of the recovery codes page.
 fn acknowledge(input: &StepInput) -> StepOutcome {
     if input.get("acknowledge") == Some("1") {
-        StepOutcome::Passed {
-            amr: vec!["otp".into()],
-        }
+        StepOutcome::Passed(proven())
     } else {
         StepOutcome::Again(recovery_codes_challenge(None))
     }
@@ -323,8 +343,8 @@ fn acknowledge(input: &StepInput) -> StepOutcome {
 
 #[async_trait]
 impl Step for TotpStep {
-    fn kind(&self) -> StepKind {
-        StepKind::Totp
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, enrolling: bool) -> &'static str {
@@ -393,9 +413,7 @@ impl Step for TotpStep {
                 .update_credential_secret(device.id, &device.secret, &updated, cx.ports.clock.now())
                 .await?;
             return Ok(if swapped {
-                StepOutcome::Passed {
-                    amr: vec!["otp".into()],
-                }
+                StepOutcome::Passed(proven().with_credential(device.id))
             } else {
                 rejected()
             });
@@ -479,9 +497,7 @@ impl Step for TotpStep {
                 cx.set_scratch(&scratch)?;
                 Ok(StepOutcome::Again(recovery_codes_challenge(Some(codes))))
             }
-            None => Ok(StepOutcome::Passed {
-                amr: vec!["otp".into()],
-            }),
+            None => Ok(StepOutcome::Passed(proven())),
         }
     }
 }

@@ -12,11 +12,24 @@
 use crate::domain::TokenHash;
 use crate::error::CoreError;
 use crate::federation::{UpstreamCallback, UpstreamError, UpstreamRequest};
-use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome};
+use crate::flow::{Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome};
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "upstream";
+
+static TRAITS: StepTraits = StepTraits {
+    identifies: true,
+    federates: true,
+    callback: true,
+    amr: &["fed"],
+    ..StepTraits::new(NAME, Assurance::single(&[Factor::Knowledge]), &["upstream"])
+};
 
 pub struct UpstreamStep;
 
@@ -146,16 +159,12 @@ impl UpstreamStep {
 
 #[async_trait]
 impl Step for UpstreamStep {
-    fn kind(&self) -> StepKind {
-        StepKind::Upstream
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, _enrolling: bool) -> &'static str {
         "upstream"
-    }
-
-    fn requires_subject(&self) -> bool {
-        false
     }
 
     /// When the client offers at least one upstream.
@@ -186,14 +195,20 @@ impl Step for UpstreamStep {
     }
 }
 
-/// The `amr` of a sign-in through `identity`'s upstream: `fed` and the
-/// upstream's own values (RFC 8176 §2).
-pub fn amr(identity: &crate::federation::UpstreamIdentity) -> Vec<String> {
+/// What a sign-in through `identity`'s upstream proved: `amr` has `fed` and
+/// the upstream's own values (RFC 8176 §2) but `mfa`, which this provider
+/// claims only for factors it counted itself; the sign-in counts as one
+/// factor, as [`TRAITS`] say (see `config/README.md`, "Assurance levels").
+pub fn proven(identity: &crate::federation::UpstreamIdentity) -> Proven {
     let mut amr = vec!["fed".to_owned()];
     for a in &identity.amr {
-        if !amr.contains(a) {
+        if !amr.contains(a) && a != "mfa" {
             amr.push(a.clone());
         }
     }
-    amr
+    Proven {
+        amr,
+        factors: TRAITS.assurance.factors.to_vec(),
+        credential: None,
+    }
 }

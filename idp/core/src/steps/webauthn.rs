@@ -20,9 +20,10 @@
 use crate::domain::{StoredCredential, User, UserId};
 use crate::error::CoreError;
 use crate::flow::{
-    Applicability, Challenge, Step, StepCx, StepInput, StepKind, StepOutcome, StepPorts,
+    Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome, StepPorts,
     WebauthnSettings,
 };
+use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -272,6 +273,22 @@ pub(crate) fn amr(backup_eligible: bool, user_verified: bool) -> Vec<String> {
     amr
 }
 
+/// What an assertion with these `amr` values proved: possession of the key,
+/// and with user verification (`mfa`) a PIN or biometrics checked by the
+/// authenticator (a multi-factor authenticator, NIST SP 800-63B §5.1.9).
+pub(crate) fn proven(amr: Vec<String>, credential: Option<Uuid>) -> Proven {
+    let factors = if amr.iter().any(|a| a == "mfa") {
+        vec![Factor::Possession, Factor::Verified]
+    } else {
+        vec![Factor::Possession]
+    };
+    Proven {
+        amr,
+        factors,
+        credential,
+    }
+}
+
 /// What became of a verified assertion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyUse {
@@ -302,7 +319,7 @@ fn stored_counter(secret: &str) -> u64 {
 /// made meanwhile by a clone has moved past.
 pub(crate) async fn record_use(
     ports: &StepPorts,
-    method: StepKind,
+    method: &MethodId,
     key: &EnrolledKey,
     result: &AuthenticationResult,
 ) -> Result<KeyUse, CoreError> {
@@ -342,7 +359,7 @@ pub(crate) async fn record_use(
 /// Logs a refused assertion; a signature counter that did not increase is a
 /// sign of a cloned authenticator (W3C WebAuthn §7.2 step 22) and is a
 /// warning.
-pub(crate) fn log_refusal(method: StepKind, user: UserId, credential: Uuid, e: &WebauthnError) {
+pub(crate) fn log_refusal(method: &MethodId, user: UserId, credential: Uuid, e: &WebauthnError) {
     if matches!(e, WebauthnError::CredentialPossibleCompromise) {
         tracing::warn!(
             method = method.as_str(),
@@ -423,7 +440,7 @@ fn recovery_codes_challenge(codes: Option<Vec<String>>) -> Challenge {
 
 fn acknowledge(input: &StepInput, amr: Vec<String>) -> StepOutcome {
     if input.get("acknowledge") == Some("1") {
-        StepOutcome::Passed { amr }
+        StepOutcome::Passed(proven(amr, None))
     } else {
         StepOutcome::Again(recovery_codes_challenge(None))
     }
@@ -446,6 +463,26 @@ fn registered_flags(secret: &str) -> (bool, bool) {
     let flag = |name: &str| v["cred"][name].as_bool().unwrap_or(false);
     (flag("backup_eligible"), flag("user_verified"))
 }
+
+/// The method's id in client files, templates and URLs.
+pub static ID: MethodId = MethodId::new(NAME);
+const NAME: &str = "webauthn";
+
+static TRAITS: StepTraits = StepTraits {
+    amr: &["hwk", "swk", "mfa"],
+    enrollable: true,
+    second_factor: true,
+    creates_recovery_codes: true,
+    needs_host_name: true,
+    ..StepTraits::new(
+        NAME,
+        Assurance {
+            phishing_resistant: true,
+            ..Assurance::single(&[Factor::Possession])
+        },
+        &["webauthn", "webauthn_enroll"],
+    )
+};
 
 pub struct WebauthnStep;
 
@@ -502,7 +539,7 @@ impl WebauthnStep {
 
 fn challenge(options: serde_json::Value) -> Challenge {
     Challenge::new("webauthn")
-        .with("method", StepKind::Webauthn.as_str())
+        .with("method", ID.as_str())
         .with("options", options)
 }
 
@@ -538,8 +575,8 @@ fn decoy_options(cx: &StepCx<'_>, uv: UserVerification) -> serde_json::Value {
 
 #[async_trait]
 impl Step for WebauthnStep {
-    fn kind(&self) -> StepKind {
-        StepKind::Webauthn
+    fn traits(&self) -> &StepTraits {
+        &TRAITS
     }
 
     fn template(&self, enrolling: bool) -> &'static str {
@@ -594,18 +631,19 @@ impl Step for WebauthnStep {
         let result = match finish_authentication(&rp, &state, &posted) {
             Ok(r) => r,
             Err(e) => {
-                log_refusal(StepKind::Webauthn, user.id, key.stored.id, &e);
+                log_refusal(&ID, user.id, key.stored.id, &e);
                 return self.rejected(cx, "login.webauthn.failed", true).await;
             }
         };
-        match record_use(cx.ports, StepKind::Webauthn, &key, &result).await? {
+        match record_use(cx.ports, &ID, &key, &result).await? {
             KeyUse::Recorded => {}
             KeyUse::PossibleClone => return self.rejected(cx, "login.webauthn.failed", true).await,
             KeyUse::Concurrent => return self.rejected(cx, "login.webauthn.retry", false).await,
         }
-        Ok(StepOutcome::Passed {
-            amr: amr(result.backup_eligible(), result.user_verified()),
-        })
+        Ok(StepOutcome::Passed(proven(
+            amr(result.backup_eligible(), result.user_verified()),
+            Some(key.stored.id),
+        )))
     }
 
     async fn present_enrollment(&self, cx: &mut StepCx<'_>) -> Result<Challenge, CoreError> {
@@ -629,7 +667,7 @@ impl Step for WebauthnStep {
         let (options, state) = start_registration(&rp, uv, user, exclude)?;
         cx.set_scratch(&WebauthnScratch::Registering(state))?;
         Ok(Challenge::new("webauthn_enroll")
-            .with("method", StepKind::Webauthn.as_str())
+            .with("method", ID.as_str())
             .with("options", options)
             .with("name_max", MAX_KEY_NAME_CHARS))
     }
@@ -767,7 +805,7 @@ async fn finish_enrollment(
             cx.set_scratch(&WebauthnScratch::RecoveryCodesShown { amr })?;
             Ok(StepOutcome::Again(recovery_codes_challenge(Some(codes))))
         }
-        None => Ok(StepOutcome::Passed { amr }),
+        None => Ok(StepOutcome::Passed(proven(amr, None))),
     }
 }
 

@@ -17,9 +17,14 @@
 //! picks from; the table form adds a condition (`when`). The first flow is the
 //! default; a request whose `acr_values` names another flow's `acr` runs that
 //! flow instead (step-up).
+//!
+//! Methods are looked up in a [`MethodCatalog`] (the registered steps): what
+//! a method is (identifying, proving, federating) is what its traits say.
 
-use super::StepKind;
+use crate::assurance::{Aal, Level, Levels};
+use crate::method::{Assurance, Factor, MethodCatalog, MethodId, StepTraits};
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// When a stage runs.
@@ -51,8 +56,26 @@ impl Condition {
 /// One stage of a flow: one method, or one of several.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
-    pub methods: Vec<StepKind>,
+    pub methods: Vec<MethodId>,
     pub when: Condition,
+    /// Its method identifies the user (identifier, passkey, upstream).
+    pub identifies: bool,
+    /// Every method of the stage proves something (all but the identifier).
+    pub proves: bool,
+    /// Its method signs in through an upstream provider.
+    pub federates: bool,
+}
+
+impl Stage {
+    /// The stage where the user types who they are: it identifies and
+    /// proves nothing (its page offers the upstreams).
+    pub fn is_typed_identifier(&self) -> bool {
+        self.identifies && !self.proves
+    }
+
+    pub fn accepts(&self, method: &MethodId) -> bool {
+        self.methods.contains(method)
+    }
 }
 
 /// A named flow reaching an `acr` level.
@@ -68,9 +91,19 @@ pub struct FlowDef {
 }
 
 impl FlowDef {
-    /// Whether the first step is `kind` alone.
-    pub fn starts_with(&self, kind: StepKind) -> bool {
-        self.stages.first().is_some_and(|s| s.methods == [kind])
+    /// Whether the first stage is where the user types who they are.
+    pub fn starts_with_typed_identifier(&self) -> bool {
+        self.stages.first().is_some_and(Stage::is_typed_identifier)
+    }
+
+    /// Whether the first stage signs in through an upstream provider.
+    pub fn starts_with_federation(&self) -> bool {
+        self.stages.first().is_some_and(|s| s.federates)
+    }
+
+    /// Whether some stage signs in through an upstream provider.
+    pub fn federates(&self) -> bool {
+        self.stages.iter().any(|s| s.federates)
     }
 }
 
@@ -81,25 +114,31 @@ pub struct LoginPolicy {
 }
 
 impl LoginPolicy {
-    /// The identifier-then-password flow of a client that declares none.
-    pub fn password_only() -> Self {
-        Self {
-            flows: vec![FlowDef {
-                name: "default".into(),
-                acr: "1".into(),
-                stages: vec![
-                    Stage {
-                        methods: vec![StepKind::Identifier],
-                        when: Condition::Always,
-                    },
-                    Stage {
-                        methods: vec![StepKind::Password],
-                        when: Condition::Always,
-                    },
-                ],
-                webauthn_user_verification: None,
-            }],
-        }
+    /// The identifier-then-password flow of a client that declares none, at
+    /// the first declared level of AAL1.
+    pub fn password_only(
+        catalog: &dyn MethodCatalog,
+        levels: &Levels,
+    ) -> Result<Self, DefinitionError> {
+        let acr = levels
+            .iter()
+            .find(|l| l.aal == Aal::Aal1 && !l.phishing_resistant)
+            .ok_or_else(|| {
+                err(
+                    "flows".into(),
+                    "a client without flows signs in with identifier then password (AAL1): declare a level of aal = 1",
+                )
+            })?;
+        let spec = FlowSpec {
+            name: "default".into(),
+            acr: acr.value.clone(),
+            steps: vec![
+                StageSpec::Short("identifier".into()),
+                StageSpec::Short("password".into()),
+            ],
+            webauthn_user_verification: None,
+        };
+        parse_policy(&[spec], catalog, levels)
     }
 
     pub fn default_flow(&self) -> &FlowDef {
@@ -114,25 +153,19 @@ impl LoginPolicy {
     /// identifier page: the flow of the same level that starts with
     /// `upstream`.
     pub fn upstream_alternative(&self, flow: &FlowDef) -> Option<&FlowDef> {
-        if !flow.starts_with(StepKind::Identifier) {
+        if !flow.starts_with_typed_identifier() {
             return None;
         }
         self.flows
             .iter()
-            .find(|f| f.acr == flow.acr && f.starts_with(StepKind::Upstream))
+            .find(|f| f.acr == flow.acr && f.starts_with_federation())
     }
 
     /// The flow through which a user proves they own a local account before
     /// an upstream identity is linked to it: the flow of `acr` that does not
     /// go through an upstream, else the first such flow.
     pub fn local_flow(&self, acr: &str) -> Option<&FlowDef> {
-        let local = |f: &&FlowDef| {
-            f.starts_with(StepKind::Identifier)
-                && !f
-                    .stages
-                    .iter()
-                    .any(|s| s.methods.contains(&StepKind::Upstream))
-        };
+        let local = |f: &&FlowDef| f.starts_with_typed_identifier() && !f.federates();
         self.flows
             .iter()
             .filter(|f| f.acr == acr)
@@ -153,11 +186,11 @@ impl LoginPolicy {
         self.flows.iter().map(|f| f.acr.as_str())
     }
 
-    /// Every method any flow may use.
-    pub fn methods(&self) -> impl Iterator<Item = StepKind> + '_ {
+    /// Every method any flow may use (with repeats).
+    pub fn methods(&self) -> impl Iterator<Item = &MethodId> + '_ {
         self.flows
             .iter()
-            .flat_map(|f| f.stages.iter().flat_map(|s| s.methods.iter().copied()))
+            .flat_map(|f| f.stages.iter().flat_map(|s| s.methods.iter()))
     }
 }
 
@@ -225,9 +258,13 @@ fn err(path: String, message: impl Into<String>) -> DefinitionError {
 
 /// Parses and checks a client's flows: unknown steps, steps that can never be
 /// reached, and flows that can never complete are refused.
-pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> {
+pub fn parse_policy(
+    specs: &[FlowSpec],
+    catalog: &dyn MethodCatalog,
+    levels: &Levels,
+) -> Result<LoginPolicy, DefinitionError> {
     if specs.is_empty() {
-        return Ok(LoginPolicy::password_only());
+        return LoginPolicy::password_only(catalog, levels);
     }
     let mut flows = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -249,20 +286,25 @@ pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> 
                 format!("a flow named {:?} is already defined", spec.name),
             ));
         }
-        if spec.acr.is_empty() || spec.acr.contains(' ') {
-            return Err(err(format!("{at}.acr"), "a non-empty value without spaces"));
-        }
+        let Some(level) = levels.get(&spec.acr) else {
+            return Err(err(
+                format!("{at}.acr"),
+                format!(
+                    "unknown level {:?}; declared levels: {} (idp.toml [[assurance_levels]])",
+                    spec.acr,
+                    levels.values().join(", ")
+                ),
+            ));
+        };
         let mut stages = Vec::new();
         for (j, s) in spec.steps.iter().enumerate() {
-            stages.push(parse_stage(s).map_err(|m| err(format!("{at}.steps[{j}]"), m))?);
+            stages.push(parse_stage(s, catalog).map_err(|m| err(format!("{at}.steps[{j}]"), m))?);
         }
         // Flows of one level are alternatives only as a way in through an
         // upstream provider, offered on the identifier page of the first.
         if let Some(first) = flows.iter().find(|f: &&FlowDef| f.acr == spec.acr) {
-            let upstream_first = stages
-                .first()
-                .is_some_and(|s| s.methods == [StepKind::Upstream]);
-            if !upstream_first || !first.starts_with(StepKind::Identifier) {
+            let upstream_first = stages.first().is_some_and(|s: &Stage| s.federates);
+            if !upstream_first || !first.starts_with_typed_identifier() {
                 return Err(err(
                     format!("{at}.acr"),
                     format!(
@@ -274,7 +316,7 @@ pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> 
             if flows
                 .iter()
                 .filter(|f| f.acr == spec.acr)
-                .any(|f| f.starts_with(StepKind::Upstream))
+                .any(|f| f.starts_with_federation())
             {
                 return Err(err(
                     format!("{at}.acr"),
@@ -297,6 +339,7 @@ pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> 
                 "required, preferred or discouraged",
             ));
         }
+        check_level(&stages, level, catalog).map_err(|m| err(format!("{at}.acr"), m))?;
         flows.push(FlowDef {
             name: spec.name.clone(),
             acr: spec.acr.clone(),
@@ -307,36 +350,159 @@ pub fn parse_policy(specs: &[FlowSpec]) -> Result<LoginPolicy, DefinitionError> 
     Ok(LoginPolicy { flows })
 }
 
-fn parse_methods(text: &str) -> Result<Vec<StepKind>, String> {
+/// What one way through a flow (one method per unconditional stage) is
+/// worth.
+#[derive(Debug, Clone)]
+struct PathWorth<'a> {
+    methods: Vec<&'a StepTraits>,
+}
+
+impl PathWorth<'_> {
+    fn factors(&self, count_restricted: bool) -> BTreeSet<Factor> {
+        self.methods
+            .iter()
+            .filter(|t| count_restricted || !t.assurance.restricted)
+            .flat_map(|t| t.assurance.factors.iter().copied())
+            .collect()
+    }
+
+    /// The AAL this path reaches (`None`: it proves nothing).
+    fn aal(&self, count_restricted: bool) -> Option<Aal> {
+        let kinds = self.factors(count_restricted).len();
+        let proves = self.methods.iter().any(|t| t.assurance.proves);
+        if kinds >= 2 {
+            Some(if self.phishing_resistant() {
+                Aal::Aal3
+            } else {
+                Aal::Aal2
+            })
+        } else if proves {
+            Some(Aal::Aal1)
+        } else {
+            None
+        }
+    }
+
+    fn phishing_resistant(&self) -> bool {
+        self.methods.iter().any(|t| t.assurance.phishing_resistant)
+    }
+
+    fn describe(&self) -> String {
+        self.methods
+            .iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
+/// Every way through the unconditional stages of a flow (conditional stages
+/// may be skipped, so they guarantee nothing), at most `LIMIT` of them.
+fn paths<'a>(
+    stages: &[Stage],
+    catalog: &'a dyn MethodCatalog,
+) -> Result<Vec<PathWorth<'a>>, String> {
+    const LIMIT: usize = 10_000;
+    let mut paths = vec![PathWorth {
+        methods: Vec::new(),
+    }];
+    for st in stages.iter().filter(|s| s.when == Condition::Always) {
+        let options: Vec<&StepTraits> = st
+            .methods
+            .iter()
+            .filter_map(|m| catalog.traits(m.as_str()))
+            .collect();
+        if paths.len().saturating_mul(options.len()) > LIMIT {
+            return Err("too many alternatives to check the level it reaches".into());
+        }
+        paths = paths
+            .iter()
+            .flat_map(|p| {
+                options.iter().map(move |t| {
+                    let mut next = p.clone();
+                    next.methods.push(t);
+                    next
+                })
+            })
+            .collect();
+    }
+    Ok(paths)
+}
+
+/// A flow must reach the level it claims on every way through it: the
+/// level's AAL (an emailed code is never a factor, an SMS code counts only
+/// where the level allows restricted authenticators), and a WebAuthn key or
+/// passkey on every way when the level is phishing-resistant.
+pub fn check_level(
+    stages: &[Stage],
+    level: &Level,
+    catalog: &dyn MethodCatalog,
+) -> Result<(), String> {
+    for path in paths(stages, catalog)? {
+        let reached = path.aal(level.restricted_authenticators);
+        if reached.is_none_or(|a| a < level.aal) {
+            let with_sms = path.aal(true);
+            let hint = if !level.restricted_authenticators && with_sms >= Some(level.aal) {
+                " (an SMS code is a restricted authenticator: it counts only on a level with restricted_authenticators = true)"
+            } else if path
+                .methods
+                .iter()
+                .any(|t| t.assurance == Assurance::NOT_AN_AUTHENTICATOR)
+            {
+                " (an emailed code or link is not an authenticator and never counts toward AAL2)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "level {:?} needs {} but the flow can complete with {} ({}){hint}",
+                level.value,
+                level.aal,
+                path.describe(),
+                reached.map_or_else(|| "no proof".to_owned(), |a| a.to_string()),
+            ));
+        }
+        if level.phishing_resistant && !path.phishing_resistant() {
+            return Err(format!(
+                "level {:?} is phishing-resistant, but the flow can complete with {} (no security key or passkey)",
+                level.value,
+                path.describe()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_methods(text: &str, catalog: &dyn MethodCatalog) -> Result<Vec<MethodId>, String> {
     text.split('|')
         .map(|m| m.trim())
-        .map(parse_method)
+        .map(|m| parse_method(m, catalog))
         .collect()
 }
 
-fn parse_method(m: &str) -> Result<StepKind, String> {
-    StepKind::parse(m).ok_or_else(|| {
+fn parse_method(m: &str, catalog: &dyn MethodCatalog) -> Result<MethodId, String> {
+    catalog.traits(m).map(StepTraits::method).ok_or_else(|| {
         format!(
             "unknown step {m:?}; known steps: {}",
-            StepKind::ALL
+            catalog
+                .ids()
                 .iter()
-                .map(|k| k.as_str())
+                .map(MethodId::as_str)
                 .collect::<Vec<_>>()
                 .join(", ")
         )
     })
 }
 
-fn parse_stage(s: &StageSpec) -> Result<Stage, String> {
+fn parse_stage(s: &StageSpec, catalog: &dyn MethodCatalog) -> Result<Stage, String> {
     let (methods, when) = match s {
-        StageSpec::Short(text) => (parse_methods(text)?, Condition::Always),
+        StageSpec::Short(text) => (parse_methods(text, catalog)?, Condition::Always),
         StageSpec::Table(t) => {
             let methods = match &t.any {
-                MethodList::One(text) => parse_methods(text)?,
+                MethodList::One(text) => parse_methods(text, catalog)?,
                 MethodList::Many(list) => {
                     let mut v = Vec::new();
                     for m in list {
-                        v.extend(parse_methods(m)?);
+                        v.extend(parse_methods(m, catalog)?);
                     }
                     v
                 }
@@ -352,7 +518,11 @@ fn parse_stage(s: &StageSpec) -> Result<Stage, String> {
             return Err(format!("{} is listed twice", m.as_str()));
         }
     }
-    let identifying = methods.iter().filter(|m| m.identifies()).count();
+    let traits = |m: &MethodId| catalog.traits(m.as_str());
+    let identifying = methods
+        .iter()
+        .filter(|m| traits(m).is_some_and(|t| t.identifies))
+        .count();
     if identifying > 0 && methods.len() > 1 {
         return Err(
             "identifier, passkey and upstream cannot be offered as alternatives to other methods"
@@ -362,7 +532,19 @@ fn parse_stage(s: &StageSpec) -> Result<Stage, String> {
     if identifying > 0 && when != Condition::Always {
         return Err("a step that identifies the user cannot be conditional".into());
     }
-    Ok(Stage { methods, when })
+    let proves = methods
+        .iter()
+        .all(|m| traits(m).is_some_and(|t| t.assurance.proves));
+    let federates = methods
+        .iter()
+        .any(|m| traits(m).is_some_and(|t| t.federates));
+    Ok(Stage {
+        methods,
+        when,
+        identifies: identifying > 0,
+        proves,
+        federates,
+    })
 }
 
 /// Whole-flow checks: the user is identified (by identifier or passkey)
@@ -373,9 +555,9 @@ fn check_flow(stages: &[Stage]) -> Result<(), (Option<usize>, String)> {
         return Err((None, "a flow needs at least one step".into()));
     }
     let mut identified = false;
-    let mut seen: Vec<StepKind> = Vec::new();
+    let mut seen: Vec<&MethodId> = Vec::new();
     for (j, st) in stages.iter().enumerate() {
-        if st.methods[0].identifies() {
+        if st.identifies {
             if identified {
                 return Err((
                     Some(j),
@@ -409,12 +591,11 @@ fn check_flow(stages: &[Stage]) -> Result<(), (Option<usize>, String)> {
                 ),
             ));
         }
-        seen.extend(st.methods.iter().copied());
+        seen.extend(st.methods.iter());
     }
-    let authenticates = stages.iter().any(|s| {
-        s.when == Condition::Always
-            && (s.methods[0] == StepKind::Passkey || s.methods.iter().all(|m| m.authenticates()))
-    });
+    let authenticates = stages
+        .iter()
+        .any(|s| s.when == Condition::Always && s.proves);
     if !authenticates {
         return Err((None, "no step authenticates the user on every login: the flow could complete without any proof".into()));
     }
@@ -422,8 +603,61 @@ fn check_flow(stages: &[Stage]) -> Result<(), (Option<usize>, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::method::{Assurance, Factor};
+
+    /// The built-in methods as their traits describe them, for checks that
+    /// need no step code.
+    pub(crate) struct TestCatalog(Vec<StepTraits>);
+
+    impl TestCatalog {
+        pub(crate) fn new() -> Self {
+            let t = |id: &'static str, a: Assurance| StepTraits::new(id, a, &[]);
+            let identifying = |mut t: StepTraits| {
+                t.identifies = true;
+                t
+            };
+            let have = Assurance::single(&[Factor::Possession]);
+            let key = Assurance {
+                phishing_resistant: true,
+                ..have
+            };
+            let mut upstream = identifying(t("upstream", Assurance::single(&[Factor::Knowledge])));
+            upstream.federates = true;
+            let sms = Assurance {
+                restricted: true,
+                ..have
+            };
+            Self(vec![
+                identifying(t("identifier", Assurance::NONE)),
+                t("password", Assurance::single(&[Factor::Knowledge])),
+                t("email_code", Assurance::NOT_AN_AUTHENTICATOR),
+                t("magic_link", Assurance::NOT_AN_AUTHENTICATOR),
+                t("sms_code", sms),
+                t("totp", have),
+                t("webauthn", key),
+                t("recovery_code", Assurance::single(&[Factor::Possession])),
+                identifying(t(
+                    "passkey",
+                    Assurance {
+                        factors: &[Factor::Possession, Factor::Verified],
+                        ..key
+                    },
+                )),
+                upstream,
+            ])
+        }
+    }
+
+    impl MethodCatalog for TestCatalog {
+        fn traits(&self, id: &str) -> Option<&StepTraits> {
+            self.0.iter().find(|t| t.id == id)
+        }
+        fn ids(&self) -> Vec<MethodId> {
+            self.0.iter().map(StepTraits::method).collect()
+        }
+    }
 
     fn policy(toml_text: &str) -> Result<LoginPolicy, DefinitionError> {
         #[derive(Deserialize)]
@@ -432,7 +666,7 @@ mod tests {
         }
         let doc: Doc = serde_json::from_value(toml_to_json(toml_text))
             .map_err(|e| err("parse".into(), e.to_string()))?;
-        parse_policy(&doc.flows)
+        parse_policy(&doc.flows, &TestCatalog::new(), &Levels::builtin())
     }
 
     // A tiny TOML subset reader is not worth it: the tests use JSON directly.
@@ -444,14 +678,14 @@ mod tests {
     fn the_three_example_shapes_parse() {
         let p = policy(r#"{"flows": [
             {"name": "default", "acr": "1", "steps": ["identifier", "password", {"any": ["totp", "webauthn"], "when": "enrolled"}]},
-            {"name": "strong", "acr": "2", "steps": ["identifier", "password", "totp|webauthn|email_code|sms_code|recovery_code"]},
+            {"name": "strong", "acr": "2", "steps": ["identifier", "password", "totp|webauthn|recovery_code"]},
             {"name": "passwordless", "acr": "3", "steps": ["passkey"]}
         ]}"#).unwrap();
         assert_eq!(p.default_flow().name, "default");
         assert_eq!(p.default_flow().stages[2].when, Condition::Enrolled);
         assert_eq!(p.for_acr_values(&["9".into(), "2".into()]).name, "strong");
         assert_eq!(p.for_acr_values(&[]).name, "default");
-        assert_eq!(p.by_name("strong").unwrap().stages[2].methods.len(), 5);
+        assert_eq!(p.by_name("strong").unwrap().stages[2].methods.len(), 3);
         let p = policy(r#"{"flows": [{"name": "d", "acr": "1", "steps": ["identifier", "password", {"any": "email_code", "when": "unknown_device"}]}]}"#).unwrap();
         assert_eq!(p.flows[0].stages[2].when, Condition::UnknownDevice);
     }
@@ -553,7 +787,7 @@ mod tests {
             {"name": "standard", "acr": "1", "steps": ["identifier", "password"]},
             {"name": "partner", "acr": "1", "steps": ["upstream", {"any": "totp", "when": "enrolled"}]},
             {"name": "strong", "acr": "2", "steps": ["identifier", "password", "totp"]},
-            {"name": "sso-only", "acr": "3", "steps": ["upstream"]}
+            {"name": "passwordless", "acr": "3", "steps": ["passkey"]}
         ]}"#).unwrap();
         let standard = p.by_name("standard").unwrap();
         assert_eq!(p.upstream_alternative(standard).unwrap().name, "partner");
@@ -561,14 +795,76 @@ mod tests {
         assert_eq!(p.upstream_alternative(p.by_name("partner").unwrap()), None);
         // Requests of a level run its first flow.
         assert_eq!(p.for_acr_values(&["1".into()]).name, "standard");
-        assert_eq!(p.for_acr_values(&["3".into()]).name, "sso-only");
+        assert_eq!(p.for_acr_values(&["3".into()]).name, "passwordless");
         assert_eq!(p.local_flow("1").unwrap().name, "standard");
         assert_eq!(p.local_flow("2").unwrap().name, "strong");
         assert_eq!(p.local_flow("3").unwrap().name, "standard");
     }
 
     #[test]
+    fn a_flow_must_reach_the_level_it_claims() {
+        let refused = |steps: &str, acr: &str| {
+            let e = policy(&format!(
+                r#"{{"flows": [{{"name": "d", "acr": "{acr}", "steps": {steps}}}]}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.path, "flows[0].acr", "{steps}: {e}");
+            e.message
+        };
+        let ok = |steps: &str, acr: &str| {
+            policy(&format!(
+                r#"{{"flows": [{{"name": "d", "acr": "{acr}", "steps": {steps}}}]}}"#
+            ))
+            .unwrap_or_else(|e| panic!("{steps} at {acr}: {e}"));
+        };
+        // An emailed code never counts toward AAL2.
+        let m = refused(r#"["identifier", "password", "email_code"]"#, "2");
+        assert!(m.contains("password + email_code"), "{m}");
+        assert!(m.contains("not an authenticator"), "{m}");
+        refused(r#"["identifier", "password", "totp|email_code"]"#, "2");
+        refused(r#"["identifier", "password", "magic_link"]"#, "2");
+        // SMS only where the level allows restricted authenticators.
+        let m = refused(r#"["identifier", "password", "sms_code"]"#, "2");
+        assert!(m.contains("restricted"), "{m}");
+        // Conditional stages guarantee nothing.
+        refused(
+            r#"["identifier", "password", {"any": "totp", "when": "enrolled"}]"#,
+            "2",
+        );
+        // Phishing-resistant: a key or passkey on every way through.
+        let m = refused(r#"["identifier", "password", "totp|webauthn"]"#, "3");
+        assert!(m.contains("phishing-resistant"), "{m}");
+        ok(r#"["identifier", "password", "webauthn"]"#, "3");
+        ok(r#"["passkey"]"#, "3");
+        ok(
+            r#"["identifier", "password", "totp|webauthn|recovery_code"]"#,
+            "2",
+        );
+        ok(r#"["identifier", "password", "email_code|sms_code"]"#, "1");
+        ok(r#"["identifier", "email_code"]"#, "1");
+        // An unknown level is refused with the declared ones.
+        let m = refused(r#"["identifier", "password"]"#, "gold");
+        assert!(m.contains("unknown level") && m.contains("1, 2, 3"), "{m}");
+        // A level allowing restricted authenticators takes SMS.
+        let mut specs = Levels::builtin_specs();
+        specs[1].restricted_authenticators = true;
+        let levels = Levels::from_specs(&specs).unwrap();
+        let spec: Vec<FlowSpec> = serde_json::from_str(
+            r#"[{"name": "d", "acr": "2", "steps": ["identifier", "password", "sms_code"]}]"#,
+        )
+        .unwrap();
+        parse_policy(&spec, &TestCatalog::new(), &levels).unwrap();
+    }
+
+    #[test]
     fn no_flows_means_identifier_then_password() {
-        assert_eq!(parse_policy(&[]).unwrap(), LoginPolicy::password_only());
+        let c = TestCatalog::new();
+        let p = parse_policy(&[], &c, &Levels::builtin()).unwrap();
+        assert_eq!(
+            p,
+            LoginPolicy::password_only(&c, &Levels::builtin()).unwrap()
+        );
+        assert_eq!(p.flows[0].stages[0].methods, [MethodId::new("identifier")]);
+        assert_eq!(p.flows[0].stages[1].methods, [MethodId::new("password")]);
     }
 }

@@ -1,8 +1,8 @@
 //! Registered relying parties, as the core sees them once config is parsed.
 
 use crate::domain::ClientId;
-use crate::flow::definition::LoginPolicy;
 use crate::keys::SigningAlg;
+use crate::policy::LoginPolicy;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
