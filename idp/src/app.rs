@@ -159,6 +159,17 @@ pub(crate) fn check_clients(
         }
         let mut pages: Vec<String> = web::TEMPLATES.iter().map(|t| (*t).to_owned()).collect();
         pages.push("alternatives.html".into());
+        // An organization's enforced second factor may be asked at any
+        // client: its methods' pages, and the recovery codes page.
+        for t in steps
+            .all()
+            .filter(|t| t.second_factor && !(t.needs_host_name && issuer_host_is_ip))
+        {
+            pages.extend(t.templates.iter().map(|p| format!("{p}.html")));
+            if t.creates_recovery_codes {
+                pages.push("recovery_codes.html".into());
+            }
+        }
         for m in c.login.methods() {
             let step = steps.get(m).ok_or_else(|| {
                 anyhow!(

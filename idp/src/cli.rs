@@ -487,7 +487,7 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Identities { email } => {
             let (state, user) = user_by_email(&cfg, &email).await?;
-            let links = state.provider.linked_identities(user.id).await?;
+            let links = state.provider.federated.linked_identities(user.id).await?;
             println!(
                 "{:<20}  {:<40}  {:<30}  linked",
                 "upstream", "subject", "email"
@@ -510,12 +510,13 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             upstream,
             subject,
         } => {
-            use idp_core::oidc::federation::LinkError;
+            use idp_core::accounts::federated::LinkError;
             let (state, user) = user_by_email(&cfg, &email).await?;
             let op = idp_core::accounts::orgs::PlatformOperator::command_line();
             let meta = idp_core::domain::RequestMeta::default();
             match state
                 .provider
+                .federated
                 .link_identity(&op, &user, &upstream, &subject, &meta)
                 .await
             {
@@ -533,12 +534,13 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Unlink { email, upstream } => {
-            use idp_core::oidc::federation::UnlinkError;
+            use idp_core::accounts::federated::UnlinkError;
             let (state, user) = user_by_email(&cfg, &email).await?;
             let op = idp_core::accounts::orgs::PlatformOperator::command_line();
             let meta = idp_core::domain::RequestMeta::default();
             match state
                 .provider
+                .federated
                 .unlink_identity_as_operator(&op, user.id, &upstream, &meta)
                 .await
             {

@@ -13,8 +13,8 @@ use idp_core::client::{
 };
 use idp_core::domain::ClientId;
 use idp_core::keys::SigningAlg;
-use idp_core::oidc::provider::ThrottleSettings;
 use idp_core::password::Argon2Settings;
+use idp_core::throttle::ThrottleSettings;
 use idp_core::webhooks::WebhookEndpoint;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -985,6 +985,10 @@ pub struct WebhookFile {
 pub struct LoginFile {
     #[serde(default)]
     pub flows: Vec<idp_core::policy::FlowSpec>,
+    /// How long a single sign-on session's proofs may be relied on by this
+    /// client's flows (seconds); default: as long as the session lasts.
+    #[serde(default)]
+    pub reuse_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -1288,8 +1292,11 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
         id_token_alg,
         access_token_alg,
         require_pkce: f.require_pkce,
-        login: idp_core::policy::parse_policy(&f.login.flows, &idp_core::steps::registry(), levels)
-            .map_err(|e| anyhow!("login.{e}"))?,
+        login: idp_core::policy::LoginPolicy {
+            reuse_secs: f.login.reuse_secs,
+            ..idp_core::policy::parse_policy(&f.login.flows, &idp_core::steps::registry(), levels)
+                .map_err(|e| anyhow!("login.{e}"))?
+        },
         account: f.account,
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,

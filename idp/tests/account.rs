@@ -55,6 +55,24 @@ async fn password_login(
     browser.submit(app, &html, &[("password", password)]).await
 }
 
+/// Signs in again at `url` in a browser whose session already names the
+/// user (`max_age=0`): the password is asked at once, no identifier.
+async fn password_again(
+    app: &TestApp,
+    browser: &Browser,
+    url: &str,
+    password: &str,
+) -> reqwest::Response {
+    let (res, _) = browser.follow(app, url).await;
+    assert_eq!(res.status(), 200, "the password page");
+    let html = res.text().await.unwrap();
+    assert!(
+        Form::parse(&html).unwrap().action.ends_with("/password"),
+        "the user is known: only the password is asked: {html}"
+    );
+    browser.submit(app, &html, &[("password", password)]).await
+}
+
 /// Signs in to the account page from scratch (no session yet); returns it.
 async fn sign_in(app: &TestApp, browser: &Browser, identifier: &str, password: &str) -> String {
     let res = browser.get(&app.url("/account")).await;
@@ -357,12 +375,12 @@ async fn an_old_authentication_signs_in_again_before_a_sensitive_change(app: &Te
     let res = browser.get(&app.url(&reauth)).await;
     let authorize = app.url(&location(&res));
     assert_eq!(query_param(&authorize, "max_age").as_deref(), Some("0"));
-    let res = password_login(app, &browser, &authorize, "alice@example.com", PASSWORD).await;
+    let res = password_again(app, &browser, &authorize, PASSWORD).await;
     assert_eq!(res.status(), 303, "signed in again");
     let (res, url) = browser.follow(app, &location(&res)).await;
     assert_eq!(res.status(), 200);
     assert_eq!(url, app.url("/account/password"), "back where it was going");
-    // Only the new session is left: the one it replaced was ended.
+    // One session still: the new proof went into it (under a new cookie).
     let html = page(app, &browser, "/account").await;
     assert_eq!(html.matches("<tr class=\"session\">").count(), 1, "{html}");
 }
@@ -564,14 +582,7 @@ async fn email_change_refusals(app: &TestApp) {
     );
     // Sensitive pages need a fresh login again after the clock moved.
     let res = browser.get(&app.url("/account/login?reauth=1")).await;
-    let res = password_login(
-        app,
-        &browser,
-        &app.url(&location(&res)),
-        "alice@example.com",
-        PASSWORD,
-    )
-    .await;
+    let res = password_again(app, &browser, &app.url(&location(&res)), PASSWORD).await;
     browser.follow(app, &location(&res)).await;
 
     // Too many wrong codes kill it.
@@ -907,18 +918,40 @@ async fn protection_status_shows_what_the_organization_enforces(app: &TestApp) {
         PasswordPolicy::default(),
     )
     .await;
-    app.state
+    let codes = app
+        .state
         .provider
         .regenerate_recovery_codes(&app.user)
         .await
         .unwrap();
+    // The organization enforces a second factor for console sign-ins, which
+    // the account pages are: the password-only session no longer opens
+    // them, and signing in asks only the missing second factor.
+    let res = browser.get(&app.url("/account")).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/account/login");
+    let (res, _) = browser.follow(app, &app.url("/account/login")).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(
+        Form::parse(&html)
+            .unwrap()
+            .action
+            .ends_with("/recovery_code"),
+        "only the second factor is asked: {html}"
+    );
+    let res = browser.submit(app, &html, &[("code", &codes[0])]).await;
+    assert_eq!(res.status(), 303);
+    let (res, url) = browser.follow(app, &location(&res)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(url, app.url("/account"));
     let html = page(app, &browser, "/account").await;
     assert!(
         html.contains("Two-step verification is required for your account:"),
         "{html}"
     );
     assert!(html.contains("by Acme Cloud SAS, for these sign-ins: console, api"));
-    assert!(html.contains("Unused recovery codes: 10"));
+    assert!(html.contains("Unused recovery codes: 9"));
 }
 
 matrix!(

@@ -874,21 +874,23 @@ async fn a_stale_authentication_must_sign_in_again(app: &TestApp) {
 
 async fn forms_without_the_csrf_token_are_refused(app: &TestApp) {
     let b = signed_in(app, EMAIL).await;
-    add_totp(app, &b, "Phone A").await;
+    let (key, _) = add_totp(app, &b, "Phone A").await;
     add_totp(app, &b, "Phone B").await;
-    let html = devices(app, &b).await;
-    let id = factor_id(&html, "Phone A");
-    let before = stored(app, &app.user, "totp").await;
-    let codes_before = stored(app, &app.user, "recovery_code").await;
-    // Another browser's valid token is worthless here.
-    let other = signed_in(app, EMAIL).await;
-    let other_html = devices(app, &other).await;
+    // Another browser's valid token is worthless here (that browser signs
+    // in to the account pages with the app, which they now ask).
+    let other = browser();
+    advance(app, 30);
+    let other_html = reauthenticate(app, &other, "/account/devices", &key).await;
     let other_token = form_with_action(&other_html, "/account/devices/recovery-codes")
         .fields
         .into_iter()
         .find(|(n, _)| n == "csrf")
         .unwrap()
         .1;
+    let html = devices(app, &b).await;
+    let id = factor_id(&html, "Phone A");
+    let before = stored(app, &app.user, "totp").await;
+    let codes_before = stored(app, &app.user, "recovery_code").await;
     for token in [None, Some(""), Some("forged"), Some(other_token.as_str())] {
         for (path, extra) in [
             (

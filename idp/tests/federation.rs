@@ -200,7 +200,12 @@ async fn links(app: &TestApp, email: &str) -> Vec<idp_core::federation::Federate
         .await
         .unwrap()
         .expect("the account");
-    app.state.provider.linked_identities(u.id).await.unwrap()
+    app.state
+        .provider
+        .federated
+        .linked_identities(u.id)
+        .await
+        .unwrap()
 }
 
 async fn audit_kinds(app: &TestApp, email: &str) -> Vec<String> {

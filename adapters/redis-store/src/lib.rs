@@ -52,6 +52,16 @@ end
 return n
 ";
 
+/// Takes one back from a live counter above zero: never creates a key (a
+/// DECR on a missing key would make one without a TTL), never goes below 0.
+const DECR_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+";
+
 /// [`EphemeralStore`] over Redis. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -60,6 +70,7 @@ pub struct RedisStore {
     key_prefix: String,
     replace_if_script: Script,
     incr_script: Script,
+    decr_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -104,6 +115,7 @@ impl RedisStore {
             key_prefix: key_prefix.to_owned(),
             replace_if_script: Script::new(REPLACE_IF_LUA),
             incr_script: Script::new(INCR_LUA),
+            decr_script: Script::new(DECR_LUA),
         })
     }
 
@@ -295,6 +307,17 @@ impl EphemeralStore for RedisStore {
             .invoke_async(&mut c)
             .await
             .map_err(|e| map_err("incr script", e))?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("counter went negative: {n}")))
+    }
+
+    async fn decr(&self, key: &str) -> Result<u64, StoreError> {
+        let mut c = self.connection.clone();
+        let n: i64 = self
+            .decr_script
+            .key(self.key(key))
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| map_err("decr script", e))?;
         u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("counter went negative: {n}")))
     }
 

@@ -92,6 +92,11 @@ async fn incr_counts_in_fixed_window() {
 }
 
 #[tokio::test]
+async fn decr_takes_back_without_creating() {
+    contract::decr_takes_back_without_creating(&*dyn_store().await, "c:").await;
+}
+
+#[tokio::test]
 async fn ttl_missing_is_none() {
     contract::ttl_missing_is_none(&*dyn_store().await, "c:").await;
 }

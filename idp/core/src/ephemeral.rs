@@ -44,6 +44,9 @@ pub trait EphemeralStore: Send + Sync {
     /// Increments a counter, creating it at 1 with `ttl` if absent (the TTL is
     /// not extended by later increments: a fixed window). Returns the new value.
     async fn incr(&self, key: &str, ttl: Duration) -> Result<u64, StoreError>;
+    /// Takes one back from a counter that exists and is above zero (its TTL
+    /// unchanged); never creates one. Returns the new value (0 when absent).
+    async fn decr(&self, key: &str) -> Result<u64, StoreError>;
     /// Remaining time to live of a key, if it exists.
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
 }
@@ -239,6 +242,21 @@ impl EphemeralStore for MemoryStore {
                 );
                 Ok(1)
             }
+        })
+    }
+
+    async fn decr(&self, key: &str) -> Result<u64, StoreError> {
+        self.with_live(|map, now| match map.get_mut(key) {
+            Some(e) if e.expires_at > now => {
+                let n = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("{key} is not a counter")))?
+                    .saturating_sub(1);
+                e.value = n.to_string().into_bytes();
+                Ok(n)
+            }
+            _ => Ok(0),
         })
     }
 
@@ -467,6 +485,25 @@ pub mod contract {
         assert_eq!(store.incr(&k, TTL).await.expect("incr"), 4);
     }
 
+    /// `decr` takes one back from a live counter, keeps its window, stops at
+    /// zero, and never creates a counter.
+    pub async fn decr_takes_back_without_creating(store: &dyn EphemeralStore, prefix: &str) {
+        let k = key(prefix, "decr");
+        assert_eq!(store.decr(&k).await.expect("decr absent"), 0);
+        assert_eq!(
+            store.get(&k).await.expect("get"),
+            None,
+            "no counter created"
+        );
+        store.incr(&k, TTL).await.expect("incr");
+        store.incr(&k, TTL).await.expect("incr");
+        assert_eq!(store.decr(&k).await.expect("decr"), 1);
+        assert_ttl_within(store, &k, TTL).await;
+        assert_eq!(store.decr(&k).await.expect("decr"), 0);
+        assert_eq!(store.decr(&k).await.expect("decr at zero"), 0);
+        assert_eq!(store.incr(&k, TTL).await.expect("incr"), 1);
+    }
+
     /// `ttl` of a key never written is `None`.
     pub async fn ttl_missing_is_none(store: &dyn EphemeralStore, prefix: &str) {
         let k = key(prefix, "ttl-missing");
@@ -612,6 +649,7 @@ pub mod contract {
         delete_removes(s, &format!("{prefix}delete:")).await;
         replace_if_compares_bytes(s, &format!("{prefix}cas:")).await;
         incr_counts_in_fixed_window(s, &format!("{prefix}incr:")).await;
+        decr_takes_back_without_creating(s, &format!("{prefix}decr:")).await;
         ttl_missing_is_none(s, &format!("{prefix}ttl-missing:")).await;
         put_sets_ttl(s, &format!("{prefix}ttl:")).await;
         concurrent_takes_have_one_winner(store.clone(), &format!("{prefix}race-take:")).await;
@@ -719,6 +757,11 @@ mod tests {
     #[tokio::test]
     async fn ttl_missing_is_none() {
         contract::ttl_missing_is_none(&*dyn_store(), "t:").await;
+    }
+
+    #[tokio::test]
+    async fn decr_takes_back_without_creating() {
+        contract::decr_takes_back_without_creating(&*dyn_store(), "t:").await;
     }
 
     #[tokio::test]

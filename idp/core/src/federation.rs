@@ -216,6 +216,21 @@ pub struct PendingLink {
     pub display_name: String,
 }
 
+/// The `amr` of a sign-in through `identity`'s upstream: `fed` and the
+/// upstream's own values (RFC 8176 §2) but `mfa`, which this provider
+/// claims only for factors it counted itself (the sign-in counts as the
+/// factors the `upstream` step's traits say; see `config/README.md`,
+/// "Assurance levels").
+pub fn amr_of(identity: &UpstreamIdentity) -> Vec<String> {
+    let mut amr = vec!["fed".to_owned()];
+    for a in &identity.amr {
+        if !amr.contains(a) && a != "mfa" {
+            amr.push(a.clone());
+        }
+    }
+    amr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod assurance;
+pub mod audit;
 pub mod challenge;
 pub mod changes;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod company;
 pub mod domain;
 pub mod ephemeral;
 pub mod error;
+pub mod events;
 pub mod federation;
 pub mod flow;
 pub mod keys;
@@ -25,6 +27,9 @@ pub mod password_policy;
 pub mod policy;
 pub mod ports;
 pub mod random;
+pub mod request;
 pub mod secret;
+pub mod sessions;
 pub mod steps;
+pub mod throttle;
 pub mod webhooks;

@@ -111,6 +111,9 @@ impl FlowDef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginPolicy {
     pub flows: Vec<FlowDef>,
+    /// How long a session's proofs may be relied on by this client's flows
+    /// (`[login] reuse_secs`); `None`: as long as the session lasts.
+    pub reuse_secs: Option<u64>,
 }
 
 impl LoginPolicy {
@@ -347,7 +350,10 @@ pub fn parse_policy(
             webauthn_user_verification: spec.webauthn_user_verification.clone(),
         });
     }
-    Ok(LoginPolicy { flows })
+    Ok(LoginPolicy {
+        flows,
+        reuse_secs: None,
+    })
 }
 
 /// What one way through a flow (one method per unconditional stage) is

@@ -30,8 +30,8 @@ use super::forms::{
     browser, csrf_ok, csrf_token, internal_error, lang_links, page_locale, theme_of, when,
 };
 use super::{
-    BROWSER_COOKIE, Peer, SESSION_COOKIE, error_page, locale, page, peer_addr, request_meta,
-    see_other,
+    BROWSER_COOKIE, DEVICE_COOKIE, Peer, SESSION_COOKIE, error_page, locale, page, peer_addr,
+    request_meta, see_other,
 };
 use crate::app::AppState;
 use crate::theme::Locale;
@@ -42,6 +42,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
+use idp_core::accounts::federated::UnlinkError;
 use idp_core::accounts::security::{
     BackupEmailError, EmailChangeError, PasswordChangeError, PasswordProblems, pkce_s256,
 };
@@ -51,10 +52,9 @@ use idp_core::client::{
 use idp_core::domain::{TokenHash, User};
 use idp_core::ephemeral::{put_json, take_json};
 use idp_core::oidc::authorize::RawParams;
-use idp_core::oidc::federation::UnlinkError;
-use idp_core::oidc::login::SsoSession;
 use idp_core::password_policy::Rule;
 use idp_core::secret::Secret;
+use idp_core::sessions::SsoSession;
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -182,6 +182,10 @@ fn theme_and_name(state: &AppState) -> (String, String) {
 
 /// The signed-in user and their SSO session, or a redirect to sign in.
 /// Returns the session cookie's value too (to tell this session from others).
+/// A session opened at another portal counts only once it satisfies the
+/// account client's own flow, evaluated now (its second factor, an
+/// organization's enforced MFA): otherwise the browser signs in through it,
+/// which asks only what is missing.
 pub(crate) async fn signed_in(
     state: &AppState,
     jar: &CookieJar,
@@ -189,7 +193,7 @@ pub(crate) async fn signed_in(
     let Some(cookie) = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned()) else {
         return Err(see_other(SIGN_IN_PATH));
     };
-    let session = match state.provider.find_session(&cookie).await {
+    let session = match state.provider.sessions.find(&cookie).await {
         Ok(Some(s)) => s,
         Ok(None) => return Err(see_other(SIGN_IN_PATH)),
         Err(e) => {
@@ -197,25 +201,76 @@ pub(crate) async fn signed_in(
             return Err(see_other(SIGN_IN_PATH));
         }
     };
-    match state.provider.ports.users.find_by_id(session.user_id).await {
-        Ok(Some(u)) if u.status == idp_core::domain::UserStatus::Active => Ok((u, session, cookie)),
-        Ok(_) => Err(see_other(SIGN_IN_PATH)),
+    let user = match state.provider.ports.users.find_by_id(session.user_id).await {
+        Ok(Some(u)) if u.status == idp_core::domain::UserStatus::Active => u,
+        Ok(_) => return Err(see_other(SIGN_IN_PATH)),
         Err(e) => {
             tracing::error!(error = %e, "user lookup failed");
+            return Err(see_other(SIGN_IN_PATH));
+        }
+    };
+    let Some(client) = account_client(state) else {
+        return Err(see_other(SIGN_IN_PATH));
+    };
+    let device = jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned());
+    match state
+        .provider
+        .runner
+        .session_satisfies(
+            &client,
+            &session,
+            TokenHash::of(&cookie),
+            &user,
+            device.as_deref(),
+            None,
+        )
+        .await
+    {
+        Ok(true) => Ok((user, session, cookie)),
+        Ok(false) => Err(see_other(SIGN_IN_PATH)),
+        Err(e) => {
+            tracing::error!(error = %e, "session evaluation failed");
             Err(see_other(SIGN_IN_PATH))
         }
     }
 }
 
+/// Whether the session's authentication is recent enough for a sensitive
+/// change (the account flow's proofs younger than
+/// [`idp_core::accounts::security::RECENT_AUTH_SECS`]).
+pub(crate) async fn is_recent(
+    state: &AppState,
+    jar: &CookieJar,
+    user: &User,
+    session: &SsoSession,
+    cookie: &str,
+) -> bool {
+    let Some(client) = account_client(state) else {
+        return false;
+    };
+    let device = jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned());
+    state
+        .provider
+        .is_recent_auth(&client, session, cookie, user, device.as_deref())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "recent authentication check failed");
+            false
+        })
+}
+
 /// `None` when the session authenticated recently enough for a sensitive
 /// change; else the redirect that signs the user in again, then returns to
 /// `next` (a path under `/account`).
-pub(crate) fn require_recent(
+pub(crate) async fn require_recent(
     state: &AppState,
+    jar: &CookieJar,
+    user: &User,
     session: &SsoSession,
+    cookie: &str,
     next: &str,
 ) -> Option<Response> {
-    if state.provider.is_recent_auth(session) {
+    if is_recent(state, jar, user, session, cookie).await {
         return None;
     }
     let next: String =
@@ -312,12 +367,12 @@ async fn signed_in_page(
     recent: Option<&str>,
 ) -> Result<(CookieJar, Locale, User, SsoSession), Response> {
     let (jar, loc) = page_locale(state, jar, headers, lang);
-    let (user, session, _) = match signed_in(state, &jar).await {
+    let (user, session, cookie) = match signed_in(state, &jar).await {
         Ok(s) => s,
         Err(r) => return Err((jar, r).into_response()),
     };
     if let Some(next) = recent
-        && let Some(r) = require_recent(state, &session, next)
+        && let Some(r) = require_recent(state, &jar, &user, &session, &cookie, next).await
     {
         return Err((jar, r).into_response());
     }
@@ -341,9 +396,9 @@ async fn signed_in_post(
         let (theme, _) = theme_and_name(state);
         return Err(super::forms::csrf_refused(state, &theme, loc));
     }
-    let (user, session, _) = signed_in(state, jar).await?;
+    let (user, session, cookie) = signed_in(state, jar).await?;
     if let Some(next) = recent
-        && let Some(r) = require_recent(state, &session, next)
+        && let Some(r) = require_recent(state, jar, &user, &session, &cookie, next).await
     {
         return Err(r);
     }
@@ -515,7 +570,7 @@ async fn callback(
     // The session the code was issued from must be the one this browser holds.
     let current = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned());
     let session = match &current {
-        Some(c) => state.provider.find_session(c).await,
+        Some(c) => state.provider.sessions.find(c).await,
         None => Ok(None),
     };
     match session {
@@ -587,7 +642,7 @@ async fn render_overview(
             p.protection_status(user).await?,
             p.recent_activity(user.id, RECENT_EVENTS).await?,
             p.pending_email_change(user, session).await?,
-            p.linked_identities(user.id).await?,
+            p.federated.linked_identities(user.id).await?,
         ))
     }
     .await;
@@ -628,7 +683,7 @@ async fn render_overview(
         .map(|l| {
             context! {
                 upstream => l.upstream.clone(),
-                name => p.upstream_display_name(&l.upstream),
+                name => p.federated.upstream_display_name(&l.upstream),
                 email => l.email.clone(),
                 linked => when(l.created_at),
             }
@@ -812,6 +867,7 @@ async fn unlink_identity(
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let error = match state
         .provider
+        .federated
         .unlink_identity(user.id, &f.upstream, &meta)
         .await
     {

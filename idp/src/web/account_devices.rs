@@ -27,7 +27,7 @@ use idp_core::accounts::devices::{
 use idp_core::client::Client;
 use idp_core::domain::RequestMeta;
 use idp_core::domain::User;
-use idp_core::oidc::login::SsoSession;
+use idp_core::sessions::SsoSession;
 use minijinja::context;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -95,6 +95,10 @@ struct Ctx {
     jar: CookieJar,
     user: User,
     session: SsoSession,
+    /// The hash of the session cookie.
+    session_key: idp_core::domain::TokenHash,
+    /// The authentication is recent enough for a change.
+    recent_auth: bool,
     browser: String,
     loc: Locale,
     client: Option<Arc<Client>>,
@@ -119,9 +123,10 @@ impl Ctx {
         page_path: &'static str,
     ) -> Result<Ctx, Response> {
         // No session: sign in, then come back here.
-        let (user, session, _) = signed_in(&state, &jar)
+        let (user, session, cookie) = signed_in(&state, &jar)
             .await
             .map_err(|_| see_other(&sign_in_url(page_path, false)))?;
+        let recent_auth = super::account::is_recent(&state, &jar, &user, &session, &cookie).await;
         let (jar, loc) = page_locale(&state, jar, headers, q.lang.as_deref());
         let (jar, browser) = browser(&state, jar);
         let client = client_of(&state, q.client_id.as_deref());
@@ -138,6 +143,8 @@ impl Ctx {
             jar,
             user,
             session,
+            session_key: idp_core::domain::TokenHash::of(&cookie),
+            recent_auth,
             browser,
             loc,
             client,
@@ -153,6 +160,8 @@ impl Ctx {
         AccountCx {
             user: &self.user,
             session: &self.session,
+            session_key: &self.session_key,
+            recent_auth: self.recent_auth,
             meta: &self.meta,
             client: self.client.as_ref().map(|c| &c.id),
         }

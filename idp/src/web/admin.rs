@@ -602,7 +602,7 @@ async fn account_of(state: &AppState, id: &str) -> Result<idp_core::domain::User
 fn identity_json(state: &AppState, l: &idp_core::federation::FederatedIdentity) -> Value {
     json!({
         "upstream": l.upstream,
-        "display_name": state.provider.upstream_display_name(&l.upstream),
+        "display_name": state.provider.federated.upstream_display_name(&l.upstream),
         "subject": l.subject,
         "email": l.email,
         "created_at": rfc3339(l.created_at),
@@ -620,6 +620,7 @@ async fn list_identities(
     let user = account_of(&state, &user_id).await?;
     let links = state
         .provider
+        .federated
         .linked_identities(user.id)
         .await
         .map_err(|e| internal(&e))?;
@@ -644,12 +645,13 @@ async fn link_identity(
     Path(user_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    use idp_core::oidc::federation::LinkError;
+    use idp_core::accounts::federated::LinkError;
     let op = operator(&state, &headers).await?;
     let user = account_of(&state, &user_id).await?;
     let input: NewIdentity = json_body(&headers, &body)?;
     let link = state
         .provider
+        .federated
         .link_identity(
             &op,
             &user,
@@ -682,11 +684,12 @@ async fn unlink_identity(
     peer: Peer,
     Path((user_id, upstream)): Path<(String, String)>,
 ) -> ApiResult {
-    use idp_core::oidc::federation::UnlinkError;
+    use idp_core::accounts::federated::UnlinkError;
     let op = operator(&state, &headers).await?;
     let user = account_of(&state, &user_id).await?;
     state
         .provider
+        .federated
         .unlink_identity_as_operator(&op, user.id, &upstream, &meta(&state, &headers, &peer))
         .await
         .map_err(|e| match e {

@@ -12,11 +12,10 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
-use idp_core::flow::StepInput;
+use idp_core::domain::RequestMeta;
+use idp_core::flow::{FlowError, FlowPage, StepInput, SubmitOutcome};
+use idp_core::oidc::authorization::{AuthorizeOutcome, authorize_error_redirect};
 use idp_core::oidc::authorize::{AuthorizeError, RawParams, check_authorize_request};
-use idp_core::oidc::login::{
-    AuthorizeOutcome, FlowError, FlowPage, SubmitOutcome, authorize_error_redirect,
-};
 use serde::Deserialize;
 
 const BROWSER_COOKIE_AGE: i64 = 400 * 24 * 3600;
@@ -32,9 +31,10 @@ pub(crate) async fn authorize_get(
     State(state): State<AppState>,
     jar: CookieJar,
     headers: HeaderMap,
+    peer: Peer,
     RawQuery(q): RawQuery,
 ) -> Response {
-    authorize(state, jar, headers, q.unwrap_or_default().as_bytes()).await
+    authorize(state, jar, headers, peer, q.unwrap_or_default().as_bytes()).await
 }
 
 /// OIDC Core §3.1.2.1: the endpoint accepts POST with a form body too.
@@ -43,12 +43,19 @@ pub(crate) async fn authorize_post(
     State(state): State<AppState>,
     jar: CookieJar,
     headers: HeaderMap,
+    peer: Peer,
     body: Bytes,
 ) -> Response {
-    authorize(state, jar, headers, &body).await
+    authorize(state, jar, headers, peer, &body).await
 }
 
-async fn authorize(state: AppState, jar: CookieJar, headers: HeaderMap, raw: &[u8]) -> Response {
+async fn authorize(
+    state: AppState,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    raw: &[u8],
+) -> Response {
     let loc = locale(&jar, &headers, None);
     let Some(params) = parse_pairs(raw) else {
         return error_page(
@@ -115,6 +122,7 @@ async fn authorize(state: AppState, jar: CookieJar, headers: HeaderMap, raw: &[u
     };
     let session = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned());
     let device = jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned());
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
     match state
         .provider
         .authorize(
@@ -123,6 +131,7 @@ async fn authorize(state: AppState, jar: CookieJar, headers: HeaderMap, raw: &[u
             session.as_deref(),
             &browser,
             device.as_deref(),
+            &meta,
         )
         .await
     {
@@ -168,7 +177,12 @@ pub(crate) async fn login_page(
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     // Loaded once: for the page's language, then for the page.
-    let flow = match state.provider.load_flow(&flow_id, browser.as_deref()).await {
+    let flow = match state
+        .provider
+        .runner
+        .load(&flow_id, browser.as_deref())
+        .await
+    {
         Ok(f) => f,
         Err(e) => return (jar.clone(), flow_error(&state, &jar, &headers, e)).into_response(),
     };
@@ -177,7 +191,12 @@ pub(crate) async fn login_page(
         Some("en") => Locale::En,
         _ => locale(&jar, &headers, flow.request.ui_locales.as_deref()),
     };
-    match state.provider.page_of(flow, &meta, loc.as_str()).await {
+    match state
+        .provider
+        .runner
+        .page_of(flow, &meta, loc.as_str())
+        .await
+    {
         Ok(page) => (jar, render_page(&state, &page, loc, StatusCode::OK)).into_response(),
         Err(e) => (jar.clone(), flow_error(&state, &jar, &headers, e)).into_response(),
     }
@@ -335,45 +354,45 @@ pub(crate) async fn submit_step(
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let p = &state.provider;
     // Loaded once: for the page's language, then for the submission.
-    let (loc, outcome) = match p.load_flow(&flow_id, browser.as_deref()).await {
+    let (loc, outcome) = match p.runner.load(&flow_id, browser.as_deref()).await {
         Ok(flow) => {
             let loc = locale(&jar, &headers, flow.request.ui_locales.as_deref());
             let outcome = p
+                .runner
                 .submit_to(flow, &csrf, &step, &input, &meta, loc.as_str())
                 .await;
             (loc, outcome)
         }
         Err(e) => (locale(&jar, &headers, None), Err(e)),
     };
-    outcome_response(&state, jar, &headers, &flow_id, loc, outcome)
+    outcome_response(&state, jar, &headers, &meta, &flow_id, loc, outcome).await
 }
 
-/// The response to what a submission (or an upstream's answer) led to.
-fn outcome_response(
+/// The response to what a submission (or a callback) led to; a completed
+/// login opens or extends the session and issues the code.
+async fn outcome_response(
     state: &AppState,
     jar: CookieJar,
     headers: &HeaderMap,
+    meta: &RequestMeta,
     flow_id: &str,
     loc: Locale,
     outcome: Result<SubmitOutcome, FlowError>,
 ) -> Response {
     match outcome {
-        Ok(SubmitOutcome::Completed {
-            redirect,
-            session_cookie,
-            session_ttl,
-            device_cookie,
-        }) => {
-            let mut jar = jar.add(cookie(
-                state,
-                SESSION_COOKIE,
-                session_cookie,
-                session_ttl.as_secs() as i64,
-            ));
-            if let Some((value, ttl)) = device_cookie {
+        Ok(SubmitOutcome::Completed(completion)) => {
+            let finished = match state.provider.finish(*completion, meta).await {
+                Ok(f) => f,
+                Err(e) => return flow_error(state, &jar, headers, FlowError::Core(e)),
+            };
+            let mut jar = jar;
+            if let Some((value, ttl)) = finished.session_cookie {
+                jar = jar.add(cookie(state, SESSION_COOKIE, value, ttl.as_secs() as i64));
+            }
+            if let Some((value, ttl)) = finished.device_cookie {
                 jar = jar.add(cookie(state, DEVICE_COOKIE, value, ttl.as_secs() as i64));
             }
-            (jar, see_other(&redirect)).into_response()
+            (jar, see_other(&finished.redirect)).into_response()
         }
         Ok(SubmitOutcome::Next) => see_other(&format!("/login/{flow_id}")),
         Ok(SubmitOutcome::Redirect(to)) => see_other(&to),
@@ -419,6 +438,7 @@ pub(crate) async fn federate(
     let loc = locale(&jar, &headers, None);
     let outcome = state
         .provider
+        .runner
         .federate(
             &flow_id,
             browser.as_deref(),
@@ -428,7 +448,7 @@ pub(crate) async fn federate(
             loc.as_str(),
         )
         .await;
-    outcome_response(&state, jar, &headers, &flow_id, loc, outcome)
+    outcome_response(&state, jar, &headers, &meta, &flow_id, loc, outcome).await
 }
 
 /// An upstream provider's answer: `state` names the login flow, which goes
@@ -443,7 +463,7 @@ pub(crate) async fn upstream_callback(
     RawQuery(q): RawQuery,
 ) -> Response {
     let loc = locale(&jar, &headers, None);
-    let Ok(params) =
+    let Ok(mut params) =
         serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or_default())
     else {
         return error_page(
@@ -457,13 +477,23 @@ pub(crate) async fn upstream_callback(
     };
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     let meta = request_meta(&state, &headers, peer_addr(&peer));
+    // The upstream's `state` names the flow (single use); the route names
+    // the upstream, whatever the query says.
+    let token = params
+        .iter()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    params.retain(|(k, _)| k != "upstream");
+    params.push(("upstream".to_owned(), upstream));
     match state
         .provider
-        .upstream_callback(&upstream, params, browser.as_deref(), &meta, loc.as_str())
+        .runner
+        .callback(&token, params, browser.as_deref(), &meta, loc.as_str())
         .await
     {
         Ok((flow_id, outcome)) => {
-            outcome_response(&state, jar, &headers, &flow_id, loc, Ok(outcome))
+            outcome_response(&state, jar, &headers, &meta, &flow_id, loc, Ok(outcome)).await
         }
         Err(e) => flow_error(&state, &jar, &headers, e),
     }
@@ -495,6 +525,7 @@ pub(crate) async fn choose_method(
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     match state
         .provider
+        .runner
         .choose_method(
             &flow_id,
             browser.as_deref(),
@@ -532,7 +563,8 @@ pub(crate) async fn restart(
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     match state
         .provider
-        .restart_flow(&flow_id, browser.as_deref(), &form.csrf)
+        .runner
+        .restart(&flow_id, browser.as_deref(), &form.csrf)
         .await
     {
         Ok(_) | Err(FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),
@@ -551,12 +583,13 @@ pub(crate) async fn restart_link(
 ) -> Response {
     let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
     let p = &state.provider;
-    let flow = match p.load_flow(&flow_id, browser.as_deref()).await {
+    let flow = match p.runner.load(&flow_id, browser.as_deref()).await {
         Ok(f) => f,
         Err(e) => return flow_error(&state, &jar, &headers, e),
     };
     match p
-        .restart_flow(&flow_id, browser.as_deref(), &flow.csrf)
+        .runner
+        .restart(&flow_id, browser.as_deref(), &flow.csrf)
         .await
     {
         Ok(_) | Err(FlowError::Conflict) => see_other(&format!("/login/{flow_id}")),

@@ -93,7 +93,7 @@ async fn end_session(
         .map_or_else(|| "default".to_owned(), |c| c.theme.clone());
     let session_cookie = jar.get(SESSION_COOKIE).map(|c| c.value().to_owned());
     let session = match &session_cookie {
-        Some(c) => state.provider.find_session(c).await.ok().flatten(),
+        Some(c) => state.provider.sessions.find(c).await.ok().flatten(),
         None => None,
     };
     let confirmed_by_rp = plan.hint_valid
@@ -210,7 +210,7 @@ async fn finish(
 ) -> Response {
     if let Some(c) = session_cookie {
         let meta = request_meta(state, headers, peer_addr(peer));
-        if let Err(e) = state.provider.end_session(c, &meta).await {
+        if let Err(e) = state.provider.sessions.end(c, &meta).await {
             tracing::error!(error = %e, "ending the session failed");
             return error_page(
                 state,

@@ -31,7 +31,7 @@ use crate::domain::RequestMeta;
 use crate::domain::{ClientId, KnownDevice, OrgStatus, StoredCredential, TokenHash, User};
 use crate::error::CoreError;
 use crate::oidc::Provider;
-use crate::oidc::login::SsoSession;
+use crate::sessions::SsoSession;
 use crate::steps::{recovery_code, totp, webauthn};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -153,6 +153,11 @@ pub struct Added {
 pub struct AccountCx<'a> {
     pub user: &'a User,
     pub session: &'a SsoSession,
+    /// The hash of the session's cookie.
+    pub session_key: &'a TokenHash,
+    /// The session's authentication is recent enough for a sensitive
+    /// change (see `security::Provider::is_recent_auth`).
+    pub recent_auth: bool,
     pub meta: &'a RequestMeta,
     /// The client the account page was opened from, if any.
     pub client: Option<&'a ClientId>,
@@ -314,8 +319,8 @@ impl Provider {
         })
     }
 
-    fn require_recent(&self, session: &SsoSession) -> Result<(), DeviceError> {
-        if self.is_recent_auth(session) {
+    fn require_recent(cx: &AccountCx<'_>) -> Result<(), DeviceError> {
+        if cx.recent_auth {
             Ok(())
         } else {
             Err(DeviceError::ReauthRequired)
@@ -361,6 +366,22 @@ impl Provider {
             }),
         )
         .await;
+        // Completing the enrollment proved possession of the new
+        // authenticator: the session counts it (the account pages, and other
+        // portals' flows, need not ask it again at once).
+        let method = crate::method::MethodId::new(factor.kind.as_str());
+        if let Some(step) = self.runner.steps().get(&method) {
+            let traits = step.traits();
+            let proof = crate::assurance::Proof {
+                method,
+                factors: traits.assurance.factors.to_vec(),
+                amr: traits.amr.iter().take(1).map(|a| (*a).to_owned()).collect(),
+                credential: Some(factor.id),
+                at: self.clock.now().unix_timestamp(),
+                device: None,
+            };
+            self.sessions.record(cx.session_key, &[proof]).await?;
+        }
         let recovery_codes = recovery_code::issue_if_none(&self.step_ports, cx.user).await?;
         if let Some(codes) = &recovery_codes {
             self.audit_account(
@@ -379,7 +400,7 @@ impl Provider {
     /// Starts adding an authenticator app: a fresh seed, kept sealed in the
     /// short-lived store until a code confirms it.
     pub async fn begin_totp(&self, cx: &AccountCx<'_>) -> Result<PendingTotp, DeviceError> {
-        self.require_recent(cx.session)?;
+        Self::require_recent(cx)?;
         let setup = totp::begin_enrollment(&self.step_ports, cx.user)?;
         let id = crate::random::token();
         self.store
@@ -416,7 +437,7 @@ impl Provider {
         name: &str,
         code: &str,
     ) -> Result<Added, DeviceError> {
-        self.require_recent(cx.session)?;
+        Self::require_recent(cx)?;
         let key = pending_totp_key(cx.user, pending);
         let sealed = self
             .store
@@ -442,7 +463,7 @@ impl Provider {
     /// Starts adding a security key or passkey: creation options for the
     /// browser; the ceremony state waits in the short-lived store.
     pub async fn begin_webauthn(&self, cx: &AccountCx<'_>) -> Result<PendingKey, DeviceError> {
-        self.require_recent(cx.session)?;
+        Self::require_recent(cx)?;
         let (options, state) = webauthn::begin_registration(&self.step_ports, cx.user).await?;
         let id = crate::random::token();
         self.store
@@ -465,7 +486,7 @@ impl Provider {
         name: &str,
         credential: &str,
     ) -> Result<Added, DeviceError> {
-        self.require_recent(cx.session)?;
+        Self::require_recent(cx)?;
         let state = self
             .store
             .take(&pending_key_key(cx.user, pending))
@@ -511,7 +532,7 @@ impl Provider {
     /// is enforced. The last one takes the recovery codes with it.
     pub async fn delete_factor(&self, cx: &AccountCx<'_>, id: Uuid) -> Result<Factor, DeviceError> {
         let factor = self.own_factor(cx.user, id).await?;
-        self.require_recent(cx.session)?;
+        Self::require_recent(cx)?;
         // Two concurrent deletions of the last two factors must not both pass.
         let lock = format!("acct_mfa_delete:{}", cx.user.id);
         if !self.store.put_new(&lock, b"1", DELETE_LOCK_TTL).await? {
@@ -566,7 +587,7 @@ impl Provider {
     /// Replaces the user's recovery codes; returns the new ones (shown once).
     /// Only for a user with a second factor (the codes are its fallback).
     pub async fn regenerate_codes(&self, cx: &AccountCx<'_>) -> Result<Vec<String>, DeviceError> {
-        self.require_recent(cx.session)?;
+        Self::require_recent(cx)?;
         if self.second_factors(cx.user).await?.is_empty() {
             return Err(DeviceError::Invalid("account_devices.recovery_no_factor"));
         }

@@ -46,14 +46,15 @@ impl Default for AccountSettings {
     }
 }
 
+pub mod creation;
 pub mod devices;
+pub mod federated;
 pub mod links;
 pub mod orgs;
 pub mod recovery;
 pub mod security;
 
 use crate::challenge::{ChallengeError, ChallengeSpec};
-use crate::domain::TokenHash;
 use crate::error::CoreError;
 use crate::oidc::Provider;
 use std::time::Duration;
@@ -85,22 +86,20 @@ impl Provider {
     /// the window. Call before doing any work for the request.
     pub async fn throttle_recovery_ip(&self, ip: Option<&str>) -> Result<(), RecoveryError> {
         let s = &self.settings.accounts;
-        let key = format!("recover_ip:{}", ip.unwrap_or("-"));
         let window = Duration::from_secs(u64::from(s.recovery_window_secs));
-        let n = self
-            .store
-            .incr(&key, window)
+        let bucket = crate::throttle::Throttle::recovery_ip(ip, s.recovery_max_per_ip, window);
+        if !self
+            .throttle
+            .spend(bucket.clone())
             .await
-            .map_err(CoreError::from)?;
-        if n > u64::from(s.recovery_max_per_ip) {
-            let left = self
-                .store
-                .ttl(&key)
-                .await
-                .map_err(CoreError::from)?
-                .unwrap_or(window);
+            .map_err(CoreError::from)?
+        {
             return Err(RecoveryError::Throttled(RecoveryThrottled {
-                retry_after_secs: left.as_secs().max(1),
+                retry_after_secs: self
+                    .throttle
+                    .retry_after(&bucket)
+                    .await
+                    .map_err(CoreError::from)?,
             }));
         }
         Ok(())
@@ -112,13 +111,10 @@ impl Provider {
     /// but answers exactly as if it had (no enumeration, no mail bombing).
     pub async fn recovery_target_allowed(&self, target: &str) -> Result<bool, CoreError> {
         let s = &self.settings.accounts;
-        let key = format!(
-            "recover_to:{}",
-            TokenHash::of(&target.trim().to_lowercase()).as_str()
-        );
         let window = Duration::from_secs(u64::from(s.recovery_window_secs));
-        let n = self.store.incr(&key, window).await?;
-        Ok(n <= u64::from(s.recovery_max_per_account))
+        let bucket =
+            crate::throttle::Throttle::recovery_target(target, s.recovery_max_per_account, window);
+        Ok(self.throttle.spend(bucket).await?)
     }
 }
 

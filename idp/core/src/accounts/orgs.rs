@@ -644,19 +644,25 @@ impl Provider {
                         .filter(|u| u.status == UserStatus::Active),
                     None => None,
                 };
-                // The login's password-step counters: failures here and at
-                // login add up, per account (or typed identifier) and per IP.
-                let acct_key = match &user {
-                    Some(u) => format!("throttle:password:user:{}", u.id),
-                    None => format!(
-                        "throttle:password:ident:{}",
-                        crate::domain::TokenHash::of(&typed).as_str()
-                    ),
+                // The login's password-step counters: attempts here and at
+                // login add up, per account (or typed identifier) and per
+                // IP, counted before the password is checked.
+                let who = match &user {
+                    Some(u) => crate::throttle::Attempted::User(u.id),
+                    None => crate::throttle::Attempted::Typed(&typed),
                 };
-                let ip_key = meta.ip.as_ref().map(|ip| format!("throttle:ip:{ip}"));
-                if let Some(until) = self.locked_until_keys(&acct_key, ip_key.as_deref()).await? {
-                    return Err(OrgCreateError::Locked { until });
-                }
+                let buckets = self.throttle.login("password", who, meta.ip.as_deref());
+                let ticket = match self
+                    .throttle
+                    .attempt(buckets)
+                    .await
+                    .map_err(CoreError::from)?
+                {
+                    crate::throttle::Attempt::Allowed(t) => t,
+                    crate::throttle::Attempt::Locked { until } => {
+                        return Err(OrgCreateError::Locked { until });
+                    }
+                };
                 let stored = match &user {
                     Some(u) => self.ports.credentials.find_password(u.id).await?,
                     None => None,
@@ -669,22 +675,14 @@ impl Provider {
                     .await?;
                 match (check, user) {
                     (PasswordCheck::Match { .. }, Some(u)) => {
-                        self.store
-                            .delete(&acct_key)
+                        self.throttle
+                            .succeeded(ticket)
                             .await
                             .map_err(CoreError::from)?;
                         Ok((Creator::Existing { user_id: u.id }, u.email))
                     }
                     _ => {
-                        let window =
-                            Duration::from_secs(u64::from(self.settings.throttle.window_secs));
-                        self.store
-                            .incr(&acct_key, window)
-                            .await
-                            .map_err(CoreError::from)?;
-                        if let Some(k) = &ip_key {
-                            self.store.incr(k, window).await.map_err(CoreError::from)?;
-                        }
+                        self.throttle.failed(ticket);
                         self.audit(
                             "organization.creation_refused",
                             None,

@@ -3,16 +3,10 @@
 //! address), set a backup email, see and end sessions, see what protects the
 //! account and what happened to it recently.
 //!
-//! # Sessions index
+//! # Sessions
 //!
-//! SSO sessions live in the short-lived store under `session:<hash of the
-//! cookie>`; nothing there lists a user's sessions. So every login also
-//! records the session in `user_sessions:<user id>`, a JSON list of
-//! [`SessionEntry`] updated by compare-and-swap (`put_new` / `replace_if`):
-//! two logins at the same moment cannot lose each other's entry. Entries of
-//! expired sessions are pruned at each update; entries of sessions ended
-//! elsewhere (logout) are pruned when the list is read. The index lives as
-//! long as its longest session.
+//! Listing and ending sessions is [`crate::sessions::Sessions`]'s; this
+//! module answers for the account page.
 //!
 //! # Email change
 //!
@@ -31,11 +25,11 @@ use crate::ephemeral::get_json;
 use crate::error::CoreError;
 use crate::notify::{Message, Notification};
 use crate::oidc::Provider;
-use crate::oidc::login::SsoSession;
 use crate::password::PasswordCheck;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::ports::RepoError;
 use crate::secret::Secret;
+use crate::sessions::SsoSession;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -43,38 +37,12 @@ use subtle::ConstantTimeEq;
 /// How old an authentication may be for a sensitive change (password,
 /// primary email): older sessions sign in again first.
 pub const RECENT_AUTH_SECS: i64 = 600;
-/// Sessions kept in a user's index; past it the oldest session is ended.
-const MAX_INDEXED_SESSIONS: usize = 100;
 /// Codes sent to new addresses per user and hour.
 const MAX_EMAIL_CODES_PER_HOUR: u64 = 5;
 const EMAIL_CODE_MAC_PURPOSE: &str = "email-change-code";
 const CODE_LEN: usize = 6;
 
-/// One of a user's SSO sessions, as the account page lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionEntry {
-    /// The session's public id (the `sid` claim).
-    pub sid: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    /// SHA-256 of the session cookie: the session's key in the store is
-    /// `session:<key_hash>`. Lets the session be ended without its cookie.
-    pub key_hash: String,
-    /// Unix seconds.
-    pub expires_at: i64,
-}
-
-fn index_key(user: UserId) -> String {
-    format!("user_sessions:{user}")
-}
-
-/// The store key of a session, from the hash of its cookie (the same key as
-/// `session_key` in `oidc/login.rs`).
-fn session_key_of(key_hash: &str) -> String {
-    format!("session:{key_hash}")
-}
+pub use crate::sessions::SessionEntry;
 
 fn email_change_key(user: UserId) -> String {
     format!("email_change:{user}")
@@ -219,112 +187,35 @@ fn secs(n: i64) -> Duration {
 
 impl Provider {
     /// Whether the session's authentication is recent enough for a
-    /// sensitive change ([`RECENT_AUTH_SECS`]).
-    pub fn is_recent_auth(&self, session: &SsoSession) -> bool {
-        self.clock.now().unix_timestamp() - session.auth_time <= RECENT_AUTH_SECS
-    }
-
-    /// Applies `change` to the user's session index (compare-and-swap, retried
-    /// on contention). Expired entries are dropped; past
-    /// [`MAX_INDEXED_SESSIONS`] the oldest are dropped and returned, for the
-    /// caller to end.
-    async fn update_session_index(
+    /// sensitive change: `client`'s default flow (the account pages') is
+    /// satisfied by proofs less than [`RECENT_AUTH_SECS`] old.
+    pub async fn is_recent_auth(
         &self,
-        user: UserId,
-        change: impl Fn(&mut Vec<SessionEntry>),
-    ) -> Result<Vec<SessionEntry>, CoreError> {
-        let key = index_key(user);
-        for _ in 0..32 {
-            let now = self.clock.now().unix_timestamp();
-            let old = self.store.get(&key).await?;
-            let mut list: Vec<SessionEntry> = match &old {
-                Some(bytes) => serde_json::from_slice(bytes).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "session index unreadable; starting a new one");
-                    Vec::new()
-                }),
-                None => Vec::new(),
-            };
-            list.retain(|e| e.expires_at > now);
-            change(&mut list);
-            list.sort_by_key(|e| e.created_at);
-            let evicted: Vec<SessionEntry> = if list.len() > MAX_INDEXED_SESSIONS {
-                list.drain(..list.len() - MAX_INDEXED_SESSIONS).collect()
-            } else {
-                Vec::new()
-            };
-            let ttl = secs(list.iter().map(|e| e.expires_at).max().unwrap_or(now) - now);
-            let new = serde_json::to_vec(&list).map_err(|e| CoreError::Internal(e.to_string()))?;
-            let written = match &old {
-                None => self.store.put_new(&key, &new, ttl).await?,
-                Some(old) => self.store.replace_if(&key, old, &new, ttl).await?,
-            };
-            if written {
-                return Ok(evicted);
-            }
-        }
-        Err(CoreError::Internal(
-            "the session index kept changing; giving up".into(),
-        ))
-    }
-
-    /// Records a new SSO session in its user's index (called when a login
-    /// completes).
-    pub(crate) async fn index_session(
-        &self,
+        client: &Client,
         session: &SsoSession,
         cookie: &str,
-        meta: &RequestMeta,
-    ) -> Result<(), CoreError> {
-        let entry = SessionEntry {
-            sid: session.sid.clone(),
-            created_at: session.auth_time,
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
-            key_hash: TokenHash::of(cookie).as_str().to_owned(),
-            expires_at: session.expires_at,
-        };
-        let evicted = self
-            .update_session_index(session.user_id, |list| {
-                list.retain(|e| e.sid != entry.sid);
-                list.push(entry.clone());
+        user: &User,
+        device: Option<&str>,
+    ) -> Result<bool, CoreError> {
+        self.runner
+            .session_satisfies(
+                client,
+                session,
+                TokenHash::of(cookie),
+                user,
+                device,
+                Some(RECENT_AUTH_SECS as u64),
+            )
+            .await
+            .map_err(|e| match e {
+                crate::flow::FlowError::Core(e) => e,
+                other => CoreError::Internal(other.to_string()),
             })
-            .await?;
-        for e in evicted {
-            self.store.delete(&session_key_of(&e.key_hash)).await?;
-        }
-        Ok(())
     }
 
-    /// The user's live sessions, newest first. Entries of sessions ended
-    /// meanwhile (logout, expiry) are dropped from the index.
+    /// The user's live sessions, newest first.
     pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionEntry>, CoreError> {
-        let now = self.clock.now().unix_timestamp();
-        let list: Vec<SessionEntry> = get_json(self.store.as_ref(), &index_key(user))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "session index unreadable");
-                None
-            })
-            .unwrap_or_default();
-        let mut live = Vec::new();
-        let mut gone = Vec::new();
-        for e in list {
-            let exists = e.expires_at > now
-                && get_json::<SsoSession>(self.store.as_ref(), &session_key_of(&e.key_hash))
-                    .await?
-                    .is_some_and(|s| s.sid == e.sid && s.user_id == user && s.expires_at > now);
-            if exists {
-                live.push(e);
-            } else {
-                gone.push(e.sid);
-            }
-        }
-        if !gone.is_empty() {
-            self.update_session_index(user, |list| list.retain(|e| !gone.contains(&e.sid)))
-                .await?;
-        }
-        live.sort_by_key(|e| std::cmp::Reverse(e.created_at));
-        Ok(live)
+        self.sessions.list(user).await
     }
 
     /// Ends every session of the user but `current_sid`, and revokes the
@@ -335,47 +226,16 @@ impl Provider {
         current_sid: &str,
         meta: &RequestMeta,
     ) -> Result<usize, CoreError> {
-        let others: Vec<SessionEntry> = self
-            .list_sessions(user.id)
-            .await?
-            .into_iter()
-            .filter(|e| e.sid != current_sid)
-            .collect();
-        let now = self.clock.now();
-        for e in &others {
-            self.store.delete(&session_key_of(&e.key_hash)).await?;
-            let grants = self
-                .ports
-                .families
-                .revoke_families_of_session(&e.sid, now, "signed_out_by_user")
-                .await?
-                .len();
-            self.audit(
-                "session.revoked",
-                Some(user.id),
-                None,
-                meta,
-                serde_json::json!({"sid": e.sid, "grants_revoked": grants, "by": "user"}),
-            )
-            .await;
-        }
-        let ended: Vec<String> = others.iter().map(|e| e.sid.clone()).collect();
-        self.update_session_index(user.id, |list| list.retain(|e| !ended.contains(&e.sid)))
-            .await?;
-        Ok(others.len())
+        self.sessions.end_others(user.id, current_sid, meta).await
     }
 
     /// Ends a session this browser no longer uses (its cookie, of hash
-    /// `cookie_hash` ([`TokenHash`] hex), was replaced by a new login), without revoking the
+    /// `cookie_hash`, was replaced by a new login), without revoking the
     /// tokens issued from it: the same person holds them.
     pub async fn forget_replaced_session(&self, cookie_hash: &str) -> Result<(), CoreError> {
-        let key = session_key_of(cookie_hash);
-        if let Some(s) = get_json::<SsoSession>(self.store.as_ref(), &key).await? {
-            self.store.delete(&key).await?;
-            self.update_session_index(s.user_id, |list| list.retain(|e| e.sid != s.sid))
-                .await?;
-        }
-        Ok(())
+        self.sessions
+            .forget_replaced(&TokenHash::from_stored(cookie_hash.to_owned()))
+            .await
     }
 
     /// The password rules for this user: the platform's, the client's (when
@@ -437,28 +297,8 @@ impl Provider {
         locale: &str,
         meta: &RequestMeta,
     ) -> Result<(), PasswordChangeError> {
-        let throttle_key = format!("password_change_failures:{}", user.id);
-        let limits = self.settings.throttle;
-        let failures = self
-            .store
-            .get(&throttle_key)
-            .await
-            .map_err(CoreError::from)?
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        if failures >= u64::from(limits.account_max_failures) {
-            let left = self
-                .store
-                .ttl(&throttle_key)
-                .await
-                .map_err(CoreError::from)?
-                .unwrap_or_default();
-            return Err(PasswordChangeError::Locked {
-                retry_after_secs: left.as_secs().max(1),
-            });
-        }
         let mut problems = PasswordProblems::default();
+        let mut ticket = None;
         if let Some(stored) = self
             .ports
             .credentials
@@ -466,16 +306,29 @@ impl Provider {
             .await
             .map_err(CoreError::from)?
         {
+            // Counted before the current password is checked: concurrent
+            // guesses past the limit are never checked.
+            let buckets = self.throttle.password_change(user.id, meta.ip.as_deref());
+            let t = match self
+                .throttle
+                .attempt(buckets)
+                .await
+                .map_err(CoreError::from)?
+            {
+                crate::throttle::Attempt::Allowed(t) => t,
+                crate::throttle::Attempt::Locked { until } => {
+                    let left = (until - self.clock.now()).whole_seconds().max(1);
+                    return Err(PasswordChangeError::Locked {
+                        retry_after_secs: left as u64,
+                    });
+                }
+            };
             let check = self.hasher.verify(current, Some(&stored.phc)).await?;
-            if !matches!(check, PasswordCheck::Match { .. }) {
+            if matches!(check, PasswordCheck::Match { .. }) {
+                ticket = Some(t);
+            } else {
                 problems.current_wrong = true;
-                self.store
-                    .incr(
-                        &throttle_key,
-                        Duration::from_secs(u64::from(limits.window_secs)),
-                    )
-                    .await
-                    .map_err(CoreError::from)?;
+                self.throttle.failed(t);
                 self.audit(
                     "password.change_failed",
                     Some(user.id),
@@ -493,6 +346,11 @@ impl Provider {
         ];
         problems.violations = policy.check(new.expose(), &context);
         problems.mismatch = new.expose() != confirmation.expose();
+        if let Some(t) = ticket {
+            // The current password was right: whatever else is wrong, the
+            // attempt does not count against the user.
+            self.throttle.succeeded(t).await.map_err(CoreError::from)?;
+        }
         if !problems.is_empty() {
             return Err(PasswordChangeError::Invalid(problems));
         }
@@ -504,10 +362,6 @@ impl Provider {
                 phc,
                 updated_at: self.clock.now(),
             })
-            .await
-            .map_err(CoreError::from)?;
-        self.store
-            .delete(&throttle_key)
             .await
             .map_err(CoreError::from)?;
         self.audit(
@@ -547,15 +401,9 @@ impl Provider {
         if new_email.as_str().eq_ignore_ascii_case(user.email.as_str()) {
             return Err(EmailChangeError::SameAddress);
         }
-        let sends = self
-            .store
-            .incr(
-                &format!("email_change_sends:{}", user.id),
-                Duration::from_secs(3600),
-            )
-            .await
-            .map_err(CoreError::from)?;
-        if sends > MAX_EMAIL_CODES_PER_HOUR {
+        let sends =
+            crate::throttle::Throttle::email_change_sends(user.id, MAX_EMAIL_CODES_PER_HOUR as u32);
+        if !self.throttle.spend(sends).await.map_err(CoreError::from)? {
             return Err(EmailChangeError::TooManyCodes);
         }
         let valid_minutes = self.settings.accounts.email_change_code_minutes.max(1);

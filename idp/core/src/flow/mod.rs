@@ -5,7 +5,11 @@
 //! binding, expiry, attempts and throttling, saving, moving on.
 
 pub mod registry;
+pub mod runner;
+pub mod state;
 pub mod step;
 
 pub use registry::StepRegistry;
+pub use runner::{Completion, FlowError, FlowPage, FlowRunner, Started, SubmitOutcome};
+pub use state::LoginFlow;
 pub use step::*;

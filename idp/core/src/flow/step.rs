@@ -5,7 +5,6 @@
 use crate::client::Client;
 use crate::clock::SharedClock;
 use crate::domain::{RequestMeta, User};
-use crate::ephemeral::EphemeralStore;
 use crate::error::CoreError;
 use crate::method::StepTraits;
 use crate::password::PasswordHasher;
@@ -112,17 +111,42 @@ pub enum StepOutcome {
     Federated(Box<crate::federation::UpstreamIdentity>),
 }
 
-/// The fields of a submitted form (the runner removes `csrf`).
+/// The field the runner sets on a submission it builds from a callback (a
+/// posted form never carries it: the runner strips it).
+pub const CALLBACK_FIELD: &str = "callback";
+
+/// The fields of a submitted form (the runner removes `csrf`), and for a
+/// callback what its token was bound to.
 #[derive(Debug, Clone, Default)]
 pub struct StepInput {
     fields: HashMap<String, String>,
+    binding: serde_json::Value,
 }
 
 impl StepInput {
     pub fn new(fields: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
             fields: fields.into_iter().collect(),
+            binding: serde_json::Value::Null,
         }
+    }
+
+    /// With what a callback token was bound to (see
+    /// [`super::state::CallbackBinding`]).
+    pub fn with_binding(mut self, value: serde_json::Value) -> Self {
+        self.binding = value;
+        self
+    }
+
+    /// What the callback token of this submission was bound to (`Null` for
+    /// a form).
+    pub fn binding(&self) -> &serde_json::Value {
+        &self.binding
+    }
+
+    /// Whether this submission is a callback the runner built.
+    pub fn is_callback(&self) -> bool {
+        self.get(CALLBACK_FIELD).is_some()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -133,7 +157,10 @@ impl StepInput {
     pub fn without(&self, name: &str) -> Self {
         let mut fields = self.fields.clone();
         fields.remove(name);
-        Self { fields }
+        Self {
+            fields,
+            binding: self.binding.clone(),
+        }
     }
 
     /// A field as a secret (password, code).
@@ -192,7 +219,10 @@ pub struct WebauthnSettings {
 pub struct StepPorts {
     pub users: Arc<dyn UserRepo>,
     pub credentials: Arc<dyn CredentialRepo>,
-    pub store: Arc<dyn EphemeralStore>,
+    /// Login flows, for steps that come back through a callback.
+    pub flows: Arc<dyn super::state::FlowStore>,
+    /// Counters (codes sent per destination).
+    pub throttle: Arc<crate::throttle::Throttle>,
     pub hasher: PasswordHasher,
     pub clock: SharedClock,
     /// Seals secrets stored at rest (TOTP seeds).

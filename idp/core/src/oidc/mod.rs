@@ -4,10 +4,10 @@
 //! renders what comes back.
 
 pub(crate) mod announced;
+pub mod authorization;
 pub mod authorize;
+pub mod codes;
 pub mod error;
-pub mod federation;
-pub mod login;
 pub mod logout;
 pub mod provider;
 pub mod token;

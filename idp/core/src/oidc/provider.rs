@@ -3,13 +3,10 @@
 
 use crate::client::ClientRegistry;
 use crate::clock::SharedClock;
-use crate::domain::{
-    AuditEvent, ClientId, CustomerId, Email, PasswordCredential, RequestMeta, User, UserId,
-    UserStatus,
-};
+use crate::domain::{ClientId, Email, PasswordCredential, RequestMeta, User, UserId};
 use crate::ephemeral::EphemeralStore;
 use crate::error::CoreError;
-use crate::flow::{StepPorts, StepRegistry};
+use crate::flow::StepPorts;
 use crate::keys::SigningKeys;
 use crate::password::PasswordHasher;
 use crate::ports::{
@@ -17,29 +14,7 @@ use crate::ports::{
     SigningKeyRepo, TokenFamilyRepo, UserRepo,
 };
 use crate::secret::{KeyEncryptionKey, Secret};
-use serde::Deserialize;
 use std::sync::{Arc, RwLock};
-
-/// Failed-login throttling: fixed windows counted in the short-lived store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ThrottleSettings {
-    /// Failures per identifier (known or not) before it is locked for the window.
-    pub account_max_failures: u32,
-    /// Failures per client IP before it is locked for the window.
-    pub ip_max_failures: u32,
-    pub window_secs: u32,
-}
-
-impl Default for ThrottleSettings {
-    fn default() -> Self {
-        Self {
-            account_max_failures: 5,
-            ip_max_failures: 50,
-            window_secs: 900,
-        }
-    }
-}
 
 /// Provider-wide settings (per-client ones live on [`crate::client::Client`]).
 #[derive(Debug, Clone)]
@@ -51,7 +26,7 @@ pub struct ProviderSettings {
     /// How long a login page may stay open, seconds.
     pub flow_lifetime_secs: u32,
     pub customer_id_suffix: String,
-    pub throttle: ThrottleSettings,
+    pub throttle: crate::throttle::ThrottleSettings,
     pub methods: crate::flow::MethodSettings,
     pub accounts: crate::accounts::AccountSettings,
     /// Webhook endpoints of the relying platforms (their client files).
@@ -90,8 +65,19 @@ pub struct Provider {
     pub ports: ProviderPorts,
     pub hasher: PasswordHasher,
     pub clock: SharedClock,
-    /// The authentication methods.
-    pub steps: StepRegistry,
+    /// Runs login flows (and knows the authentication methods).
+    pub runner: Arc<crate::flow::FlowRunner>,
+    /// Single sign-on sessions.
+    pub sessions: Arc<crate::sessions::Sessions>,
+    /// Authorization codes.
+    pub(crate) codes: Arc<dyn super::codes::CodeStore>,
+    /// Throttling of secret checks and sends.
+    pub throttle: Arc<crate::throttle::Throttle>,
+    pub(crate) audit_log: crate::audit::Audit,
+    pub(crate) events: crate::events::Events,
+    pub(crate) creator: crate::accounts::creation::AccountCreator,
+    /// Accounts' links to upstream identities.
+    pub federated: Arc<crate::accounts::federated::FederatedAccounts>,
     pub(crate) step_ports: StepPorts,
     pub(crate) kek: KeyEncryptionKey,
     keys: RwLock<Arc<SigningKeys>>,
@@ -151,10 +137,51 @@ impl Provider {
             crate::keys::ensure_keys(ports.signing_keys.as_ref(), &kek, clock.now()).await?;
         let clients = Arc::new(clients);
         let keys = SigningKeys::from_stored(&stored, &kek, clock.now(), keep_published(&clients))?;
+        let audit_log = crate::audit::Audit::new(ports.audit.clone(), clock.clone());
+        let events = crate::events::Events::new(
+            settings.webhooks.clone(),
+            ports.webhooks.clone(),
+            ports.users.clone(),
+            clock.clone(),
+        );
+        let creator = crate::accounts::creation::AccountCreator::new(
+            ports.users.clone(),
+            ports.credentials.clone(),
+            audit_log.clone(),
+            events.clone(),
+            clock.clone(),
+            settings.customer_id_suffix.clone(),
+        );
+        let federated = Arc::new(crate::accounts::federated::FederatedAccounts::new(
+            ports.users.clone(),
+            ports.credentials.clone(),
+            ports.identities.clone(),
+            ports.upstreams.clone(),
+            creator.clone(),
+            audit_log.clone(),
+            clock.clone(),
+        ));
+        let throttle = Arc::new(crate::throttle::Throttle::new(
+            Arc::new(crate::throttle::StoredCounters::new(store.clone())),
+            settings.throttle,
+            clock.clone(),
+        ));
+        let flows: Arc<dyn crate::flow::state::FlowStore> =
+            Arc::new(crate::flow::state::StoredFlows::new(store.clone()));
+        let sessions = Arc::new(crate::sessions::Sessions::new(
+            Arc::new(crate::sessions::StoredSessions::new(store.clone())),
+            ports.families.clone(),
+            audit_log.clone(),
+            clock.clone(),
+            settings.session_lifetime_secs,
+        ));
+        let codes: Arc<dyn super::codes::CodeStore> =
+            Arc::new(super::codes::StoredCodes::new(store.clone()));
         let step_ports = StepPorts {
             users: ports.users.clone(),
             credentials: ports.credentials.clone(),
-            store: store.clone(),
+            flows: flows.clone(),
+            throttle: throttle.clone(),
             hasher: hasher.clone(),
             clock: clock.clone(),
             kek: kek.clone(),
@@ -173,6 +200,21 @@ impl Provider {
                 )));
             }
         }
+        let runner = Arc::new(crate::flow::FlowRunner::new(
+            steps,
+            step_ports.clone(),
+            flows,
+            throttle.clone(),
+            clients.clone(),
+            ports.devices.clone(),
+            ports.orgs.clone(),
+            federated.clone(),
+            audit_log.clone(),
+            crate::flow::runner::RunnerSettings {
+                flow_lifetime_secs: settings.flow_lifetime_secs,
+                device_cookie_days: settings.methods.device_cookie_days,
+            },
+        ));
         Ok(Self {
             settings,
             clients,
@@ -180,7 +222,14 @@ impl Provider {
             ports,
             hasher,
             clock,
-            steps,
+            runner,
+            sessions,
+            codes,
+            throttle,
+            audit_log,
+            events,
+            creator,
+            federated,
             step_ports,
             kek,
             keys: RwLock::new(Arc::new(keys)),
@@ -241,7 +290,8 @@ impl Provider {
         meta: &RequestMeta,
         detail: serde_json::Value,
     ) {
-        self.audit_in_org(kind, user, None, client, meta, detail)
+        self.audit_log
+            .record(kind, user, client, meta, detail)
             .await;
     }
 
@@ -256,80 +306,29 @@ impl Provider {
         meta: &RequestMeta,
         detail: serde_json::Value,
     ) {
-        let ev = AuditEvent {
-            id: uuid::Uuid::now_v7(),
-            at: self.clock.now(),
-            kind: kind.to_owned(),
-            user_id: user,
-            client_id: client.cloned(),
-            org_id: org,
-            ip: meta.ip.clone(),
-            user_agent: meta.user_agent.clone(),
-            detail,
-        };
-        if let Err(e) = self.ports.audit.record(&ev).await {
-            tracing::error!(error = %e, kind, "audit event not recorded");
-        }
+        self.audit_log
+            .record_in_org(kind, user, org, client, meta, detail)
+            .await;
     }
 
-    /// Queues `event` for every webhook endpoint subscribed to its type (one
-    /// delivery each, written together). The change it reports has already
-    /// happened: a failure to queue is logged, not returned.
+    /// Queues a webhook event (see [`crate::events::Events::emit`]).
     pub async fn emit(&self, event: crate::webhooks::WebhookEvent) {
-        let body = event.body();
-        let deliveries: Vec<_> = self
-            .settings
-            .webhooks
-            .iter()
-            .filter(|e| e.wants(event.event_type))
-            .map(|e| crate::webhooks::WebhookDelivery::new(&event, e, &body))
-            .collect();
-        if deliveries.is_empty() {
-            return;
-        }
-        if let Err(e) = self.ports.webhooks.enqueue(&deliveries).await {
-            tracing::error!(error = %e, event = %event.event_type, id = %event.id, "webhook event not queued");
-        }
+        self.events.emit(event).await;
     }
 
     /// Emits `kind` about `user` (`data.user`).
     pub(crate) async fn emit_user(&self, kind: crate::webhooks::WebhookEventType, user: &User) {
-        let data = serde_json::json!({"user": webhook_user(user)});
-        self.emit(crate::webhooks::WebhookEvent::new(
-            kind,
-            self.clock.now(),
-            data,
-        ))
-        .await;
+        self.events.user(kind, user).await;
     }
 
-    /// Emits `user.roles_changed`: `user`'s roles in `org` are now `roles`
-    /// (empty: no longer a member).
+    /// Emits `user.roles_changed`: `user`'s roles in `org` are now `roles`.
     pub(crate) async fn emit_roles_changed(
         &self,
         org: &crate::domain::Organization,
         user: UserId,
         roles: &[crate::domain::Role],
     ) {
-        let user = match self.ports.users.find_by_id(user).await {
-            Ok(Some(u)) => webhook_user(&u),
-            Ok(None) => serde_json::json!({"id": user}),
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook: user not read, sending its id only");
-                serde_json::json!({"id": user})
-            }
-        };
-        let data = serde_json::json!({
-            "user": user,
-            "organization": {"id": org.id, "name": org.name, "status": org.status.as_str()},
-            "roles": roles,
-        });
-        self.emit(crate::webhooks::WebhookEvent::new(
-            crate::webhooks::WebhookEventType::UserRolesChanged,
-            self.clock.now(),
-            data,
-        ))
-        .await;
+        self.events.roles_changed(org, user, roles).await;
     }
 
     /// Creates an account with a password. Refuses a duplicate email.
@@ -354,9 +353,9 @@ impl Provider {
             .ok_or(CreateUserError::EmailTaken)
     }
 
-    /// Creates an active account for `email` (drawing customer identifiers
-    /// until one is free), with the password of hash `phc` when given, and
-    /// audits `user.created`. `None` when the email is taken.
+    /// Creates an active account for `email` (see
+    /// [`crate::accounts::creation::AccountCreator::create`]). `None` when
+    /// the email is taken.
     pub(crate) async fn insert_user(
         &self,
         email: &Email,
@@ -365,60 +364,7 @@ impl Provider {
         client: Option<&ClientId>,
         meta: &RequestMeta,
     ) -> Result<Option<User>, CoreError> {
-        let now = self.clock.now();
-        for _ in 0..8 {
-            let user = User {
-                id: UserId::new_v7(),
-                customer_id: CustomerId::generate(&self.settings.customer_id_suffix),
-                email: email.clone(),
-                email_verified: false,
-                name: name.clone(),
-                locale: None,
-                status: UserStatus::Active,
-                phone: None,
-                phone_verified: false,
-                mfa_required: false,
-                last_method: None,
-                backup_email: None,
-                created_at: now,
-                updated_at: now,
-            };
-            match self.ports.users.create(&user).await {
-                Ok(()) => {
-                    if let Some(phc) = phc {
-                        self.ports
-                            .credentials
-                            .set_password(&PasswordCredential {
-                                user_id: user.id,
-                                phc,
-                                updated_at: now,
-                            })
-                            .await?;
-                    }
-                    self.audit(
-                        "user.created",
-                        Some(user.id),
-                        client,
-                        meta,
-                        serde_json::json!({}),
-                    )
-                    .await;
-                    self.emit_user(crate::webhooks::WebhookEventType::UserCreated, &user)
-                        .await;
-                    return Ok(Some(user));
-                }
-                Err(RepoError::Conflict(_)) => {
-                    if self.ports.users.find_by_email(email).await?.is_some() {
-                        return Ok(None);
-                    }
-                    // A customer identifier collision: draw another.
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CoreError::Internal(
-            "could not draw a free customer identifier".into(),
-        ))
+        self.creator.create(email, name, phc, client, meta).await
     }
 
     /// Replaces a user's recovery codes with fresh ones and returns them (to
@@ -487,17 +433,6 @@ impl Provider {
             policy.strictest(&org.password_policy)
         })
     }
-}
-
-/// A user as webhooks describe it.
-fn webhook_user(u: &User) -> serde_json::Value {
-    serde_json::json!({
-        "id": u.id,
-        "customer_id": u.customer_id.as_str(),
-        "email": u.email.as_str(),
-        "email_verified": u.email_verified,
-        "name": u.name,
-    })
 }
 
 /// The WebAuthn relying party of an issuer: its host is the RP id, its

@@ -5,7 +5,6 @@
 
 use super::authorize::RawParams;
 use super::error::{ErrorCode, OAuthError};
-use super::login::{CodeRecord, code_key, code_replayed_key, code_used_key};
 use super::provider::Provider;
 use super::verified_tokens::{LiveToken, Verified};
 use crate::changes::Change;
@@ -27,9 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// How long a redeemed code is remembered, to detect and punish its replay.
-const CODE_REPLAY_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// Client credentials as presented: HTTP Basic, or form fields.
 #[derive(Debug, Default, Clone)]
@@ -206,16 +202,12 @@ impl Provider {
         let invalid = || OAuthError::invalid_grant("the code is invalid, expired or already used");
         // Checks first, on a read: a request that fails them (wrong client,
         // redirect URI or verifier) leaves the code as it was.
-        let Some(record) = get_json::<CodeRecord>(self.store.as_ref(), &code_key(code))
-            .await
-            .map_err(CoreError::from)?
-        else {
+        let Some(record) = self.codes.peek(code).await.map_err(CoreError::from)? else {
             let was_used = self
-                .store
-                .get(&code_used_key(code))
+                .codes
+                .was_redeemed(code)
                 .await
-                .map_err(CoreError::from)?
-                .is_some();
+                .map_err(CoreError::from)?;
             if was_used {
                 self.revoke_replayed_code(code, family_id, client, meta)
                     .await?;
@@ -240,8 +232,8 @@ impl Provider {
         // Then the single use: the first redemption claims the "used" marker;
         // a concurrent one finds it and is a replay.
         let first_use = self
-            .store
-            .put_new(&code_used_key(code), b"1", CODE_REPLAY_MEMORY)
+            .codes
+            .mark_redeemed(code)
             .await
             .map_err(CoreError::from)?;
         if !first_use {
@@ -250,8 +242,8 @@ impl Provider {
             return Err(invalid());
         }
         if self
-            .store
-            .take(&code_key(code))
+            .codes
+            .take(code)
             .await
             .map_err(CoreError::from)?
             .is_none()
@@ -315,11 +307,10 @@ impl Provider {
             nonce: record.nonce.as_deref(),
         };
         let replayed = self
-            .store
-            .get(&code_replayed_key(code))
+            .codes
+            .is_replayed(code)
             .await
-            .map_err(CoreError::from)?
-            .is_some();
+            .map_err(CoreError::from)?;
         if replayed {
             self.ports
                 .families
@@ -342,8 +333,8 @@ impl Provider {
         client: &Client,
         meta: &RequestMeta,
     ) -> Result<(), OAuthError> {
-        self.store
-            .put(&code_replayed_key(code), b"1", CODE_REPLAY_MEMORY)
+        self.codes
+            .flag_replay(code)
             .await
             .map_err(CoreError::from)?;
         self.ports

@@ -78,7 +78,7 @@ impl Destination<'_> {
             Self::Phone(p) => (*p).to_owned(),
             Self::Nobody(typed) => typed.trim().to_lowercase(),
         };
-        format!("code_sends:{}", kek.mac(SENDS_PURPOSE, who.as_bytes()))
+        kek.mac(SENDS_PURPOSE, who.as_bytes())
     }
 }
 
@@ -277,15 +277,11 @@ impl CodeState {
         to: &Destination<'_>,
         purpose: Purpose,
     ) -> Result<Delivery, CoreError> {
-        let sends = cx
-            .ports
-            .store
-            .incr(
-                &to.count_key(rules.kek),
-                std::time::Duration::from_secs(3600),
-            )
-            .await?;
-        if sends > MAX_SENDS_PER_HOUR {
+        let bucket = crate::throttle::Throttle::code_sends(
+            &to.count_key(rules.kek),
+            MAX_SENDS_PER_HOUR as u32,
+        );
+        if !cx.ports.throttle.spend(bucket).await? {
             tracing::warn!(
                 method = rules.kind.as_str(),
                 "hourly code sends reached for a destination"

@@ -9,10 +9,10 @@
 //! the validated identity leads to (a linked account, a link to prove, a new
 //! account) is the runner's decision (`oidc/federation.rs`).
 
-use crate::domain::TokenHash;
 use crate::error::CoreError;
 use crate::federation::{UpstreamCallback, UpstreamError, UpstreamRequest};
-use crate::flow::{Applicability, Challenge, Proven, Step, StepCx, StepInput, StepOutcome};
+use crate::flow::state::CallbackBinding;
+use crate::flow::{Applicability, Challenge, Step, StepCx, StepInput, StepOutcome};
 use crate::method::{Assurance, Factor, MethodId, StepTraits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -35,15 +35,6 @@ pub struct UpstreamStep;
 
 /// How long an upstream has to answer (the user signs in there meanwhile).
 pub const ANSWER_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// The field the runner sets on the submission it builds from a callback (a
-/// posted form never carries it: the runner strips it).
-pub const CALLBACK_FIELD: &str = "callback";
-
-/// Short-lived store key mapping a request's `state` to its login flow.
-pub fn state_key(state: &str) -> String {
-    format!("upstream_state:{}", TokenHash::of(state).as_str())
-}
 
 #[derive(Default, Serialize, Deserialize)]
 struct UpstreamScratch {
@@ -96,9 +87,15 @@ impl UpstreamStep {
                 return Ok(refused(cx, message_for(&e)));
             }
         };
+        // The `state` leads the answer back to this flow (single use).
+        let binding = CallbackBinding {
+            flow_id: cx.flow_id.to_owned(),
+            method: ID.clone(),
+            value: serde_json::Value::Null,
+        };
         cx.ports
-            .store
-            .put(&state_key(&req.state), cx.flow_id.as_bytes(), ANSWER_TTL)
+            .flows
+            .bind_callback(&req.state, &binding, ANSWER_TTL)
             .await?;
         cx.set_scratch(&UpstreamScratch { pending: Some(req) })?;
         Ok(StepOutcome::Redirect { location })
@@ -187,28 +184,10 @@ impl Step for UpstreamStep {
         cx: &mut StepCx<'_>,
         input: &StepInput,
     ) -> Result<StepOutcome, CoreError> {
-        if input.get(CALLBACK_FIELD).is_some() {
+        if input.is_callback() {
             return self.answer(cx, input).await;
         }
         let name = input.get("upstream").unwrap_or_default().to_owned();
         self.begin(cx, &name).await
-    }
-}
-
-/// What a sign-in through `identity`'s upstream proved: `amr` has `fed` and
-/// the upstream's own values (RFC 8176 §2) but `mfa`, which this provider
-/// claims only for factors it counted itself; the sign-in counts as one
-/// factor, as [`TRAITS`] say (see `config/README.md`, "Assurance levels").
-pub fn proven(identity: &crate::federation::UpstreamIdentity) -> Proven {
-    let mut amr = vec!["fed".to_owned()];
-    for a in &identity.amr {
-        if !amr.contains(a) && a != "mfa" {
-            amr.push(a.clone());
-        }
-    }
-    Proven {
-        amr,
-        factors: TRAITS.assurance.factors.to_vec(),
-        credential: None,
     }
 }

@@ -18,26 +18,29 @@
 //! In a step-up (the user already known), the identity must be linked to
 //! that same user.
 
-use super::login::{FlowError, LoginFlow, PassedStep, SubmitOutcome};
-use super::provider::Provider;
+use super::creation::AccountCreator;
 use crate::accounts::orgs::PlatformOperator;
+use crate::audit::Audit;
 use crate::client::Client;
-use crate::domain::RequestMeta;
-use crate::domain::{CustomerId, Email, User, UserId, UserStatus};
-use crate::error::CoreError;
-use crate::federation::{FederatedIdentity, PendingLink, UpstreamIdentity};
+use crate::clock::SharedClock;
+use crate::domain::{CustomerId, Email, RequestMeta, User, UserId, UserStatus};
+use crate::error::{CoreError, RepoError};
+use crate::federation::{FederatedIdentity, PendingLink, UpstreamIdentity, Upstreams};
+use crate::flow::runner::{Resolution, UpstreamAccounts};
 use crate::policy::FlowDef;
-use crate::ports::RepoError;
-use std::collections::BTreeMap;
+use crate::ports::{CredentialRepo, FederatedIdentityRepo, UserRepo};
+use async_trait::async_trait;
+use std::sync::Arc;
 
-/// What an upstream identity leads to.
-pub(crate) enum Resolution {
-    /// Signed in to this (linked or new) account.
-    SignedIn(User),
-    /// Refused, with the page's message id.
-    Refused(&'static str),
-    /// The identity matched a local account: prove it through `flow`.
-    Prove { link: PendingLink, flow: String },
+/// Accounts and their links to upstream identities.
+pub struct FederatedAccounts {
+    users: Arc<dyn UserRepo>,
+    credentials: Arc<dyn CredentialRepo>,
+    identities: Arc<dyn FederatedIdentityRepo>,
+    upstreams: Arc<dyn Upstreams>,
+    creator: AccountCreator,
+    audit: Audit,
+    clock: SharedClock,
 }
 
 /// Why an identity could not be unlinked.
@@ -73,8 +76,28 @@ pub enum LinkError {
     Core(#[from] CoreError),
 }
 
-impl Provider {
-    pub(crate) async fn resolve_upstream(
+impl FederatedAccounts {
+    pub fn new(
+        users: Arc<dyn UserRepo>,
+        credentials: Arc<dyn CredentialRepo>,
+        identities: Arc<dyn FederatedIdentityRepo>,
+        upstreams: Arc<dyn Upstreams>,
+        creator: AccountCreator,
+        audit: Audit,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            users,
+            credentials,
+            identities,
+            upstreams,
+            creator,
+            audit,
+            clock,
+        }
+    }
+
+    async fn resolve_upstream(
         &self,
         client: &Client,
         def: &FlowDef,
@@ -82,24 +105,24 @@ impl Provider {
         id: &UpstreamIdentity,
         meta: &RequestMeta,
     ) -> Result<Resolution, CoreError> {
-        let Some((info, policy)) = self.step_ports.upstreams.find(&id.upstream) else {
+        let Some((info, policy)) = self.upstreams.find(&id.upstream) else {
             return Ok(Resolution::Refused("login.upstream.unavailable"));
         };
         let refuse = |reason: &'static str, message: &'static str| async move {
-            self.audit(
-                "federation.refused",
-                flow_user.map(|u| u.id),
-                Some(&client.id),
-                meta,
-                serde_json::json!({"upstream": id.upstream, "reason": reason}),
-            )
-            .await;
+            self.audit
+                .record(
+                    "federation.refused",
+                    flow_user.map(|u| u.id),
+                    Some(&client.id),
+                    meta,
+                    serde_json::json!({"upstream": id.upstream, "reason": reason}),
+                )
+                .await;
             Ok(Resolution::Refused(message))
         };
-        let identities = &self.ports.identities;
+        let identities = &self.identities;
         if let Some(link) = identities.find_identity(&id.upstream, &id.subject).await? {
             let account = self
-                .ports
                 .users
                 .find_by_id(link.user_id)
                 .await?
@@ -121,11 +144,11 @@ impl Provider {
         let email_vouched = id.email_verified || policy.trust_email;
         let email = id.email.as_deref().and_then(|e| Email::parse(e).ok());
         let by_email = match &email {
-            Some(e) => self.ports.users.find_by_email(e).await?,
+            Some(e) => self.users.find_by_email(e).await?,
             None => None,
         };
         let by_username = match id.username.as_deref().and_then(CustomerId::parse) {
-            Some(c) => self.ports.users.find_by_customer_id(&c).await?,
+            Some(c) => self.users.find_by_customer_id(&c).await?,
             None => None,
         };
         let candidate = match (by_email, by_username) {
@@ -155,14 +178,15 @@ impl Provider {
             return refuse("unverified_email", "login.upstream.unverified_email").await;
         };
         let Some(mut account) = self
-            .insert_user(&email, id.name.clone(), None, Some(&client.id), meta)
+            .creator
+            .create(&email, id.name.clone(), None, Some(&client.id), meta)
             .await?
         else {
             // Created meanwhile by someone else: let the user start again.
             return refuse("email_taken", "login.upstream.retry").await;
         };
         // The upstream vouched for the address.
-        self.ports.users.set_email(account.id, &email, true).await?;
+        self.users.set_email(account.id, &email, true).await?;
         account.email_verified = true;
         if !self
             .link_upstream_identity(account.id, id, client, meta, "created")
@@ -192,64 +216,26 @@ impl Provider {
             created_at: now,
             last_used_at: Some(now),
         };
-        match self.ports.identities.create_identity(&link).await {
+        match self.identities.create_identity(&link).await {
             Ok(()) => {}
             Err(RepoError::Conflict(_)) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.audit(
-            "federation.linked",
-            Some(user),
-            Some(&client.id),
-            meta,
-            serde_json::json!({"upstream": id.upstream, "how": how}),
-        )
-        .await;
+        self.audit
+            .record(
+                "federation.linked",
+                Some(user),
+                Some(&client.id),
+                meta,
+                serde_json::json!({"upstream": id.upstream, "how": how}),
+            )
+            .await;
         Ok(true)
-    }
-
-    /// The identity matched a local account: the flow goes on through the
-    /// client's own flow `local`, for that account (identified already),
-    /// and links at the end. Nothing of the upstream login counts as proof
-    /// meanwhile: a second factor can be enrolled only after the account's
-    /// own proof.
-    pub(crate) async fn start_link_proof(
-        &self,
-        old: &LoginFlow,
-        flow: LoginFlow,
-        link: PendingLink,
-        local: &str,
-    ) -> Result<SubmitOutcome, FlowError> {
-        let account = self
-            .ports
-            .users
-            .find_by_id(link.user_id)
-            .await?
-            .ok_or(FlowError::Core(CoreError::Internal(
-                "the account to link vanished".into(),
-            )))?;
-        let proof = LoginFlow {
-            flow_name: local.to_owned(),
-            position: 0,
-            choice: None,
-            enrolling: false,
-            user_id: Some(account.id),
-            identifier: Some(account.email.as_str().to_owned()),
-            passed: vec![PassedStep {
-                kind: crate::steps::identifier::ID.clone(),
-                amr: vec![],
-            }],
-            scratch: BTreeMap::new(),
-            pending_link: Some(link),
-            ..flow
-        };
-        self.save_flow(old, proof).await?;
-        Ok(SubmitOutcome::Next)
     }
 
     /// The proof of a pending link passed: link (an identity linked
     /// meanwhile stays as it is, and the login goes on).
-    pub(crate) async fn link_proven(
+    async fn link_proven_here(
         &self,
         link: &PendingLink,
         client: &Client,
@@ -267,8 +253,7 @@ impl Provider {
     /// The display name of a configured upstream (its name when it is no
     /// longer configured).
     pub fn upstream_display_name(&self, upstream: &str) -> String {
-        self.step_ports
-            .upstreams
+        self.upstreams
             .find(upstream)
             .map_or_else(|| upstream.to_owned(), |(info, _)| info.display_name)
     }
@@ -278,7 +263,7 @@ impl Provider {
         &self,
         user: UserId,
     ) -> Result<Vec<FederatedIdentity>, CoreError> {
-        Ok(self.ports.identities.list_identities(user).await?)
+        Ok(self.identities.list_identities(user).await?)
     }
 
     /// The signed-in user unlinks their identity at `upstream`, if another
@@ -311,26 +296,22 @@ impl Provider {
         keep_a_way_in: bool,
         meta: &RequestMeta,
     ) -> Result<(), UnlinkError> {
-        let links = self.ports.identities.list_identities(user).await?;
+        let links = self.identities.list_identities(user).await?;
         if !links.iter().any(|l| l.upstream == upstream) {
             return Err(UnlinkError::NotLinked);
         }
         if keep_a_way_in {
             let other_link = links.iter().any(|l| l.upstream != upstream);
-            let password = self.ports.credentials.find_password(user).await?.is_some();
+            let password = self.credentials.find_password(user).await?.is_some();
             if !other_link && !password {
                 return Err(UnlinkError::LastWayToSignIn);
             }
         }
-        if !self
-            .ports
-            .identities
-            .delete_identity(user, upstream)
-            .await?
-        {
+        if !self.identities.delete_identity(user, upstream).await? {
             return Err(UnlinkError::NotLinked);
         }
-        self.audit(
+        self.audit
+            .record(
             "federation.unlinked",
             Some(user),
             None,
@@ -351,7 +332,7 @@ impl Provider {
         subject: &str,
         meta: &RequestMeta,
     ) -> Result<FederatedIdentity, LinkError> {
-        if self.step_ports.upstreams.find(upstream).is_none() {
+        if self.upstreams.find(upstream).is_none() {
             return Err(LinkError::UnknownUpstream(upstream.to_owned()));
         }
         if subject.is_empty() || subject.len() > 255 {
@@ -366,19 +347,44 @@ impl Provider {
             created_at: now,
             last_used_at: None,
         };
-        match self.ports.identities.create_identity(&link).await {
+        match self.identities.create_identity(&link).await {
             Ok(()) => {}
             Err(RepoError::Conflict(_)) => return Err(LinkError::AlreadyLinked),
             Err(e) => return Err(LinkError::Core(e.into())),
         }
-        self.audit(
-            "federation.linked",
-            Some(user.id),
-            None,
-            meta,
-            serde_json::json!({"upstream": upstream, "how": "operator"}),
-        )
-        .await;
+        self.audit
+            .record(
+                "federation.linked",
+                Some(user.id),
+                None,
+                meta,
+                serde_json::json!({"upstream": upstream, "how": "operator"}),
+            )
+            .await;
         Ok(link)
+    }
+}
+
+#[async_trait]
+impl UpstreamAccounts for FederatedAccounts {
+    async fn resolve(
+        &self,
+        client: &Client,
+        def: &FlowDef,
+        flow_user: Option<&User>,
+        identity: &UpstreamIdentity,
+        meta: &RequestMeta,
+    ) -> Result<Resolution, CoreError> {
+        self.resolve_upstream(client, def, flow_user, identity, meta)
+            .await
+    }
+
+    async fn link_proven(
+        &self,
+        link: &PendingLink,
+        client: &Client,
+        meta: &RequestMeta,
+    ) -> Result<(), CoreError> {
+        self.link_proven_here(link, client, meta).await
     }
 }
