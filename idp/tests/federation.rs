@@ -557,8 +557,12 @@ async fn operator_links_and_unlinks(backend: Backend) {
     let token = |client: &'static str| {
         let app = &f.app;
         async move {
-            let (status, body) =
-                token_request(app, client, &[("grant_type", "client_credentials")]).await;
+            let (status, body) = token_request(
+                app,
+                client,
+                &[("grant_type", "client_credentials"), ("scope", "admin_api")],
+            )
+            .await;
             assert_eq!(status, 200, "{body}");
             body["access_token"].as_str().unwrap().to_owned()
         }

@@ -183,14 +183,23 @@ async fn user(app: &TestApp, email: &str, name: &str) -> User {
     user_with_password(app, email, Some(name)).await
 }
 
-/// Signs in to `client` and exchanges the code: the token response.
+/// An authorization URL of `client` asking for the admin API too.
+fn admin_authorize_url(app: &TestApp, client: &str, challenge: &str) -> String {
+    authorize_url(app, client, Some(challenge), &[]).replace(
+        "scope=openid+email+profile",
+        "scope=openid+email+profile+admin_api",
+    )
+}
+
+/// Signs in to `client` (asking for the admin API too) and exchanges the
+/// code: the token response.
 async fn sign_in(app: &TestApp, client: &str, email: &str, password: &str) -> Value {
     let (verifier, challenge) = pkce();
     let browser = Browser::new();
     let to = browser
         .login(
             app,
-            &authorize_url(app, client, Some(&challenge), &[]),
+            &admin_authorize_url(app, client, &challenge),
             email,
             password,
         )
@@ -220,7 +229,12 @@ fn claims(jwt: &str) -> Value {
 
 /// A client_credentials token of `client`.
 async fn client_token(app: &TestApp, client: &str) -> String {
-    let (status, v) = token_request(app, client, &[("grant_type", "client_credentials")]).await;
+    let (status, v) = token_request(
+        app,
+        client,
+        &[("grant_type", "client_credentials"), ("scope", "admin_api")],
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     v["access_token"].as_str().unwrap().to_owned()
 }
@@ -1430,6 +1444,147 @@ async fn enforced_mfa_per_kind(app: &TestApp) {
     assert!(to.starts_with(REDIRECT), "{to}");
 }
 
+/// Signs in to `client` when the flow makes the user enroll an authenticator
+/// app (asking for the admin API too): identifier, password, the app's
+/// enrollment and the recovery codes; the token response.
+async fn sign_in_enrolling_an_app(app: &TestApp, client: &str, email: &str) -> Value {
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new();
+    let to = browser
+        .login(
+            app,
+            &admin_authorize_url(app, client, &challenge),
+            email,
+            PASSWORD,
+        )
+        .await;
+    let (res, _) = browser.follow(app, &app.url(&to)).await;
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Set up an authenticator app"), "{html}");
+    let key = html
+        .split("id=\"totp-key\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let res = browser
+        .submit(app, &html, &[("code", &totp_code(&key, clock_secs(app)))])
+        .await;
+    assert_eq!(res.status(), 200, "the recovery codes follow");
+    let html = res.text().await.unwrap();
+    let res = browser.submit(app, &html, &[("acknowledge", "1")]).await;
+    let to = location(&res);
+    assert!(to.starts_with(REDIRECT), "signed in: {to}");
+    let code = query_param(&to, "code").expect("a code");
+    exchange_code(app, client, &code, Some(&verifier)).await
+}
+
+/// The admin API takes only tokens issued for it (the `admin_api` scope),
+/// and an organization that enforces a second factor is managed only with a
+/// sign-in that used one: a password-only administrator is refused with
+/// RFC 9470's `insufficient_user_authentication`, and nothing changes.
+async fn the_admin_api_takes_its_own_tokens_and_mfa_where_enforced(app: &TestApp) {
+    let org = create_org(
+        app,
+        "alice@example.com",
+        PASSWORD,
+        DomicileInput::France {
+            siret: GOOGLE.into(),
+        },
+    )
+    .await;
+    let security = org_path(org.id, "/security");
+    let alice = access_token(app, "alice@example.com").await;
+    let (status, body) = put(
+        app,
+        &security,
+        &alice,
+        json!({"mfa_required_for": ["console"], "password_policy": {}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let enforced = || async {
+        app.state
+            .provider
+            .ports
+            .orgs
+            .find_org(org.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .mfa_required_for
+    };
+    let off = json!({"mfa_required_for": [], "password_policy": {}});
+
+    // A token a portal got for itself (no admin_api scope): refused.
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new();
+    let to = browser
+        .login(
+            app,
+            &authorize_url(app, API_PORTAL, Some(&challenge), &[]),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let code = query_param(&to, "code").unwrap();
+    let portal_token = exchange_code(app, API_PORTAL, &code, Some(&verifier)).await;
+    let portal_token = portal_token["access_token"].as_str().unwrap();
+    let (status, body) = put(app, &security, portal_token, off.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "invalid_token");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("admin_api"),
+        "{body}"
+    );
+
+    // A password-only sign-in at a client of another kind (no second
+    // factor asked there), with the admin API's scope: refused, step-up.
+    let api_admin = sign_in(app, API_PORTAL, "alice@example.com", PASSWORD).await;
+    assert_eq!(
+        claims(api_admin["id_token"].as_str().unwrap())["amr"],
+        json!(["pwd"])
+    );
+    let token = api_admin["access_token"].as_str().unwrap();
+    let res = reqwest::Client::new()
+        .put(app.url(&security))
+        .bearer_auth(token)
+        .json(&off)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let challenge = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains(r#"error="insufficient_user_authentication""#),
+        "{challenge}"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+    let (status, _) = get(app, &org_path(org.id, "/members"), token).await;
+    assert_eq!(status, 403, "reading needs it too");
+    assert_eq!(enforced().await, ["console"], "nothing changed");
+
+    // At a console client the second factor is enforced at sign-in (an app
+    // is enrolled): that token may manage the organization.
+    let console = sign_in_enrolling_an_app(app, PORTAL, "alice@example.com").await;
+    let amr = claims(console["id_token"].as_str().unwrap())["amr"].clone();
+    assert!(amr.as_array().unwrap().contains(&json!("mfa")), "{amr}");
+    let token = console["access_token"].as_str().unwrap();
+    let (status, body) = put(app, &security, token, off).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(enforced().await.is_empty());
+}
+
 /// A security manager or administrator of one organization gets 403 on every
 /// endpoint of another; a plain member gets 403 on the admin endpoints.
 async fn no_access_to_another_organization(app: &TestApp) {
@@ -1584,6 +1739,7 @@ matrix_with!(
     members_and_roles,
     enforced_mfa_per_kind,
     no_access_to_another_organization,
+    the_admin_api_takes_its_own_tokens_and_mfa_where_enforced,
 );
 
 /// The example portals the demo runs: the customer space and the cloud

@@ -197,7 +197,12 @@ fn manual_passes(s: &mut idp::config::Settings) {
 
 /// A client_credentials token of `client`.
 async fn client_token(app: &TestApp, client: &str) -> String {
-    let (status, v) = token_request(app, client, &[("grant_type", "client_credentials")]).await;
+    let (status, v) = token_request(
+        app,
+        client,
+        &[("grant_type", "client_credentials"), ("scope", "admin_api")],
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     v["access_token"].as_str().unwrap().to_owned()
 }
@@ -350,7 +355,7 @@ async fn every_event_arrives_once_despite_outage_and_restart(backend: Backend) {
     let actor = app
         .state
         .provider
-        .org_actor(app.user.id, None, org.id, OrgAction::ManageMembers)
+        .org_actor(app.user.id, None, org.id, OrgAction::ManageMembers, true)
         .await
         .unwrap();
     app.state

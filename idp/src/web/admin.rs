@@ -93,6 +93,18 @@ impl ApiError {
         )
     }
 
+    /// A valid token of this provider, but not issued for the admin API.
+    fn not_for_this_api() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            format!(
+                "this access token was not issued for the admin API (request the {} scope)",
+                idp_core::oidc::token::ADMIN_API_SCOPE
+            ),
+        )
+    }
+
     fn bad_request(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
@@ -104,12 +116,18 @@ impl IntoResponse for ApiError {
         if let Some((k, v)) = self.extra.map(|b| *b) {
             body[k] = v;
         }
+        let challenge = match (self.status, self.error) {
+            (StatusCode::UNAUTHORIZED, _) => Some(r#"Bearer error="invalid_token""#),
+            // RFC 9470 §3: the client sends the user back for a stronger sign-in.
+            (_, "insufficient_user_authentication") => Some(
+                r#"Bearer error="insufficient_user_authentication", error_description="a sign-in with a second factor is required""#,
+            ),
+            _ => None,
+        };
         let mut res = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-            );
+        if let Some(c) = challenge {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         res
     }
@@ -120,6 +138,9 @@ impl From<OrgError> for ApiError {
         let d = e.to_string();
         match e {
             OrgError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", d),
+            OrgError::MfaRequired => {
+                Self::new(StatusCode::FORBIDDEN, "insufficient_user_authentication", d)
+            }
             OrgError::NotFound | OrgError::MemberNotFound => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", d)
             }
@@ -155,8 +176,13 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Who called, from the bearer token.
 enum Caller {
-    /// A signed-in user, through a client.
-    User { user: UserId, client: ClientId },
+    /// A signed-in user, through a client; `multi_factor` when the sign-in
+    /// behind the token used two kinds of factor.
+    User {
+        user: UserId,
+        client: ClientId,
+        multi_factor: bool,
+    },
     /// A client on its own behalf (`client_credentials`).
     Client(idp_core::oidc::token::AccessTokenInfo),
 }
@@ -178,6 +204,12 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
         .await
         .map_err(|e| internal(&e))?
         .ok_or_else(ApiError::unauthorized)?;
+    // Only tokens issued for the admin API: a portal's token is for the
+    // portal.
+    let audience = idp_core::oidc::token::admin_api_audience(&state.provider.settings.issuer);
+    if !info.is_for(&audience) {
+        return Err(ApiError::not_for_this_api());
+    }
     match info.user_id {
         Some(user) => {
             let active = state
@@ -193,6 +225,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
             }
             Ok(Caller::User {
                 user,
+                multi_factor: info.is_multi_factor(),
                 client: ClientId(info.client_id),
             })
         }
@@ -215,13 +248,18 @@ async fn actor(
     action: OrgAction,
 ) -> Result<OrgActor, ApiError> {
     let caller = caller(state, headers).await?;
-    let Caller::User { user, client } = caller else {
+    let Caller::User {
+        user,
+        client,
+        multi_factor,
+    } = caller
+    else {
         return Err(OrgError::Forbidden.into());
     };
     let org = parse_org_id(org).ok_or(OrgError::Forbidden)?;
     Ok(state
         .provider
-        .org_actor(user, Some(&client), org, action)
+        .org_actor(user, Some(&client), org, action, multi_factor)
         .await?)
 }
 

@@ -82,7 +82,7 @@ fn client(id: &str, public: bool, format: AccessTokenFormat, alg: SigningAlg) ->
         allow_authorization_code: true,
         allow_refresh_token: true,
         allow_client_credentials: !public,
-        scopes: ["openid", "profile", "email", "api"]
+        scopes: ["openid", "profile", "email", "api", "admin_api"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),

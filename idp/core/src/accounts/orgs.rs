@@ -200,6 +200,10 @@ pub enum OrgError {
     /// lacking the role; not the platform operator).
     #[error("you are not allowed to do this in this organization")]
     Forbidden,
+    /// The organization enforces a second factor, and the token's sign-in
+    /// did not use two kinds of factor (RFC 9470 step-up).
+    #[error("this organization requires a sign-in with a second factor")]
+    MfaRequired,
     #[error("no such organization")]
     NotFound,
     #[error("no such member")]
@@ -927,12 +931,16 @@ impl Provider {
     /// that organization must allow it. Not a member (or no such
     /// organization) and lacking the role are both [`OrgError::Forbidden`],
     /// so outsiders learn nothing about other organizations.
+    /// `multi_factor` says whether the caller's sign-in used two kinds of
+    /// factor: an organization that enforces a second factor (for any kind
+    /// of sign-in) is managed only with such a sign-in.
     pub async fn org_actor(
         &self,
         user: UserId,
         client_id: Option<&ClientId>,
         org: OrgId,
         action: OrgAction,
+        multi_factor: bool,
     ) -> Result<OrgActor, OrgError> {
         let membership = self
             .ports
@@ -949,6 +957,9 @@ impl Provider {
             .find_org(org)
             .await?
             .ok_or(OrgError::Forbidden)?;
+        if !org.mfa_required_for.is_empty() && !multi_factor {
+            return Err(OrgError::MfaRequired);
+        }
         Ok(OrgActor {
             user_id: user,
             client_id: client_id.cloned(),

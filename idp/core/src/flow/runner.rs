@@ -1174,8 +1174,8 @@ impl FlowRunner {
                     Some(t) => self.throttle.refund(t).await?,
                     None => {}
                 }
-                flow.scratch.insert(step.clone(), scratch);
-                let flow = self.save(&old, flow).await?;
+                // Recorded before the flow is saved: a concurrent submission
+                // may win the save, but this answer was checked.
                 if count_failure {
                     self.audit
                         .record(
@@ -1187,6 +1187,8 @@ impl FlowRunner {
                         )
                         .await;
                 }
+                flow.scratch.insert(step.clone(), scratch);
+                let flow = self.save(&old, flow).await?;
                 Ok(SubmitOutcome::Show {
                     page: Box::new(page(flow, challenge, None)),
                     failed: true,

@@ -61,6 +61,36 @@ pub struct AccessTokenInfo {
     pub exp: i64,
     pub jti: String,
     pub family_id: Option<Uuid>,
+    /// Who the token is for: the client, and this provider's admin API when
+    /// the token has the [`ADMIN_API_SCOPE`] scope.
+    #[serde(default)]
+    pub aud: Vec<String>,
+    /// The `amr` of the authentication behind it (none for client
+    /// credentials).
+    #[serde(default)]
+    pub amr: Vec<String>,
+}
+
+impl AccessTokenInfo {
+    /// Whether the token was issued for `audience`.
+    pub fn is_for(&self, audience: &str) -> bool {
+        self.aud.iter().any(|a| a == audience)
+    }
+
+    /// Whether the authentication behind it used two kinds of factor.
+    pub fn is_multi_factor(&self) -> bool {
+        self.amr.iter().any(|a| a == "mfa")
+    }
+}
+
+/// The scope a client asks for to call this provider's admin API: its
+/// access tokens then carry the admin API's audience too (clients list it
+/// in their `scopes`).
+pub const ADMIN_API_SCOPE: &str = "admin_api";
+
+/// The admin API's audience (`aud`) for `issuer`.
+pub fn admin_api_audience(issuer: &str) -> String {
+    format!("{issuer}/admin/api")
 }
 
 /// The `organizations` claim (with the `profile` scope, for users who
@@ -630,6 +660,10 @@ impl Provider {
         family_id: Option<Uuid>,
     ) -> Result<(String, AccessTokenInfo), OAuthError> {
         let now = self.clock.now().unix_timestamp();
+        let mut aud = vec![client.id.0.clone()];
+        if has_scope(scope, ADMIN_API_SCOPE) {
+            aud.push(admin_api_audience(&self.settings.issuer));
+        }
         let info = AccessTokenInfo {
             client_id: client.id.0.clone(),
             sub: sub.to_owned(),
@@ -639,13 +673,21 @@ impl Provider {
             exp: now + i64::from(client.lifetimes.access_token),
             jti: Uuid::new_v4().to_string(),
             family_id,
+            aud,
+            amr: amr.to_vec(),
         };
         let token = match client.access_token_format {
             crate::client::AccessTokenFormat::Jwt => {
                 let mut c = Map::new();
                 c.insert("iss".into(), self.settings.issuer.clone().into());
                 c.insert("sub".into(), sub.into());
-                c.insert("aud".into(), client.id.0.clone().into());
+                c.insert(
+                    "aud".into(),
+                    match info.aud.as_slice() {
+                        [one] => one.clone().into(),
+                        many => json!(many),
+                    },
+                );
                 c.insert("client_id".into(), client.id.0.clone().into());
                 c.insert("iat".into(), now.into());
                 c.insert("exp".into(), info.exp.into());
@@ -749,6 +791,14 @@ impl Provider {
             return None;
         };
         let family_id = s("grant_id").and_then(|g| Uuid::parse_str(&g).ok());
+        let strings = |k: &str| match c.get(k) {
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(many)) => many
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
         let info = AccessTokenInfo {
             user_id: family_id.and_then(|_| Uuid::parse_str(&sub).ok().map(UserId)),
             client_id,
@@ -758,6 +808,8 @@ impl Provider {
             exp,
             jti,
             family_id,
+            aud: strings("aud"),
+            amr: strings("amr"),
         };
         let entry = Arc::new(Verified::new(verified.kid, info));
         self.verified_tokens.insert(digest, entry.clone());
@@ -905,7 +957,10 @@ impl Provider {
                 "iat": info.iat,
                 "exp": info.exp,
                 "iss": self.settings.issuer,
-                "aud": info.client_id,
+                "aud": match info.aud.as_slice() {
+                    [one] => json!(one),
+                    many => json!(many),
+                },
                 "jti": info.jti,
             });
             if let Some(user) = &live.user {

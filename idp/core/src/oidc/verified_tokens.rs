@@ -171,6 +171,8 @@ mod tests {
                 exp: 1,
                 jti: jti.into(),
                 family_id: None,
+                aud: vec!["c".into()],
+                amr: Vec::new(),
             },
         )
     }
