@@ -10,9 +10,9 @@ use axum::Router;
 use idp_core::client::ClientRegistry;
 use idp_core::clock::{SharedClock, SystemClock};
 use idp_core::ephemeral::{EphemeralStore, MemoryStore};
-use idp_core::oidc::{Provider, ProviderPorts, ProviderSettings};
 use idp_core::password::PasswordHasher;
 use idp_core::secret::KeyEncryptionKey;
+use idp_core::{Provider, ProviderPorts, ProviderSettings};
 use idp_storage::SeaStorage;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -393,7 +393,7 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = provider.reload_keys().await {
+            if let Err(e) = provider.keys.reload().await {
                 tracing::warn!(error = %e, "signing key refresh failed");
             }
         }

@@ -120,7 +120,7 @@ where
 
 /// Runs an `idp org` command against a provider; returns what it prints.
 pub async fn run_org_command(
-    provider: &idp_core::oidc::Provider,
+    provider: &idp_core::Provider,
     command: OrgCommand,
 ) -> anyhow::Result<String> {
     use idp_core::accounts::orgs::{MemberManager, PlatformOperator, parse_roles};
@@ -147,6 +147,7 @@ pub async fn run_org_command(
                 })?),
             };
             let orgs = provider
+                .organizations
                 .list_organizations(&op, status, limit, offset)
                 .await?;
             writeln!(
@@ -168,6 +169,7 @@ pub async fn run_org_command(
         }
         OrgCommand::Validate { id } => {
             let org = provider
+                .organizations
                 .decide_organization(&op, org_id(&id)?, true, &meta)
                 .await?;
             writeln!(
@@ -178,6 +180,7 @@ pub async fn run_org_command(
         }
         OrgCommand::Reject { id } => {
             let org = provider
+                .organizations
                 .decide_organization(&op, org_id(&id)?, false, &meta)
                 .await?;
             writeln!(
@@ -199,9 +202,13 @@ pub async fn run_org_command(
                 roles
             };
             let roles = parse_roles(&roles).map_err(|e| anyhow!("--role: {e}"))?;
-            let org = provider.operator_find_org(&op, org_id(&org)?).await?;
+            let org = provider
+                .organizations
+                .operator_find_org(&op, org_id(&org)?)
+                .await?;
             let name_of_org = org.name.clone();
             let added = provider
+                .organizations
                 .add_org_member(
                     &MemberManager::Operator(op, org),
                     &email,
@@ -469,6 +476,7 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
             let state = app::build_state(&cfg, clients, Overrides::default()).await?;
             let user = state
                 .provider
+                .accounts
                 .create_user(email, name, &Secret::new(pw))
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
@@ -480,7 +488,12 @@ async fn user(cfg: LoadedConfig, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::RecoveryCodes { email } => {
             let (state, user) = user_by_email(&cfg, &email).await?;
-            for code in state.provider.regenerate_recovery_codes(&user).await? {
+            for code in state
+                .provider
+                .accounts
+                .regenerate_recovery_codes(&user)
+                .await?
+            {
                 println!("{code}");
             }
             Ok(())

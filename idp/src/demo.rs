@@ -203,12 +203,14 @@ async fn demo_account(
     let p = &state.provider;
     let user = match p.ports.users.find_by_email(&email).await? {
         Some(u) => {
-            p.set_password(u.id, &Secret::new(password.clone()))
+            p.accounts
+                .set_password(u.id, &Secret::new(password.clone()))
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
             u
         }
         None => p
+            .accounts
             .create_user(email, Some(name.into()), &Secret::new(password.clone()))
             .await
             .map_err(|e| anyhow!("{e}"))?,

@@ -520,6 +520,7 @@ async fn email_change_is_proved_by_a_code_to_the_new_address(app: &TestApp) {
 async fn email_change_refusals(app: &TestApp) {
     app.state
         .provider
+        .accounts
         .create_user(
             Email::parse("bob@example.com").unwrap(),
             None,
@@ -895,6 +896,7 @@ async fn forms_without_their_csrf_token_are_refused(app: &TestApp) {
     assert_eq!(
         app.state
             .provider
+            .accounts
             .list_sessions(app.user.id)
             .await
             .unwrap()
@@ -921,6 +923,7 @@ async fn protection_status_shows_what_the_organization_enforces(app: &TestApp) {
     let codes = app
         .state
         .provider
+        .accounts
         .regenerate_recovery_codes(&app.user)
         .await
         .unwrap();

@@ -486,7 +486,8 @@ async fn keys_rotate_adds_keys_and_keeps_the_old_ones_published() {
     )
     .await
     .expect("a node starts on the rotated keys");
-    let jwks: serde_json::Value = serde_json::from_str(state.provider.keys().jwks_json()).unwrap();
+    let jwks: serde_json::Value =
+        serde_json::from_str(state.provider.keys.current().jwks_json()).unwrap();
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

@@ -652,7 +652,8 @@ async fn logout_refuses_a_hint_signed_by_a_foreign_key(app: &TestApp) {
     let real_kid = app
         .state
         .provider
-        .keys()
+        .keys
+        .current()
         .active_kid(SigningAlg::ES256)
         .expect("an ES256 key")
         .to_owned();

@@ -236,6 +236,7 @@ async fn keys_of(app: &TestApp, user: &User) -> Vec<StoredCredential> {
 async fn create_user(app: &TestApp, email: &str) -> User {
     app.state
         .provider
+        .accounts
         .create_user(Email::parse(email).unwrap(), None, &Secret::new(PASSWORD))
         .await
         .expect("create user")

@@ -158,6 +158,7 @@ async fn create_org(
 ) -> Organization {
     let p = &app.state.provider;
     let (id, _) = p
+        .organizations
         .prepare_organization(
             OrgCreationInput {
                 account: CreatorInput::Existing {
@@ -173,7 +174,8 @@ async fn create_org(
         )
         .await
         .expect("prepared");
-    p.confirm_organization(&id, "test-browser", &RequestMeta::default())
+    p.organizations
+        .confirm_organization(&id, "test-browser", &RequestMeta::default())
         .await
         .expect("created")
         .0
@@ -673,6 +675,7 @@ async fn abroad_with_a_new_account(app: &TestApp) {
     // A confirmation belongs to the browser that asked for it, and works once.
     let p = &app.state.provider;
     let (id, _) = p
+        .organizations
         .prepare_organization(
             OrgCreationInput {
                 account: CreatorInput::Existing {
@@ -692,17 +695,20 @@ async fn abroad_with_a_new_account(app: &TestApp) {
         .await
         .unwrap();
     assert!(
-        p.confirm_organization(&id, "browser-2", &RequestMeta::default())
+        p.organizations
+            .confirm_organization(&id, "browser-2", &RequestMeta::default())
             .await
             .is_err()
     );
     assert!(
-        p.confirm_organization(&id, "browser-1", &RequestMeta::default())
+        p.organizations
+            .confirm_organization(&id, "browser-1", &RequestMeta::default())
             .await
             .is_ok()
     );
     assert!(
-        p.confirm_organization(&id, "browser-1", &RequestMeta::default())
+        p.organizations
+            .confirm_organization(&id, "browser-1", &RequestMeta::default())
             .await
             .is_err()
     );
@@ -1285,9 +1291,9 @@ async fn members_and_roles(app: &TestApp) {
     let token = query_param(&erin_url, "token").unwrap();
     let p = &app.state.provider;
     app.clock.advance(time::Duration::seconds(24 * 3600 - 60));
-    assert!(p.check_link(&token).await.unwrap().is_some());
+    assert!(p.accounts.links.check_link(&token).await.unwrap().is_some());
     app.clock.advance(time::Duration::seconds(120));
-    assert!(p.check_link(&token).await.unwrap().is_none());
+    assert!(p.accounts.links.check_link(&token).await.unwrap().is_none());
 }
 
 async fn access_token_for(app: &TestApp, email: &str, password: &str) -> String {

@@ -18,7 +18,7 @@ use idp_core::accounts::links::LinkPurpose;
 use idp_core::accounts::recovery::RecoveryTarget;
 use idp_core::client::Client;
 use idp_core::domain::RequestMeta;
-use idp_core::domain::{ClientId, Email, TokenHash};
+use idp_core::domain::{ClientId, Email};
 use idp_core::notify::{Message, Recipient};
 use idp_core::password_policy::PasswordPolicy;
 use idp_core::secret::Secret;
@@ -430,6 +430,7 @@ async fn a_password_change_invalidates_the_link(app: &TestApp) {
     app.clock.advance(time::Duration::seconds(1));
     app.state
         .provider
+        .accounts
         .set_password(app.user.id, &Secret::new("changed elsewhere 123"))
         .await
         .unwrap();
@@ -691,23 +692,25 @@ async fn answers_do_not_depend_on_the_account(app: &TestApp) {
     .await;
     let p = &app.state.provider;
     for target in ["nobody@example.com", "zz99999-idp"] {
-        p.request_password_reset(
-            &RecoveryTarget::parse(target).unwrap(),
+        p.accounts
+            .request_password_reset(
+                &RecoveryTarget::parse(target).unwrap(),
+                None,
+                "en",
+                &RequestMeta::default(),
+            )
+            .await
+            .unwrap();
+    }
+    p.accounts
+        .request_identifier_reminder(
+            &Email::parse("nobody@example.com").unwrap(),
             None,
             "en",
             &RequestMeta::default(),
         )
         .await
         .unwrap();
-    }
-    p.request_identifier_reminder(
-        &Email::parse("nobody@example.com").unwrap(),
-        None,
-        "en",
-        &RequestMeta::default(),
-    )
-    .await
-    .unwrap();
     let others: Vec<_> = app
         .outbox
         .messages()
@@ -890,20 +893,10 @@ async fn an_account_gets_a_limited_number_of_emails(app: &TestApp) {
     }
     // The third request answered the same, and its background work counted
     // it; once counted, it is known not to send.
-    let key = format!(
-        "recover_to:{}",
-        TokenHash::of(&format!("account:{}", app.user.id)).as_str()
-    );
-    let store = app.state.provider.store.clone();
+    let accounts = app.state.provider.accounts.clone();
     let mut count = 0;
     for _ in 0..1000 {
-        count = store
-            .get(&key)
-            .await
-            .unwrap()
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        count = accounts.recovery_emails_counted(app.user.id).await.unwrap();
         if count >= 3 {
             break;
         }
@@ -922,6 +915,7 @@ async fn an_account_gets_a_limited_number_of_emails(app: &TestApp) {
 async fn p_remind(app: &TestApp) {
     app.state
         .provider
+        .accounts
         .request_identifier_reminder(
             &Email::parse(EMAIL).unwrap(),
             None,
@@ -937,6 +931,7 @@ async fn p_remind(app: &TestApp) {
 async fn invited_member(app: &TestApp) -> (idp_core::domain::User, String) {
     let p = &app.state.provider;
     let user = p
+        .organizations
         .create_user_without_password(
             &Email::parse("bob@example.com").unwrap(),
             Some("Bob".into()),
@@ -948,6 +943,8 @@ async fn invited_member(app: &TestApp) -> (idp_core::domain::User, String) {
     let hours = p.settings.accounts.invite_link_hours;
     assert_eq!(hours, 24);
     let token = p
+        .accounts
+        .links
         .create_link(
             &user,
             LinkPurpose::Invitation,
@@ -956,7 +953,7 @@ async fn invited_member(app: &TestApp) -> (idp_core::domain::User, String) {
         )
         .await
         .unwrap();
-    let url = p.password_link_url(
+    let url = p.accounts.links.password_link_url(
         LinkPurpose::Invitation,
         &token,
         Some(&ClientId("conf".into())),

@@ -132,7 +132,7 @@ async fn a_remembered_token_of_an_unpublished_key_is_refused(app: &TestApp) {
     let access = t["access_token"].as_str().unwrap();
     read_twice(app, access).await;
     let kid = unpublish_active_key(app, SigningAlg::ES256).await;
-    assert!(!app.state.provider.keys().publishes(&kid));
+    assert!(!app.state.provider.keys.current().publishes(&kid));
     assert_eq!(introspect(app, access).await["active"], false);
     assert_eq!(userinfo_status(app, access).await, 401);
 }

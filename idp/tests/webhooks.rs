@@ -304,6 +304,7 @@ async fn every_event_arrives_once_despite_outage_and_restart(backend: Backend) {
     let carol = app
         .state
         .provider
+        .organizations
         .add_org_member(
             &MemberManager::Operator(PlatformOperator { client_id: None }, validated.clone()),
             &Email::parse("carol@example.com").unwrap(),
@@ -355,11 +356,13 @@ async fn every_event_arrives_once_despite_outage_and_restart(backend: Backend) {
     let actor = app
         .state
         .provider
+        .organizations
         .org_actor(app.user.id, None, org.id, OrgAction::ManageMembers, true)
         .await
         .unwrap();
     app.state
         .provider
+        .organizations
         .set_org_member_roles(
             &actor,
             carol.id,

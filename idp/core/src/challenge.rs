@@ -10,7 +10,7 @@
 //! payload. Verification is cheap: one hash, one HMAC, one single-use mark in
 //! the short-lived store, so a solved challenge cannot be replayed.
 
-use crate::ephemeral::EphemeralStore;
+use crate::ephemeral::Records;
 use crate::error::CoreError;
 use crate::secret::KeyEncryptionKey;
 use base64::Engine;
@@ -89,7 +89,7 @@ pub fn issue(kek: &KeyEncryptionKey, now: OffsetDateTime, max_number: u64) -> Ch
 /// solution, only the first passes.
 pub async fn verify(
     kek: &KeyEncryptionKey,
-    store: &dyn EphemeralStore,
+    used: &Records<bool>,
     now: OffsetDateTime,
     payload: &str,
 ) -> Result<(), ChallengeError> {
@@ -112,10 +112,10 @@ pub async fn verify(
     if !sig_ok || sha256_hex(&format!("{}{}", sol.salt, sol.number)) != sol.challenge {
         return Err(ChallengeError::Invalid);
     }
-    let first = store
+    let first = used
         .put_new(
-            &format!("pow:{}", sol.challenge),
-            b"1",
+            &sol.challenge,
+            &true,
             Duration::from_secs(u64::try_from(left).unwrap_or(1)),
         )
         .await
@@ -159,7 +159,7 @@ mod tests {
     use crate::ephemeral::MemoryStore;
     use std::sync::Arc;
 
-    fn setup() -> (KeyEncryptionKey, Arc<SettableClock>, MemoryStore) {
+    fn setup() -> (KeyEncryptionKey, Arc<SettableClock>, Records<bool>) {
         let clock = Arc::new(SettableClock::new(
             OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
         ));
@@ -167,7 +167,10 @@ mod tests {
         (
             KeyEncryptionKey::generate(),
             clock,
-            MemoryStore::new(shared),
+            Records::new(
+                Arc::new(MemoryStore::new(shared)),
+                crate::ephemeral::Namespace::ProofOfWork,
+            ),
         )
     }
 

@@ -11,7 +11,8 @@ use crate::clock::SharedClock;
 use async_trait::async_trait;
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -51,29 +52,132 @@ pub trait EphemeralStore: Send + Sync {
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError>;
 }
 
-/// Serializes `value` as JSON and stores it.
-pub async fn put_json<T: Serialize + Sync>(
-    store: &dyn EphemeralStore,
-    key: &str,
-    value: &T,
-    ttl: Duration,
-) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put(key, &bytes, ttl).await
+/// The kinds of short-lived record kept besides the typed stores of flows,
+/// sessions, codes, access tokens and counters (`flow::state`,
+/// `sessions`, `oidc::codes`, `oidc::access_tokens`, `throttle`): each
+/// under its own prefix, built only here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// An emailed password link, by the hash of its secret.
+    PasswordLink,
+    /// The newest password link of a purpose and user.
+    LatestPasswordLink,
+    /// A pending change of primary email, by user.
+    EmailChange,
+    /// A checked organization request waiting for its confirmation.
+    OrgRequest,
+    /// An authenticator app being added on the account pages.
+    PendingTotp,
+    /// A security key being added on the account pages.
+    PendingKey,
+    /// A deletion of a second factor in progress, by user (a lock).
+    FactorDeletion,
+    /// A solved proof-of-work challenge (single use).
+    ProofOfWork,
+    /// A logout waiting for the user's confirmation.
+    LogoutConfirmation,
+    /// The account pages' own sign-in in progress (state, nonce, verifier).
+    AccountLogin,
+    /// The health check's probe.
+    Health,
 }
 
-pub async fn get_json<T: DeserializeOwned>(
-    store: &dyn EphemeralStore,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    decode(store.get(key).await?)
+impl Namespace {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::PasswordLink => "link",
+            Self::LatestPasswordLink => "link_latest",
+            Self::EmailChange => "email_change",
+            Self::OrgRequest => "org_request",
+            Self::PendingTotp => "acct_totp",
+            Self::PendingKey => "acct_webauthn",
+            Self::FactorDeletion => "acct_mfa_delete",
+            Self::ProofOfWork => "pow",
+            Self::LogoutConfirmation => "logout",
+            Self::AccountLogin => "account_login",
+            Self::Health => "healthz",
+        }
+    }
+
+    /// The store key of record `id` of this kind.
+    fn key(self, id: &str) -> String {
+        format!("{}:{id}", self.prefix())
+    }
 }
 
-pub async fn take_json<T: DeserializeOwned>(
-    store: &dyn EphemeralStore,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    decode(store.take(key).await?)
+/// Typed access to the records of one [`Namespace`], as JSON.
+pub struct Records<T> {
+    store: Arc<dyn EphemeralStore>,
+    ns: Namespace,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Records<T> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            ns: self.ns,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Sync> Records<T> {
+    pub fn new(store: Arc<dyn EphemeralStore>, ns: Namespace) -> Self {
+        Self {
+            store,
+            ns,
+            _t: PhantomData,
+        }
+    }
+
+    fn encode(value: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub async fn put(&self, id: &str, value: &T, ttl: Duration) -> Result<(), StoreError> {
+        self.store
+            .put(&self.ns.key(id), &Self::encode(value)?, ttl)
+            .await
+    }
+
+    /// Stores only if absent; whether it did.
+    pub async fn put_new(&self, id: &str, value: &T, ttl: Duration) -> Result<bool, StoreError> {
+        self.store
+            .put_new(&self.ns.key(id), &Self::encode(value)?, ttl)
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<T>, StoreError> {
+        decode(self.store.get(&self.ns.key(id)).await?)
+    }
+
+    /// Removes and returns the record (of two concurrent takes, one gets it).
+    pub async fn take(&self, id: &str) -> Result<Option<T>, StoreError> {
+        decode(self.store.take(&self.ns.key(id)).await?)
+    }
+
+    /// Replaces `old` by `new` if the record is still `old`; whether it did.
+    pub async fn replace_if(
+        &self,
+        id: &str,
+        old: &T,
+        new: &T,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .replace_if(
+                &self.ns.key(id),
+                &Self::encode(old)?,
+                &Self::encode(new)?,
+                ttl,
+            )
+            .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.store.delete(&self.ns.key(id)).await
+    }
 }
 
 fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {

@@ -384,6 +384,55 @@ pub struct VerifiedJwt {
     pub kid: String,
 }
 
+/// The signing keys this node uses: loaded at start (created on first
+/// start), reloaded from the database after a rotation on any node.
+pub struct KeyRing {
+    current: std::sync::RwLock<std::sync::Arc<SigningKeys>>,
+    repo: std::sync::Arc<dyn SigningKeyRepo>,
+    kek: KeyEncryptionKey,
+    clock: crate::clock::SharedClock,
+    /// How long a retired key stays published (the longest token lifetime
+    /// plus a margin).
+    keep_published: time::Duration,
+}
+
+impl KeyRing {
+    /// Loads the keys, creating them on first start.
+    pub async fn load(
+        repo: std::sync::Arc<dyn SigningKeyRepo>,
+        kek: KeyEncryptionKey,
+        clock: crate::clock::SharedClock,
+        keep_published: time::Duration,
+    ) -> Result<Self, CoreError> {
+        let stored = ensure_keys(repo.as_ref(), &kek, clock.now()).await?;
+        let keys = SigningKeys::from_stored(&stored, &kek, clock.now(), keep_published)?;
+        Ok(Self {
+            current: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+            repo,
+            kek,
+            clock,
+            keep_published,
+        })
+    }
+
+    /// The current key set.
+    pub fn current(&self) -> std::sync::Arc<SigningKeys> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads keys from the database (after `idp keys rotate` on any node).
+    pub async fn reload(&self) -> Result<(), CoreError> {
+        let stored = self.repo.list().await?;
+        let keys =
+            SigningKeys::from_stored(&stored, &self.kek, self.clock.now(), self.keep_published)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,19 @@
 //! idp-core: everything of the identity provider that is not HTTP, SQL or Redis.
 //!
-//! The domain types, the ports (traits) the adapters implement, the short-lived
-//! store contract with its in-process implementation, the OAuth 2.0 / OpenID
-//! Connect protocol checks, token minting and password hashing.
+//! Layers, each using only those below it (no module imports one above):
+//! - foundations: domain types, errors, clock, randomness, secrets, password
+//!   hashing and policies, what a method is (`method`), the flow language
+//!   (`policy`), assurance levels and proofs (`assurance`);
+//! - ports and stores: the repositories adapters implement (`ports`), the
+//!   short-lived store and its typed stores (`ephemeral`, `throttle`,
+//!   `sessions`, `flow::state`, `oidc::codes`), keys, audit and events;
+//! - the login flow engine (`flow`: the runner, the `Step` trait) and the
+//!   methods (`steps`, which depend on the engine, never the reverse);
+//! - the services: authorization and tokens (`oidc`), accounts and
+//!   organizations (`accounts`);
+//! - `provider`, which assembles them.
 
+pub mod access_token;
 pub mod accounts;
 pub mod assurance;
 pub mod audit;
@@ -26,6 +36,7 @@ pub mod password;
 pub mod password_policy;
 pub mod policy;
 pub mod ports;
+pub mod provider;
 pub mod random;
 pub mod request;
 pub mod secret;
@@ -33,3 +44,5 @@ pub mod sessions;
 pub mod steps;
 pub mod throttle;
 pub mod webhooks;
+
+pub use provider::{Provider, ProviderPorts, ProviderSettings};

@@ -296,6 +296,12 @@ impl Throttle {
         Ok(n[0] <= u64::from(bucket.max))
     }
 
+    /// How many were counted in `bucket` in its current window.
+    pub async fn count(&self, bucket: &Bucket) -> Result<u64, StoreError> {
+        let read = self.store.read(std::slice::from_ref(bucket)).await?;
+        Ok(read[0].0)
+    }
+
     /// Seconds left in the window of `bucket` (at least 1).
     pub async fn retry_after(&self, bucket: &Bucket) -> Result<u64, StoreError> {
         let read = self.store.read(std::slice::from_ref(bucket)).await?;

@@ -310,19 +310,6 @@ impl RetryPolicy {
     }
 }
 
-impl crate::oidc::Provider {
-    /// The latest deliveries, newest first, optionally of one status (the
-    /// platform operator's view of the outbox).
-    pub async fn list_webhook_deliveries(
-        &self,
-        _op: &crate::accounts::orgs::PlatformOperator,
-        status: Option<DeliveryStatus>,
-        limit: u64,
-    ) -> Result<Vec<WebhookDelivery>, crate::ports::RepoError> {
-        self.ports.webhooks.list_deliveries(status, limit).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

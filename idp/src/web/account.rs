@@ -50,7 +50,7 @@ use idp_core::client::{
     AccessTokenFormat, Client, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
 };
 use idp_core::domain::{TokenHash, User};
-use idp_core::ephemeral::{put_json, take_json};
+use idp_core::ephemeral::Namespace;
 use idp_core::oidc::authorize::RawParams;
 use idp_core::password_policy::Rule;
 use idp_core::secret::Secret;
@@ -251,6 +251,7 @@ pub(crate) async fn is_recent(
     let device = jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned());
     state
         .provider
+        .accounts
         .is_recent_auth(&client, session, cookie, user, device.as_deref())
         .await
         .unwrap_or_else(|e| {
@@ -423,8 +424,9 @@ struct PendingLogin {
     replaced: Option<String>,
 }
 
-fn pending_key(state_token: &str) -> String {
-    format!("account_login:{}", TokenHash::of(state_token).as_str())
+/// The pending sign-in is kept under the hash of its `state`.
+fn pending_id(state_token: &str) -> String {
+    TokenHash::of(state_token).as_str().to_owned()
 }
 
 #[derive(Deserialize)]
@@ -456,13 +458,11 @@ async fn login(
             .map(|c| TokenHash::of(c.value()).as_str().to_owned()),
     };
     let ttl = Duration::from_secs(u64::from(state.provider.settings.flow_lifetime_secs));
-    if let Err(e) = put_json(
-        state.provider.store.as_ref(),
-        &pending_key(&state_token),
-        &pending,
-        ttl,
-    )
-    .await
+    if let Err(e) = state
+        .provider
+        .records::<PendingLogin>(Namespace::AccountLogin)
+        .put(&pending_id(&state_token), &pending, ttl)
+        .await
     {
         return (jar, internal(&state, loc, e)).into_response();
     }
@@ -512,12 +512,16 @@ async fn callback(
     else {
         return refuse("account.login_expired", StatusCode::BAD_REQUEST);
     };
-    let pending: PendingLogin =
-        match take_json(state.provider.store.as_ref(), &pending_key(state_token)).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return refuse("account.login_expired", StatusCode::BAD_REQUEST),
-            Err(e) => return internal(&state, loc, e),
-        };
+    let pending: PendingLogin = match state
+        .provider
+        .records::<PendingLogin>(Namespace::AccountLogin)
+        .take(&pending_id(state_token))
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => return refuse("account.login_expired", StatusCode::BAD_REQUEST),
+        Err(e) => return internal(&state, loc, e),
+    };
     let same_browser = jar
         .get(BROWSER_COOKIE)
         .is_some_and(|c| TokenHash::of(c.value()).as_str() == pending.browser);
@@ -542,7 +546,7 @@ async fn callback(
         ("client_id".to_owned(), CLIENT_ID.to_owned()),
     ]);
     let meta = request_meta(&state, &headers, peer_addr(&peer));
-    let tokens = match state.provider.token(client, &form, &meta).await {
+    let tokens = match state.provider.tokens.token(client, &form, &meta).await {
         Ok(t) => t,
         Err(e) => {
             tracing::info!(error = %e, "account sign-in: code exchange refused");
@@ -552,7 +556,7 @@ async fn callback(
     let claims = tokens
         .id_token
         .as_deref()
-        .and_then(|t| state.provider.keys().verify(t).ok())
+        .and_then(|t| state.provider.keys.current().verify(t).ok())
         .map(|(claims, _)| claims);
     let Some(claims) = claims else {
         return internal(&state, loc, "account sign-in: no verifiable ID token");
@@ -581,7 +585,7 @@ async fn callback(
     let current_hash = current.as_deref().map(TokenHash::of);
     if let Some(old) = &pending.replaced
         && current_hash.as_ref().is_none_or(|h| h.as_str() != old)
-        && let Err(e) = state.provider.forget_replaced_session(old).await
+        && let Err(e) = state.provider.accounts.forget_replaced_session(old).await
     {
         tracing::warn!(error = %e, "the replaced session could not be ended");
     }
@@ -638,10 +642,10 @@ async fn render_overview(
     let p = &state.provider;
     let gathered = async {
         Ok::<_, idp_core::error::CoreError>((
-            p.list_sessions(user.id).await?,
-            p.protection_status(user).await?,
-            p.recent_activity(user.id, RECENT_EVENTS).await?,
-            p.pending_email_change(user, session).await?,
+            p.accounts.list_sessions(user.id).await?,
+            p.accounts.protection_status(user).await?,
+            p.accounts.recent_activity(user.id, RECENT_EVENTS).await?,
+            p.accounts.pending_email_change(user, session).await?,
             p.federated.linked_identities(user.id).await?,
         ))
     }
@@ -784,6 +788,7 @@ async fn backup_email(
     let client = account_client(&state);
     match state
         .provider
+        .accounts
         .set_backup_email(&user, address, client.as_deref(), &meta)
         .await
     {
@@ -826,6 +831,7 @@ async fn sign_out_others(
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     match state
         .provider
+        .accounts
         .sign_out_other_sessions(&user, &session.sid, &meta)
         .await
     {
@@ -916,8 +922,10 @@ async fn render_password(
     let p = &state.provider;
     let (policy, has_password) = match async {
         Ok::<_, idp_core::error::CoreError>((
-            p.password_policy_for_user(client.as_deref(), user).await?,
-            p.has_password(user.id).await?,
+            p.accounts
+                .password_policy_for_user(client.as_deref(), user)
+                .await?,
+            p.accounts.has_password(user.id).await?,
         ))
     }
     .await
@@ -1026,6 +1034,7 @@ async fn password_submit(
     let client = account_client(&state);
     let result = state
         .provider
+        .accounts
         .change_password(
             &user,
             client.as_deref(),
@@ -1073,7 +1082,12 @@ async fn render_email(
     view: EmailView,
 ) -> Response {
     let (jar, browser_id) = browser(state, jar);
-    let pending = match state.provider.pending_email_change(user, session).await {
+    let pending = match state
+        .provider
+        .accounts
+        .pending_email_change(user, session)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return (jar, internal(state, loc, e)).into_response(),
     };
@@ -1161,6 +1175,7 @@ async fn email_request(
     let client = account_client(&state);
     let result = state
         .provider
+        .accounts
         .request_email_change(
             &user,
             &session,
@@ -1210,6 +1225,7 @@ async fn email_confirm(
     let client = account_client(&state);
     let result = state
         .provider
+        .accounts
         .confirm_email_change(
             &user,
             &session,
@@ -1261,7 +1277,7 @@ async fn email_cancel(
             Ok(s) => s,
             Err(r) => return r,
         };
-    match state.provider.cancel_email_change(&user).await {
+    match state.provider.accounts.cancel_email_change(&user).await {
         Ok(()) => see_other("/account/email"),
         Err(e) => internal(&state, loc, e),
     }

@@ -100,7 +100,7 @@ impl ApiError {
             "invalid_token",
             format!(
                 "this access token was not issued for the admin API (request the {} scope)",
-                idp_core::oidc::token::ADMIN_API_SCOPE
+                idp_core::access_token::ADMIN_API_SCOPE
             ),
         )
     }
@@ -184,7 +184,7 @@ enum Caller {
         multi_factor: bool,
     },
     /// A client on its own behalf (`client_credentials`).
-    Client(idp_core::oidc::token::AccessTokenInfo),
+    Client(idp_core::access_token::AccessTokenInfo),
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -200,13 +200,14 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
         .ok_or_else(ApiError::unauthorized)?;
     let info = state
         .provider
+        .tokens
         .validate_access_token(token)
         .await
         .map_err(|e| internal(&e))?
         .ok_or_else(ApiError::unauthorized)?;
     // Only tokens issued for the admin API: a portal's token is for the
     // portal.
-    let audience = idp_core::oidc::token::admin_api_audience(&state.provider.settings.issuer);
+    let audience = idp_core::access_token::admin_api_audience(&state.provider.settings.issuer);
     if !info.is_for(&audience) {
         return Err(ApiError::not_for_this_api());
     }
@@ -235,7 +236,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
 
 async fn operator(state: &AppState, headers: &HeaderMap) -> Result<PlatformOperator, ApiError> {
     match caller(state, headers).await? {
-        Caller::Client(info) => Ok(state.provider.platform_operator(&info)?),
+        Caller::Client(info) => Ok(state.provider.organizations.platform_operator(&info)?),
         Caller::User { .. } => Err(OrgError::Forbidden.into()),
     }
 }
@@ -259,6 +260,7 @@ async fn actor(
     let org = parse_org_id(org).ok_or(OrgError::Forbidden)?;
     Ok(state
         .provider
+        .organizations
         .org_actor(user, Some(&client), org, action, multi_factor)
         .await?)
 }
@@ -369,6 +371,7 @@ async fn list_orgs(
     };
     let orgs = state
         .provider
+        .organizations
         .list_organizations(
             &op,
             status,
@@ -386,9 +389,13 @@ async fn get_org(
 ) -> ApiResult {
     // The operator sees every organization; a member only their own.
     if let Caller::Client(info) = caller(&state, &headers).await? {
-        let op = state.provider.platform_operator(&info)?;
+        let op = state.provider.organizations.platform_operator(&info)?;
         let id = parse_org_id(&id).ok_or(OrgError::NotFound)?;
-        let org = state.provider.operator_find_org(&op, id).await?;
+        let org = state
+            .provider
+            .organizations
+            .operator_find_org(&op, id)
+            .await?;
         return ok(org_json(&org));
     }
     let a = actor(&state, &headers, &id, OrgAction::View).await?;
@@ -408,6 +415,7 @@ async fn decide(
     let id = parse_org_id(&id).ok_or(OrgError::NotFound)?;
     let org = state
         .provider
+        .organizations
         .decide_organization(&op, id, approve, &meta(&state, &headers, &peer))
         .await?;
     ok(org_json(&org))
@@ -437,7 +445,7 @@ async fn list_members(
     Path(id): Path<String>,
 ) -> ApiResult {
     let a = actor(&state, &headers, &id, OrgAction::ListMembers).await?;
-    let members = state.provider.list_org_members(&a).await?;
+    let members = state.provider.organizations.list_org_members(&a).await?;
     ok(json!({"members": members.iter().map(member_json).collect::<Vec<_>>()}))
 }
 
@@ -464,6 +472,7 @@ async fn add_member(
         parse_roles(&input.roles).map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
     let added = state
         .provider
+        .organizations
         .add_org_member(
             &MemberManager::Member(a),
             &email,
@@ -508,6 +517,7 @@ async fn set_roles(
         parse_roles(&input.roles).map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
     let m: Membership = state
         .provider
+        .organizations
         .set_org_member_roles(&a, member, &roles, &meta(&state, &headers, &peer))
         .await?;
     ok(json!({"user_id": m.user_id, "roles": m.roles}))
@@ -523,6 +533,7 @@ async fn remove_member(
     let member = parse_user_id(&user_id)?;
     state
         .provider
+        .organizations
         .remove_org_member(&a, member, &meta(&state, &headers, &peer))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -555,6 +566,7 @@ async fn put_security(
     let input: SecuritySettings = json_body(&headers, &body)?;
     let org = state
         .provider
+        .organizations
         .update_org_security(&a, input, &meta(&state, &headers, &peer))
         .await?;
     ok(security_json(&org))
@@ -575,6 +587,7 @@ async fn audit(
     let a = actor(&state, &headers, &id, OrgAction::ReadAudit).await?;
     let events = state
         .provider
+        .organizations
         .org_audit(&a, q.limit.unwrap_or(100).min(MAX_AUDIT_EVENTS))
         .await?;
     ok(json!({"events": events.iter().map(event_json).collect::<Vec<_>>()}))
@@ -603,6 +616,7 @@ async fn list_deliveries(
     };
     let deliveries = state
         .provider
+        .organizations
         .list_webhook_deliveries(&op, status, q.limit.unwrap_or(100).clamp(1, 1000))
         .await
         .map_err(|e| internal(&e))?;

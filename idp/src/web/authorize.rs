@@ -125,6 +125,7 @@ async fn authorize(
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     match state
         .provider
+        .authorization
         .authorize(
             client.clone(),
             req,
@@ -381,7 +382,7 @@ async fn outcome_response(
 ) -> Response {
     match outcome {
         Ok(SubmitOutcome::Completed(completion)) => {
-            let finished = match state.provider.finish(*completion, meta).await {
+            let finished = match state.provider.authorization.finish(*completion, meta).await {
                 Ok(f) => f,
                 Err(e) => return flow_error(state, &jar, headers, FlowError::Core(e)),
             };

@@ -119,7 +119,7 @@ pub(crate) async fn openid_configuration(
 }
 
 pub(crate) async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let keys = state.provider.keys();
+    let keys = state.provider.keys.current();
     let etag = HeaderValue::from_str(keys.jwks_etag()).expect("an entity tag is a header value");
     published(
         &headers,

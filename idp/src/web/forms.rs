@@ -37,13 +37,17 @@ pub(crate) fn browser(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
 
 /// The CSRF token for a form of `purpose` in this browser.
 pub(crate) fn csrf_token(state: &AppState, browser: &str, purpose: &str) -> String {
-    state.provider.form_token(browser, purpose)
+    state.provider.accounts.form_token(browser, purpose)
 }
 
 /// Checks a posted CSRF token against the browser cookie.
 pub(crate) fn csrf_ok(state: &AppState, jar: &CookieJar, purpose: &str, token: &str) -> bool {
-    jar.get(BROWSER_COOKIE)
-        .is_some_and(|c| state.provider.check_form_token(c.value(), purpose, token))
+    jar.get(BROWSER_COOKIE).is_some_and(|c| {
+        state
+            .provider
+            .accounts
+            .check_form_token(c.value(), purpose, token)
+    })
 }
 
 /// The client a journey started from (`?client_id=`), if registered.
@@ -202,7 +206,8 @@ pub(crate) fn internal_error(
 
 /// A fresh proof-of-work challenge as the forms embed it (JSON).
 pub(crate) fn challenge_json(state: &AppState) -> String {
-    serde_json::to_string(&state.provider.issue_challenge()).unwrap_or_else(|_| "{}".into())
+    serde_json::to_string(&state.provider.accounts.issue_challenge())
+        .unwrap_or_else(|_| "{}".into())
 }
 
 /// Where "back to the application" leads: the origin of the client's first

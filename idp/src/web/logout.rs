@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use idp_core::domain::TokenHash;
-use idp_core::ephemeral::{put_json, take_json};
+use idp_core::ephemeral::Namespace;
 use idp_core::oidc::authorize::RawParams;
 use idp_core::oidc::logout::LogoutPlan;
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ async fn end_session(
             None,
         );
     };
-    let plan: LogoutPlan = match state.provider.check_logout_request(&params) {
+    let plan: LogoutPlan = match state.provider.authorization.check_logout_request(&params) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(error = %e, "logout request refused");
@@ -116,13 +116,15 @@ async fn end_session(
         redirect: plan.redirect.clone(),
         browser: jar.get(BROWSER_COOKIE).map(|c| TokenHash::of(c.value())),
     };
-    if let Err(e) = put_json(
-        state.provider.store.as_ref(),
-        &format!("logout:{csrf}"),
-        &pending,
-        Duration::from_secs(600),
-    )
-    .await
+    if let Err(e) = state
+        .provider
+        .records::<PendingLogout>(Namespace::LogoutConfirmation)
+        .put(
+            TokenHash::of(&csrf).as_str(),
+            &pending,
+            Duration::from_secs(600),
+        )
+        .await
     {
         tracing::error!(error = %e, "cannot store pending logout");
         return error_page(
@@ -169,13 +171,13 @@ pub(crate) async fn confirm(
     let pending: Option<PendingLogout> = if form.csrf.is_empty() {
         None
     } else {
-        take_json(
-            state.provider.store.as_ref(),
-            &format!("logout:{}", form.csrf),
-        )
-        .await
-        .ok()
-        .flatten()
+        state
+            .provider
+            .records::<PendingLogout>(Namespace::LogoutConfirmation)
+            .take(TokenHash::of(&form.csrf).as_str())
+            .await
+            .ok()
+            .flatten()
     };
     let browser = jar.get(BROWSER_COOKIE).map(|c| TokenHash::of(c.value()));
     let Some(pending) = pending.filter(|p| p.browser == browser) else {

@@ -316,14 +316,7 @@ async fn asset(
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let store_ok = state.provider.store.get("healthz").await.is_ok();
-    let db_ok = state
-        .provider
-        .ports
-        .client_states
-        .find(&idp_core::domain::ClientId("healthz".into()))
-        .await
-        .is_ok();
+    let (store_ok, db_ok) = state.provider.health().await;
     if store_ok && db_ok {
         (StatusCode::OK, "ok").into_response()
     } else {

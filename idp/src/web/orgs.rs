@@ -129,7 +129,11 @@ impl<'a> NewForm<'a> {
         let (theme, client_name) = theme_of(self.client);
         let client_id = self.client.map(|c| c.id.0.as_str());
         let challenge = challenge_json(state);
-        let rules = state.provider.signup_password_policy(self.client).rules();
+        let rules = state
+            .provider
+            .organizations
+            .signup_password_policy(self.client)
+            .rules();
         page(
             state,
             &theme,
@@ -200,7 +204,7 @@ async fn new_submit(
     let typed = Typed::from_fields(&fields);
     let mut form = NewForm::new(client, typed.clone());
     let p = &state.provider;
-    match p.throttle_recovery_ip(meta.ip.as_deref()).await {
+    match p.accounts.throttle_recovery_ip(meta.ip.as_deref()).await {
         Ok(()) => {}
         Err(RecoveryError::Throttled(t)) => {
             form.notice = Some("recovery.throttled");
@@ -247,7 +251,7 @@ async fn new_submit(
         let res = form.render(&state, &browser_id, loc, StatusCode::BAD_REQUEST);
         return (jar, res).into_response();
     }
-    match p.verify_challenge(fields.get("altcha")).await {
+    match p.accounts.verify_challenge(fields.get("altcha")).await {
         Ok(()) => {}
         Err(ChallengeError::Invalid) => {
             form.notice = Some("recovery.challenge_failed");
@@ -286,7 +290,7 @@ async fn new_submit(
         locale: loc.as_str().to_owned(),
         browser: browser_id.clone(),
     };
-    let (id, request) = match p.prepare_organization(input, &meta).await {
+    let (id, request) = match p.organizations.prepare_organization(input, &meta).await {
         Ok(ok) => ok,
         Err(e) => {
             let status = match &e {
@@ -410,6 +414,7 @@ async fn confirm_submit(
     let client = client.as_deref();
     match state
         .provider
+        .organizations
         .confirm_organization(fields.get("request"), &browser_id, &meta)
         .await
     {

@@ -218,7 +218,7 @@ async fn recovery_submit(
         retry_after_secs: None,
     };
     let p = &state.provider;
-    match p.throttle_recovery_ip(meta.ip.as_deref()).await {
+    match p.accounts.throttle_recovery_ip(meta.ip.as_deref()).await {
         Ok(()) => {}
         Err(RecoveryError::Throttled(t)) => {
             form.error = Some("recovery.throttled");
@@ -243,7 +243,7 @@ async fn recovery_submit(
         let res = form.render(state, &browser_id, loc, StatusCode::BAD_REQUEST);
         return (jar, res).into_response();
     };
-    match p.verify_challenge(fields.get("altcha")).await {
+    match p.accounts.verify_challenge(fields.get("altcha")).await {
         Ok(()) => {}
         Err(ChallengeError::Invalid) => {
             form.error = Some("recovery.challenge_failed");
@@ -256,10 +256,16 @@ async fn recovery_submit(
     // the same, and as fast, whether or not an account matched.
     match request {
         Request::Reset(target) => {
-            drop(p.request_password_reset(&target, client, loc.as_str(), &meta));
+            drop(
+                p.accounts
+                    .request_password_reset(&target, client, loc.as_str(), &meta),
+            );
         }
         Request::Reminder(email) => {
-            drop(p.request_identifier_reminder(&email, client, loc.as_str(), &meta));
+            drop(
+                p.accounts
+                    .request_identifier_reminder(&email, client, loc.as_str(), &meta),
+            );
         }
     }
     let res = page(
@@ -385,7 +391,7 @@ async fn set_password_page(
     let (jar, browser_id) = browser(&state, jar);
     let path = uri.path().to_owned();
     let token = q.token.unwrap_or_default();
-    let link = match state.provider.password_link(&token).await {
+    let link = match state.provider.accounts.password_link(&token).await {
         Ok(l) => l,
         Err(e) => return internal(&state, "default", loc, &e),
     };
@@ -432,6 +438,7 @@ async fn set_password_submit(
     let confirmation = Secret::new(fields.get("confirmation"));
     let p = &state.provider;
     match p
+        .accounts
         .set_password_from_link(&token, &password, &confirmation, loc.as_str(), &meta)
         .await
     {
@@ -458,7 +465,7 @@ async fn set_password_submit(
             mismatch,
         }) => {
             // Only a valid link gets here; read it again for the page.
-            let link = match p.password_link(&token).await {
+            let link = match p.accounts.password_link(&token).await {
                 Ok(Some(l)) => l,
                 Ok(None) => {
                     let client = client_of(&state, query_client);

@@ -150,6 +150,7 @@ fn authenticated(
     let basic_used = auth.basic.is_some();
     state
         .provider
+        .tokens
         .authenticate_client(&auth)
         .map_err(|error| ApiError { error, basic_used })
 }
@@ -172,7 +173,7 @@ pub(crate) async fn token(
         let form = form_params(&headers, &body)?;
         let client = authenticated(&state, &headers, &form)?;
         let meta = request_meta(&state, &headers, peer_addr(&peer));
-        let tokens = state.provider.token(client, &form, &meta).await?;
+        let tokens = state.provider.tokens.token(client, &form, &meta).await?;
         Ok(Json(tokens).into_response())
     }
     .await;
@@ -216,7 +217,7 @@ pub(crate) async fn userinfo(
             return res;
         }
     };
-    match state.provider.userinfo(&token).await {
+    match state.provider.tokens.userinfo(&token).await {
         Ok(claims) => no_store(Json(claims).into_response()),
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -231,7 +232,7 @@ pub(crate) async fn introspect(
     let result: Result<Response, ApiError> = async {
         let form = form_params(&headers, &body)?;
         let client = authenticated(&state, &headers, &form)?;
-        Ok(Json(state.provider.introspect(&client, &form).await?).into_response())
+        Ok(Json(state.provider.tokens.introspect(&client, &form).await?).into_response())
     }
     .await;
     no_store(result.unwrap_or_else(IntoResponse::into_response))
@@ -248,7 +249,7 @@ pub(crate) async fn revoke(
         let form = form_params(&headers, &body)?;
         let client = authenticated(&state, &headers, &form)?;
         let meta = request_meta(&state, &headers, peer_addr(&peer));
-        state.provider.revoke(&client, &form, &meta).await?;
+        state.provider.tokens.revoke(&client, &form, &meta).await?;
         Ok(StatusCode::OK.into_response())
     }
     .await;

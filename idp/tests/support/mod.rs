@@ -290,6 +290,7 @@ async fn spawn_app_inner(
         Some(u) => u,
         None => state
             .provider
+            .accounts
             .create_user(alice, Some("Alice Martin".into()), &Secret::new(PASSWORD))
             .await
             .expect("create user"),
@@ -616,7 +617,7 @@ pub async fn token_request(
 pub async fn unpublish_active_key(app: &TestApp, alg: idp_core::keys::SigningAlg) -> String {
     use idp_core::clock::Clock;
     let provider = &app.state.provider;
-    let kid = provider.keys().active_kid(alg).unwrap().to_owned();
+    let kid = provider.keys.current().active_kid(alg).unwrap().to_owned();
     let long_ago = app.clock.now() - time::Duration::days(30);
     provider
         .ports
@@ -624,7 +625,7 @@ pub async fn unpublish_active_key(app: &TestApp, alg: idp_core::keys::SigningAlg
         .retire(&kid, long_ago)
         .await
         .unwrap();
-    provider.reload_keys().await.unwrap();
+    provider.keys.reload().await.unwrap();
     kid
 }
 
@@ -886,6 +887,7 @@ pub async fn submit_with_challenge(
 pub async fn user_with_password(app: &TestApp, email: &str, name: Option<&str>) -> User {
     app.state
         .provider
+        .accounts
         .create_user(
             Email::parse(email).unwrap(),
             name.map(str::to_owned),

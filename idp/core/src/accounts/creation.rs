@@ -10,7 +10,9 @@ use crate::domain::{
 };
 use crate::error::{CoreError, RepoError};
 use crate::events::Events;
+use crate::password_policy::PasswordPolicy;
 use crate::ports::{CredentialRepo, UserRepo};
+use crate::secret::Secret;
 use crate::webhooks::WebhookEventType;
 use std::sync::Arc;
 
@@ -109,4 +111,53 @@ impl AccountCreator {
             "could not draw a free customer identifier".into(),
         ))
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Every rule the password breaks.
+    #[error("{}", crate::password_policy::english_all(.0))]
+    WeakPassword(Vec<crate::password_policy::Violation>),
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl From<RepoError> for CreateUserError {
+    fn from(e: RepoError) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+/// Checks `pw` against `policy`; `context` holds what it must not contain
+/// (email local part, customer identifier). Every broken rule is reported.
+pub fn check_password_policy(
+    policy: &crate::password_policy::PasswordPolicy,
+    pw: &Secret,
+    context: &[&str],
+) -> Result<(), CreateUserError> {
+    let violations = policy.check(pw.expose(), context);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(CreateUserError::WeakPassword(violations))
+    }
+}
+
+/// The password rules that apply: the platform's (`[accounts]
+/// password_policy`), the client's and every organization's, the strictest
+/// of each rule ([`PasswordPolicy::strictest`]).
+pub fn applicable_policy(
+    platform: &PasswordPolicy,
+    client: Option<&crate::client::Client>,
+    orgs: &[crate::domain::Organization],
+) -> PasswordPolicy {
+    let with_client = match client {
+        Some(c) => platform.strictest(&c.account.password_policy),
+        None => platform.clone(),
+    };
+    orgs.iter().fold(with_client, |policy, org| {
+        policy.strictest(&org.password_policy)
+    })
 }

@@ -27,10 +27,10 @@
 //!   organization, the client the page was opened from, IP and user agent;
 //!   never a secret.
 
+use super::service::Accounts;
 use crate::domain::RequestMeta;
 use crate::domain::{ClientId, KnownDevice, OrgStatus, StoredCredential, TokenHash, User};
 use crate::error::CoreError;
-use crate::oidc::Provider;
 use crate::sessions::SsoSession;
 use crate::steps::{recovery_code, totp, webauthn};
 use sha2::{Digest, Sha256};
@@ -223,12 +223,9 @@ pub fn check_label(raw: &str) -> Result<String, &'static str> {
     }
 }
 
-fn pending_totp_key(user: &User, id: &str) -> String {
-    format!("acct_totp:{}:{}", user.id, TokenHash::of(id).as_str())
-}
-
-fn pending_key_key(user: &User, id: &str) -> String {
-    format!("acct_webauthn:{}:{}", user.id, TokenHash::of(id).as_str())
+/// A pending enrollment is kept under its user and the hash of its id.
+fn pending_id(user: &User, id: &str) -> String {
+    format!("{}:{}", user.id, TokenHash::of(id).as_str())
 }
 
 /// The id of the device a pending enrollment creates: derived, so two
@@ -245,7 +242,7 @@ fn totp_credential_id(user: &User, pending: &str) -> Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
-impl Provider {
+impl Accounts {
     /// The user's TOTP devices and WebAuthn keys, apps first, each oldest first.
     pub async fn second_factors(&self, user: &User) -> Result<Vec<Factor>, CoreError> {
         let mut factors = Vec::new();
@@ -403,10 +400,11 @@ impl Provider {
         Self::require_recent(cx)?;
         let setup = totp::begin_enrollment(&self.step_ports, cx.user)?;
         let id = crate::random::token();
-        self.store
+        self.records
+            .pending_apps
             .put(
-                &pending_totp_key(cx.user, &id),
-                setup.sealed_seed.as_bytes(),
+                &pending_id(cx.user, &id),
+                &setup.sealed_seed,
                 PENDING_TOTP_TTL,
             )
             .await?;
@@ -416,10 +414,10 @@ impl Provider {
     /// A pending TOTP enrollment again (same seed: the user may have scanned it).
     pub async fn pending_totp(&self, user: &User, id: &str) -> Result<PendingTotp, DeviceError> {
         let sealed = self
-            .store
-            .get(&pending_totp_key(user, id))
+            .records
+            .pending_apps
+            .get(&pending_id(user, id))
             .await?
-            .and_then(|b| String::from_utf8(b).ok())
             .ok_or(DeviceError::Expired)?;
         let setup = totp::enrollment_setup(&self.step_ports, user, &sealed)?;
         Ok(PendingTotp {
@@ -438,12 +436,12 @@ impl Provider {
         code: &str,
     ) -> Result<Added, DeviceError> {
         Self::require_recent(cx)?;
-        let key = pending_totp_key(cx.user, pending);
+        let key = pending_id(cx.user, pending);
         let sealed = self
-            .store
+            .records
+            .pending_apps
             .get(&key)
             .await?
-            .and_then(|b| String::from_utf8(b).ok())
             .ok_or(DeviceError::Expired)?;
         let name = check_label(name).map_err(DeviceError::Invalid)?;
         let stored = totp::finish_enrollment(
@@ -456,7 +454,7 @@ impl Provider {
         )
         .await?
         .map_err(DeviceError::Invalid)?;
-        self.store.delete(&key).await?;
+        self.records.pending_apps.delete(&key).await?;
         self.added(cx, &stored).await
     }
 
@@ -466,12 +464,9 @@ impl Provider {
         Self::require_recent(cx)?;
         let (options, state) = webauthn::begin_registration(&self.step_ports, cx.user).await?;
         let id = crate::random::token();
-        self.store
-            .put(
-                &pending_key_key(cx.user, &id),
-                state.as_bytes(),
-                PENDING_KEY_TTL,
-            )
+        self.records
+            .pending_keys
+            .put(&pending_id(cx.user, &id), &state, PENDING_KEY_TTL)
             .await?;
         Ok(PendingKey { id, options })
     }
@@ -488,10 +483,10 @@ impl Provider {
     ) -> Result<Added, DeviceError> {
         Self::require_recent(cx)?;
         let state = self
-            .store
-            .take(&pending_key_key(cx.user, pending))
+            .records
+            .pending_keys
+            .take(&pending_id(cx.user, pending))
             .await?
-            .and_then(|b| String::from_utf8(b).ok())
             .ok_or(DeviceError::Expired)?;
         let name = check_label(name).map_err(DeviceError::Invalid)?;
         let stored =
@@ -534,12 +529,13 @@ impl Provider {
         let factor = self.own_factor(cx.user, id).await?;
         Self::require_recent(cx)?;
         // Two concurrent deletions of the last two factors must not both pass.
-        let lock = format!("acct_mfa_delete:{}", cx.user.id);
-        if !self.store.put_new(&lock, b"1", DELETE_LOCK_TTL).await? {
+        let lock = cx.user.id.to_string();
+        let locks = &self.records.deletion_locks;
+        if !locks.put_new(&lock, &true, DELETE_LOCK_TTL).await? {
             return Err(DeviceError::Busy);
         }
         let result = self.delete_factor_locked(cx, &factor).await;
-        if let Err(e) = self.store.delete(&lock).await {
+        if let Err(e) = locks.delete(&lock).await {
             tracing::warn!(error = %e, "factor deletion lock not released (it expires)");
         }
         result.map(|()| factor)

@@ -11,14 +11,17 @@
 //! - it has not been used (taken atomically from the store: of two concurrent
 //!   uses, one wins).
 
-use crate::domain::RequestMeta;
-use crate::domain::{ClientId, PasswordCredential, TokenHash, User, UserId};
-use crate::ephemeral::{get_json, put_json, take_json};
+use crate::audit::Audit;
+use crate::clock::SharedClock;
+use crate::domain::{ClientId, PasswordCredential, RequestMeta, TokenHash, User, UserId};
+use crate::ephemeral::{EphemeralStore, Namespace, Records};
 use crate::error::CoreError;
-use crate::oidc::Provider;
+use crate::password::PasswordHasher;
 use crate::password_policy::{PasswordPolicy, Violation};
+use crate::ports::{CredentialRepo, UserRepo};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a link is for.
@@ -75,19 +78,75 @@ pub enum LinkError {
     Core(#[from] CoreError),
 }
 
-fn link_key(token: &str) -> String {
-    format!("link:{}", TokenHash::of(token).as_str())
+/// A link's record is kept under the hash of its secret.
+fn link_id(token: &str) -> String {
+    TokenHash::of(token).as_str().to_owned()
 }
 
-fn latest_key(purpose: LinkPurpose, user: UserId) -> String {
-    format!("link_latest:{}:{user}", purpose.as_str())
+/// The newest link of a purpose and user.
+fn latest_id(purpose: LinkPurpose, user: UserId) -> String {
+    format!("{}:{user}", purpose.as_str())
 }
 
 fn stamp(cred: Option<&PasswordCredential>) -> Option<i128> {
     cred.map(|c| c.updated_at.unix_timestamp_nanos())
 }
 
-impl Provider {
+/// Emailed password links: made, checked, used.
+#[derive(Clone)]
+pub struct Links {
+    /// Links in emails start with it.
+    issuer: String,
+    records: Records<LinkRecord>,
+    latest: Records<String>,
+    users: Arc<dyn UserRepo>,
+    credentials: Arc<dyn CredentialRepo>,
+    hasher: PasswordHasher,
+    audit: Audit,
+    clock: SharedClock,
+}
+
+impl Links {
+    pub fn new(
+        issuer: String,
+        store: Arc<dyn EphemeralStore>,
+        users: Arc<dyn UserRepo>,
+        credentials: Arc<dyn CredentialRepo>,
+        hasher: PasswordHasher,
+        audit: Audit,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            issuer,
+            records: Records::new(store.clone(), Namespace::PasswordLink),
+            latest: Records::new(store, Namespace::LatestPasswordLink),
+            users,
+            credentials,
+            hasher,
+            audit,
+            clock,
+        }
+    }
+
+    /// The page where the holder of an emailed link chooses a password.
+    pub fn password_link_url(
+        &self,
+        purpose: LinkPurpose,
+        token: &str,
+        client_id: Option<&ClientId>,
+    ) -> String {
+        let path = match purpose {
+            LinkPurpose::Reset => "reset-password",
+            LinkPurpose::Invitation => "set-password",
+        };
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("token", token);
+        if let Some(id) = client_id {
+            query.append_pair("client_id", &id.0);
+        }
+        format!("{}/{path}?{}", self.issuer, query.finish())
+    }
+
     /// Makes a link of `purpose` for `user`, valid `valid_for`, replacing any
     /// earlier one of the same purpose. Returns the secret to put in the URL.
     pub async fn create_link(
@@ -98,7 +157,7 @@ impl Provider {
         valid_for: Duration,
     ) -> Result<String, CoreError> {
         let token = crate::random::token();
-        let cred = self.ports.credentials.find_password(user.id).await?;
+        let cred = self.credentials.find_password(user.id).await?;
         let record = LinkRecord {
             user_id: user.id,
             purpose,
@@ -107,14 +166,11 @@ impl Provider {
                 + i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2),
             password_stamp: stamp(cred.as_ref()),
         };
-        put_json(self.store.as_ref(), &link_key(&token), &record, valid_for).await?;
-        let hash = TokenHash::of(&token);
-        self.store
-            .put(
-                &latest_key(purpose, user.id),
-                hash.as_str().as_bytes(),
-                valid_for,
-            )
+        self.records
+            .put(&link_id(&token), &record, valid_for)
+            .await?;
+        self.latest
+            .put(&latest_id(purpose, user.id), &link_id(&token), valid_for)
             .await?;
         Ok(token)
     }
@@ -124,13 +180,13 @@ impl Provider {
             return Ok(false);
         }
         let latest = self
-            .store
-            .get(&latest_key(record.purpose, record.user_id))
+            .latest
+            .get(&latest_id(record.purpose, record.user_id))
             .await?;
-        if latest.as_deref() != Some(TokenHash::of(token).as_str().as_bytes()) {
+        if latest.as_deref() != Some(link_id(token).as_str()) {
             return Ok(false);
         }
-        let cred = self.ports.credentials.find_password(record.user_id).await?;
+        let cred = self.credentials.find_password(record.user_id).await?;
         Ok(stamp(cred.as_ref()) == record.password_stamp)
     }
 
@@ -139,14 +195,13 @@ impl Provider {
         if token.is_empty() || token.len() > 128 {
             return Ok(None);
         }
-        let Some(record) = get_json::<LinkRecord>(self.store.as_ref(), &link_key(token)).await?
-        else {
+        let Some(record) = self.records.get(&link_id(token)).await? else {
             return Ok(None);
         };
         if !self.valid_record(token, &record).await? {
             return Ok(None);
         }
-        let Some(user) = self.ports.users.find_by_id(record.user_id).await? else {
+        let Some(user) = self.users.find_by_id(record.user_id).await? else {
             return Ok(None);
         };
         Ok(Some(LinkInfo {
@@ -178,7 +233,9 @@ impl Provider {
         // Hash before taking the link: a slow hash must not leave a taken
         // link unused if the request is cancelled.
         let phc = self.hasher.hash(password).await?;
-        let Some(record) = take_json::<LinkRecord>(self.store.as_ref(), &link_key(token))
+        let Some(record) = self
+            .records
+            .take(&link_id(token))
             .await
             .map_err(CoreError::from)?
         else {
@@ -187,12 +244,11 @@ impl Provider {
         if !self.valid_record(token, &record).await? {
             return Err(LinkError::Invalid);
         }
-        self.store
-            .delete(&latest_key(record.purpose, record.user_id))
+        self.latest
+            .delete(&latest_id(record.purpose, record.user_id))
             .await
             .map_err(CoreError::from)?;
-        self.ports
-            .credentials
+        self.credentials
             .set_password(&PasswordCredential {
                 user_id: record.user_id,
                 phc,
@@ -202,8 +258,7 @@ impl Provider {
             .map_err(CoreError::from)?;
         if !info.user.email_verified {
             // The link arrived at this address: it is verified now.
-            self.ports
-                .users
+            self.users
                 .set_email(info.user.id, &info.user.email, true)
                 .await
                 .map_err(CoreError::from)?;
@@ -212,14 +267,15 @@ impl Provider {
             LinkPurpose::Reset => "password.reset",
             LinkPurpose::Invitation => "password.defined",
         };
-        self.audit(
-            kind,
-            Some(record.user_id),
-            record.client_id.as_ref(),
-            meta,
-            serde_json::json!({}),
-        )
-        .await;
+        self.audit
+            .record(
+                kind,
+                Some(record.user_id),
+                record.client_id.as_ref(),
+                meta,
+                serde_json::json!({}),
+            )
+            .await;
         Ok(info)
     }
 }

@@ -11,24 +11,31 @@
 //! separate capability ([`PlatformOperator`]), held by a client with
 //! `[account] platform_admin = true` or by the command line.
 
-use crate::accounts::links::LinkPurpose;
-use crate::client::Client;
+use crate::access_token::AccessTokenInfo;
+use crate::accounts::creation::AccountCreator;
+use crate::accounts::links::{LinkPurpose, Links};
+use crate::audit::Audit;
+use crate::client::{Client, ClientRegistry};
+use crate::clock::SharedClock;
 use crate::company::{Company, RegistryError, Siret};
 use crate::domain::RequestMeta;
 use crate::domain::{
     AuditEvent, ClientId, Email, Membership, OrgId, OrgStatus, Organization, Role, User, UserId,
     UserStatus,
 };
-use crate::ephemeral::{get_json, put_json, take_json};
+use crate::ephemeral::{EphemeralStore, Namespace, Records};
 use crate::error::CoreError;
+use crate::events::Events;
 use crate::notify::{Message, Notification};
-use crate::oidc::Provider;
-use crate::oidc::token::AccessTokenInfo;
 use crate::password::PasswordCheck;
+use crate::password::PasswordHasher;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::ports::RepoError;
+use crate::ports::{CredentialRepo, OrgRepo, UserRepo, WebhookRepo};
 use crate::secret::Secret;
+use crate::throttle::Throttle;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -434,8 +441,9 @@ pub fn check_security_settings(s: &SecuritySettings) -> Vec<SettingsProblem> {
     problems
 }
 
-fn request_key(id: &str) -> String {
-    format!("org_request:{}", crate::domain::TokenHash::of(id).as_str())
+/// A checked request is kept under the hash of its id.
+fn request_id(id: &str) -> String {
+    crate::domain::TokenHash::of(id).as_str().to_owned()
 }
 
 fn browser_tag(browser: &str) -> String {
@@ -444,7 +452,123 @@ fn browser_tag(browser: &str) -> String {
         .to_owned()
 }
 
-impl Provider {
+/// The durable storage the organizations service uses.
+#[derive(Clone)]
+pub struct OrganizationsPorts {
+    pub users: Arc<dyn UserRepo>,
+    pub credentials: Arc<dyn CredentialRepo>,
+    pub orgs: Arc<dyn OrgRepo>,
+    /// Looks up French companies by SIRET (an outside system).
+    pub registry: Arc<dyn crate::company::CompanyRegistry>,
+    /// The webhook outbox (the operator's view of deliveries).
+    pub webhooks: Arc<dyn WebhookRepo>,
+    /// The audit trail (an organization's events).
+    pub audit: Arc<dyn crate::ports::AuditRepo>,
+}
+
+/// Settings the organizations service reads.
+#[derive(Debug, Clone)]
+pub struct OrganizationsConfig {
+    /// Exactly as published in discovery (links in emails start with it).
+    pub issuer: String,
+    pub accounts: crate::accounts::AccountSettings,
+}
+
+/// Organizations: creation, validation, members and roles, enforced
+/// security, and the platform operator's decisions.
+pub struct Organizations {
+    settings: OrganizationsConfig,
+    clients: Arc<ClientRegistry>,
+    ports: OrganizationsPorts,
+    requests: Records<OrgRequest>,
+    hasher: PasswordHasher,
+    clock: SharedClock,
+    throttle: Arc<Throttle>,
+    notifier: Arc<dyn crate::notify::Notifier>,
+    links: Links,
+    creator: AccountCreator,
+    audit_log: Audit,
+    events: Events,
+}
+
+impl Organizations {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: OrganizationsConfig,
+        clients: Arc<ClientRegistry>,
+        ports: OrganizationsPorts,
+        store: Arc<dyn EphemeralStore>,
+        hasher: PasswordHasher,
+        clock: SharedClock,
+        throttle: Arc<Throttle>,
+        notifier: Arc<dyn crate::notify::Notifier>,
+        links: Links,
+        creator: AccountCreator,
+        audit_log: Audit,
+        events: Events,
+    ) -> Self {
+        Self {
+            settings,
+            clients,
+            ports,
+            requests: Records::new(store, Namespace::OrgRequest),
+            hasher,
+            clock,
+            throttle,
+            notifier,
+            links,
+            creator,
+            audit_log,
+            events,
+        }
+    }
+
+    async fn audit(
+        &self,
+        kind: &str,
+        user: Option<UserId>,
+        client: Option<&crate::domain::ClientId>,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) {
+        self.audit_log
+            .record(kind, user, client, meta, detail)
+            .await;
+    }
+
+    async fn audit_in_org(
+        &self,
+        kind: &str,
+        user: Option<UserId>,
+        org: Option<crate::domain::OrgId>,
+        client: Option<&crate::domain::ClientId>,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) {
+        self.audit_log
+            .record_in_org(kind, user, org, client, meta, detail)
+            .await;
+    }
+
+    async fn emit_roles_changed(&self, org: &Organization, user: UserId, roles: &[Role]) {
+        self.events.roles_changed(org, user, roles).await;
+    }
+
+    async fn emit(&self, event: crate::webhooks::WebhookEvent) {
+        self.events.emit(event).await;
+    }
+
+    /// The latest webhook deliveries, newest first, optionally of one status
+    /// (the platform operator's view of the outbox).
+    pub async fn list_webhook_deliveries(
+        &self,
+        _op: &PlatformOperator,
+        status: Option<crate::webhooks::DeliveryStatus>,
+        limit: u64,
+    ) -> Result<Vec<crate::webhooks::WebhookDelivery>, RepoError> {
+        self.ports.webhooks.list_deliveries(status, limit).await
+    }
+
     /// The password rules of a new account created from `client`'s pages:
     /// the platform's and the client's, the strictest wins.
     pub fn signup_password_policy(&self, client: Option<&Client>) -> PasswordPolicy {
@@ -506,14 +630,10 @@ impl Provider {
             browser: browser_tag(&input.browser),
         };
         let id = crate::random::token();
-        put_json(
-            self.store.as_ref(),
-            &request_key(&id),
-            &request,
-            REQUEST_TTL,
-        )
-        .await
-        .map_err(CoreError::from)?;
+        self.requests
+            .put(&request_id(&id), &request, REQUEST_TTL)
+            .await
+            .map_err(CoreError::from)?;
         Ok((id, request))
     }
 
@@ -526,7 +646,7 @@ impl Provider {
         if id.is_empty() || id.len() > 128 {
             return Ok(None);
         }
-        let r = get_json::<OrgRequest>(self.store.as_ref(), &request_key(id)).await?;
+        let r = self.requests.get(&request_id(id)).await?;
         Ok(r.filter(|r| r.browser == browser_tag(browser)))
     }
 
@@ -542,7 +662,9 @@ impl Provider {
         if self.org_request(id, browser).await?.is_none() {
             return Err(OrgCreateError::Expired);
         }
-        let request = take_json::<OrgRequest>(self.store.as_ref(), &request_key(id))
+        let request = self
+            .requests
+            .take(&request_id(id))
             .await
             .map_err(CoreError::from)?
             .filter(|r| r.browser == browser_tag(browser))
@@ -556,7 +678,8 @@ impl Provider {
                 .filter(|u| u.status == UserStatus::Active)
                 .ok_or(OrgCreateError::Expired)?,
             Creator::New { email, name, phc } => self
-                .insert_user(
+                .creator
+                .create(
                     email,
                     Some(name.clone()),
                     Some(phc.clone()),
@@ -737,7 +860,7 @@ impl Provider {
         name: Option<String>,
         meta: &RequestMeta,
     ) -> Result<Option<User>, CoreError> {
-        self.insert_user(email, name, None, None, meta).await
+        self.creator.create(email, name, None, None, meta).await
     }
 
     /// Sends an email and waits for it (admin actions: nothing to hide, and
@@ -750,7 +873,7 @@ impl Provider {
         client_id: Option<&ClientId>,
     ) {
         let n = self.notification(message, locale, client_id);
-        if let Err(e) = self.step_ports.notifier.email(to, &n).await {
+        if let Err(e) = self.notifier.email(to, &n).await {
             tracing::warn!(error = %e, template = n.message.template(), "organization email not delivered");
         }
     }
@@ -782,7 +905,7 @@ impl Provider {
         client_id: Option<&ClientId>,
     ) {
         let n = self.notification(message, locale, client_id);
-        let notifier = self.step_ports.notifier.clone();
+        let notifier = self.notifier.clone();
         tokio::spawn(async move {
             if let Err(e) = notifier.email(&to, &n).await {
                 tracing::warn!(error = %e, template = n.message.template(), "organization email not delivered");
@@ -1018,7 +1141,8 @@ impl Provider {
         let (user, created) = match self.ports.users.find_by_email(email).await? {
             Some(u) => (u, false),
             None => match self
-                .insert_user(email, name, None, by.client(), meta)
+                .creator
+                .create(email, name, None, by.client(), meta)
                 .await?
             {
                 Some(u) => (u, true),
@@ -1069,6 +1193,7 @@ impl Provider {
         if created {
             let hours = self.settings.accounts.invite_link_hours;
             let token = self
+                .links
                 .create_link(
                     &user,
                     LinkPurpose::Invitation,

@@ -15,12 +15,12 @@
 //! out the other sessions from the account page).
 
 use super::links::{LinkInfo, LinkPurpose};
+use super::service::Accounts;
 use crate::client::Client;
 use crate::domain::RequestMeta;
 use crate::domain::{ClientId, CustomerId, Email, User, UserId, UserStatus};
 use crate::error::CoreError;
 use crate::notify::{Message, Notification};
-use crate::oidc::Provider;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::secret::Secret;
 use std::sync::Arc;
@@ -112,26 +112,7 @@ fn policy_context(user: &User) -> [&str; 2] {
     ]
 }
 
-impl Provider {
-    /// The page where the holder of an emailed link chooses a password.
-    pub fn password_link_url(
-        &self,
-        purpose: LinkPurpose,
-        token: &str,
-        client_id: Option<&ClientId>,
-    ) -> String {
-        let path = match purpose {
-            LinkPurpose::Reset => "reset-password",
-            LinkPurpose::Invitation => "set-password",
-        };
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("token", token);
-        if let Some(id) = client_id {
-            query.append_pair("client_id", &id.0);
-        }
-        format!("{}/{path}?{}", self.settings.issuer, query.finish())
-    }
-
+impl Accounts {
     /// "Forgot password?": in the background, finds the account of `target`;
     /// when it exists, is active and is under `[accounts]
     /// recovery_max_per_account`, emails it a reset link valid the client's
@@ -216,6 +197,7 @@ impl Provider {
             .unwrap_or(self.settings.accounts.reset_link_minutes)
             .max(1);
         let token = self
+            .links
             .create_link(
                 &user,
                 LinkPurpose::Reset,
@@ -223,7 +205,9 @@ impl Provider {
                 Duration::from_secs(u64::from(minutes) * 60),
             )
             .await?;
-        let url = self.password_link_url(LinkPurpose::Reset, &token, journey.id.as_ref());
+        let url = self
+            .links
+            .password_link_url(LinkPurpose::Reset, &token, journey.id.as_ref());
         self.audit(
             "password.reset_requested",
             Some(user.id),
@@ -330,7 +314,7 @@ impl Provider {
     /// meet; `None` for an unknown, expired, used or superseded link, or a
     /// disabled account. Does not use the link.
     pub async fn password_link(&self, token: &str) -> Result<Option<PasswordLink>, CoreError> {
-        let Some(info) = self.check_link(token).await? else {
+        let Some(info) = self.links.check_link(token).await? else {
             return Ok(None);
         };
         if info.user.status != UserStatus::Active {
@@ -382,7 +366,11 @@ impl Provider {
                 mismatch,
             });
         }
-        let info = match self.use_link(token, password, &link.policy, meta).await {
+        let info = match self
+            .links
+            .use_link(token, password, &link.policy, meta)
+            .await
+        {
             Ok(info) => info,
             Err(super::links::LinkError::Invalid) => return Err(SetPasswordError::InvalidLink),
             Err(super::links::LinkError::WeakPassword(violations)) => {
@@ -411,7 +399,7 @@ impl Provider {
 
 /// The per-account cap of recovery emails counts accounts, not what was
 /// typed: the email and the customer identifier share one budget.
-fn account_target(user: UserId) -> String {
+pub(crate) fn account_target(user: UserId) -> String {
     format!("account:{user}")
 }
 

@@ -18,19 +18,18 @@
 //! belongs to another account is only said once the code proved the user
 //! owns it, so the form cannot be used to find out who has an account.
 
+use super::service::{Accounts, EmailChangeRecord};
 use crate::client::Client;
 use crate::domain::RequestMeta;
-use crate::domain::{AuditEvent, ClientId, Email, PasswordCredential, TokenHash, User, UserId};
-use crate::ephemeral::get_json;
+use crate::domain::{AuditEvent, Email, PasswordCredential, TokenHash, User, UserId};
 use crate::error::CoreError;
 use crate::notify::{Message, Notification};
-use crate::oidc::Provider;
 use crate::password::PasswordCheck;
 use crate::password_policy::{PasswordPolicy, Violation};
 use crate::ports::RepoError;
 use crate::secret::Secret;
 use crate::sessions::SsoSession;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -43,10 +42,6 @@ const EMAIL_CODE_MAC_PURPOSE: &str = "email-change-code";
 const CODE_LEN: usize = 6;
 
 pub use crate::sessions::SessionEntry;
-
-fn email_change_key(user: UserId) -> String {
-    format!("email_change:{user}")
-}
 
 /// What protects an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,18 +141,6 @@ pub enum BackupEmailError {
     Core(#[from] CoreError),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct EmailChangeRecord {
-    new_email: Email,
-    /// Keyed hash of the code, bound to the user and the address.
-    mac: String,
-    attempts: u32,
-    /// Unix seconds.
-    expires_at: i64,
-    /// The session that asked (only it may confirm).
-    sid: String,
-    client_id: Option<ClientId>,
-}
 
 /// The S256 PKCE challenge of a verifier (RFC 7636 §4.2), for the
 /// provider's own pages that sign in through OIDC (the account page).
@@ -185,7 +168,7 @@ fn secs(n: i64) -> Duration {
     Duration::from_secs(n.max(1) as u64)
 }
 
-impl Provider {
+impl Accounts {
     /// Whether the session's authentication is recent enough for a
     /// sensitive change: `client`'s default flow (the account pages') is
     /// satisfied by proofs less than [`RECENT_AUTH_SECS`] old.
@@ -420,14 +403,11 @@ impl Provider {
         // Kept an hour past its validity, so that a late code is told
         // "expired" (checked against the record's own expiry) rather than
         // "nothing pending".
-        crate::ephemeral::put_json(
-            self.store.as_ref(),
-            &email_change_key(user.id),
-            &record,
-            secs(ttl + 3600),
-        )
-        .await
-        .map_err(CoreError::from)?;
+        let changes = &self.records.email_changes;
+        changes
+            .put(&user.id.to_string(), &record, secs(ttl + 3600))
+            .await
+            .map_err(CoreError::from)?;
         let n = Notification {
             message: Message::EmailChangeCode {
                 code,
@@ -439,8 +419,8 @@ impl Provider {
         };
         if let Err(e) = self.step_ports.notifier.email(&new_email, &n).await {
             tracing::warn!(error = %e, "email change code not delivered");
-            self.store
-                .delete(&email_change_key(user.id))
+            changes
+                .delete(&user.id.to_string())
                 .await
                 .map_err(CoreError::from)?;
             return Err(EmailChangeError::SendFailed);
@@ -465,8 +445,7 @@ impl Provider {
         user: &User,
         session: &SsoSession,
     ) -> Result<Option<PendingEmailChange>, CoreError> {
-        let record: Option<EmailChangeRecord> =
-            get_json(self.store.as_ref(), &email_change_key(user.id)).await?;
+        let record = self.records.email_changes.get(&user.id.to_string()).await?;
         let now = self.clock.now().unix_timestamp();
         Ok(record
             .filter(|r| r.sid == session.sid && r.expires_at > now)
@@ -478,7 +457,11 @@ impl Provider {
 
     /// Drops the pending email change.
     pub async fn cancel_email_change(&self, user: &User) -> Result<(), CoreError> {
-        Ok(self.store.delete(&email_change_key(user.id)).await?)
+        Ok(self
+            .records
+            .email_changes
+            .delete(&user.id.to_string())
+            .await?)
     }
 
     /// Confirms the pending email change with the code sent to the new
@@ -493,18 +476,19 @@ impl Provider {
         locale: &str,
         meta: &RequestMeta,
     ) -> Result<Email, EmailChangeError> {
-        let key = email_change_key(user.id);
-        for _ in 0..8 {
-            let Some(bytes) = self.store.get(&key).await.map_err(CoreError::from)? else {
+        let key = user.id.to_string();
+        let changes = &self.records.email_changes;
+        // Each try is counted before the code is checked (a compare-and-swap
+        // of the attempts): concurrent guesses check at most the limit.
+        let record = loop {
+            let Some(record) = changes.get(&key).await.map_err(CoreError::from)? else {
                 return Err(EmailChangeError::NothingPending);
             };
-            let mut record: EmailChangeRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| CoreError::Internal(format!("email change record: {e}")))?;
             if record.sid != session.sid {
                 return Err(EmailChangeError::NothingPending);
             }
             if record.expires_at <= self.clock.now().unix_timestamp() {
-                self.store.delete(&key).await.map_err(CoreError::from)?;
+                changes.delete(&key).await.map_err(CoreError::from)?;
                 return Err(EmailChangeError::Expired {
                     address: record.new_email,
                 });
@@ -512,41 +496,44 @@ impl Provider {
             let max = self.settings.methods.code_max_attempts.max(1);
             if record.attempts >= max {
                 // Dead: a new code must be asked for.
-                self.store.delete(&key).await.map_err(CoreError::from)?;
+                changes.delete(&key).await.map_err(CoreError::from)?;
                 return Err(EmailChangeError::TooManyAttempts {
                     address: record.new_email,
                 });
+            }
+            let counted = EmailChangeRecord {
+                attempts: record.attempts + 1,
+                ..record.clone()
+            };
+            let left = secs(record.expires_at + 3600 - self.clock.now().unix_timestamp());
+            if !changes
+                .replace_if(&key, &record, &counted, left)
+                .await
+                .map_err(CoreError::from)?
+            {
+                continue;
             }
             let right = normalize_code(typed).is_some_and(|code| {
                 let mac = self.email_code_mac(user.id, &record.new_email, &code);
                 bool::from(mac.as_bytes().ct_eq(record.mac.as_bytes()))
             });
             if !right {
-                record.attempts += 1;
-                let new =
-                    serde_json::to_vec(&record).map_err(|e| CoreError::Internal(e.to_string()))?;
-                let left = secs(record.expires_at + 3600 - self.clock.now().unix_timestamp());
-                if self
-                    .store
-                    .replace_if(&key, &bytes, &new, left)
-                    .await
-                    .map_err(CoreError::from)?
-                {
-                    if record.attempts >= max {
-                        self.store.delete(&key).await.map_err(CoreError::from)?;
-                        return Err(EmailChangeError::TooManyAttempts {
-                            address: record.new_email,
-                        });
-                    }
-                    return Err(EmailChangeError::WrongCode);
+                if counted.attempts >= max {
+                    changes.delete(&key).await.map_err(CoreError::from)?;
+                    return Err(EmailChangeError::TooManyAttempts {
+                        address: record.new_email,
+                    });
                 }
-                continue;
+                return Err(EmailChangeError::WrongCode);
             }
             // Single use: of two concurrent confirmations, one takes it.
-            let taken = self.store.take(&key).await.map_err(CoreError::from)?;
-            if taken.as_deref() != Some(bytes.as_slice()) {
+            let taken = changes.take(&key).await.map_err(CoreError::from)?;
+            if taken.is_none_or(|t| t.mac != counted.mac || t.attempts != counted.attempts) {
                 return Err(EmailChangeError::NothingPending);
             }
+            break record;
+        };
+        {
             match self
                 .ports
                 .users
@@ -593,9 +580,8 @@ impl Provider {
                 locale,
             )
             .await;
-            return Ok(record.new_email);
+            Ok(record.new_email)
         }
-        Err(CoreError::Internal("the email change kept changing; giving up".into()).into())
     }
 
     /// Sets (or, with `None` or an empty value, clears) the backup email.

@@ -5,16 +5,20 @@
 //! new proofs, and the code). The flow itself is run by
 //! [`crate::flow::FlowRunner`]; see it for the reuse rule.
 
-use super::codes::CodeRecord;
+use super::codes::{CodeRecord, CodeStore};
 use super::error::{ErrorCode, OAuthError};
-use super::provider::Provider;
 use crate::assurance::combined_amr;
-use crate::client::Client;
+use crate::audit::Audit;
+use crate::client::{Client, ClientRegistry};
+use crate::clock::SharedClock;
 use crate::domain::{Consent, RequestMeta, TokenHash, User, UserStatus};
 use crate::error::CoreError;
 use crate::flow::runner::{StartFrom, Started};
-use crate::flow::{Completion, LoginFlow};
+use crate::flow::{Completion, FlowRunner, LoginFlow};
+use crate::keys::KeyRing;
+use crate::ports::{ConsentRepo, UserRepo};
 use crate::request::AuthorizeRequest;
+use crate::sessions::Sessions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +48,49 @@ fn secs(n: i64) -> Duration {
     Duration::from_secs(n.max(1) as u64)
 }
 
-impl Provider {
+/// Authorization requests, what a completed login leads to, and the checks
+/// of ID tokens this provider issued (`id_token_hint`, logout).
+pub struct Authorization {
+    issuer: String,
+    pub(crate) clients: Arc<ClientRegistry>,
+    keys: Arc<KeyRing>,
+    sessions: Arc<Sessions>,
+    runner: Arc<FlowRunner>,
+    codes: Arc<dyn CodeStore>,
+    consents: Arc<dyn ConsentRepo>,
+    users: Arc<dyn UserRepo>,
+    audit_log: Audit,
+    clock: SharedClock,
+}
+
+impl Authorization {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        issuer: String,
+        clients: Arc<ClientRegistry>,
+        keys: Arc<KeyRing>,
+        sessions: Arc<Sessions>,
+        runner: Arc<FlowRunner>,
+        codes: Arc<dyn CodeStore>,
+        consents: Arc<dyn ConsentRepo>,
+        users: Arc<dyn UserRepo>,
+        audit_log: Audit,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            issuer,
+            clients,
+            keys,
+            sessions,
+            runner,
+            codes,
+            consents,
+            users,
+            audit_log,
+            clock,
+        }
+    }
+
     /// Decides what a checked authorization request leads to: the
     /// requesting client's flow is evaluated against the browser's session
     /// (see [`crate::flow::runner`]); a code right away when nothing is
@@ -65,7 +111,7 @@ impl Provider {
                 Some(sub) => Some(sub),
                 None => {
                     return Ok(AuthorizeOutcome::Redirect(error_redirect(
-                        &self.settings.issuer,
+                        &self.issuer,
                         &req,
                         &OAuthError::invalid_request("id_token_hint is not valid"),
                     )));
@@ -86,7 +132,7 @@ impl Provider {
             && hint_sub
                 .as_ref()
                 .is_none_or(|sub| *sub == s.user_id.to_string())
-            && let Some(user) = self.ports.users.find_by_id(s.user_id).await?
+            && let Some(user) = self.users.find_by_id(s.user_id).await?
             && user.status == UserStatus::Active
         {
             from_user = Some((s, key, user));
@@ -127,7 +173,7 @@ impl Provider {
                     OAuthError::new(ErrorCode::LoginRequired, "the user must sign in")
                 };
                 Ok(AuthorizeOutcome::Redirect(error_redirect(
-                    &self.settings.issuer,
+                    &self.issuer,
                     &flow.request,
                     &e,
                 )))
@@ -177,14 +223,15 @@ impl Provider {
             .min()
             .unwrap_or(session.created_at);
         if !c.made.is_empty() {
-            self.audit(
-                "login.succeeded",
-                Some(c.user.id),
-                Some(&client.id),
-                meta,
-                serde_json::json!({"amr": amr, "acr": c.acr, "sid": session.sid}),
-            )
-            .await;
+            self.audit_log
+                .record(
+                    "login.succeeded",
+                    Some(c.user.id),
+                    Some(&client.id),
+                    meta,
+                    serde_json::json!({"amr": amr, "acr": c.acr, "sid": session.sid}),
+                )
+                .await;
         }
         let grant = Grant {
             user: &c.user,
@@ -210,9 +257,9 @@ impl Provider {
         &self,
         hint: &str,
     ) -> Option<serde_json::Map<String, serde_json::Value>> {
-        let (claims, typ) = self.keys().verify(hint).ok()?;
+        let (claims, typ) = self.keys.current().verify(hint).ok()?;
         let is_id_token = typ.as_deref() == Some("JWT")
-            && claims.get("iss")?.as_str()? == self.settings.issuer
+            && claims.get("iss")?.as_str()? == self.issuer
             && claims.get("client_id").is_none();
         is_id_token.then_some(claims)
     }
@@ -238,10 +285,9 @@ impl Provider {
         let now = self.clock.now();
         let scope = req.scope_string();
         let user = grant.user.id;
-        let consent = self.ports.consents.find(user, &client.id).await?;
+        let consent = self.consents.find(user, &client.id).await?;
         if consent.as_ref().is_none_or(|c| c.scope != scope) {
-            self.ports
-                .consents
+            self.consents
                 .upsert(&Consent {
                     user_id: user,
                     client_id: client.id.clone(),
@@ -270,7 +316,7 @@ impl Provider {
         if let Some(s) = &req.state {
             params.push(("state", s));
         }
-        params.push(("iss", &self.settings.issuer));
+        params.push(("iss", &self.issuer));
         Ok(redirect_with(&req.redirect_uri, &params))
     }
 }

@@ -1,9 +1,9 @@
 //! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): checking the
 //! request, then ending the single sign-on session (see `login.rs`).
 
+use super::authorization::Authorization;
 use super::authorize::{RawParams, redirect_with};
 use super::error::OAuthError;
-use super::provider::Provider;
 use crate::client::Client;
 use serde_json::Value;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub struct LogoutPlan {
     pub hint_valid: bool,
 }
 
-impl Provider {
+impl Authorization {
     /// RP-Initiated Logout §2: an id_token_hint must be one of ours; a
     /// post_logout_redirect_uri must be registered, exactly, for the client
     /// named by the hint or by client_id. Errors are shown, never redirected.

@@ -3,20 +3,26 @@
 //! endpoints that read tokens back: userinfo, introspection (RFC 7662),
 //! revocation (RFC 7009).
 
+use super::access_tokens::AccessTokenStore;
+use super::announced::Announcer;
 use super::authorize::RawParams;
+use super::codes::CodeStore;
 use super::error::{ErrorCode, OAuthError};
-use super::provider::Provider;
-use super::verified_tokens::{LiveToken, Verified};
-use crate::changes::Change;
-use crate::client::Client;
+use super::verified_tokens::{LiveToken, Verified, VerifiedTokens};
+use crate::access_token::{ADMIN_API_SCOPE, AccessTokenInfo, admin_api_audience};
+use crate::audit::Audit;
+use crate::changes::{Change, ChangeLog};
+use crate::client::{Client, ClientRegistry};
+use crate::clock::SharedClock;
 use crate::domain::RequestMeta;
 use crate::domain::{
     ClientId, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User, UserId,
     UserStatus,
 };
-use crate::ephemeral::{get_json, put_json};
 use crate::error::CoreError;
+use crate::keys::KeyRing;
 use crate::ports::RotationWithUser;
+use crate::ports::{ClientStateRepo, TokenFamilyRepo};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -47,50 +53,6 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     pub scope: String,
-}
-
-/// What an access token stands for once validated.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AccessTokenInfo {
-    pub client_id: String,
-    /// User id, or the client id for client_credentials.
-    pub sub: String,
-    pub user_id: Option<UserId>,
-    pub scope: String,
-    pub iat: i64,
-    pub exp: i64,
-    pub jti: String,
-    pub family_id: Option<Uuid>,
-    /// Who the token is for: the client, and this provider's admin API when
-    /// the token has the [`ADMIN_API_SCOPE`] scope.
-    #[serde(default)]
-    pub aud: Vec<String>,
-    /// The `amr` of the authentication behind it (none for client
-    /// credentials).
-    #[serde(default)]
-    pub amr: Vec<String>,
-}
-
-impl AccessTokenInfo {
-    /// Whether the token was issued for `audience`.
-    pub fn is_for(&self, audience: &str) -> bool {
-        self.aud.iter().any(|a| a == audience)
-    }
-
-    /// Whether the authentication behind it used two kinds of factor.
-    pub fn is_multi_factor(&self) -> bool {
-        self.amr.iter().any(|a| a == "mfa")
-    }
-}
-
-/// The scope a client asks for to call this provider's admin API: its
-/// access tokens then carry the admin API's audience too (clients list it
-/// in their `scopes`).
-pub const ADMIN_API_SCOPE: &str = "admin_api";
-
-/// The admin API's audience (`aud`) for `issuer`.
-pub fn admin_api_audience(issuer: &str) -> String {
-    format!("{issuer}/admin/api")
 }
 
 /// The `organizations` claim (with the `profile` scope, for users who
@@ -152,7 +114,92 @@ fn has_scope(scope: &str, s: &str) -> bool {
     scope.split(' ').any(|x| x == s)
 }
 
-impl Provider {
+/// The token endpoint and the endpoints that read tokens back.
+pub struct Tokens {
+    issuer: String,
+    clients: Arc<ClientRegistry>,
+    keys: Arc<KeyRing>,
+    codes: Arc<dyn CodeStore>,
+    access: Arc<dyn AccessTokenStore>,
+    families: Arc<dyn TokenFamilyRepo>,
+    client_states: Arc<dyn ClientStateRepo>,
+    audit_log: Audit,
+    clock: SharedClock,
+    /// Access tokens whose signature verified (see its module).
+    verified_tokens: VerifiedTokens,
+    /// The changes this node has heard of (see [`crate::changes`]).
+    change_log: Arc<ChangeLog>,
+    /// Announces changes (the repositories do it on their own).
+    announcer: Arc<Announcer>,
+    /// When each client was last recorded as used (see `touch_client`).
+    client_touched: std::sync::Mutex<std::collections::HashMap<ClientId, i64>>,
+}
+
+impl Tokens {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        issuer: String,
+        clients: Arc<ClientRegistry>,
+        keys: Arc<KeyRing>,
+        codes: Arc<dyn CodeStore>,
+        access: Arc<dyn AccessTokenStore>,
+        families: Arc<dyn TokenFamilyRepo>,
+        client_states: Arc<dyn ClientStateRepo>,
+        audit_log: Audit,
+        clock: SharedClock,
+        change_log: Arc<ChangeLog>,
+        announcer: Arc<Announcer>,
+    ) -> Self {
+        Self {
+            issuer,
+            clients,
+            keys,
+            codes,
+            access,
+            families,
+            client_states,
+            audit_log,
+            clock,
+            verified_tokens: Default::default(),
+            change_log,
+            announcer,
+            client_touched: Default::default(),
+        }
+    }
+
+    async fn audit(
+        &self,
+        kind: &str,
+        user: Option<UserId>,
+        client: Option<&ClientId>,
+        meta: &RequestMeta,
+        detail: Value,
+    ) {
+        self.audit_log
+            .record(kind, user, client, meta, detail)
+            .await;
+    }
+
+    /// Records that `client` obtained tokens, at most once a minute per
+    /// client and node: the token endpoint is a hot path, and "last used" does
+    /// not need more precision than that.
+    async fn touch_client(&self, client: &ClientId, at: OffsetDateTime) -> Result<(), CoreError> {
+        let now = at.unix_timestamp();
+        {
+            let mut seen = self
+                .client_touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match seen.get(client) {
+                Some(last) if now - *last < 60 => return Ok(()),
+                _ => {
+                    seen.insert(client.clone(), now);
+                }
+            }
+        }
+        Ok(self.client_states.touch(client, at).await?)
+    }
+
     /// Client authentication at the token, introspection and revocation
     /// endpoints. Confidential clients may use client_secret_basic or
     /// client_secret_post; public clients send only their client_id.
@@ -314,7 +361,6 @@ impl Provider {
         // carries them): no second read, and no moment between the check
         // and the write.
         let (user, organizations) = self
-            .ports
             .families
             .create_family_of_active_user(
                 &family,
@@ -342,8 +388,7 @@ impl Provider {
             .await
             .map_err(CoreError::from)?;
         if replayed {
-            self.ports
-                .families
+            self.families
                 .revoke_family(family_id, now, "code_reuse")
                 .await
                 .map_err(CoreError::from)?;
@@ -367,8 +412,7 @@ impl Provider {
             .flag_replay(code)
             .await
             .map_err(CoreError::from)?;
-        self.ports
-            .families
+        self.families
             .revoke_family(family_id, self.clock.now(), "code_reuse")
             .await
             .map_err(CoreError::from)?;
@@ -401,7 +445,6 @@ impl Provider {
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let (token, family, user) = self
-            .ports
             .families
             .find_refresh_token_grant(&TokenHash::of(presented))
             .await
@@ -450,7 +493,7 @@ impl Provider {
         // The account as read with the token, a moment ago, unless the ID
         // token needs its organizations too: then both, read again in the
         // rotation's transaction.
-        let families = &self.ports.families;
+        let families = &self.families;
         let (rotated, reread) = if wants_organizations(&scope) {
             match families
                 .rotate_refresh_token_reading_user(token.id, now, &next, user.id)
@@ -505,8 +548,7 @@ impl Provider {
         family: &TokenFamily,
         meta: &RequestMeta,
     ) -> Result<(), OAuthError> {
-        self.ports
-            .families
+        self.families
             .revoke_family(family.id, self.clock.now(), "refresh_token_reuse")
             .await
             .map_err(CoreError::from)?;
@@ -618,7 +660,7 @@ impl Provider {
     ) -> Result<String, OAuthError> {
         let now = self.clock.now().unix_timestamp();
         let mut c = Map::new();
-        c.insert("iss".into(), self.settings.issuer.clone().into());
+        c.insert("iss".into(), self.issuer.clone().into());
         c.insert("sub".into(), f.user.id.to_string().into());
         c.insert("aud".into(), f.client.id.0.clone().into());
         c.insert("azp".into(), f.client.id.0.clone().into());
@@ -643,7 +685,7 @@ impl Provider {
         if let Some(o) = organizations {
             c.insert("organizations".into(), o);
         }
-        Ok(self.keys().sign(f.client.id_token_alg, "JWT", c)?)
+        Ok(self.keys.current().sign(f.client.id_token_alg, "JWT", c)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -662,7 +704,7 @@ impl Provider {
         let now = self.clock.now().unix_timestamp();
         let mut aud = vec![client.id.0.clone()];
         if has_scope(scope, ADMIN_API_SCOPE) {
-            aud.push(admin_api_audience(&self.settings.issuer));
+            aud.push(admin_api_audience(&self.issuer));
         }
         let info = AccessTokenInfo {
             client_id: client.id.0.clone(),
@@ -679,7 +721,7 @@ impl Provider {
         let token = match client.access_token_format {
             crate::client::AccessTokenFormat::Jwt => {
                 let mut c = Map::new();
-                c.insert("iss".into(), self.settings.issuer.clone().into());
+                c.insert("iss".into(), self.issuer.clone().into());
                 c.insert("sub".into(), sub.into());
                 c.insert(
                     "aud".into(),
@@ -708,18 +750,20 @@ impl Provider {
                 if let Some(f) = family_id {
                     c.insert("grant_id".into(), f.to_string().into());
                 }
-                self.keys().sign(client.access_token_alg, "at+jwt", c)?
+                self.keys
+                    .current()
+                    .sign(client.access_token_alg, "at+jwt", c)?
             }
             crate::client::AccessTokenFormat::Opaque => {
                 let t = crate::random::token();
-                put_json(
-                    self.store.as_ref(),
-                    &format!("at:{}", TokenHash::of(&t).as_str()),
-                    &info,
-                    Duration::from_secs(u64::from(client.lifetimes.access_token)),
-                )
-                .await
-                .map_err(CoreError::from)?;
+                self.access
+                    .put_opaque(
+                        &t,
+                        &info,
+                        Duration::from_secs(u64::from(client.lifetimes.access_token)),
+                    )
+                    .await
+                    .map_err(CoreError::from)?;
                 t
             }
         };
@@ -749,12 +793,7 @@ impl Provider {
                 None => return Ok(None),
             }
         } else {
-            match get_json::<AccessTokenInfo>(
-                self.store.as_ref(),
-                &format!("at:{}", TokenHash::of(token).as_str()),
-            )
-            .await?
-            {
+            match self.access.find_opaque(token).await? {
                 // Read anew each time, so nothing is kept with it.
                 Some(i) => Arc::new(Verified::new(String::new(), i)),
                 None => return Ok(None),
@@ -771,7 +810,7 @@ impl Provider {
     /// verified again (see [`super::verified_tokens`]): its claims are what
     /// that verification proved, and its key must still be published.
     fn verified_jwt(&self, token: &str) -> Option<Arc<Verified>> {
-        let keys = self.keys();
+        let keys = self.keys.current();
         let digest = super::verified_tokens::digest(token);
         if let Some(seen) = self.verified_tokens.get(&digest) {
             return keys.publishes(&seen.kid).then_some(seen);
@@ -779,7 +818,7 @@ impl Provider {
         let verified = keys.verify_with_kid(token).ok()?;
         let c = &verified.claims;
         if verified.typ.as_deref() != Some("at+jwt")
-            || c.get("iss").and_then(Value::as_str) != Some(&self.settings.issuer)
+            || c.get("iss").and_then(Value::as_str) != Some(&self.issuer)
         {
             return None;
         }
@@ -844,9 +883,8 @@ impl Provider {
         // Taken before the reads begin (see `crate::changes`).
         let stamp = self.change_log.stamp();
         let info = &token.info;
-        let revoked_key = format!("revoked_jti:{}", info.jti);
-        let revoked = self.store.get(&revoked_key);
-        let families = &self.ports.families;
+        let revoked = self.access.is_revoked(&info.jti);
+        let families = &self.families;
         let grant = async {
             match info.family_id {
                 None => Ok(None),
@@ -861,7 +899,7 @@ impl Provider {
             }
         };
         let (revoked, grant) = tokio::join!(revoked, grant);
-        if revoked?.is_some() {
+        if revoked? {
             return Ok(None);
         }
         let mut resting_on = vec![Change::AccessToken(info.jti.clone())];
@@ -956,7 +994,7 @@ impl Provider {
                 "scope": info.scope,
                 "iat": info.iat,
                 "exp": info.exp,
-                "iss": self.settings.issuer,
+                "iss": self.issuer,
                 "aud": match info.aud.as_slice() {
                     [one] => json!(one),
                     many => json!(many),
@@ -979,7 +1017,7 @@ impl Provider {
                 "scope": family.scope,
                 "iat": rt.created_at.unix_timestamp(),
                 "exp": rt.expires_at.unix_timestamp(),
-                "iss": self.settings.issuer,
+                "iss": self.issuer,
             }));
         }
         Ok(json!({"active": false}))
@@ -990,7 +1028,6 @@ impl Provider {
         token: &str,
     ) -> Result<Option<(TokenFamily, RefreshTokenRecord)>, CoreError> {
         let Some((rt, family, _)) = self
-            .ports
             .families
             .find_refresh_token_grant(&TokenHash::of(token))
             .await?
@@ -1020,19 +1057,15 @@ impl Provider {
         if let Some(info) = self.validate_access_token(token).await? {
             if info.client_id == client.id.0 {
                 let left = (info.exp - self.clock.now().unix_timestamp()).max(1) as u64;
-                self.store
-                    .put(
-                        &format!("revoked_jti:{}", info.jti),
-                        b"1",
-                        Duration::from_secs(left),
-                    )
+                self.access
+                    .revoke(&info.jti, Duration::from_secs(left))
                     .await
                     .map_err(CoreError::from)?;
                 self.announcer
                     .announce(&[Change::AccessToken(info.jti.clone())])
                     .await;
-                self.store
-                    .delete(&format!("at:{}", TokenHash::of(token).as_str()))
+                self.access
+                    .delete_opaque(token)
                     .await
                     .map_err(CoreError::from)?;
                 self.audit(
@@ -1047,15 +1080,13 @@ impl Provider {
             return Ok(());
         }
         if let Some((_, family, _)) = self
-            .ports
             .families
             .find_refresh_token_grant(&TokenHash::of(token))
             .await
             .map_err(CoreError::from)?
             && family.client_id == client.id
         {
-            self.ports
-                .families
+            self.families
                 .revoke_family(family.id, self.clock.now(), "revoked")
                 .await
                 .map_err(CoreError::from)?;

@@ -24,7 +24,7 @@
 //! previous generation moves the entry forward (least recently used out,
 //! approximately, at O(1) per call).
 
-use super::token::AccessTokenInfo;
+use crate::access_token::AccessTokenInfo;
 use crate::changes::{Change, Stamp};
 use crate::domain::{Organization, Role, User};
 use sha2::{Digest, Sha256};

@@ -1,0 +1,51 @@
+//! What an access token of this provider stands for once validated, and
+//! the admin API's audience. Read by the token service, the admin API and
+//! the organizations service.
+
+use crate::domain::UserId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What an access token stands for once validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessTokenInfo {
+    pub client_id: String,
+    /// User id, or the client id for client_credentials.
+    pub sub: String,
+    pub user_id: Option<UserId>,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub family_id: Option<Uuid>,
+    /// Who the token is for: the client, and this provider's admin API when
+    /// the token has the [`ADMIN_API_SCOPE`] scope.
+    #[serde(default)]
+    pub aud: Vec<String>,
+    /// The `amr` of the authentication behind it (none for client
+    /// credentials).
+    #[serde(default)]
+    pub amr: Vec<String>,
+}
+
+impl AccessTokenInfo {
+    /// Whether the token was issued for `audience`.
+    pub fn is_for(&self, audience: &str) -> bool {
+        self.aud.iter().any(|a| a == audience)
+    }
+
+    /// Whether the authentication behind it used two kinds of factor.
+    pub fn is_multi_factor(&self) -> bool {
+        self.amr.iter().any(|a| a == "mfa")
+    }
+}
+
+/// The scope a client asks for to call this provider's admin API: its
+/// access tokens then carry the admin API's audience too (clients list it
+/// in their `scopes`).
+pub const ADMIN_API_SCOPE: &str = "admin_api";
+
+/// The admin API's audience (`aud`) for `issuer`.
+pub fn admin_api_audience(issuer: &str) -> String {
+    format!("{issuer}/admin/api")
+}

@@ -1,0 +1,389 @@
+//! The provider, assembled: the settings, the clients and the ports, and
+//! the services built from them (sessions, the login flow runner,
+//! authorization, tokens, accounts, organizations). Each service holds only
+//! what it uses; this is the one place that knows them all, and nothing in
+//! the core depends on it.
+
+use crate::accounts::creation::AccountCreator;
+use crate::accounts::federated::FederatedAccounts;
+use crate::accounts::links::Links;
+use crate::accounts::orgs::{Organizations, OrganizationsConfig, OrganizationsPorts};
+use crate::accounts::service::{Accounts, AccountsConfig, AccountsParts, AccountsPorts};
+use crate::audit::Audit;
+use crate::client::ClientRegistry;
+use crate::clock::SharedClock;
+use crate::ephemeral::EphemeralStore;
+use crate::error::CoreError;
+use crate::events::Events;
+use crate::flow::runner::RunnerSettings;
+use crate::flow::state::{FlowStore, StoredFlows};
+use crate::flow::{FlowRunner, StepPorts, WebauthnSettings};
+use crate::keys::KeyRing;
+use crate::oidc::access_tokens::StoredAccessTokens;
+use crate::oidc::announced::{AnnouncedFamilies, AnnouncedOrgs, AnnouncedUsers, Announcer};
+use crate::oidc::authorization::Authorization;
+use crate::oidc::codes::{CodeStore, StoredCodes};
+use crate::oidc::token::Tokens;
+use crate::password::PasswordHasher;
+use crate::ports::{
+    AuditRepo, ClientStateRepo, ConsentRepo, CredentialRepo, DeviceRepo, OrgRepo, SigningKeyRepo,
+    TokenFamilyRepo, UserRepo,
+};
+use crate::secret::KeyEncryptionKey;
+use crate::sessions::{Sessions, StoredSessions};
+use crate::throttle::{StoredCounters, Throttle};
+use std::sync::Arc;
+
+/// Provider-wide settings (per-client ones live on [`crate::client::Client`]).
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Exactly as published in discovery (no trailing slash).
+    pub issuer: String,
+    /// Absolute lifetime of a single sign-on session, seconds.
+    pub session_lifetime_secs: u32,
+    /// How long a login page may stay open, seconds.
+    pub flow_lifetime_secs: u32,
+    pub customer_id_suffix: String,
+    pub throttle: crate::throttle::ThrottleSettings,
+    pub methods: crate::flow::MethodSettings,
+    pub accounts: crate::accounts::AccountSettings,
+    /// Webhook endpoints of the relying platforms (their client files).
+    pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
+}
+
+/// Durable storage ports, and the outside systems.
+#[derive(Clone)]
+pub struct ProviderPorts {
+    pub users: Arc<dyn UserRepo>,
+    pub credentials: Arc<dyn CredentialRepo>,
+    pub families: Arc<dyn TokenFamilyRepo>,
+    pub signing_keys: Arc<dyn SigningKeyRepo>,
+    pub consents: Arc<dyn ConsentRepo>,
+    pub audit: Arc<dyn AuditRepo>,
+    pub client_states: Arc<dyn ClientStateRepo>,
+    pub devices: Arc<dyn DeviceRepo>,
+    pub orgs: Arc<dyn OrgRepo>,
+    /// The webhook outbox.
+    pub webhooks: Arc<dyn crate::ports::WebhookRepo>,
+    /// Looks up French companies by SIRET (not storage, but an outside system).
+    pub registry: Arc<dyn crate::company::CompanyRegistry>,
+    /// Links between upstream identities and accounts.
+    pub identities: Arc<dyn crate::ports::FederatedIdentityRepo>,
+    /// Upstream OpenID providers (an outside system).
+    pub upstreams: Arc<dyn crate::federation::Upstreams>,
+    /// Where changes that cached token reads rest on are announced to every
+    /// node (see [`crate::changes`]).
+    pub changes: Arc<dyn crate::changes::ChangeFeed>,
+}
+
+/// The provider: settings, clients, ports, and the services.
+pub struct Provider {
+    pub settings: ProviderSettings,
+    pub clients: Arc<ClientRegistry>,
+    /// The ports, each write that changes a token read announced.
+    pub ports: ProviderPorts,
+    pub clock: SharedClock,
+    /// The signing keys.
+    pub keys: Arc<KeyRing>,
+    /// Single sign-on sessions.
+    pub sessions: Arc<Sessions>,
+    /// Runs login flows (and knows the authentication methods).
+    pub runner: Arc<FlowRunner>,
+    /// Authorization requests and completed logins.
+    pub authorization: Arc<Authorization>,
+    /// The token endpoint, userinfo, introspection, revocation.
+    pub tokens: Arc<Tokens>,
+    /// The account journeys.
+    pub accounts: Arc<Accounts>,
+    /// Organizations and the operator's decisions.
+    pub organizations: Arc<Organizations>,
+    /// Accounts' links to upstream identities.
+    pub federated: Arc<FederatedAccounts>,
+    /// The short-lived store, for [`Provider::records`] and the health check.
+    store: Arc<dyn EphemeralStore>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.settings.issuer)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// Builds the provider, creating signing keys on first start.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        settings: ProviderSettings,
+        clients: ClientRegistry,
+        store: Arc<dyn EphemeralStore>,
+        mut ports: ProviderPorts,
+        hasher: PasswordHasher,
+        clock: SharedClock,
+        kek: KeyEncryptionKey,
+        notifier: Arc<dyn crate::notify::Notifier>,
+    ) -> Result<Self, CoreError> {
+        // Writes that change what token reads answer are announced, whoever
+        // makes them (see `oidc::announced`).
+        let change_log = Arc::new(crate::changes::ChangeLog::new(clock.clone()));
+        ports.changes.subscribe(change_log.clone());
+        let announcer = Arc::new(Announcer {
+            log: change_log.clone(),
+            feed: ports.changes.clone(),
+        });
+        ports.users = Arc::new(AnnouncedUsers {
+            inner: ports.users,
+            announcer: announcer.clone(),
+        });
+        ports.families = Arc::new(AnnouncedFamilies {
+            inner: ports.families,
+            announcer: announcer.clone(),
+        });
+        ports.orgs = Arc::new(AnnouncedOrgs {
+            inner: ports.orgs,
+            announcer: announcer.clone(),
+        });
+        let clients = Arc::new(clients);
+        let keys = Arc::new(
+            KeyRing::load(
+                ports.signing_keys.clone(),
+                kek.clone(),
+                clock.clone(),
+                keep_published(&clients),
+            )
+            .await?,
+        );
+        let audit = Audit::new(ports.audit.clone(), clock.clone());
+        let events = Events::new(
+            settings.webhooks.clone(),
+            ports.webhooks.clone(),
+            ports.users.clone(),
+            clock.clone(),
+        );
+        let creator = AccountCreator::new(
+            ports.users.clone(),
+            ports.credentials.clone(),
+            audit.clone(),
+            events.clone(),
+            clock.clone(),
+            settings.customer_id_suffix.clone(),
+        );
+        let federated = Arc::new(FederatedAccounts::new(
+            ports.users.clone(),
+            ports.credentials.clone(),
+            ports.identities.clone(),
+            ports.upstreams.clone(),
+            creator.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
+        let throttle = Arc::new(Throttle::new(
+            Arc::new(StoredCounters::new(store.clone())),
+            settings.throttle,
+            clock.clone(),
+        ));
+        let flows: Arc<dyn FlowStore> = Arc::new(StoredFlows::new(store.clone()));
+        let sessions = Arc::new(Sessions::new(
+            Arc::new(StoredSessions::new(store.clone())),
+            ports.families.clone(),
+            audit.clone(),
+            clock.clone(),
+            settings.session_lifetime_secs,
+        ));
+        let codes: Arc<dyn CodeStore> = Arc::new(StoredCodes::new(store.clone()));
+        let step_ports = StepPorts {
+            users: ports.users.clone(),
+            credentials: ports.credentials.clone(),
+            flows: flows.clone(),
+            throttle: throttle.clone(),
+            hasher: hasher.clone(),
+            clock: clock.clone(),
+            kek: kek.clone(),
+            notifier: notifier.clone(),
+            settings: settings.methods.clone(),
+            webauthn: webauthn_settings(&settings.issuer)?,
+            upstreams: ports.upstreams.clone(),
+        };
+        let steps = crate::steps::registry();
+        for c in clients.iter() {
+            if let Some(m) = c.login.methods().find(|m| !steps.has(m)) {
+                return Err(CoreError::Internal(format!(
+                    "client {}: the login method {} is not available in this build",
+                    c.id,
+                    m.as_str()
+                )));
+            }
+        }
+        let runner = Arc::new(FlowRunner::new(
+            steps,
+            step_ports.clone(),
+            flows,
+            throttle.clone(),
+            clients.clone(),
+            ports.devices.clone(),
+            ports.orgs.clone(),
+            federated.clone(),
+            audit.clone(),
+            RunnerSettings {
+                flow_lifetime_secs: settings.flow_lifetime_secs,
+                device_cookie_days: settings.methods.device_cookie_days,
+            },
+        ));
+        let authorization = Arc::new(Authorization::new(
+            settings.issuer.clone(),
+            clients.clone(),
+            keys.clone(),
+            sessions.clone(),
+            runner.clone(),
+            codes.clone(),
+            ports.consents.clone(),
+            ports.users.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
+        let tokens = Arc::new(Tokens::new(
+            settings.issuer.clone(),
+            clients.clone(),
+            keys.clone(),
+            codes,
+            Arc::new(StoredAccessTokens::new(store.clone())),
+            ports.families.clone(),
+            ports.client_states.clone(),
+            audit.clone(),
+            clock.clone(),
+            change_log,
+            announcer,
+        ));
+        let links = Links::new(
+            settings.issuer.clone(),
+            store.clone(),
+            ports.users.clone(),
+            ports.credentials.clone(),
+            hasher.clone(),
+            audit.clone(),
+            clock.clone(),
+        );
+        let accounts = Arc::new(Accounts::new(AccountsParts {
+            settings: AccountsConfig {
+                issuer: settings.issuer.clone(),
+                accounts: settings.accounts.clone(),
+                methods: settings.methods.clone(),
+            },
+            clients: clients.clone(),
+            ports: AccountsPorts {
+                users: ports.users.clone(),
+                credentials: ports.credentials.clone(),
+                orgs: ports.orgs.clone(),
+                devices: ports.devices.clone(),
+                audit: ports.audit.clone(),
+            },
+            store: store.clone(),
+            hasher: hasher.clone(),
+            kek,
+            clock: clock.clone(),
+            throttle: throttle.clone(),
+            sessions: sessions.clone(),
+            runner: runner.clone(),
+            step_ports,
+            links: links.clone(),
+            creator: creator.clone(),
+            audit: audit.clone(),
+            events: events.clone(),
+        }));
+        let organizations = Arc::new(Organizations::new(
+            OrganizationsConfig {
+                issuer: settings.issuer.clone(),
+                accounts: settings.accounts.clone(),
+            },
+            clients.clone(),
+            OrganizationsPorts {
+                users: ports.users.clone(),
+                credentials: ports.credentials.clone(),
+                orgs: ports.orgs.clone(),
+                registry: ports.registry.clone(),
+                webhooks: ports.webhooks.clone(),
+                audit: ports.audit.clone(),
+            },
+            store.clone(),
+            hasher,
+            clock.clone(),
+            throttle,
+            notifier,
+            links,
+            creator,
+            audit,
+            events,
+        ));
+        Ok(Self {
+            settings,
+            clients,
+            ports,
+            clock,
+            keys,
+            sessions,
+            runner,
+            authorization,
+            tokens,
+            accounts,
+            organizations,
+            federated,
+            store,
+        })
+    }
+}
+
+impl Provider {
+    /// Typed access to the short-lived records of `ns` (the server's own
+    /// pages: a logout waiting for confirmation, the account pages' sign-in).
+    pub fn records<T: serde::Serialize + serde::de::DeserializeOwned + Sync>(
+        &self,
+        ns: crate::ephemeral::Namespace,
+    ) -> crate::ephemeral::Records<T> {
+        crate::ephemeral::Records::new(self.store.clone(), ns)
+    }
+
+    /// Whether the short-lived store and the database answer (the health
+    /// check).
+    pub async fn health(&self) -> (bool, bool) {
+        let probe: crate::ephemeral::Records<bool> =
+            self.records(crate::ephemeral::Namespace::Health);
+        let store_ok = probe.get("probe").await.is_ok();
+        let db_ok = self
+            .ports
+            .client_states
+            .find(&crate::domain::ClientId("healthz".into()))
+            .await
+            .is_ok();
+        (store_ok, db_ok)
+    }
+}
+
+/// The WebAuthn relying party of an issuer: its host is the RP id, its
+/// origin the only accepted origin.
+fn webauthn_settings(issuer: &str) -> Result<WebauthnSettings, CoreError> {
+    let url = url::Url::parse(issuer).map_err(|e| CoreError::Internal(format!("issuer: {e}")))?;
+    let rp_id = url
+        .host_str()
+        .ok_or_else(|| CoreError::Internal("issuer has no host".into()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok(WebauthnSettings {
+        rp_name: rp_id.clone(),
+        rp_id,
+        origin: url.origin().ascii_serialization(),
+    })
+}
+
+/// How long a retired key stays published: the longest token lifetime of any
+/// client, plus a margin for clock skew.
+fn keep_published(clients: &ClientRegistry) -> time::Duration {
+    let longest = clients
+        .iter()
+        .map(|c| c.lifetimes.access_token.max(c.lifetimes.id_token))
+        .max()
+        .unwrap_or(3600);
+    time::Duration::seconds(i64::from(longest) + 300)
+}
