@@ -58,188 +58,15 @@ pub(crate) const DEFAULT_THEME: &str = "default";
 /// The message id of a product name; a theme defining it names its pages (`own_brand`).
 const BRAND_NAME_ID: &str = "brand.name";
 
-/// Static files of the embedded default theme. A test checks this list against
-/// `themes/default/static/`, so a file added there without a line here fails the tests.
-const EMBEDDED_ASSETS: &[(&str, &[u8])] = &[
-    (
-        "style.css",
-        include_bytes!("../../themes/default/static/style.css"),
-    ),
-    (
-        "theme.css",
-        include_bytes!("../../themes/default/static/theme.css"),
-    ),
-    (
-        "logo.svg",
-        include_bytes!("../../themes/default/static/logo.svg"),
-    ),
-    (
-        "webauthn.js",
-        include_bytes!("../../themes/default/static/webauthn.js"),
-    ),
-    (
-        "altcha.js",
-        include_bytes!("../../themes/default/static/altcha.js"),
-    ),
-    (
-        "password-meter.js",
-        include_bytes!("../../themes/default/static/password-meter.js"),
-    ),
-];
+/// Static files of the embedded default theme: every file of
+/// `themes/default/static/`, listed by `build.rs`.
+const EMBEDDED_ASSETS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
-/// Email and SMS templates of the embedded default theme, by template name. A test
-/// checks this list against `themes/default/emails/` and `themes/default/sms/`.
-const EMBEDDED_MESSAGE_TEMPLATES: &[(&str, &str)] = &[
-    // Account page: a change of the primary email.
-    (
-        "emails/email_change_code.subject.txt",
-        include_str!("../../themes/default/emails/email_change_code.subject.txt"),
-    ),
-    (
-        "emails/email_change_code.txt",
-        include_str!("../../themes/default/emails/email_change_code.txt"),
-    ),
-    (
-        "emails/email_change_code.html",
-        include_str!("../../themes/default/emails/email_change_code.html"),
-    ),
-    (
-        "emails/email_changed.subject.txt",
-        include_str!("../../themes/default/emails/email_changed.subject.txt"),
-    ),
-    (
-        "emails/email_changed.txt",
-        include_str!("../../themes/default/emails/email_changed.txt"),
-    ),
-    (
-        "emails/email_changed.html",
-        include_str!("../../themes/default/emails/email_changed.html"),
-    ),
-    (
-        "emails/layout.html",
-        include_str!("../../themes/default/emails/layout.html"),
-    ),
-    (
-        "emails/signature.txt",
-        include_str!("../../themes/default/emails/signature.txt"),
-    ),
-    (
-        "emails/login_code.subject.txt",
-        include_str!("../../themes/default/emails/login_code.subject.txt"),
-    ),
-    (
-        "emails/login_code.txt",
-        include_str!("../../themes/default/emails/login_code.txt"),
-    ),
-    (
-        "emails/login_code.html",
-        include_str!("../../themes/default/emails/login_code.html"),
-    ),
-    (
-        "emails/phone_verification_code.subject.txt",
-        include_str!("../../themes/default/emails/phone_verification_code.subject.txt"),
-    ),
-    (
-        "emails/phone_verification_code.txt",
-        include_str!("../../themes/default/emails/phone_verification_code.txt"),
-    ),
-    (
-        "emails/phone_verification_code.html",
-        include_str!("../../themes/default/emails/phone_verification_code.html"),
-    ),
-    (
-        "emails/password_reset_link.subject.txt",
-        include_str!("../../themes/default/emails/password_reset_link.subject.txt"),
-    ),
-    (
-        "emails/password_reset_link.txt",
-        include_str!("../../themes/default/emails/password_reset_link.txt"),
-    ),
-    (
-        "emails/password_reset_link.html",
-        include_str!("../../themes/default/emails/password_reset_link.html"),
-    ),
-    (
-        "emails/customer_id_reminder.subject.txt",
-        include_str!("../../themes/default/emails/customer_id_reminder.subject.txt"),
-    ),
-    (
-        "emails/customer_id_reminder.txt",
-        include_str!("../../themes/default/emails/customer_id_reminder.txt"),
-    ),
-    (
-        "emails/customer_id_reminder.html",
-        include_str!("../../themes/default/emails/customer_id_reminder.html"),
-    ),
-    (
-        "emails/password_changed.subject.txt",
-        include_str!("../../themes/default/emails/password_changed.subject.txt"),
-    ),
-    (
-        "emails/password_changed.txt",
-        include_str!("../../themes/default/emails/password_changed.txt"),
-    ),
-    (
-        "emails/password_changed.html",
-        include_str!("../../themes/default/emails/password_changed.html"),
-    ),
-    (
-        "emails/invitation_link.subject.txt",
-        include_str!("../../themes/default/emails/invitation_link.subject.txt"),
-    ),
-    (
-        "emails/invitation_link.txt",
-        include_str!("../../themes/default/emails/invitation_link.txt"),
-    ),
-    (
-        "emails/invitation_link.html",
-        include_str!("../../themes/default/emails/invitation_link.html"),
-    ),
-    (
-        "emails/organization_created.subject.txt",
-        include_str!("../../themes/default/emails/organization_created.subject.txt"),
-    ),
-    (
-        "emails/organization_created.txt",
-        include_str!("../../themes/default/emails/organization_created.txt"),
-    ),
-    (
-        "emails/organization_created.html",
-        include_str!("../../themes/default/emails/organization_created.html"),
-    ),
-    (
-        "emails/organization_validated.subject.txt",
-        include_str!("../../themes/default/emails/organization_validated.subject.txt"),
-    ),
-    (
-        "emails/organization_validated.txt",
-        include_str!("../../themes/default/emails/organization_validated.txt"),
-    ),
-    (
-        "emails/organization_validated.html",
-        include_str!("../../themes/default/emails/organization_validated.html"),
-    ),
-    (
-        "emails/organization_rejected.subject.txt",
-        include_str!("../../themes/default/emails/organization_rejected.subject.txt"),
-    ),
-    (
-        "emails/organization_rejected.txt",
-        include_str!("../../themes/default/emails/organization_rejected.txt"),
-    ),
-    (
-        "emails/organization_rejected.html",
-        include_str!("../../themes/default/emails/organization_rejected.html"),
-    ),
-    (
-        "sms/login_code.txt",
-        include_str!("../../themes/default/sms/login_code.txt"),
-    ),
-    (
-        "sms/phone_verification_code.txt",
-        include_str!("../../themes/default/sms/phone_verification_code.txt"),
-    ),
-];
+/// Email and SMS templates of the embedded default theme, by template name:
+/// every file of `themes/default/emails/` and `themes/default/sms/`, listed
+/// by `build.rs`.
+const EMBEDDED_MESSAGE_TEMPLATES: &[(&str, &str)] =
+    include!(concat!(env!("OUT_DIR"), "/message_templates.rs"));
 
 /// The theme folders holding email and SMS templates; a template's name is
 /// `<folder>/<path in the folder>`.
@@ -893,45 +720,18 @@ mod tests {
 
     use super::*;
 
-    /// Every template of the default theme.
-    const DEFAULT_TEMPLATES: &[&str] = &[
-        "webauthn.html",
-        "webauthn_enroll.html",
-        "code.html",
-        "phone_enroll.html",
-        "layout.html",
-        "identifier.html",
-        "password.html",
-        "error.html",
-        "logout.html",
-        "logged_out.html",
-        "demo_home.html",
-        "alternatives.html",
-        "totp_enroll.html",
-        "recovery_codes.html",
-        "forgot_password.html",
-        "forgot_identifier.html",
-        "recovery_sent.html",
-        "reset_password.html",
-        "password_changed.html",
-        "challenge_widget.html",
-        "password_rules.html",
-        "back_link.html",
-        "password_violations.html",
-        "reauth_notice.html",
-        "org_new.html",
-        "org_confirm.html",
-        "org_created.html",
-        "account_devices.html",
-        "account_totp_new.html",
-        "account_webauthn_new.html",
-        "account_recovery_codes.html",
-        "account.html",
-        "account_password.html",
-        "account_email.html",
-        "upstream.html",
-        "upstream_buttons.html",
-    ];
+    /// Every page template of the default theme (`themes/default/templates/`).
+    static DEFAULT_TEMPLATES: std::sync::LazyLock<Vec<&'static str>> =
+        std::sync::LazyLock::new(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../themes/default/templates");
+            let mut names: Vec<&'static str> = list_files(&root)
+                .expect("the default templates")
+                .into_iter()
+                .map(|(name, _)| &*Box::leak(name.into_boxed_str()))
+                .collect();
+            names.sort_unstable();
+            names
+        });
 
     /// Templates included by pages rather than rendered as pages.
     const PARTIALS: &[&str] = &[
@@ -947,6 +747,9 @@ mod tests {
     /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
     /// scan of the templates cannot see.
     const IDS_PASSED_BY_HANDLERS: &[&str] = &[
+        // Login callbacks (web/authorize.rs): a link opened elsewhere, or spent.
+        "error.opened_elsewhere",
+        "error.link_expired",
         // Account page (web/account.rs): errors, flash messages, event labels.
         "account.login_expired",
         "account.login_failed",
@@ -2229,9 +2032,9 @@ mod tests {
     fn every_template_renders_in_both_locales() {
         let themes = themes();
         themes
-            .check_templates(DEFAULT_THEME, DEFAULT_TEMPLATES)
+            .check_templates(DEFAULT_THEME, &DEFAULT_TEMPLATES)
             .expect("all templates present");
-        for template in DEFAULT_TEMPLATES {
+        for template in DEFAULT_TEMPLATES.iter() {
             for locale in Locale::ALL {
                 let html = themes
                     .render(DEFAULT_THEME, template, locale, sample_context(template))
@@ -2274,7 +2077,7 @@ mod tests {
     #[test]
     fn every_input_has_a_label() {
         let themes = themes();
-        for template in DEFAULT_TEMPLATES {
+        for template in DEFAULT_TEMPLATES.iter() {
             let html = themes
                 .render(
                     DEFAULT_THEME,
@@ -2793,7 +2596,7 @@ mod tests {
             "default theme unchanged"
         );
         themes
-            .check_templates("acme", DEFAULT_TEMPLATES)
+            .check_templates("acme", &DEFAULT_TEMPLATES)
             .expect("inherited templates");
     }
 
@@ -3098,7 +2901,7 @@ mod tests {
                 }
             }
             themes
-                .check_templates(name, DEFAULT_TEMPLATES)
+                .check_templates(name, &DEFAULT_TEMPLATES)
                 .expect("every page, from the default theme");
             let (_, logo) = themes.asset(name, "logo.svg").expect("logo");
             assert_ne!(*logo, *default_static("logo.svg"), "{name}: its own logo");

@@ -39,11 +39,19 @@ pub enum Message {
     OrganizationValidated { org_name: String },
     /// To the creator: the organization was rejected.
     OrganizationRejected { org_name: String },
+    /// A message of a login method, rendered with the method's own templates
+    /// (`emails/<template>.*`, `sms/<template>.txt`): its fields are the
+    /// templates' context. A method adds messages without a variant here.
+    Method {
+        template: String,
+        #[serde(flatten)]
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 impl Message {
     /// The template family of the message (`emails/<name>.*`, `sms/<name>.txt`).
-    pub fn template(&self) -> &'static str {
+    pub fn template(&self) -> &str {
         match self {
             Self::LoginCode { .. } => "login_code",
             Self::PhoneVerificationCode { .. } => "phone_verification_code",
@@ -56,6 +64,7 @@ impl Message {
             Self::OrganizationCreated { .. } => "organization_created",
             Self::OrganizationValidated { .. } => "organization_validated",
             Self::OrganizationRejected { .. } => "organization_rejected",
+            Self::Method { template, .. } => template,
         }
     }
 }

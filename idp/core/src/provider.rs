@@ -194,6 +194,7 @@ impl Provider {
         ));
         let codes: Arc<dyn CodeStore> = Arc::new(StoredCodes::new(store.clone()));
         let step_ports = StepPorts {
+            issuer: settings.issuer.clone(),
             users: ports.users.clone(),
             credentials: ports.credentials.clone(),
             flows: flows.clone(),

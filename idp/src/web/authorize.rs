@@ -295,6 +295,21 @@ fn flow_error(state: &AppState, jar: &CookieJar, headers: &HeaderMap, e: FlowErr
             "error.flow_expired",
             None,
         ),
+        FlowError::OpenedElsewhere { client_id } => {
+            let theme = state
+                .provider
+                .clients
+                .get(&client_id)
+                .map_or_else(|| "default".to_owned(), |c| c.theme.clone());
+            error_page(
+                state,
+                &theme,
+                loc,
+                StatusCode::BAD_REQUEST,
+                "error.opened_elsewhere",
+                None,
+            )
+        }
         FlowError::UnknownCallback => error_page(
             state,
             "default",
@@ -496,6 +511,49 @@ pub(crate) async fn upstream_callback(
         Ok((flow_id, outcome)) => {
             outcome_response(&state, jar, &headers, &meta, &flow_id, loc, Ok(outcome)).await
         }
+        Err(e) => flow_error(&state, &jar, &headers, e),
+    }
+}
+
+/// A link a step sent (an emailed sign-in link): `token` names the login
+/// flow, which goes on in the browser that started it; opened elsewhere, a
+/// page says where to open it, and the link stays usable there.
+#[tracing::instrument(skip_all)]
+pub(crate) async fn callback(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let loc = locale(&jar, &headers, None);
+    let params =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or_default())
+            .unwrap_or_default();
+    let token = params
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    match state
+        .provider
+        .runner
+        .callback(&token, params, browser.as_deref(), &meta, loc.as_str())
+        .await
+    {
+        Ok((flow_id, outcome)) => {
+            outcome_response(&state, jar, &headers, &meta, &flow_id, loc, Ok(outcome)).await
+        }
+        Err(FlowError::UnknownCallback) => error_page(
+            &state,
+            "default",
+            loc,
+            StatusCode::BAD_REQUEST,
+            "error.link_expired",
+            None,
+        ),
         Err(e) => flow_error(&state, &jar, &headers, e),
     }
 }

@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             "/login/upstream/{upstream}/callback",
             get(authorize::upstream_callback),
         )
+        .route("/login/callback", get(authorize::callback))
         .route("/login/{flow}/{step}", post(authorize::submit_step))
         .route(
             "/login/{flow}/restart",

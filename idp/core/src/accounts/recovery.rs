@@ -298,7 +298,7 @@ impl Accounts {
     /// Emails `message`; a failure is logged (the requester was already
     /// answered, and must not learn whether an account exists).
     async fn deliver(&self, to: &Email, message: Message, journey: &JourneyClient, locale: &str) {
-        let kind = message.template();
+        let kind = message.template().to_owned();
         let n = Notification {
             message,
             locale: locale.to_owned(),

@@ -141,7 +141,6 @@ pub enum BackupEmailError {
     Core(#[from] CoreError),
 }
 
-
 /// The S256 PKCE challenge of a verifier (RFC 7636 §4.2), for the
 /// provider's own pages that sign in through OIDC (the account page).
 pub fn pkce_s256(verifier: &str) -> String {

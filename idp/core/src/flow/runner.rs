@@ -72,6 +72,10 @@ pub enum FlowError {
     /// in progress (tampered, replayed or expired).
     #[error("callback matches no login in progress")]
     UnknownCallback,
+    /// A callback (an emailed link) opened in another browser than the one
+    /// signing in to `client_id`: nothing was used up.
+    #[error("opened in another browser than the one signing in")]
+    OpenedElsewhere { client_id: String },
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -795,25 +799,67 @@ impl FlowRunner {
     }
 
     /// A callback (an upstream's answer at
-    /// `/login/upstream/<name>/callback`, an emailed link): `token` names
-    /// the login flow (single use), which must belong to this browser; the
-    /// step checks the rest. No CSRF token: the token, bound to the flow
-    /// and the browser, plays that part. Returns the flow's id with the
+    /// `/login/upstream/<name>/callback`, an emailed link at
+    /// `/login/callback`): `token` names the login flow, which must belong
+    /// to this browser. The token is used up (single use), also by a use in
+    /// another browser, unless its binding survives other browsers: then
+    /// such a use leaves it as it is ([`FlowError::OpenedElsewhere`]). The
+    /// step checks the rest. No CSRF token: the token, bound to the
+    /// flow and the browser, plays that part. Returns the flow's id with the
     /// outcome.
     pub async fn callback(
         &self,
         token: &str,
-        mut params: Vec<(String, String)>,
+        params: Vec<(String, String)>,
         browser_cookie: Option<&str>,
         meta: &RequestMeta,
         locale: &str,
     ) -> Result<(String, SubmitOutcome), FlowError> {
+        let peeked = self
+            .flows
+            .peek_callback(token)
+            .await?
+            .ok_or(FlowError::UnknownCallback)?;
+        if !peeked.survives_other_browsers {
+            let binding = self
+                .flows
+                .take_callback(token)
+                .await?
+                .ok_or(FlowError::UnknownCallback)?;
+            let old = self.load(&binding.flow_id, browser_cookie).await?;
+            return self.run_callback(old, binding, params, meta, locale).await;
+        }
+        let old = match self.load(&peeked.flow_id, browser_cookie).await {
+            Ok(flow) => flow,
+            Err(FlowError::WrongBrowser) => {
+                let client_id = self
+                    .flows
+                    .find(&peeked.flow_id)
+                    .await?
+                    .map(|f| f.request.client_id)
+                    .unwrap_or_default();
+                return Err(FlowError::OpenedElsewhere { client_id });
+            }
+            Err(e) => return Err(e),
+        };
         let binding = self
             .flows
             .take_callback(token)
             .await?
+            .filter(|b| *b == peeked)
             .ok_or(FlowError::UnknownCallback)?;
-        let old = self.load(&binding.flow_id, browser_cookie).await?;
+        self.run_callback(old, binding, params, meta, locale).await
+    }
+
+    /// The submission a callback stands for, to the step it was bound to.
+    async fn run_callback(
+        &self,
+        old: LoginFlow,
+        binding: super::state::CallbackBinding,
+        mut params: Vec<(String, String)>,
+        meta: &RequestMeta,
+        locale: &str,
+    ) -> Result<(String, SubmitOutcome), FlowError> {
         params.retain(|(k, _)| k != super::step::CALLBACK_FIELD);
         params.push((super::step::CALLBACK_FIELD.to_owned(), "1".to_owned()));
         let input = StepInput::new(params).with_binding(binding.value);
@@ -821,16 +867,6 @@ impl FlowRunner {
             .submit_loaded(old, binding.method.as_str(), &input, meta, locale)
             .await?;
         Ok((binding.flow_id, outcome))
-    }
-
-    /// The flow a callback token leads to, without using the token up (to
-    /// tell a link opened in another browser where to open it).
-    pub async fn callback_flow(&self, token: &str) -> Result<Option<LoginFlow>, FlowError> {
-        let Some(binding) = self.flows.peek_callback(token).await? else {
-            return Ok(None);
-        };
-        let flow = self.flows.find(&binding.flow_id).await?;
-        Ok(flow.filter(|f| !f.completed && f.expires_at > self.now()))
     }
 
     /// "Continue with <upstream>" on an identifier page: switches to the

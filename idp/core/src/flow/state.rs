@@ -152,6 +152,11 @@ pub struct CallbackBinding {
     /// For the step (e.g. when the link was sent).
     #[serde(default)]
     pub value: serde_json::Value,
+    /// Opened in another browser, the token stays usable in its own (an
+    /// emailed link read on another device); otherwise such a use spends it
+    /// (an upstream's answer: one chance).
+    #[serde(default)]
+    pub survives_other_browsers: bool,
 }
 
 /// [`FlowStore`] over the short-lived store (in-process or Redis).

@@ -217,6 +217,8 @@ pub struct WebauthnSettings {
 /// The ports steps may use.
 #[derive(Clone)]
 pub struct StepPorts {
+    /// The provider's issuer: links in messages start with it.
+    pub issuer: String,
     pub users: Arc<dyn UserRepo>,
     pub credentials: Arc<dyn CredentialRepo>,
     /// Login flows, for steps that come back through a callback.

@@ -92,6 +92,7 @@ impl UpstreamStep {
             flow_id: cx.flow_id.to_owned(),
             method: ID.clone(),
             value: serde_json::Value::Null,
+            survives_other_browsers: false,
         };
         cx.ports
             .flows
