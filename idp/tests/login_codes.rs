@@ -176,10 +176,7 @@ impl<'a> Login<'a> {
     /// Posts the page's first form as its button `name=value` does (the
     /// other fields as they are).
     async fn press(&self, page: &Page, name: &str, value: &str) -> Page {
-        let form = Form::parse(&page.html).expect("a form");
-        let mut fields = form.fields.clone();
-        fields.push((name.to_owned(), value.to_owned()));
-        Page::of(self.post(&form.action, &fields).await).await
+        Page::of(self.browser.press(self.app, &page.html, name, value).await).await
     }
 
     async fn post(&self, path: &str, fields: &[(String, String)]) -> reqwest::Response {

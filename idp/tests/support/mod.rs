@@ -425,6 +425,20 @@ impl Browser {
             .expect("POST")
     }
 
+    /// Posts the page's first form as its button `name=value` does (the
+    /// other fields as they are).
+    pub async fn press(
+        &self,
+        app: &TestApp,
+        html: &str,
+        name: &str,
+        value: &str,
+    ) -> reqwest::Response {
+        let mut form = Form::parse(html).expect("a form on the page");
+        form.fields.push((name.to_owned(), value.to_owned()));
+        self.submit_form(app, &form, &[]).await
+    }
+
     /// The whole interactive login from an authorization URL; returns the
     /// redirect to the client (with code or error).
     pub async fn login(
