@@ -3,6 +3,7 @@
 
 pub mod email_code;
 pub mod identifier;
+pub mod magic_link;
 mod one_time_code;
 pub mod passkey;
 pub mod password;
@@ -50,5 +51,6 @@ pub fn registry() -> StepRegistry {
     r.register(Arc::new(webauthn::WebauthnStep));
     r.register(Arc::new(passkey::PasskeyStep));
     r.register(Arc::new(upstream::UpstreamStep));
+    r.register(Arc::new(magic_link::MagicLinkStep));
     r
 }
