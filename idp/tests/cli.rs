@@ -231,6 +231,62 @@ fn config_check_names_the_file_and_field_of_each_error() {
     assert!(err.contains(ws.config().to_str().unwrap()), "{err}");
 }
 
+/// A flow claiming a level it cannot reach, or a level `idp.toml` does not
+/// declare, is refused naming the client file and the flow's `acr`.
+#[test]
+fn config_check_refuses_a_level_a_flow_cannot_reach() {
+    let flow = |acr: &str, steps: &str| {
+        format!("{PUBLIC_CLIENT}[[login.flows]]\nname = \"f\"\nacr = \"{acr}\"\nsteps = {steps}\n")
+    };
+    // An emailed code never counts toward AAL2.
+    let ws = Workspace::new("");
+    let file = ws.write(
+        "clients/spa.toml",
+        &flow("2", r#"["identifier", "password", "email_code"]"#),
+    );
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    assert!(err.contains("login.flows[0].acr"), "{err}");
+    assert!(err.contains("AAL2"), "{err}");
+    // Nor does an emailed link.
+    let ws = Workspace::new("");
+    ws.write(
+        "clients/spa.toml",
+        &flow("2", r#"["identifier", "password", "magic_link"]"#),
+    );
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains("login.flows[0].acr"), "{err}");
+    // A phishing-resistant level needs WebAuthn or a passkey.
+    let ws = Workspace::new("");
+    ws.write(
+        "clients/spa.toml",
+        &flow("3", r#"["identifier", "password", "totp"]"#),
+    );
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains("login.flows[0].acr"), "{err}");
+    assert!(err.contains("phishing"), "{err}");
+    // A level idp.toml does not declare.
+    let ws = Workspace::new("");
+    ws.write(
+        "clients/spa.toml",
+        &flow("gold", r#"["identifier", "password"]"#),
+    );
+    let err = ws.idp(&["config", "check"], None).fails();
+    assert!(err.contains("login.flows[0].acr"), "{err}");
+    assert!(err.contains("unknown level \"gold\""), "{err}");
+    // The same flows pass where they claim what they reach.
+    let ws = Workspace::new("");
+    ws.write(
+        "clients/spa.toml",
+        &flow("1", r#"["identifier", "password", "magic_link"]"#),
+    );
+    ws.idp(&["config", "check"], None).ok();
+    // (WebAuthn needs a host name, not the default loopback address.)
+    let ws = Workspace::new("issuer = \"http://localhost:8080\"");
+    ws.write("clients/spa.toml", &flow("3", r#"["passkey"]"#));
+    ws.idp(&["config", "check"], None).ok();
+}
+
 /// The repository's own configuration (`config/idp.toml`, its example
 /// clients and their themes in `themes/`, found through `themes_dir =
 /// "../themes"` relative to the file) passes `config check`, as `idp demo`
