@@ -3,7 +3,7 @@
 //! in-process [`MemoryStore`] here (embedded default and fast tests) and Redis
 //! in `adapters/redis-store`. Everything has a TTL.
 //!
-//! Values are opaque bytes; typed access goes through [`put_json`] and friends.
+//! Values are opaque bytes; typed access goes through [`Records`] and the stores built on it.
 //! Expiry by TTL is housekeeping: records that matter for security also carry
 //! their own `expires_at`, checked against the injected [`Clock`](crate::clock::Clock).
 

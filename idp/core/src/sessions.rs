@@ -13,7 +13,7 @@
 //! compare-and-swap: two logins at the same moment cannot lose each other's
 //! entry. Entries of expired sessions are pruned at each update; entries of
 //! sessions ended elsewhere (logout) are pruned when the list is read. The
-//! index lives as long as its longest session. Past [`MAX_INDEXED_SESSIONS`]
+//! index lives as long as its longest session. Past `MAX_INDEXED_SESSIONS`
 //! the oldest session is ended.
 
 use crate::assurance::{Proof, merge_proofs};

@@ -1,7 +1,7 @@
 //! Outbound provisioning: signed webhooks to relying platforms.
 //!
 //! A platform subscribes, in its client file, endpoints to event types. When
-//! an event happens, [`Provider::emit`](crate::oidc::Provider::emit) writes one
+//! an event happens, [`Events::emit`](crate::events::Events::emit) writes one
 //! [`WebhookDelivery`] per subscribed endpoint into the outbox (the
 //! [`WebhookRepo`](crate::ports::WebhookRepo) port, a database table), so a
 //! delivery survives a receiver outage and a restart of the provider. A

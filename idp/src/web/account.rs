@@ -6,7 +6,7 @@
 //! # Signing in
 //!
 //! The pages sign users in through OpenID Connect like any portal, as the
-//! built-in public client `account` (see [`builtin_client`]): `/account/login`
+//! built-in public client `account` (see `builtin_client` below): `/account/login`
 //! keeps a random `state`, a nonce and a PKCE verifier in the short-lived
 //! store (bound to the browser cookie) and redirects to `/authorize`; the
 //! usual login pages run (or the SSO session answers at once); the code comes

@@ -13,7 +13,7 @@
 //! - adding or deleting a factor, and regenerating recovery codes, need a
 //!   recent authentication (the session's `auth_time` within
 //!   [`RECENT_AUTH_SECS`](super::security::RECENT_AUTH_SECS), see
-//!   [`Provider::is_recent_auth`]): a stolen or forgotten session cannot attach an
+//!   [`Accounts::is_recent_auth`]): a stolen or forgotten session cannot attach an
 //!   attacker's authenticator or strip the account's protection;
 //! - the last second factor cannot be deleted while MFA is enforced for the
 //!   user (on the account, or by one of their organizations for any kind of
@@ -260,7 +260,7 @@ impl Accounts {
     /// Whether `user` must keep a second factor: set on the account, or
     /// enforced by one of their organizations (not rejected) for any kind
     /// of authentication. (A login checks one client's kind, see
-    /// [`Provider::mfa_required`]; the account page cannot know which
+    /// [`mfa_required`](crate::flow::runner::mfa_required); the account page cannot know which
     /// portal comes next, so any kind counts.)
     pub async fn mfa_enforced(&self, user: &User) -> Result<bool, CoreError> {
         if user.mfa_required {

@@ -6,7 +6,7 @@
 //! kind, password policy).
 //!
 //! Authorization lives here, not in the web layer: every action on an
-//! organization goes through [`Provider::org_actor`], which checks the
+//! organization goes through [`Organizations::org_actor`], which checks the
 //! caller's roles in *that* organization; the platform operator is a
 //! separate capability ([`PlatformOperator`]), held by a client with
 //! `[account] platform_admin = true` or by the command line.

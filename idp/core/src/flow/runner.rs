@@ -1,7 +1,27 @@
 //! The login flow runner: evaluates a client's flow against what a session
 //! proved, asks only what is missing, and runs the steps' pages and
 //! submissions (CSRF, browser binding, expiry, throttling, saving, moving
-//! on). See [`super::state`] for the states a flow goes through.
+//! on). A flow in progress is kept by [`super::state`].
+//!
+//! # States
+//!
+//! ```text
+//!   authorize ──▶ evaluate the client's flow against the session's proofs
+//!                   │ every stage satisfied          │ a stage is missing
+//!                   ▼                                ▼ (prompt=none: interaction_required)
+//!              Completed ◀──────────────── Running { position, choice, enrolling }
+//!    (code issued; proofs added           │ submit ▲
+//!     to the session, cookie rotated)     │        │ Again / Rejected (counted first) /
+//!                   ▲                     │        │ Locked / choose another method
+//!                   │ no stage left       ▼        │
+//!                   └──────────────── Passed: next stage that is needed and
+//!                                     not satisfied by a proof (skipped ones
+//!                                     are evaluated for this client, now)
+//!   Running ──(expired, other browser, completed)──▶ NotFound
+//!   Running ──(upstream answer matched a local account)──▶ Running (link proof)
+//!   Running ──("not you?")──▶ Running at position 0, no user, no session proofs
+//!   Running ──(a callback link opened in another browser)──▶ Running, link unused
+//! ```
 //!
 //! # Reuse rule
 //!
@@ -869,7 +889,7 @@ impl FlowRunner {
         Ok((binding.flow_id, outcome))
     }
 
-    /// "Continue with <upstream>" on an identifier page: switches to the
+    /// "Continue with `upstream`" on an identifier page: switches to the
     /// client's flow of the same level that starts with a federating step,
     /// and starts the sign-in at that upstream.
     pub async fn federate(

@@ -1,23 +1,6 @@
 //! A login in progress ([`LoginFlow`]) and where it is kept ([`FlowStore`]).
 //!
-//! # States
-//!
-//! ```text
-//!   authorize ──▶ evaluate the client's flow against the session's proofs
-//!                   │ every stage satisfied          │ a stage is missing
-//!                   ▼                                ▼ (prompt=none: interaction_required)
-//!              Completed ◀──────────────── Running { position, choice, enrolling }
-//!    (code issued; proofs added           │ submit ▲
-//!     to the session, cookie rotated)     │        │ Again / Rejected (counted first) /
-//!                   ▲                     │        │ Locked / choose another method
-//!                   │ no stage left       ▼        │
-//!                   └──────────────── Passed: next stage that is needed and
-//!                                     not satisfied by a proof (skipped ones
-//!                                     are evaluated for this client, now)
-//!   Running ──(expired, other browser, completed)──▶ NotFound
-//!   Running ──(upstream answer matched a local account)──▶ Running (link proof)
-//!   Running ──("not you?")──▶ Running at position 0, no user, no session proofs
-//! ```
+//! The states a flow goes through are drawn in [`super::runner`].
 //!
 //! A flow is stored under its id with a TTL, bound to the browser that
 //! started it (hash of the browser cookie), and carries a CSRF token. Every

@@ -1,6 +1,6 @@
 //! The emailed code step: a 6-digit code sent to the account's address when
 //! the page is first shown, entered on the same page, with "send a new code"
-//! after a cool-down (see [`one_time_code`](super::one_time_code) for the
+//! after a cool-down (see the private `one_time_code` module for the
 //! rules). Applies to every identified user.
 //!
 //! No enumeration: for an identifier that matches no account the page is the

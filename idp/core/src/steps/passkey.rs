@@ -91,7 +91,7 @@ impl Step for PasskeyStep {
 
     /// RFC 8176 `amr`: `hwk` (or `swk` for a synced passkey) and `mfa`: the
     /// key is possessed and the authenticator verified the user (PIN or
-    /// biometrics), which this step requires. See [`amr`].
+    /// biometrics), which this step requires. See this module's `amr`.
     async fn submit(
         &self,
         cx: &mut StepCx<'_>,

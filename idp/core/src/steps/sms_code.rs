@@ -1,6 +1,6 @@
 //! The texted code step: a 6-digit code sent by SMS to the account's
 //! verified mobile number (same rules as the emailed code, see
-//! [`one_time_code`](super::one_time_code)).
+//! the private `one_time_code` module).
 //!
 //! A user without a verified number enrolls one during login, in two
 //! phases kept in the scratch state: the number (E.164; spaces, dashes and a
