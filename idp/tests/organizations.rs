@@ -1565,7 +1565,7 @@ async fn the_admin_api_takes_its_own_tokens_and_mfa_where_enforced(app: &TestApp
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 403);
+    assert_eq!(res.status(), 401, "RFC 9470: 401 with the challenge");
     let challenge = res.headers()["www-authenticate"]
         .to_str()
         .unwrap()
@@ -1577,7 +1577,7 @@ async fn the_admin_api_takes_its_own_tokens_and_mfa_where_enforced(app: &TestApp
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "insufficient_user_authentication");
     let (status, _) = get(app, &org_path(org.id, "/members"), token).await;
-    assert_eq!(status, 403, "reading needs it too");
+    assert_eq!(status, 401, "reading needs it too");
     assert_eq!(enforced().await, ["console"], "nothing changed");
 
     // At a console client the second factor is enforced at sign-in (an app

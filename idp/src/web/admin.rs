@@ -117,11 +117,11 @@ impl IntoResponse for ApiError {
             body[k] = v;
         }
         let challenge = match (self.status, self.error) {
-            (StatusCode::UNAUTHORIZED, _) => Some(r#"Bearer error="invalid_token""#),
             // RFC 9470 §3: the client sends the user back for a stronger sign-in.
             (_, "insufficient_user_authentication") => Some(
                 r#"Bearer error="insufficient_user_authentication", error_description="a sign-in with a second factor is required""#,
             ),
+            (StatusCode::UNAUTHORIZED, _) => Some(r#"Bearer error="invalid_token""#),
             _ => None,
         };
         let mut res = (self.status, axum::Json(body)).into_response();
@@ -139,7 +139,12 @@ impl From<OrgError> for ApiError {
         match e {
             OrgError::Forbidden => Self::new(StatusCode::FORBIDDEN, "forbidden", d),
             OrgError::MfaRequired => {
-                Self::new(StatusCode::FORBIDDEN, "insufficient_user_authentication", d)
+                // RFC 9470 §3 answers 401 with the challenge.
+                Self::new(
+                    StatusCode::UNAUTHORIZED,
+                    "insufficient_user_authentication",
+                    d,
+                )
             }
             OrgError::NotFound | OrgError::MemberNotFound => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", d)
