@@ -341,7 +341,8 @@ impl Accounts {
                 None
             }
         };
-        self.audit_in_org(kind, Some(cx.user.id), org, cx.client, cx.meta, detail)
+        self.audit_log
+            .record_in_org(kind, Some(cx.user.id), org, cx.client, cx.meta, detail)
             .await;
     }
 

@@ -523,41 +523,6 @@ impl Organizations {
         }
     }
 
-    async fn audit(
-        &self,
-        kind: &str,
-        user: Option<UserId>,
-        client: Option<&crate::domain::ClientId>,
-        meta: &RequestMeta,
-        detail: serde_json::Value,
-    ) {
-        self.audit_log
-            .record(kind, user, client, meta, detail)
-            .await;
-    }
-
-    async fn audit_in_org(
-        &self,
-        kind: &str,
-        user: Option<UserId>,
-        org: Option<crate::domain::OrgId>,
-        client: Option<&crate::domain::ClientId>,
-        meta: &RequestMeta,
-        detail: serde_json::Value,
-    ) {
-        self.audit_log
-            .record_in_org(kind, user, org, client, meta, detail)
-            .await;
-    }
-
-    async fn emit_roles_changed(&self, org: &Organization, user: UserId, roles: &[Role]) {
-        self.events.roles_changed(org, user, roles).await;
-    }
-
-    async fn emit(&self, event: crate::webhooks::WebhookEvent) {
-        self.events.emit(event).await;
-    }
-
     /// The latest webhook deliveries, newest first, optionally of one status
     /// (the platform operator's view of the outbox).
     pub async fn list_webhook_deliveries(
@@ -713,21 +678,22 @@ impl Organizations {
             Err(RepoError::Conflict(_)) => return Err(OrgCreateError::SiretTaken),
             Err(e) => return Err(e.into()),
         }
-        self.audit_in_org(
-            "organization.created",
-            Some(user.id),
-            Some(org.id),
-            request.client_id.as_ref(),
-            meta,
-            serde_json::json!({
-                "org_id": org.id,
-                "name": org.name,
-                "siret": org.siret,
-                "country": org.country,
-                "new_account": matches!(request.creator, Creator::New { .. }),
-            }),
-        )
-        .await;
+        self.audit_log
+            .record_in_org(
+                "organization.created",
+                Some(user.id),
+                Some(org.id),
+                request.client_id.as_ref(),
+                meta,
+                serde_json::json!({
+                    "org_id": org.id,
+                    "name": org.name,
+                    "siret": org.siret,
+                    "country": org.country,
+                    "new_account": matches!(request.creator, Creator::New { .. }),
+                }),
+            )
+            .await;
         self.notify_in_background(
             user.email.clone(),
             Message::OrganizationCreated {
@@ -810,14 +776,15 @@ impl Organizations {
                     }
                     _ => {
                         self.throttle.failed(ticket);
-                        self.audit(
-                            "organization.creation_refused",
-                            None,
-                            client.map(|c| &c.id),
-                            meta,
-                            serde_json::json!({"reason": "invalid_credentials"}),
-                        )
-                        .await;
+                        self.audit_log
+                            .record(
+                                "organization.creation_refused",
+                                None,
+                                client.map(|c| &c.id),
+                                meta,
+                                serde_json::json!({"reason": "invalid_credentials"}),
+                            )
+                            .await;
                         Err(OrgCreateError::InvalidCredentials)
                     }
                 }
@@ -999,7 +966,7 @@ impl Organizations {
         } else {
             "organization.rejected"
         };
-        self.audit_in_org(
+        self.audit_log.record_in_org(
             kind,
             None,
             Some(org.id),
@@ -1010,22 +977,23 @@ impl Organizations {
         .await;
         let recipients: Vec<UserId> = if approve {
             let members = self.ports.orgs.list_members(org.id).await?;
-            self.emit(crate::webhooks::WebhookEvent::new(
-                crate::webhooks::WebhookEventType::OrganizationValidated,
-                now,
-                serde_json::json!({"organization": {
-                    "id": org.id,
-                    "name": org.name,
-                    "siret": org.siret,
-                    "country": org.country,
-                    "status": org.status.as_str(),
-                    "members": members
-                        .iter()
-                        .map(|m| serde_json::json!({"user_id": m.user_id, "roles": m.roles}))
-                        .collect::<Vec<_>>(),
-                }}),
-            ))
-            .await;
+            self.events
+                .emit(crate::webhooks::WebhookEvent::new(
+                    crate::webhooks::WebhookEventType::OrganizationValidated,
+                    now,
+                    serde_json::json!({"organization": {
+                        "id": org.id,
+                        "name": org.name,
+                        "siret": org.siret,
+                        "country": org.country,
+                        "status": org.status.as_str(),
+                        "members": members
+                            .iter()
+                            .map(|m| serde_json::json!({"user_id": m.user_id, "roles": m.roles}))
+                            .collect::<Vec<_>>(),
+                    }}),
+                ))
+                .await;
             members.into_iter().map(|m| m.user_id).collect()
         } else {
             vec![org.created_by]
@@ -1175,21 +1143,22 @@ impl Organizations {
             Err(RepoError::Conflict(_)) => return Err(OrgError::AlreadyMember),
             Err(e) => return Err(e.into()),
         }
-        self.audit_in_org(
-            "organization.member_added",
-            by.user(),
-            Some(org.id),
-            by.client(),
-            meta,
-            serde_json::json!({
-                "org_id": org.id,
-                "member": user.id,
-                "roles": roles,
-                "new_account": created,
-            }),
-        )
-        .await;
-        self.emit_roles_changed(org, user.id, &roles).await;
+        self.audit_log
+            .record_in_org(
+                "organization.member_added",
+                by.user(),
+                Some(org.id),
+                by.client(),
+                meta,
+                serde_json::json!({
+                    "org_id": org.id,
+                    "member": user.id,
+                    "roles": roles,
+                    "new_account": created,
+                }),
+            )
+            .await;
+        self.events.roles_changed(org, user.id, &roles).await;
         if created {
             let hours = self.settings.accounts.invite_link_hours;
             let token = self
@@ -1256,7 +1225,7 @@ impl Organizations {
             }),
         )
         .await;
-        self.emit_roles_changed(&actor.org, member, &roles).await;
+        self.events.roles_changed(&actor.org, member, &roles).await;
         Ok(Membership { roles, ..current })
     }
 
@@ -1280,7 +1249,7 @@ impl Organizations {
             serde_json::json!({"org_id": actor.org.id, "member": member}),
         )
         .await;
-        self.emit_roles_changed(&actor.org, member, &[]).await;
+        self.events.roles_changed(&actor.org, member, &[]).await;
         Ok(())
     }
 
@@ -1293,15 +1262,16 @@ impl Organizations {
         meta: &RequestMeta,
         detail: serde_json::Value,
     ) {
-        self.audit_in_org(
-            kind,
-            Some(actor.user_id),
-            Some(actor.org.id),
-            actor.client_id.as_ref(),
-            meta,
-            detail,
-        )
-        .await;
+        self.audit_log
+            .record_in_org(
+                kind,
+                Some(actor.user_id),
+                Some(actor.org.id),
+                actor.client_id.as_ref(),
+                meta,
+                detail,
+            )
+            .await;
     }
 
     /// The current membership of `member` in the actor's organization, for

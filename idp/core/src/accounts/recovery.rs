@@ -208,14 +208,15 @@ impl Accounts {
         let url = self
             .links
             .password_link_url(LinkPurpose::Reset, &token, journey.id.as_ref());
-        self.audit(
-            "password.reset_requested",
-            Some(user.id),
-            journey.id.as_ref(),
-            meta,
-            serde_json::json!({ "valid_minutes": minutes }),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "password.reset_requested",
+                Some(user.id),
+                journey.id.as_ref(),
+                meta,
+                serde_json::json!({ "valid_minutes": minutes }),
+            )
+            .await;
         self.deliver(
             &user.email,
             Message::PasswordResetLink {
@@ -275,14 +276,15 @@ impl Accounts {
             tracing::info!(user = %user.id, "recovery email cap reached; nothing sent");
             return Ok(());
         }
-        self.audit(
-            "identifier.reminder_sent",
-            Some(user.id),
-            journey.id.as_ref(),
-            meta,
-            serde_json::json!({}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "identifier.reminder_sent",
+                Some(user.id),
+                journey.id.as_ref(),
+                meta,
+                serde_json::json!({}),
+            )
+            .await;
         self.deliver(
             &user.email,
             Message::CustomerIdReminder {

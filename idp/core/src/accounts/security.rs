@@ -311,14 +311,15 @@ impl Accounts {
             } else {
                 problems.current_wrong = true;
                 self.throttle.failed(t);
-                self.audit(
-                    "password.change_failed",
-                    Some(user.id),
-                    client.map(|c| &c.id),
-                    meta,
-                    serde_json::json!({"reason": "wrong_current_password"}),
-                )
-                .await;
+                self.audit_log
+                    .record(
+                        "password.change_failed",
+                        Some(user.id),
+                        client.map(|c| &c.id),
+                        meta,
+                        serde_json::json!({"reason": "wrong_current_password"}),
+                    )
+                    .await;
             }
         }
         let policy = self.password_policy_for_user(client, user).await?;
@@ -346,14 +347,15 @@ impl Accounts {
             })
             .await
             .map_err(CoreError::from)?;
-        self.audit(
-            "password.changed",
-            Some(user.id),
-            client.map(|c| &c.id),
-            meta,
-            serde_json::json!({}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "password.changed",
+                Some(user.id),
+                client.map(|c| &c.id),
+                meta,
+                serde_json::json!({}),
+            )
+            .await;
         self.send_notice(&user.email, Message::PasswordChanged, client, locale)
             .await;
         Ok(())
@@ -424,14 +426,15 @@ impl Accounts {
                 .map_err(CoreError::from)?;
             return Err(EmailChangeError::SendFailed);
         }
-        self.audit(
-            "email.change_requested",
-            Some(user.id),
-            client.map(|c| &c.id),
-            meta,
-            serde_json::json!({}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "email.change_requested",
+                Some(user.id),
+                client.map(|c| &c.id),
+                meta,
+                serde_json::json!({}),
+            )
+            .await;
         Ok(PendingEmailChange {
             new_email,
             valid_minutes,
@@ -541,21 +544,22 @@ impl Accounts {
             {
                 Ok(()) => {}
                 Err(RepoError::Conflict(_)) => {
-                    self.audit(
-                        "email.change_failed",
-                        Some(user.id),
-                        client.map(|c| &c.id),
-                        meta,
-                        serde_json::json!({"reason": "address_in_use"}),
-                    )
-                    .await;
+                    self.audit_log
+                        .record(
+                            "email.change_failed",
+                            Some(user.id),
+                            client.map(|c| &c.id),
+                            meta,
+                            serde_json::json!({"reason": "address_in_use"}),
+                        )
+                        .await;
                     return Err(EmailChangeError::AddressInUse {
                         address: record.new_email,
                     });
                 }
                 Err(e) => return Err(CoreError::from(e).into()),
             }
-            self.audit(
+            self.audit_log.record(
                 "email.changed",
                 Some(user.id),
                 client.map(|c| &c.id),
@@ -568,7 +572,8 @@ impl Accounts {
                 email_verified: true,
                 ..user.clone()
             };
-            self.emit_user(crate::webhooks::WebhookEventType::UserUpdated, &changed)
+            self.events
+                .user(crate::webhooks::WebhookEventType::UserUpdated, &changed)
                 .await;
             self.send_notice(
                 &user.email,
@@ -611,14 +616,15 @@ impl Accounts {
         } else {
             "backup_email.cleared"
         };
-        self.audit(
-            kind,
-            Some(user.id),
-            client.map(|c| &c.id),
-            meta,
-            serde_json::json!({}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                kind,
+                Some(user.id),
+                client.map(|c| &c.id),
+                meta,
+                serde_json::json!({}),
+            )
+            .await;
         Ok(email)
     }
 

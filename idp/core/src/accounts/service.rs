@@ -9,7 +9,7 @@ use super::settings::AccountSettings;
 use crate::audit::Audit;
 use crate::client::ClientRegistry;
 use crate::clock::SharedClock;
-use crate::domain::{ClientId, Email, OrgId, PasswordCredential, RequestMeta, User, UserId};
+use crate::domain::{ClientId, Email, PasswordCredential, RequestMeta, User, UserId};
 use crate::ephemeral::{EphemeralStore, Namespace, Records};
 use crate::error::CoreError;
 use crate::events::Events;
@@ -133,37 +133,6 @@ impl Accounts {
         }
     }
 
-    pub(crate) async fn audit(
-        &self,
-        kind: &str,
-        user: Option<UserId>,
-        client: Option<&ClientId>,
-        meta: &RequestMeta,
-        detail: serde_json::Value,
-    ) {
-        self.audit_log
-            .record(kind, user, client, meta, detail)
-            .await;
-    }
-
-    pub(crate) async fn audit_in_org(
-        &self,
-        kind: &str,
-        user: Option<UserId>,
-        org: Option<OrgId>,
-        client: Option<&ClientId>,
-        meta: &RequestMeta,
-        detail: serde_json::Value,
-    ) {
-        self.audit_log
-            .record_in_org(kind, user, org, client, meta, detail)
-            .await;
-    }
-
-    pub(crate) async fn emit_user(&self, kind: crate::webhooks::WebhookEventType, user: &User) {
-        self.events.user(kind, user).await;
-    }
-
     /// Creates an account with a password (the CLI, the demo). Refuses a
     /// duplicate email and a password breaking the platform's rules.
     pub async fn create_user(
@@ -192,14 +161,15 @@ impl Accounts {
     /// be shown once: only their keyed hashes are kept).
     pub async fn regenerate_recovery_codes(&self, user: &User) -> Result<Vec<String>, CoreError> {
         let codes = crate::steps::recovery_code::regenerate(&self.step_ports, user).await?;
-        self.audit(
-            "recovery_codes.regenerated",
-            Some(user.id),
-            None,
-            &RequestMeta::default(),
-            serde_json::json!({}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "recovery_codes.regenerated",
+                Some(user.id),
+                None,
+                &RequestMeta::default(),
+                serde_json::json!({}),
+            )
+            .await;
         Ok(codes)
     }
 

@@ -224,6 +224,14 @@ pub struct RunnerSettings {
 }
 
 /// Where the runner stands after skipping what does not need asking.
+/// What [`FlowRunner::load_settled`] returns.
+struct Loaded {
+    client: Arc<Client>,
+    user: Option<User>,
+    flow: LoginFlow,
+    settled: Settled,
+}
+
 enum Settled {
     At {
         step: MethodId,
@@ -739,6 +747,21 @@ impl FlowRunner {
         self.throttle.login(step.as_str(), who, meta.ip.as_deref())
     }
 
+    /// A loaded flow's client and user, and a copy of it moved on to the
+    /// stage now due.
+    async fn load_settled(&self, old: &LoginFlow, meta: &RequestMeta) -> Result<Loaded, FlowError> {
+        let client = self.client_of(old)?;
+        let user = self.flow_user(old).await?;
+        let mut flow = old.clone();
+        let settled = self.settle(&mut flow, &client, user.as_ref(), meta).await?;
+        Ok(Loaded {
+            client,
+            user,
+            flow,
+            settled,
+        })
+    }
+
     /// Whether submissions to `step` check a secret (and are counted).
     fn checks_secret(&self, step: &MethodId) -> bool {
         self.steps.get(step).is_some_and(|s| {
@@ -756,14 +779,17 @@ impl FlowRunner {
         meta: &RequestMeta,
         locale: &str,
     ) -> Result<FlowPage, FlowError> {
-        let client = self.client_of(&old)?;
-        let user = self.flow_user(&old).await?;
-        let mut flow = old.clone();
+        let Loaded {
+            client,
+            user,
+            mut flow,
+            settled,
+        } = self.load_settled(&old, meta).await?;
         let Settled::At {
             step,
             alternatives,
             enrolling,
-        } = self.settle(&mut flow, &client, user.as_ref(), meta).await?
+        } = settled
         else {
             // Nothing left to ask: the next submit completes.
             return Err(FlowError::WrongStage);
@@ -968,12 +994,12 @@ impl FlowRunner {
         meta: &RequestMeta,
     ) -> Result<(), FlowError> {
         let old = self.load_for_submit(flow_id, browser_cookie, csrf).await?;
-        let client = self.client_of(&old)?;
-        let user = self.flow_user(&old).await?;
-        let mut flow = old.clone();
+        let Loaded {
+            mut flow, settled, ..
+        } = self.load_settled(&old, meta).await?;
         let Settled::At {
             step, alternatives, ..
-        } = self.settle(&mut flow, &client, user.as_ref(), meta).await?
+        } = settled
         else {
             return Err(FlowError::WrongStage);
         };
@@ -1029,14 +1055,17 @@ impl FlowRunner {
         meta: &RequestMeta,
         locale: &str,
     ) -> Result<SubmitOutcome, FlowError> {
-        let client = self.client_of(&old)?;
-        let user = self.flow_user(&old).await?;
-        let mut flow = old.clone();
+        let Loaded {
+            client,
+            user,
+            mut flow,
+            settled,
+        } = self.load_settled(&old, meta).await?;
         let Settled::At {
             step,
             alternatives,
             enrolling,
-        } = self.settle(&mut flow, &client, user.as_ref(), meta).await?
+        } = settled
         else {
             return self.complete(&old, flow, &client, meta).await;
         };

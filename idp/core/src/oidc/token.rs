@@ -167,19 +167,6 @@ impl Tokens {
         }
     }
 
-    async fn audit(
-        &self,
-        kind: &str,
-        user: Option<UserId>,
-        client: Option<&ClientId>,
-        meta: &RequestMeta,
-        detail: Value,
-    ) {
-        self.audit_log
-            .record(kind, user, client, meta, detail)
-            .await;
-    }
-
     /// Records that `client` obtained tokens, at most once a minute per
     /// client and node: the token endpoint is a hot path, and "last used" does
     /// not need more precision than that.
@@ -416,14 +403,15 @@ impl Tokens {
             .revoke_family(family_id, self.clock.now(), "code_reuse")
             .await
             .map_err(CoreError::from)?;
-        self.audit(
-            "token.code_reuse",
-            None,
-            Some(&client.id),
-            meta,
-            json!({"family": family_id}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "token.code_reuse",
+                None,
+                Some(&client.id),
+                meta,
+                json!({"family": family_id}),
+            )
+            .await;
         Ok(())
     }
 
@@ -552,14 +540,15 @@ impl Tokens {
             .revoke_family(family.id, self.clock.now(), "refresh_token_reuse")
             .await
             .map_err(CoreError::from)?;
-        self.audit(
-            "token.refresh_reuse",
-            Some(family.user_id),
-            Some(&family.client_id),
-            meta,
-            json!({"family": family.id}),
-        )
-        .await;
+        self.audit_log
+            .record(
+                "token.refresh_reuse",
+                Some(family.user_id),
+                Some(&family.client_id),
+                meta,
+                json!({"family": family.id}),
+            )
+            .await;
         Ok(())
     }
 
@@ -1068,14 +1057,15 @@ impl Tokens {
                     .delete_opaque(token)
                     .await
                     .map_err(CoreError::from)?;
-                self.audit(
-                    "token.revoked",
-                    info.user_id,
-                    Some(&client.id),
-                    meta,
-                    json!({"type": "access_token"}),
-                )
-                .await;
+                self.audit_log
+                    .record(
+                        "token.revoked",
+                        info.user_id,
+                        Some(&client.id),
+                        meta,
+                        json!({"type": "access_token"}),
+                    )
+                    .await;
             }
             return Ok(());
         }
@@ -1090,14 +1080,15 @@ impl Tokens {
                 .revoke_family(family.id, self.clock.now(), "revoked")
                 .await
                 .map_err(CoreError::from)?;
-            self.audit(
-                "token.revoked",
-                Some(family.user_id),
-                Some(&ClientId(client.id.0.clone())),
-                meta,
-                json!({"type": "refresh_token"}),
-            )
-            .await;
+            self.audit_log
+                .record(
+                    "token.revoked",
+                    Some(family.user_id),
+                    Some(&ClientId(client.id.0.clone())),
+                    meta,
+                    json!({"type": "refresh_token"}),
+                )
+                .await;
         }
         Ok(())
     }
