@@ -22,6 +22,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { generateKeyPairSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import Provider from 'oidc-provider';
+import { freePort } from './harness.js';
 
 function escape(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
@@ -233,6 +234,41 @@ ${scopes.map((s) => `<strong>${escape(s)}</strong>`).join(' and ') || 'identity'
  * test cannot expect an `iss` parameter and relies on the ID token's `iss`).
  * Returns {issuer(path), close()}.
  */
+// config/idp.toml's "Partner SSO" upstream, played by panva's oidc-provider,
+// for the example customer space (`clientId`, its client_id in the test),
+// whose file has a "Continue with Partner SSO" flow that the provider
+// accepts only with that upstream. Returns the running partner and the
+// `setup` options (host, port, secret file, [[upstreams]] entry) that use it.
+export async function startPartnerSso(clientId) {
+  const port = await freePort();
+  const secret = randomBytes(24).toString('base64url');
+  const partner = await startOidcProvider({
+    brand: 'Partner SSO',
+    tag: 'partner',
+    client: {
+      id: 'cloud-idp',
+      secret,
+      redirectUris: [`http://localhost:${port}/login/upstream/partner-sso/callback`],
+    },
+  });
+  const options = {
+    host: 'localhost',
+    port,
+    files: { 'partner-sso.secret': `${secret}\n` },
+    config: [
+      '[[upstreams]]',
+      'name = "partner-sso"',
+      'display_name = "Partner SSO"',
+      `issuer = "${partner.issuer}"`,
+      'client_id = "cloud-idp"',
+      'client_secret_file = "partner-sso.secret"',
+      `clients = ["${clientId}"]`,
+      'create_accounts = true',
+    ],
+  };
+  return { partner, options };
+}
+
 export async function startMixupProxy(targetIssuer, paths) {
   const res0 = await fetch(`${targetIssuer}/.well-known/openid-configuration`);
   if (!res0.ok) throw new Error(`discovery of ${targetIssuer}: ${res0.status}`);

@@ -13,11 +13,10 @@
 // WebAuthn needs a host name, not an IP address.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { setup, signInWithPassword } from '../lib/fixture.js';
 import { journey } from '../lib/browser.js';
-import { freePort, waitFor } from '../lib/harness.js';
-import { startOidcProvider } from '../lib/upstream.js';
+import { waitFor } from '../lib/harness.js';
+import { startPartnerSso } from '../lib/upstream.js';
 
 const CS = 'customer-space';
 const CC = 'cloud-console';
@@ -64,39 +63,15 @@ describe('assurance across clients', () => {
   let partner; // the customer space's upstream, unused here but required by its file
 
   before(async () => {
-    // customer-space.toml has a "Continue with Partner SSO" flow, which the
-    // provider accepts only with an [[upstreams]] entry listing the client:
-    // panva's oidc-provider as that partner, as in examples.test.js.
-    const port = await freePort();
-    const secret = randomBytes(24).toString('base64url');
-    partner = await startOidcProvider({
-      brand: 'Partner SSO',
-      tag: 'partner',
-      client: {
-        id: 'cloud-idp',
-        secret,
-        redirectUris: [`http://localhost:${port}/login/upstream/partner-sso/callback`],
-      },
-    });
+    // customer-space.toml's "Continue with Partner SSO" flow needs the
+    // upstream (see startPartnerSso).
+    let options;
+    ({ partner, options } = await startPartnerSso(CS));
     env = await setup('assurance', [
       { id: CS, example: 'customer-space.toml' },
       { id: CC, example: 'cloud-console.toml' },
       { id: MP, example: 'marketplace.toml' },
-    ], {
-      host: 'localhost',
-      port,
-      files: { 'partner-sso.secret': `${secret}\n` },
-      config: [
-        '[[upstreams]]',
-        'name = "partner-sso"',
-        'display_name = "Partner SSO"',
-        `issuer = "${partner.issuer}"`,
-        'client_id = "cloud-idp"',
-        'client_secret_file = "partner-sso.secret"',
-        `clients = ["${CS}"]`,
-        'create_accounts = true',
-      ],
-    });
+    ], options);
     user = await env.idp.createUser(env.newEmail('ada'), env.newPassword());
   });
 

@@ -15,11 +15,9 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
 import { setup, signInWithPassword } from '../lib/fixture.js';
 import { journey } from '../lib/browser.js';
-import { freePort } from '../lib/harness.js';
-import { startOidcProvider, signInAtUpstream } from '../lib/upstream.js';
+import { startPartnerSso, signInAtUpstream } from '../lib/upstream.js';
 import { totpAt, currentStep } from '../lib/totp.js';
 
 // Each example client's theme: its product name, and its primary colour
@@ -74,17 +72,8 @@ describe('example clients', () => {
   let partner; // the customer space's upstream (config/idp.toml's partner-sso)
 
   before(async () => {
-    const port = await freePort();
-    const secret = randomBytes(24).toString('base64url');
-    partner = await startOidcProvider({
-      brand: 'Partner SSO',
-      tag: 'partner',
-      client: {
-        id: 'cloud-idp',
-        secret,
-        redirectUris: [`http://localhost:${port}/login/upstream/partner-sso/callback`],
-      },
-    });
+    let options;
+    ({ partner, options } = await startPartnerSso('customer-space'));
     env = await setup('examples', [
       { id: 'customer-space', example: 'customer-space.toml' },
       { id: 'marketplace', example: 'marketplace.toml' },
@@ -92,21 +81,7 @@ describe('example clients', () => {
       // Not an example: a portal asking a texted code, then an emailed one,
       // where a user without a mobile number adds one.
       { id: PHONE_CHECK, name: 'Phone check', flows: [['identifier', 'password', 'sms_code', 'email_code']] },
-    ], {
-      host: 'localhost',
-      port,
-      files: { 'partner-sso.secret': `${secret}\n` },
-      config: [
-        '[[upstreams]]',
-        'name = "partner-sso"',
-        'display_name = "Partner SSO"',
-        `issuer = "${partner.issuer}"`,
-        'client_id = "cloud-idp"',
-        'client_secret_file = "partner-sso.secret"',
-        'clients = ["customer-space"]',
-        'create_accounts = true',
-      ],
-    });
+    ], options);
   });
 
   after(async () => {

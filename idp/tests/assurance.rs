@@ -159,16 +159,7 @@ async fn authorize(
         };
         let form = Form::parse(&html).unwrap_or_else(|| panic!("step {step}: no form in {html}"));
         let page = form.action.rsplit('/').next().unwrap().to_owned();
-        let fields: Vec<(String, String)> = if html.contains("id=\"totp-key\"") {
-            let key = html
-                .split("id=\"totp-key\">")
-                .nth(1)
-                .unwrap()
-                .split('<')
-                .next()
-                .unwrap()
-                .trim()
-                .to_owned();
+        let fields: Vec<(String, String)> = if let Some(key) = totp_key(&html) {
             app.clock.advance(time::Duration::seconds(30));
             let code = totp_code(&key, clock_secs(app));
             casey.totp_key = Some(key);
@@ -230,7 +221,6 @@ async fn exchange(
     redirect: &str,
     verifier: &str,
 ) -> Value {
-    use base64::Engine;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -245,18 +235,7 @@ async fn exchange(
     let res = req.form(&form).send().await.unwrap();
     assert_eq!(res.status(), 200, "code exchange of {client}");
     let body: Value = res.json().await.unwrap();
-    let payload = body["id_token"]
-        .as_str()
-        .unwrap()
-        .split('.')
-        .nth(1)
-        .unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
+    jwt_claims(body["id_token"].as_str().expect("id_token"))
 }
 
 /// Casey, with a password, an authenticator app enrolled (at the console's

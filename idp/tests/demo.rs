@@ -446,15 +446,7 @@ async fn walk_login(
                 }
             }
         };
-        if html.contains("id=\"totp-key\"") {
-            let key = html
-                .split("id=\"totp-key\">")
-                .nth(1)
-                .unwrap()
-                .split('<')
-                .next()
-                .unwrap()
-                .to_owned();
+        if let Some(key) = totp_key(&html) {
             set(&mut values, "code", &totp_now(&key));
             seen.push("totp_enroll".to_owned());
         } else if values.iter().any(|(n, _)| n == "acknowledge") {

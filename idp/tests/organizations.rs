@@ -1467,15 +1467,7 @@ async fn sign_in_enrolling_an_app(app: &TestApp, client: &str, email: &str) -> V
     let (res, _) = browser.follow(app, &app.url(&to)).await;
     let html = res.text().await.unwrap();
     assert!(html.contains("Set up an authenticator app"), "{html}");
-    let key = html
-        .split("id=\"totp-key\">")
-        .nth(1)
-        .unwrap()
-        .split('<')
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let key = totp_key(&html).expect("the key shown");
     let res = browser
         .submit(app, &html, &[("code", &totp_code(&key, clock_secs(app)))])
         .await;

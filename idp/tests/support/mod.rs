@@ -691,7 +691,6 @@ pub async fn userinfo(app: &TestApp, access: &str) -> serde_json::Value {
 /// Basic, no PKCE); returns the ID token's claims (not verified here: the
 /// signature has its own tests).
 pub async fn id_token_claims(app: &TestApp, client: &str, redirect: &str) -> serde_json::Value {
-    use base64::Engine;
     assert!(redirect.starts_with(REDIRECT), "{redirect}");
     let code = query_param(redirect, "code").expect("a code in the redirect");
     let (status, body) = token_request(
@@ -705,18 +704,19 @@ pub async fn id_token_claims(app: &TestApp, client: &str, redirect: &str) -> ser
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let payload = body["id_token"]
-        .as_str()
-        .expect("id_token")
-        .split('.')
-        .nth(1)
-        .unwrap();
+    jwt_claims(body["id_token"].as_str().expect("id_token"))
+}
+
+/// The claims of a JWT (its payload, not verified).
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(payload)
-            .unwrap(),
+            .expect("base64url"),
     )
-    .unwrap()
+    .expect("JSON claims")
 }
 
 /// Runs each test body (an `async fn(&TestApp)` at the root of the test
@@ -861,6 +861,13 @@ pub fn messages_to(app: &TestApp, email: &str) -> Vec<idp_core::notify::Message>
         .filter(|(r, _)| *r == to)
         .map(|(_, n)| n.message)
         .collect()
+}
+
+/// The key an authenticator-app enrollment page shows (`#totp-key`), if
+/// the page is one.
+pub fn totp_key(html: &str) -> Option<String> {
+    let rest = html.split("id=\"totp-key\">").nth(1)?;
+    Some(rest.split('<').next()?.trim().to_owned())
 }
 
 /// The proof-of-work challenge of a page's form (its `data-challenge`).
