@@ -1,10 +1,11 @@
 //! The provider, assembled: the settings, the clients and the ports, and
 //! the services built from them (sessions, the login flow runner,
-//! authorization, tokens, accounts, organizations). Each service holds only
+//! authorization, tokens, accounts, devices, organizations). Each service holds only
 //! what it uses; this is the one place that knows them all, and nothing in
 //! the core depends on it.
 
 use crate::accounts::creation::AccountCreator;
+use crate::accounts::devices::{Devices, DevicesParts};
 use crate::accounts::federated::FederatedAccounts;
 use crate::accounts::links::Links;
 use crate::accounts::orgs::{Organizations, OrganizationsConfig, OrganizationsPorts};
@@ -95,6 +96,8 @@ pub struct Provider {
     pub tokens: Arc<Tokens>,
     /// The account journeys.
     pub accounts: Arc<Accounts>,
+    /// Second factors and known browsers on the account page.
+    pub devices: Arc<Devices>,
     /// Organizations and the operator's decisions.
     pub organizations: Arc<Organizations>,
     /// Accounts' links to upstream identities.
@@ -287,11 +290,22 @@ impl Provider {
             throttle: throttle.clone(),
             sessions: sessions.clone(),
             runner: runner.clone(),
-            step_ports,
+            step_ports: step_ports.clone(),
             links: links.clone(),
             creator: creator.clone(),
             audit: audit.clone(),
             events: events.clone(),
+        }));
+        let devices = Arc::new(Devices::new(DevicesParts {
+            credentials: ports.credentials.clone(),
+            orgs: ports.orgs.clone(),
+            devices: ports.devices.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            sessions: sessions.clone(),
+            runner: runner.clone(),
+            step_ports,
+            audit: audit.clone(),
         }));
         let organizations = Arc::new(Organizations::new(
             OrganizationsConfig {
@@ -328,6 +342,7 @@ impl Provider {
             authorization,
             tokens,
             accounts,
+            devices,
             organizations,
             federated,
             store,

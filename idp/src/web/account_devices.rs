@@ -238,7 +238,7 @@ async fn render_list(cx: Ctx, status: StatusCode, list: ListState<'_>) -> Respon
     let summary: SecuritySummary = match cx
         .state
         .provider
-        .accounts
+        .devices
         .security_summary(&cx.user, device_cookie.as_deref())
         .await
     {
@@ -418,7 +418,7 @@ fn totp_form(
 
 /// A fresh TOTP enrollment page (with `error` when the previous one expired).
 async fn new_totp(cx: Ctx, status: StatusCode, error: Option<&'static str>) -> Response {
-    match cx.state.provider.accounts.begin_totp(&cx.account()).await {
+    match cx.state.provider.devices.begin_totp(&cx.account()).await {
         Ok(pending) => totp_form(cx, status, Some(&pending), "", error),
         Err(DeviceError::ReauthRequired) => totp_form(cx, StatusCode::FORBIDDEN, None, "", None),
         Err(e) => cx.internal(&e),
@@ -454,7 +454,7 @@ async fn totp_submit(
     };
     let provider = cx.state.provider.clone();
     let result = provider
-        .accounts
+        .devices
         .finish_totp(&cx.account(), &posted.pending, &posted.name, &posted.code)
         .await;
     match result {
@@ -462,7 +462,7 @@ async fn totp_submit(
         Err(DeviceError::Invalid(error)) => {
             // The same seed again: the user may have scanned it already.
             match provider
-                .accounts
+                .devices
                 .pending_totp(&cx.user, &posted.pending)
                 .await
             {
@@ -508,7 +508,7 @@ async fn webauthn_form(
     error: Option<&'static str>,
 ) -> Response {
     let provider = cx.state.provider.clone();
-    let pending = match provider.accounts.begin_webauthn(&cx.account()).await {
+    let pending = match provider.devices.begin_webauthn(&cx.account()).await {
         Ok(p) => Some(p),
         Err(DeviceError::ReauthRequired) => None,
         Err(e) => return cx.internal(&e),
@@ -566,7 +566,7 @@ async fn webauthn_submit(
     };
     let provider = cx.state.provider.clone();
     let result = provider
-        .accounts
+        .devices
         .finish_webauthn(
             &cx.account(),
             &posted.pending,
@@ -617,7 +617,7 @@ async fn rename(
     };
     let provider = cx.state.provider.clone();
     match provider
-        .accounts
+        .devices
         .rename_factor(&cx.account(), id, &posted.name)
         .await
     {
@@ -648,7 +648,7 @@ async fn delete(
         Err(res) => return res,
     };
     let provider = cx.state.provider.clone();
-    match provider.accounts.delete_factor(&cx.account(), id).await {
+    match provider.devices.delete_factor(&cx.account(), id).await {
         Ok(_) => cx.done("removed"),
         Err(e) => refused(cx, e).await,
     }
@@ -668,7 +668,7 @@ async fn regenerate_codes(
         Err(res) => return res,
     };
     let provider = cx.state.provider.clone();
-    match provider.accounts.regenerate_codes(&cx.account()).await {
+    match provider.devices.regenerate_codes(&cx.account()).await {
         Ok(codes) => codes_page(cx, codes, "regenerated"),
         Err(e) => refused(cx, e).await,
     }
@@ -689,7 +689,7 @@ async fn revoke_browser(
         Err(res) => return res,
     };
     let provider = cx.state.provider.clone();
-    match provider.accounts.revoke_browser(&cx.account(), id).await {
+    match provider.devices.revoke_browser(&cx.account(), id).await {
         Ok(()) => cx.done("revoked"),
         Err(e) => refused(cx, e).await,
     }

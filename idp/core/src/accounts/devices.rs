@@ -13,7 +13,7 @@
 //! - adding or deleting a factor, and regenerating recovery codes, need a
 //!   recent authentication (the session's `auth_time` within
 //!   [`RECENT_AUTH_SECS`](super::security::RECENT_AUTH_SECS), see
-//!   [`Accounts::is_recent_auth`]): a stolen or forgotten session cannot attach an
+//!   [`Accounts::is_recent_auth`](super::service::Accounts::is_recent_auth)): a stolen or forgotten session cannot attach an
 //!   attacker's authenticator or strip the account's protection;
 //! - the last second factor cannot be deleted while MFA is enforced for the
 //!   user (on the account, or by one of their organizations for any kind of
@@ -27,13 +27,19 @@
 //!   organization, the client the page was opened from, IP and user agent;
 //!   never a secret.
 
-use super::service::Accounts;
+use crate::audit::Audit;
+use crate::clock::SharedClock;
 use crate::domain::RequestMeta;
 use crate::domain::{ClientId, KnownDevice, OrgStatus, StoredCredential, TokenHash, User};
+use crate::ephemeral::{EphemeralStore, Namespace, Records};
 use crate::error::CoreError;
+use crate::flow::{FlowRunner, StepPorts};
+use crate::ports::{CredentialRepo, DeviceRepo, OrgRepo};
+use crate::sessions::Sessions;
 use crate::sessions::SsoSession;
 use crate::steps::{recovery_code, totp, webauthn};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -242,13 +248,57 @@ fn totp_credential_id(user: &User, pending: &str) -> Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
-impl Accounts {
+/// The account page's second factors and known browsers, holding only what
+/// they use.
+pub struct Devices {
+    credentials: Arc<dyn CredentialRepo>,
+    orgs: Arc<dyn OrgRepo>,
+    devices: Arc<dyn DeviceRepo>,
+    pending_apps: Records<String>,
+    pending_keys: Records<String>,
+    deletion_locks: Records<bool>,
+    clock: SharedClock,
+    sessions: Arc<Sessions>,
+    runner: Arc<FlowRunner>,
+    step_ports: StepPorts,
+    audit_log: Audit,
+}
+
+/// What [`Devices`] is built from.
+pub struct DevicesParts {
+    pub credentials: Arc<dyn CredentialRepo>,
+    pub orgs: Arc<dyn OrgRepo>,
+    pub devices: Arc<dyn DeviceRepo>,
+    pub store: Arc<dyn EphemeralStore>,
+    pub clock: SharedClock,
+    pub sessions: Arc<Sessions>,
+    pub runner: Arc<FlowRunner>,
+    pub step_ports: StepPorts,
+    pub audit: Audit,
+}
+
+impl Devices {
+    pub fn new(p: DevicesParts) -> Self {
+        Self {
+            credentials: p.credentials,
+            orgs: p.orgs,
+            devices: p.devices,
+            pending_apps: Records::new(p.store.clone(), Namespace::PendingTotp),
+            pending_keys: Records::new(p.store.clone(), Namespace::PendingKey),
+            deletion_locks: Records::new(p.store, Namespace::FactorDeletion),
+            clock: p.clock,
+            sessions: p.sessions,
+            runner: p.runner,
+            step_ports: p.step_ports,
+            audit_log: p.audit,
+        }
+    }
+
     /// The user's TOTP devices and WebAuthn keys, apps first, each oldest first.
-    pub async fn second_factors(&self, user: &User) -> Result<Vec<Factor>, CoreError> {
+    async fn second_factors(&self, user: &User) -> Result<Vec<Factor>, CoreError> {
         let mut factors = Vec::new();
         for kind in FactorKind::ALL {
             let stored = self
-                .ports
                 .credentials
                 .list_credentials(user.id, kind.as_str())
                 .await?;
@@ -262,12 +312,12 @@ impl Accounts {
     /// of authentication. (A login checks one client's kind, see
     /// [`mfa_required`](crate::flow::runner::mfa_required); the account page cannot know which
     /// portal comes next, so any kind counts.)
-    pub async fn mfa_enforced(&self, user: &User) -> Result<bool, CoreError> {
+    async fn mfa_enforced(&self, user: &User) -> Result<bool, CoreError> {
         if user.mfa_required {
             return Ok(true);
         }
-        for m in self.ports.orgs.memberships_of(user.id).await? {
-            if let Some(org) = self.ports.orgs.find_org(m.org_id).await?
+        for m in self.orgs.memberships_of(user.id).await? {
+            if let Some(org) = self.orgs.find_org(m.org_id).await?
                 && org.status != OrgStatus::Rejected
                 && !org.mfa_required_for.is_empty()
             {
@@ -279,14 +329,13 @@ impl Accounts {
 
     /// The user's browsers remembered by the new-device check, most
     /// recently seen first; `device_cookie` marks the current one.
-    pub async fn known_browsers(
+    async fn known_browsers(
         &self,
         user: &User,
         device_cookie: Option<&str>,
     ) -> Result<Vec<KnownBrowser>, CoreError> {
         let current = device_cookie.map(TokenHash::of);
         Ok(self
-            .ports
             .devices
             .list_devices(user.id)
             .await?
@@ -326,7 +375,7 @@ impl Accounts {
 
     /// One of the user's second factors.
     async fn own_factor(&self, user: &User, id: Uuid) -> Result<Factor, DeviceError> {
-        match self.ports.credentials.find_credential(id).await? {
+        match self.credentials.find_credential(id).await? {
             Some(c) if c.user_id == user.id => Factor::of(&c).ok_or(DeviceError::NotFound),
             _ => Err(DeviceError::NotFound),
         }
@@ -334,7 +383,7 @@ impl Accounts {
 
     /// Audits an account change, in the user's (first) organization if any.
     async fn audit_account(&self, cx: &AccountCx<'_>, kind: &str, detail: serde_json::Value) {
-        let org = match self.ports.orgs.memberships_of(cx.user.id).await {
+        let org = match self.orgs.memberships_of(cx.user.id).await {
             Ok(ms) => ms.first().map(|m| m.org_id),
             Err(e) => {
                 tracing::error!(error = %e, "memberships lookup for the audit trail failed");
@@ -401,8 +450,7 @@ impl Accounts {
         Self::require_recent(cx)?;
         let setup = totp::begin_enrollment(&self.step_ports, cx.user)?;
         let id = crate::random::token();
-        self.records
-            .pending_apps
+        self.pending_apps
             .put(
                 &pending_id(cx.user, &id),
                 &setup.sealed_seed,
@@ -415,7 +463,6 @@ impl Accounts {
     /// A pending TOTP enrollment again (same seed: the user may have scanned it).
     pub async fn pending_totp(&self, user: &User, id: &str) -> Result<PendingTotp, DeviceError> {
         let sealed = self
-            .records
             .pending_apps
             .get(&pending_id(user, id))
             .await?
@@ -439,7 +486,6 @@ impl Accounts {
         Self::require_recent(cx)?;
         let key = pending_id(cx.user, pending);
         let sealed = self
-            .records
             .pending_apps
             .get(&key)
             .await?
@@ -455,7 +501,7 @@ impl Accounts {
         )
         .await?
         .map_err(DeviceError::Invalid)?;
-        self.records.pending_apps.delete(&key).await?;
+        self.pending_apps.delete(&key).await?;
         self.added(cx, &stored).await
     }
 
@@ -465,8 +511,7 @@ impl Accounts {
         Self::require_recent(cx)?;
         let (options, state) = webauthn::begin_registration(&self.step_ports, cx.user).await?;
         let id = crate::random::token();
-        self.records
-            .pending_keys
+        self.pending_keys
             .put(&pending_id(cx.user, &id), &state, PENDING_KEY_TTL)
             .await?;
         Ok(PendingKey { id, options })
@@ -484,7 +529,6 @@ impl Accounts {
     ) -> Result<Added, DeviceError> {
         Self::require_recent(cx)?;
         let state = self
-            .records
             .pending_keys
             .take(&pending_id(cx.user, pending))
             .await?
@@ -506,7 +550,7 @@ impl Accounts {
     ) -> Result<Factor, DeviceError> {
         let factor = self.own_factor(cx.user, id).await?;
         let name = check_label(name).map_err(DeviceError::Invalid)?;
-        self.ports.credentials.rename_credential(id, &name).await?;
+        self.credentials.rename_credential(id, &name).await?;
         self.audit_account(
             cx,
             "mfa.renamed",
@@ -531,7 +575,7 @@ impl Accounts {
         Self::require_recent(cx)?;
         // Two concurrent deletions of the last two factors must not both pass.
         let lock = cx.user.id.to_string();
-        let locks = &self.records.deletion_locks;
+        let locks = &self.deletion_locks;
         if !locks.put_new(&lock, &true, DELETE_LOCK_TTL).await? {
             return Err(DeviceError::Busy);
         }
@@ -556,12 +600,11 @@ impl Accounts {
         if left == 0 && self.mfa_enforced(cx.user).await? {
             return Err(DeviceError::LastFactor);
         }
-        if !self.ports.credentials.delete_credential(factor.id).await? {
+        if !self.credentials.delete_credential(factor.id).await? {
             return Err(DeviceError::NotFound);
         }
         let codes_removed = if left == 0 {
-            self.ports
-                .credentials
+            self.credentials
                 .delete_credentials_of_kind(cx.user.id, recovery_code::KIND)
                 .await?
         } else {
@@ -602,19 +645,12 @@ impl Accounts {
     /// new device again.
     pub async fn revoke_browser(&self, cx: &AccountCx<'_>, id: Uuid) -> Result<(), DeviceError> {
         let found = self
-            .ports
             .devices
             .list_devices(cx.user.id)
             .await?
             .into_iter()
             .any(|d| d.id == id && d.revoked_at.is_none());
-        if !found
-            || !self
-                .ports
-                .devices
-                .revoke_device(id, self.clock.now())
-                .await?
-        {
+        if !found || !self.devices.revoke_device(id, self.clock.now()).await? {
             return Err(DeviceError::NotFound);
         }
         self.audit_account(cx, "device.revoked", serde_json::json!({"device": id}))

@@ -81,7 +81,7 @@ impl Accounts {
     /// typed, compared case-insensitively). `false` past `[accounts]
     /// recovery_max_per_account` in the window: the caller then sends nothing
     /// but answers exactly as if it had (no enumeration, no mail bombing).
-    pub async fn recovery_target_allowed(&self, target: &str) -> Result<bool, CoreError> {
+    pub(crate) async fn recovery_target_allowed(&self, target: &str) -> Result<bool, CoreError> {
         let s = &self.settings.accounts;
         let window = Duration::from_secs(u64::from(s.recovery_window_secs));
         let bucket =

@@ -1,7 +1,9 @@
 //! The accounts service: what users do about their own account around
-//! login (recovery, password and email changes, second factors, sessions),
-//! and account creation by the operator. Its journeys live in the sibling
-//! modules (`recovery`, `security`, `devices`); this holds what they use.
+//! login (recovery, password and email changes, sessions), and account
+//! creation by the operator. Its journeys live in the sibling modules
+//! (`recovery`, `security`, `forms`); this holds what they use. Second
+//! factors and known browsers are the [`Devices`](super::devices::Devices)
+//! service's.
 
 use super::creation::{AccountCreator, CreateUserError, applicable_policy, check_password_policy};
 use super::links::Links;
@@ -51,9 +53,6 @@ pub(crate) struct EmailChangeRecord {
 #[derive(Clone)]
 pub(crate) struct AccountRecords {
     pub(crate) email_changes: Records<EmailChangeRecord>,
-    pub(crate) pending_apps: Records<String>,
-    pub(crate) pending_keys: Records<String>,
-    pub(crate) deletion_locks: Records<bool>,
     pub(crate) proofs_of_work: Records<bool>,
 }
 
@@ -109,9 +108,6 @@ impl Accounts {
     pub fn new(p: AccountsParts) -> Self {
         let records = AccountRecords {
             email_changes: Records::new(p.store.clone(), Namespace::EmailChange),
-            pending_apps: Records::new(p.store.clone(), Namespace::PendingTotp),
-            pending_keys: Records::new(p.store.clone(), Namespace::PendingKey),
-            deletion_locks: Records::new(p.store.clone(), Namespace::FactorDeletion),
             proofs_of_work: Records::new(p.store, Namespace::ProofOfWork),
         };
         Self {
@@ -208,7 +204,7 @@ impl Accounts {
 
     /// The password rules that apply: the platform's, the client's and
     /// every organization's, the strictest of each rule.
-    pub fn password_policy_for(
+    pub(crate) fn password_policy_for(
         &self,
         client: Option<&crate::client::Client>,
         orgs: &[crate::domain::Organization],
