@@ -350,6 +350,7 @@ pub async fn build_state(
         discovery: web::discovery::PublishedJson::new(web::discovery::document(
             &cfg.issuer,
             &cfg.levels.values(),
+            &provider.clients.iter().map(|c| &**c).collect::<Vec<_>>(),
         )),
         origin: Arc::new(issuer_url.origin().ascii_serialization()),
         secure_cookies: issuer_url.scheme() == "https",

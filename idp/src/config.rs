@@ -14,6 +14,7 @@ use idp_core::client::{
 use idp_core::domain::ClientId;
 use idp_core::keys::SigningAlg;
 use idp_core::password::Argon2Settings;
+use idp_core::request::ResponseMode;
 use idp_core::throttle::ThrottleSettings;
 use idp_core::webhooks::WebhookEndpoint;
 use serde::{Deserialize, Serialize};
@@ -948,6 +949,13 @@ pub struct ClientFile {
     pub access_token_signed_response_alg: String,
     #[serde(default)]
     pub require_pkce: bool,
+    /// Response modes besides `query` the client may ask for: `form_post`,
+    /// `jwt` / `query.jwt`, `form_post.jwt` (JARM).
+    #[serde(default)]
+    pub response_modes: Vec<String>,
+    /// JARM responses: RS256 unless named (JARM §3).
+    #[serde(default = "default_id_token_alg")]
+    pub authorization_signed_response_alg: String,
     #[serde(default)]
     pub lifetimes: LifetimesFile,
     /// The login flows (`[[login.flows]]`); none means identifier then password.
@@ -1260,6 +1268,19 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
     let access_token_alg = SigningAlg::parse(&f.access_token_signed_response_alg)
         .ok_or_else(|| anyhow!("access_token_signed_response_alg: must be ES256 or RS256"))?;
     check_client_account(&f.account).map_err(|e| anyhow!("account.{e}"))?;
+    let mut response_modes = std::collections::BTreeSet::new();
+    for (i, m) in f.response_modes.iter().enumerate() {
+        let mode = ResponseMode::parse(m).ok_or_else(|| {
+            anyhow!(
+                "response_modes[{i}]: unknown response mode {m:?} (expected query, form_post, jwt, query.jwt or form_post.jwt)"
+            )
+        })?;
+        if mode != ResponseMode::Query {
+            response_modes.insert(mode);
+        }
+    }
+    let authorization_signed_response_alg = SigningAlg::parse(&f.authorization_signed_response_alg)
+        .ok_or_else(|| anyhow!("authorization_signed_response_alg: must be ES256 or RS256"))?;
     let l = f.lifetimes;
     if l.authorization_code_secs == 0 || l.authorization_code_secs > 600 {
         bail!("lifetimes.authorization_code_secs: between 1 and 600");
@@ -1298,6 +1319,10 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
                 .map_err(|e| anyhow!("login.{e}"))?
         },
         account: f.account,
+        protocol: idp_core::client::ProtocolSettings {
+            response_modes,
+            authorization_signed_response_alg,
+        },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
             access_token: l.access_token_secs,
@@ -1483,6 +1508,15 @@ mod tests {
                 "access_token_signed_response_alg = \"none\"",
                 "access_token_signed_response_alg",
             ),
+            ("response_modes = [\"fragment\"]", "response_modes[0]"),
+            (
+                "response_modes = [\"form_post\", \"fragment.jwt\"]",
+                "response_modes[1]",
+            ),
+            (
+                "authorization_signed_response_alg = \"none\"",
+                "authorization_signed_response_alg",
+            ),
             ("colour = \"red\"", "colour"),
             (
                 "[lifetimes]\nauthorization_code_secs = 0",
@@ -1504,6 +1538,10 @@ mod tests {
             assert!(err.contains(field), "{extra}: {err}");
         }
         assert!(file("redirect_uris = [\"http://127.0.0.1:9000/cb\"]").is_ok());
+        let c = file("response_modes = [\"form_post\", \"jwt\"]").unwrap();
+        assert!(c.protocol.allows_response_mode(ResponseMode::FormPost));
+        assert!(c.protocol.allows_response_mode(ResponseMode::QueryJwt));
+        assert!(!c.protocol.allows_response_mode(ResponseMode::FormPostJwt));
     }
 
     #[test]

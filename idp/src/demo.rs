@@ -88,6 +88,7 @@ fn demo_client(rp_base: &str, secret: &str, levels: &Levels) -> Client {
         login: idp_core::policy::LoginPolicy::password_only(&idp_core::steps::registry(), levels)
             .expect("identifier then password is a valid flow"),
         account: Default::default(),
+        protocol: Default::default(),
     }
 }
 

@@ -1348,6 +1348,15 @@ mod tests {
                 code_error => "account.email.wrong_code",
                 back_url => "/account",
             },
+            "form_post.html" => context! {
+                client_name => "Marketplace",
+                lang_links => lang_links(),
+                action => "https://marketplace.example/callback",
+                fields => vec![
+                    context! { name => "code", value => "code-1" },
+                    context! { name => "state", value => "a\"b<c" },
+                ],
+            },
             other => {
                 step_page_context(other).unwrap_or_else(|| panic!("no sample context for {other}"))
             }
@@ -1790,6 +1799,13 @@ mod tests {
                 "Continue with Partner SSO",
             ],
             ("upstream_buttons.html", Locale::Fr) => &["Continuer avec Partner SSO"],
+            ("form_post.html", Locale::En) => &[
+                r#"<form class="form" method="post" action="https://marketplace.example/callback" id="form-post">"#,
+                r#"<input type="hidden" name="code" value="code-1">"#,
+                r#"<input type="hidden" name="state" value="a&quot;b&lt;c">"#,
+                r#"<script src="/assets/default/form-post.js" defer></script>"#,
+            ],
+            ("form_post.html", Locale::Fr) => &[r#"id="form-post""#],
             // A step's own page: the checks common to every page only; the
             // method's own tests check what it says.
             (other, _) if step_of_template(other).is_some() => &[],

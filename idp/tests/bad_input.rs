@@ -249,7 +249,7 @@ async fn other_authorization_errors_are_redirected_with_their_codes(app: &TestAp
         "invalid_request",
     )
     .await;
-    for scope in ["openid admin", "openid offline_access", "  "] {
+    for scope in ["openid admin", "  "] {
         expect_error_redirect(
             app,
             &authorize_with(app, "conf", &[("scope", scope)], &[]),

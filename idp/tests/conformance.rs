@@ -412,10 +412,9 @@ async fn claims_locales_is_accepted(app: &TestApp) {
     assert_eq!(info["sub"], app.user.id.to_string());
 }
 
-/// `oidcc-claims-essential`: the `claims` parameter is ignored
-/// (`claims_parameter_supported: false`); the flow succeeds and userinfo
-/// carries `name` anyway, from the `profile` scope.
-async fn claims_parameter_is_ignored(app: &TestApp) {
+/// `oidcc-claims-essential`: `name` asked as essential for userinfo; the
+/// flow succeeds and userinfo carries it (`claims_parameter_supported`).
+async fn claims_parameter_essential_name_in_userinfo(app: &TestApp) {
     let t = flow_with(
         app,
         &[("claims", r#"{"userinfo":{"name":{"essential":true}}}"#)],
@@ -740,7 +739,7 @@ matrix_with!(
     alternate_happy_flow_with_openid_last,
     display_popup_is_accepted,
     claims_locales_is_accepted,
-    claims_parameter_is_ignored,
+    claims_parameter_essential_name_in_userinfo,
     authorization_request_by_form_post,
     code_exchange_with_client_secret_post,
     address_and_phone_scopes_are_not_supported,

@@ -14,6 +14,7 @@ mod m20261122_000002_login_methods;
 mod m20261122_000003_accounts;
 mod m20261122_000004_webhooks;
 mod m20261203_000005_federation;
+mod m20261207_000006_requested_claims;
 
 /// Applies the migrations in order; `seaql_migrations` records which ran.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_accounts::Migration),
             Box::new(m20261122_000004_webhooks::Migration),
             Box::new(m20261203_000005_federation::Migration),
+            Box::new(m20261207_000006_requested_claims::Migration),
         ]
     }
 }

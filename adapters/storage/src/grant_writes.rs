@@ -363,6 +363,7 @@ mod tests {
 
     fn family(user: UserId) -> TokenFamily {
         TokenFamily {
+            claims: Default::default(),
             id: Uuid::now_v7(),
             user_id: user,
             client_id: ClientId("marketplace".into()),

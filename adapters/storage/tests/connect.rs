@@ -80,6 +80,7 @@ async fn sqlite_file_concurrent_rotation_has_one_winner() {
     };
     s.create(&user).await.unwrap();
     let fam = TokenFamily {
+        claims: Default::default(),
         id: Uuid::now_v7(),
         user_id: user.id,
         client_id: ClientId("marketplace".into()),

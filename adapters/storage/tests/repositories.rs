@@ -64,6 +64,7 @@ async fn created_user(s: &SeaStorage, email: &str, customer_id: &str) -> User {
 
 fn family(user: UserId, sid: Option<&str>) -> TokenFamily {
     TokenFamily {
+        claims: Default::default(),
         id: Uuid::now_v7(),
         user_id: user,
         client_id: ClientId("marketplace".into()),
@@ -922,6 +923,7 @@ async fn family_create_with_first_token(s: &SeaStorage) {
 
     // A family without a refresh token (no offline_access), and without sid.
     let bare = TokenFamily {
+        claims: Default::default(),
         acr: None,
         amr: vec![],
         ..family(alice.id, None)
@@ -2099,11 +2101,25 @@ fn stored_garbage_is_corrupt() {
         expires_at: T0,
         revoked_at: None,
         revoked_reason: None,
+        claims: Some(r#"{"userinfo":["name"]}"#.into()),
     };
-    assert_eq!(
-        TokenFamily::try_from(fam.clone()).unwrap().amr,
-        ["pwd", "otp"]
-    );
+    let read = TokenFamily::try_from(fam.clone()).unwrap();
+    assert_eq!(read.amr, ["pwd", "otp"]);
+    assert_eq!(read.claims.userinfo, ["name"]);
+    assert!(read.claims.id_token.is_empty());
+    let none = entities::token_families::Model {
+        claims: None,
+        ..fam.clone()
+    };
+    assert!(TokenFamily::try_from(none).unwrap().claims.is_empty());
+    let bad_claims = entities::token_families::Model {
+        claims: Some("[1]".into()),
+        ..fam.clone()
+    };
+    assert!(matches!(
+        TokenFamily::try_from(bad_claims),
+        Err(RepoError::Corrupt(_))
+    ));
     let bad = entities::token_families::Model {
         amr: "pwd".into(),
         ..fam

@@ -26,6 +26,10 @@ pub struct AccessTokenInfo {
     /// credentials).
     #[serde(default)]
     pub amr: Vec<String>,
+    /// Claims userinfo returns besides those of the scope (the `userinfo`
+    /// member of the `claims` request parameter).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub userinfo_claims: Vec<String>,
 }
 
 impl AccessTokenInfo {

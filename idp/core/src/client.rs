@@ -3,6 +3,7 @@
 use crate::domain::ClientId;
 use crate::keys::SigningAlg;
 use crate::policy::LoginPolicy;
+use crate::request::ResponseMode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -119,6 +120,34 @@ pub struct Client {
     pub login: LoginPolicy,
     /// Account journeys offered from this client's login pages.
     pub account: ClientAccountSettings,
+    /// The protocol extensions its file enables.
+    pub protocol: ProtocolSettings,
+}
+
+/// The protocol extensions a client uses; each is off unless its file
+/// enables it, and discovery lists what at least one client enables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolSettings {
+    /// Response modes it may ask for besides `query` (`response_modes`).
+    pub response_modes: BTreeSet<ResponseMode>,
+    /// Algorithm of its JARM responses (`authorization_signed_response_alg`).
+    pub authorization_signed_response_alg: SigningAlg,
+}
+
+impl Default for ProtocolSettings {
+    fn default() -> Self {
+        Self {
+            response_modes: BTreeSet::new(),
+            authorization_signed_response_alg: SigningAlg::RS256,
+        }
+    }
+}
+
+impl ProtocolSettings {
+    /// Whether the client may use `mode` (`query` always).
+    pub fn allows_response_mode(&self, mode: ResponseMode) -> bool {
+        mode == ResponseMode::Query || self.response_modes.contains(&mode)
+    }
 }
 
 /// What a client's login pages offer around login (`[account]` in a client file).

@@ -292,6 +292,8 @@ pub type Amr = String;
 /// with them) stands for. Revoking the family revokes all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenFamily {
+    /// Claims the client named with the `claims` request parameter.
+    pub claims: RequestedClaims,
     pub id: Uuid,
     pub user_id: UserId,
     pub client_id: ClientId,
@@ -306,6 +308,25 @@ pub struct TokenFamily {
     pub expires_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
     pub revoked_reason: Option<String>,
+}
+
+/// The claims a client named with the `claims` request parameter (OpenID
+/// Connect Core §5.5), kept with the grant: they are returned in the ID
+/// token or by userinfo besides those its scope grants, when the account
+/// has them. (`essential` and `values` act at the authorization: see
+/// `oidc::authorize::check_claims`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedClaims {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_token: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub userinfo: Vec<String>,
+}
+
+impl RequestedClaims {
+    pub fn is_empty(&self) -> bool {
+        self.id_token.is_empty() && self.userinfo.is_empty()
+    }
 }
 
 /// One refresh token of a family. The token itself is never stored.

@@ -29,6 +29,13 @@ pub struct AuthorizeRequest {
     pub ui_locales: Option<String>,
     pub id_token_hint: Option<String>,
     pub acr_values: Vec<String>,
+    /// How the response goes back (`query` unless the request names another
+    /// mode the client may use).
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+    /// Claims named by the `claims` parameter (OpenID Connect Core §5.5).
+    #[serde(default)]
+    pub claims: crate::domain::RequestedClaims,
 }
 
 impl AuthorizeRequest {
@@ -39,4 +46,72 @@ impl AuthorizeRequest {
     pub fn is_openid(&self) -> bool {
         self.scope.iter().any(|s| s == "openid")
     }
+}
+
+/// A `response_mode` value.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    /// The parameters in the redirect's query (the default of `code`).
+    #[default]
+    Query,
+    /// The parameters posted to the redirect URI by a self-submitting form.
+    FormPost,
+    /// JARM in the query (`query.jwt`; `jwt` means the same for `code`, JARM §2.3.4).
+    QueryJwt,
+    /// JARM posted by a self-submitting form (`form_post.jwt`).
+    FormPostJwt,
+}
+
+impl ResponseMode {
+    pub const ALL: [ResponseMode; 4] = [
+        ResponseMode::Query,
+        ResponseMode::FormPost,
+        ResponseMode::QueryJwt,
+        ResponseMode::FormPostJwt,
+    ];
+
+    /// The modes' names in requests and discovery (`jwt` is an alias of
+    /// `query.jwt` and is parsed, not listed separately).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::FormPost => "form_post",
+            Self::QueryJwt => "query.jwt",
+            Self::FormPostJwt => "form_post.jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "query" => Some(Self::Query),
+            "form_post" => Some(Self::FormPost),
+            "query.jwt" | "jwt" => Some(Self::QueryJwt),
+            "form_post.jwt" => Some(Self::FormPostJwt),
+            _ => None,
+        }
+    }
+
+    /// The parameters travel in one signed JWT (JARM).
+    pub fn is_jwt(self) -> bool {
+        matches!(self, Self::QueryJwt | Self::FormPostJwt)
+    }
+
+    pub fn delivery(self) -> Delivery {
+        match self {
+            Self::Query | Self::QueryJwt => Delivery::Redirect,
+            Self::FormPost | Self::FormPostJwt => Delivery::FormPost,
+        }
+    }
+}
+
+/// How the browser carries the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A 303 to the redirect URI with the parameters in its query.
+    Redirect,
+    /// A page whose form posts the parameters to the redirect URI.
+    FormPost,
 }

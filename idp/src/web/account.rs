@@ -152,6 +152,7 @@ pub(crate) fn builtin_client(
         lifetimes: Lifetimes::default(),
         login,
         account: Default::default(),
+        protocol: Default::default(),
     })
 }
 

@@ -14,11 +14,44 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use idp_core::domain::RequestMeta;
 use idp_core::flow::{FlowError, FlowPage, StepInput, SubmitOutcome};
-use idp_core::oidc::authorization::{AuthorizeOutcome, authorize_error_redirect};
+use idp_core::oidc::authorization::AuthorizeOutcome;
 use idp_core::oidc::authorize::{AuthorizeError, RawParams, check_authorize_request};
+use idp_core::oidc::response::{AuthorizationResponse, Delivery};
 use serde::Deserialize;
 
 const BROWSER_COOKIE_AGE: i64 = 400 * 24 * 3600;
+
+/// Sends an authorization response to the client: a 303 with the
+/// parameters in the query, or (form post response modes) a page whose form
+/// posts them to the redirect URI, submitted by the theme's script (no
+/// inline script: the CSP forbids it) or by the button without script.
+pub(crate) fn deliver(state: &AppState, loc: Locale, response: &AuthorizationResponse) -> Response {
+    match response.delivery {
+        Delivery::Redirect => see_other(&response.location()),
+        Delivery::FormPost => page_response(
+            state,
+            "default",
+            loc,
+            StatusCode::OK,
+            "form_post.html",
+            minijinja::context! {
+                action => &response.redirect_uri,
+                fields => response.params.iter().map(|(k, v)| minijinja::context! { name => k, value => v }).collect::<Vec<_>>(),
+            },
+        ),
+    }
+}
+
+fn internal_error(state: &AppState, loc: Locale) -> Response {
+    error_page(
+        state,
+        "default",
+        loc,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "error.internal",
+        None,
+    )
+}
 
 fn parse_pairs(raw: &[u8]) -> Option<RawParams> {
     serde_urlencoded::from_bytes::<Vec<(String, String)>>(raw)
@@ -91,15 +124,31 @@ async fn authorize(
         Err(AuthorizeError::Redirect {
             redirect_uri,
             state: st,
+            mode,
             error,
         }) => {
             tracing::info!(error = %error, "authorization request refused, redirecting");
-            return see_other(&authorize_error_redirect(
-                &state.provider.settings.issuer,
+            // The client and redirect URI were checked before this error.
+            let Some(client) = state
+                .provider
+                .clients
+                .get(params.get("client_id").unwrap_or(""))
+            else {
+                return internal_error(&state, loc);
+            };
+            return match state.provider.authorization.error_response_to(
+                &client,
                 &redirect_uri,
                 st.as_deref(),
+                mode,
                 &error,
-            ));
+            ) {
+                Ok(response) => deliver(&state, loc, &response),
+                Err(e) => {
+                    tracing::error!(error = %e, "authorization error response failed");
+                    internal_error(&state, loc)
+                }
+            };
         }
     };
     let (jar, browser) = match jar.get(BROWSER_COOKIE) {
@@ -136,7 +185,9 @@ async fn authorize(
         )
         .await
     {
-        Ok(AuthorizeOutcome::Redirect(to)) => (jar, see_other(&to)).into_response(),
+        Ok(AuthorizeOutcome::Respond(response)) => {
+            (jar, deliver(&state, loc, &response)).into_response()
+        }
         Ok(AuthorizeOutcome::Login(flow)) => {
             (jar, see_other(&format!("/login/{}", flow.id))).into_response()
         }
@@ -408,7 +459,7 @@ async fn outcome_response(
             if let Some((value, ttl)) = finished.device_cookie {
                 jar = jar.add(cookie(state, DEVICE_COOKIE, value, ttl.as_secs() as i64));
             }
-            (jar, see_other(&finished.redirect)).into_response()
+            (jar, deliver(state, loc, &finished.response)).into_response()
         }
         Ok(SubmitOutcome::Next) => see_other(&format!("/login/{flow_id}")),
         Ok(SubmitOutcome::Redirect(to)) => see_other(&to),

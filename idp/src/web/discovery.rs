@@ -7,12 +7,38 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idp_core::client::Client;
+use idp_core::oidc::authorize::OFFLINE_ACCESS;
+use idp_core::request::ResponseMode;
 use serde_json::json;
+use std::collections::BTreeSet;
 
 /// The metadata document for `issuer`, whose declared assurance levels
-/// (the `acr` values flows reach) are `acr_values`.
-pub fn document(issuer: &str, acr_values: &[String]) -> String {
-    json!({
+/// (the `acr` values flows reach) are `acr_values`. What a client must
+/// enable in its file is listed only when one of `clients` does.
+pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> String {
+    let clients = clients.iter().copied();
+    let mut scopes: BTreeSet<&str> = ["openid", "profile", "email"].into();
+    scopes.extend(
+        clients
+            .clone()
+            .flat_map(|c| c.scopes.iter().map(String::as_str)),
+    );
+    if clients.clone().any(|c| c.allow_refresh_token) {
+        scopes.insert(OFFLINE_ACCESS);
+    }
+    let mut response_modes: BTreeSet<ResponseMode> = [ResponseMode::Query].into();
+    response_modes.extend(
+        clients
+            .clone()
+            .flat_map(|c| c.protocol.response_modes.iter().copied()),
+    );
+    let jarm_algs: BTreeSet<&str> = clients
+        .clone()
+        .filter(|c| c.protocol.response_modes.iter().any(|m| m.is_jwt()))
+        .map(|c| c.protocol.authorization_signed_response_alg.as_str())
+        .collect();
+    let mut doc = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -21,9 +47,16 @@ pub fn document(issuer: &str, acr_values: &[String]) -> String {
         "end_session_endpoint": format!("{issuer}/logout"),
         "revocation_endpoint": format!("{issuer}/revoke"),
         "introspection_endpoint": format!("{issuer}/introspect"),
-        "scopes_supported": ["openid", "profile", "email"],
+        "scopes_supported": scopes,
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        // JARM §2.3.4: `jwt` is `query.jwt` for the code flow.
+        "response_modes_supported": response_modes
+            .iter()
+            .flat_map(|m| match m {
+                ResponseMode::QueryJwt => vec![m.as_str(), "jwt"],
+                _ => vec![m.as_str()],
+            })
+            .collect::<Vec<_>>(),
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
@@ -35,12 +68,16 @@ pub fn document(issuer: &str, acr_values: &[String]) -> String {
                               "email", "email_verified", "name", "preferred_username", "customer_id", "locale", "updated_at"],
         "acr_values_supported": acr_values,
         "ui_locales_supported": ["en", "fr"],
-        "claims_parameter_supported": false,
+        "claims_parameter_supported": true,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
-    })
-    .to_string()
+    });
+    if !jarm_algs.is_empty() {
+        // JARM §4.
+        doc["authorization_signing_alg_values_supported"] = json!(jarm_algs);
+    }
+    doc.to_string()
 }
 
 /// A JSON document served as is to every client: its bytes and entity tag,

@@ -98,6 +98,7 @@ fn client(id: &str, public: bool, format: AccessTokenFormat, alg: SigningAlg) ->
         )
         .expect("identifier then password is a valid flow"),
         account: Default::default(),
+        protocol: Default::default(),
     }
 }
 

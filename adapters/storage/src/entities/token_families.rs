@@ -29,6 +29,9 @@ pub struct Model {
     pub revoked_at: Option<TimeDateTimeWithTimeZone>,
     #[sea_orm(column_type = "Text", nullable)]
     pub revoked_reason: Option<String>,
+    /// JSON `{"id_token": [...], "userinfo": [...]}`, NULL when none.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub claims: Option<String>,
     #[sea_orm(belongs_to, from = "user_id", to = "id", on_delete = "Cascade")]
     pub user: BelongsTo<super::users::Entity>,
     #[sea_orm(has_many)]
@@ -43,6 +46,14 @@ impl TryFrom<&TokenFamily> for ActiveModel {
     fn try_from(f: &TokenFamily) -> Result<Self, RepoError> {
         let amr = serde_json::to_string(&f.amr)
             .map_err(|e| RepoError::Corrupt(format!("token family {}: amr: {e}", f.id)))?;
+        let claims =
+            if f.claims.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&f.claims).map_err(|e| {
+                    RepoError::Corrupt(format!("token family {}: claims: {e}", f.id))
+                })?)
+            };
         Ok(Self {
             id: Set(f.id),
             user_id: Set(f.user_id.0),
@@ -56,6 +67,7 @@ impl TryFrom<&TokenFamily> for ActiveModel {
             expires_at: Set(crate::stored_time(f.expires_at)),
             revoked_at: Set(f.revoked_at.map(crate::stored_time)),
             revoked_reason: Set(f.revoked_reason.clone()),
+            claims: Set(claims),
         })
     }
 }
@@ -67,7 +79,14 @@ impl TryFrom<Model> for TokenFamily {
         let amr = serde_json::from_str(&m.amr).map_err(|e| {
             RepoError::Corrupt(format!("token_families {}: bad amr {:?}: {e}", m.id, m.amr))
         })?;
+        let claims = match &m.claims {
+            None => Default::default(),
+            Some(c) => serde_json::from_str(c).map_err(|e| {
+                RepoError::Corrupt(format!("token_families {}: bad claims {c:?}: {e}", m.id))
+            })?,
+        };
         Ok(TokenFamily {
+            claims,
             id: m.id,
             user_id: UserId(m.user_id),
             client_id: ClientId(m.client_id),

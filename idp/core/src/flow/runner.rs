@@ -1453,6 +1453,8 @@ impl FlowRunner {
             ui_locales: None,
             id_token_hint: None,
             acr_values: Vec::new(),
+            response_mode: Default::default(),
+            claims: Default::default(),
         };
         let from = StartFrom { session, key, user };
         let started = self

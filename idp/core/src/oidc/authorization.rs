@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::authorize::redirect_with;
+use super::response::{self, AuthorizationResponse, ResponseMode};
 
 /// What the authorization endpoint does next.
 #[derive(Debug)]
 pub enum AuthorizeOutcome {
-    /// 303 to this URL (a code, or an error for the client).
-    Redirect(String),
+    /// The response to the client (a code, or an error for it).
+    Respond(AuthorizationResponse),
     /// Show the login flow with this id.
     Login(Box<LoginFlow>),
 }
@@ -36,8 +37,8 @@ pub enum AuthorizeOutcome {
 /// A completed login: where to send the browser, and the cookies to set.
 #[derive(Debug)]
 pub struct Finished {
-    /// The client's redirect URI with the code.
-    pub redirect: String,
+    /// The response carrying the code to the client.
+    pub response: AuthorizationResponse,
     /// A new session cookie (a new session, or new proofs in the session).
     pub session_cookie: Option<(String, Duration)>,
     /// A new device cookie (the browser passed a new-device check).
@@ -110,11 +111,11 @@ impl Authorization {
             Some(hint) => match self.id_token_hint_subject(hint, &client) {
                 Some(sub) => Some(sub),
                 None => {
-                    return Ok(AuthorizeOutcome::Redirect(error_redirect(
-                        &self.issuer,
+                    return Ok(AuthorizeOutcome::Respond(self.error_response(
+                        &client,
                         &req,
                         &OAuthError::invalid_request("id_token_hint is not valid"),
-                    )));
+                    )?));
                 }
             },
             None => None,
@@ -161,7 +162,7 @@ impl Authorization {
         match started {
             Started::Done(completion) => {
                 let finished = self.finish(*completion, meta).await?;
-                Ok(AuthorizeOutcome::Redirect(finished.redirect))
+                Ok(AuthorizeOutcome::Respond(finished.response))
             }
             Started::Ask(flow) if prompt_none => {
                 let e = if signed_in && !stale {
@@ -172,11 +173,11 @@ impl Authorization {
                 } else {
                     OAuthError::new(ErrorCode::LoginRequired, "the user must sign in")
                 };
-                Ok(AuthorizeOutcome::Redirect(error_redirect(
-                    &self.issuer,
+                Ok(AuthorizeOutcome::Respond(self.error_response(
+                    &client,
                     &flow.request,
                     &e,
-                )))
+                )?))
             }
             Started::Ask(flow) => {
                 self.runner.save_new(&flow).await.map_err(flow_core_error)?;
@@ -240,10 +241,10 @@ impl Authorization {
             acr: &c.acr,
             amr,
         };
-        let redirect = self.issue_code(&client, &c.request, &grant).await?;
+        let response = self.issue_code(&client, &c.request, &grant).await?;
         let now = self.clock.now().unix_timestamp();
         Ok(Finished {
-            redirect,
+            response,
             session_cookie: cookie.map(|v| (v, secs(session.expires_at - now))),
             device_cookie: c.device_cookie,
         })
@@ -275,13 +276,13 @@ impl Authorization {
         aud_ok.then(|| claims.get("sub")?.as_str().map(str::to_owned))?
     }
 
-    /// Stores a fresh code for this request and grant; returns the redirect.
+    /// Stores a fresh code for this request and grant; returns the response.
     pub(crate) async fn issue_code(
         &self,
         client: &Client,
         req: &AuthorizeRequest,
         grant: &Grant<'_>,
-    ) -> Result<String, CoreError> {
+    ) -> Result<AuthorizationResponse, CoreError> {
         let now = self.clock.now();
         let scope = req.scope_string();
         let user = grant.user.id;
@@ -310,14 +311,69 @@ impl Authorization {
             acr: grant.acr.to_owned(),
             amr: grant.amr.clone(),
             expires_at: now.unix_timestamp() + lifetime,
+            claims: req.claims.clone(),
         };
         self.codes.put(&code, &record, secs(lifetime)).await?;
-        let mut params: Vec<(&str, &str)> = vec![("code", &code)];
+        let mut params = vec![("code".to_owned(), code)];
         if let Some(s) = &req.state {
-            params.push(("state", s));
+            params.push(("state".to_owned(), s.clone()));
         }
-        params.push(("iss", &self.issuer));
-        Ok(redirect_with(&req.redirect_uri, &params))
+        params.push(("iss".to_owned(), self.issuer.clone()));
+        self.respond(client, &req.redirect_uri, params, req.response_mode)
+    }
+
+    /// An error for the client of a checked request, in its response mode.
+    pub fn error_response(
+        &self,
+        client: &Client,
+        req: &AuthorizeRequest,
+        e: &OAuthError,
+    ) -> Result<AuthorizationResponse, CoreError> {
+        self.error_response_to(
+            client,
+            &req.redirect_uri,
+            req.state.as_deref(),
+            req.response_mode,
+            e,
+        )
+    }
+
+    /// An error for the client at a redirect URI already checked against its
+    /// registration (RFC 6749 §4.1.2.1, RFC 9207 `iss`).
+    pub fn error_response_to(
+        &self,
+        client: &Client,
+        redirect_uri: &str,
+        state: Option<&str>,
+        mode: ResponseMode,
+        e: &OAuthError,
+    ) -> Result<AuthorizationResponse, CoreError> {
+        let mut params = vec![
+            ("error".to_owned(), e.code.as_str().to_string()),
+            ("error_description".to_owned(), e.description.to_string()),
+        ];
+        if let Some(s) = state {
+            params.push(("state".to_owned(), s.to_owned()));
+        }
+        params.push(("iss".to_owned(), self.issuer.clone()));
+        self.respond(client, redirect_uri, params, mode)
+    }
+
+    fn respond(
+        &self,
+        client: &Client,
+        redirect_uri: &str,
+        params: Vec<(String, String)>,
+        mode: ResponseMode,
+    ) -> Result<AuthorizationResponse, CoreError> {
+        let jarm = mode.is_jwt().then(|| response::Jarm {
+            keys: &self.keys,
+            issuer: &self.issuer,
+            client_id: &client.id.0,
+            alg: client.protocol.authorization_signed_response_alg,
+            now: self.clock.now().unix_timestamp(),
+        });
+        response::build(redirect_uri, params, mode, jarm)
     }
 }
 
@@ -336,26 +392,4 @@ fn flow_core_error(e: crate::flow::FlowError) -> CoreError {
         crate::flow::FlowError::Core(e) => e,
         other => CoreError::Internal(other.to_string()),
     }
-}
-
-/// The redirect carrying an error to the client (RFC 6749 §4.1.2.1, RFC 9207 `iss`).
-pub fn error_redirect(issuer: &str, req: &AuthorizeRequest, e: &OAuthError) -> String {
-    authorize_error_redirect(issuer, &req.redirect_uri, req.state.as_deref(), e)
-}
-
-pub fn authorize_error_redirect(
-    issuer: &str,
-    redirect_uri: &str,
-    state: Option<&str>,
-    e: &OAuthError,
-) -> String {
-    let mut params: Vec<(&str, &str)> = vec![
-        ("error", e.code.as_str()),
-        ("error_description", &e.description),
-    ];
-    if let Some(s) = state {
-        params.push(("state", s));
-    }
-    params.push(("iss", issuer));
-    redirect_with(redirect_uri, &params)
 }

@@ -5,7 +5,8 @@
 
 use super::error::{ErrorCode, OAuthError};
 use crate::client::{Client, ClientRegistry};
-pub use crate::request::{AuthorizeRequest, Prompt};
+use crate::domain::RequestedClaims;
+pub use crate::request::{AuthorizeRequest, Prompt, ResponseMode};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub enum AuthorizeError {
     Redirect {
         redirect_uri: String,
         state: Option<String>,
+        /// The request's response mode when it was valid, else `query`.
+        mode: ResponseMode,
         error: OAuthError,
     },
 }
@@ -64,19 +67,28 @@ pub fn check_authorize_request(
     let client = check_client_id(params, clients).map_err(AuthorizeError::Page)?;
     let redirect_uri = check_redirect_uri(params, &client).map_err(AuthorizeError::Page)?;
     let state = params.get("state").map(str::to_owned);
+    let response_mode =
+        check_response_mode(params, &client).map_err(|error| AuthorizeError::Redirect {
+            redirect_uri: redirect_uri.clone(),
+            state: state.clone(),
+            mode: ResponseMode::Query,
+            error,
+        })?;
     let redirect = |error: OAuthError| AuthorizeError::Redirect {
         redirect_uri: redirect_uri.clone(),
         state: state.clone(),
+        mode: response_mode,
         error,
     };
     check_no_duplicates(params).map_err(redirect)?;
     check_request_objects(params).map_err(redirect)?;
     check_response_type(params, &client).map_err(redirect)?;
-    check_response_mode(params).map_err(redirect)?;
     let scope = check_scope(params, &client).map_err(redirect)?;
     let code_challenge = check_pkce(params, &client).map_err(redirect)?;
     let prompt = check_prompt(params).map_err(redirect)?;
     let max_age = check_max_age(params).map_err(redirect)?;
+    let (claims, acr_values) =
+        check_claims(params, &client, acr_values(params)).map_err(redirect)?;
     Ok((
         client.clone(),
         AuthorizeRequest {
@@ -91,17 +103,128 @@ pub fn check_authorize_request(
             login_hint: params.get("login_hint").map(str::to_owned),
             ui_locales: params.get("ui_locales").map(str::to_owned),
             id_token_hint: params.get("id_token_hint").map(str::to_owned),
-            acr_values: params
-                .get("acr_values")
-                .map(|v| {
-                    v.split(' ')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            acr_values,
+            response_mode,
+            claims,
         },
     ))
+}
+
+/// The `acr_values` parameter, in order (OpenID Connect Core §3.1.2.1).
+fn acr_values(params: &RawParams) -> Vec<String> {
+    params
+        .get("acr_values")
+        .map(|v| {
+            v.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The user claims the `claims` parameter may name (returned when the
+/// account has them); other names are ignored.
+pub const REQUESTABLE_CLAIMS: [&str; 7] = [
+    "email",
+    "email_verified",
+    "name",
+    "preferred_username",
+    "customer_id",
+    "locale",
+    "updated_at",
+];
+
+/// OpenID Connect Core §5.5: the `claims` parameter, a JSON object whose
+/// `id_token` and `userinfo` members name claims, each `null` or
+/// `{"essential", "value", "values"}`. Returns the claims to add and the
+/// `acr` values the authorization must reach:
+/// - `acr` in `id_token` with `value`/`values` and `essential: true`
+///   (§5.5.1.1): the flow is the first of the client's that claims one of
+///   them, and `unmet_authentication_requirements` when none does, before
+///   the user is asked anything;
+/// - the same without `essential`: a preference, used when `acr_values` is
+///   absent (as `acr_values` is, §3.1.2.1).
+///
+/// Unknown members and claim names are ignored (§5.5); anything that is not
+/// that shape is `invalid_request`.
+pub fn check_claims(
+    params: &RawParams,
+    client: &Client,
+    acr_values: Vec<String>,
+) -> Result<(RequestedClaims, Vec<String>), OAuthError> {
+    /// Bounds on hostile input: more names than this is not a real request.
+    const MAX_NAMES: usize = 64;
+    let Some(raw) = params.get("claims") else {
+        return Ok((RequestedClaims::default(), acr_values));
+    };
+    let malformed = |why: &'static str| OAuthError::invalid_request(why);
+    let doc: serde_json::Value =
+        serde_json::from_str(raw).map_err(|_| malformed("claims is not valid JSON"))?;
+    let doc = doc
+        .as_object()
+        .ok_or_else(|| malformed("claims is not a JSON object"))?;
+    let mut out = RequestedClaims::default();
+    let mut acr_values = acr_values;
+    for (member, target) in [
+        ("id_token", &mut out.id_token),
+        ("userinfo", &mut out.userinfo),
+    ] {
+        let Some(m) = doc.get(member) else { continue };
+        let m = m
+            .as_object()
+            .ok_or_else(|| malformed("a member of claims is not a JSON object"))?;
+        if m.len() > MAX_NAMES {
+            return Err(malformed("claims names too many claims"));
+        }
+        for (name, spec) in m {
+            if !(spec.is_null() || spec.is_object()) {
+                return Err(malformed("a requested claim is neither null nor an object"));
+            }
+            if REQUESTABLE_CLAIMS.contains(&name.as_str()) {
+                target.push(name.clone());
+            }
+            if member == "id_token" && name == "acr" {
+                let wanted = requested_values(spec)
+                    .ok_or_else(|| malformed("the acr claim's value or values is not a string"))?;
+                let essential = spec.get("essential").and_then(|e| e.as_bool()) == Some(true);
+                if wanted.is_empty() {
+                    continue;
+                }
+                if essential {
+                    let reachable: Vec<String> = wanted
+                        .into_iter()
+                        .filter(|w| client.login.acr_values().any(|a| a == w))
+                        .collect();
+                    if reachable.is_empty() {
+                        return Err(OAuthError::new(
+                            ErrorCode::UnmetAuthenticationRequirements,
+                            "no login of this client reaches the essential acr requested",
+                        ));
+                    }
+                    acr_values = reachable;
+                } else if acr_values.is_empty() {
+                    acr_values = wanted;
+                }
+            }
+        }
+    }
+    Ok((out, acr_values))
+}
+
+/// The strings of a requested claim's `value` and `values` (§5.5.1); `None`
+/// when one is not a string.
+fn requested_values(spec: &serde_json::Value) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(v) = spec.get("value") {
+        out.push(v.as_str()?.to_owned());
+    }
+    if let Some(vs) = spec.get("values") {
+        for v in vs.as_array()? {
+            out.push(v.as_str()?.to_owned());
+        }
+    }
+    Some(out)
 }
 
 /// RFC 6749 §4.1.2.1: an unknown or missing client_id is shown, never redirected.
@@ -181,23 +304,50 @@ pub fn check_response_type(params: &RawParams, _client: &Client) -> Result<(), O
     }
 }
 
-/// OAuth 2.0 Multiple Response Types §2.1: only the `query` mode.
-pub fn check_response_mode(params: &RawParams) -> Result<(), OAuthError> {
-    match params.get("response_mode") {
-        None | Some("query") => Ok(()),
-        Some(_) => Err(OAuthError::invalid_request(
-            "only response_mode=query is supported",
-        )),
+/// OAuth 2.0 Multiple Response Types §2.1, Form Post Response Mode, JARM
+/// §2.3: `query` (the default of `code`), or a mode the client's file
+/// enables. `fragment` is refused: it would put the code in the URL's
+/// fragment, for no benefit over the query with `code` (RFC 9700 §2.1.2).
+pub fn check_response_mode(
+    params: &RawParams,
+    client: &Client,
+) -> Result<ResponseMode, OAuthError> {
+    let Some(raw) = params.get("response_mode") else {
+        return Ok(ResponseMode::Query);
+    };
+    let mode = ResponseMode::parse(raw).ok_or_else(|| {
+        OAuthError::invalid_request("unsupported response_mode")
+            .with_detail(format!("response_mode={raw}"))
+    })?;
+    if client.protocol.allows_response_mode(mode) {
+        Ok(mode)
+    } else {
+        Err(
+            OAuthError::invalid_request("this response_mode is not enabled for this client")
+                .with_detail(format!("response_mode={raw}")),
+        )
     }
 }
 
+/// The scope asking for refresh tokens (OpenID Connect Core §11).
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
 /// RFC 6749 §3.3: every requested scope must be allowed for the client.
+/// `offline_access` is the exception (see [`OFFLINE_ACCESS`]).
 pub fn check_scope(params: &RawParams, client: &Client) -> Result<Vec<String>, OAuthError> {
     let raw = params
         .get("scope")
         .ok_or_else(|| OAuthError::new(ErrorCode::InvalidScope, "scope is missing"))?;
     let mut scope: Vec<String> = Vec::new();
     for s in raw.split(' ').filter(|s| !s.is_empty()) {
+        if s == OFFLINE_ACCESS {
+            // OpenID Connect Core §11: granted to a client allowed refresh
+            // tokens, ignored for any other; never an error.
+            if client.allow_refresh_token && !scope.iter().any(|x| x == s) {
+                scope.push(s.to_owned());
+            }
+            continue;
+        }
         if !client.scopes.contains(s) {
             return Err(OAuthError::new(
                 ErrorCode::InvalidScope,
@@ -340,6 +490,7 @@ mod tests {
             )
             .unwrap(),
             account: Default::default(),
+            protocol: Default::default(),
         }
     }
 

@@ -28,6 +28,9 @@ pub struct CodeRecord {
     pub acr: String,
     pub amr: Vec<String>,
     pub expires_at: i64,
+    /// Claims named by the `claims` request parameter.
+    #[serde(default)]
+    pub claims: crate::domain::RequestedClaims,
 }
 
 /// The typed store of codes.

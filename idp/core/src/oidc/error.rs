@@ -23,6 +23,18 @@ pub enum ErrorCode {
     RequestNotSupported,
     RequestUriNotSupported,
     InvalidToken,
+    /// OpenID Connect Core Unmet Authentication Requirements 1.0.
+    UnmetAuthenticationRequirements,
+    /// RFC 9101 §6.2.
+    InvalidRequestObject,
+    /// RFC 9126 §2.2 / RFC 9101 §6.2.
+    InvalidRequestUri,
+    /// RFC 9449 §7.1.
+    InvalidDpopProof,
+    /// RFC 9449 §8.
+    UseDpopNonce,
+    /// RFC 8707 §2.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -44,6 +56,12 @@ impl ErrorCode {
             Self::RequestNotSupported => "request_not_supported",
             Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::InvalidToken => "invalid_token",
+            Self::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
+            Self::InvalidRequestObject => "invalid_request_object",
+            Self::InvalidRequestUri => "invalid_request_uri",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
+            Self::InvalidTarget => "invalid_target",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod authorize;
 pub mod codes;
 pub mod error;
 pub mod logout;
+pub mod response;
 pub mod token;
 pub(crate) mod verified_tokens;
 

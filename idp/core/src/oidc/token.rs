@@ -5,7 +5,7 @@
 
 use super::access_tokens::AccessTokenStore;
 use super::announced::Announcer;
-use super::authorize::RawParams;
+use super::authorize::{OFFLINE_ACCESS, RawParams};
 use super::codes::CodeStore;
 use super::error::{ErrorCode, OAuthError};
 use super::verified_tokens::{LiveToken, Verified, VerifiedTokens};
@@ -16,8 +16,8 @@ use crate::client::{Client, ClientRegistry};
 use crate::clock::SharedClock;
 use crate::domain::RequestMeta;
 use crate::domain::{
-    ClientId, Organization, RefreshTokenRecord, Role, TokenFamily, TokenHash, User, UserId,
-    UserStatus,
+    ClientId, Organization, RefreshTokenRecord, RequestedClaims, Role, TokenFamily, TokenHash,
+    User, UserId, UserStatus,
 };
 use crate::error::CoreError;
 use crate::keys::KeyRing;
@@ -89,6 +89,25 @@ struct GrantFacts<'a> {
     amr: &'a [String],
     family_id: Option<Uuid>,
     nonce: Option<&'a str>,
+    /// Named by the `claims` request parameter.
+    claims: &'a RequestedClaims,
+}
+
+/// What an access token stands for.
+#[derive(Clone, Copy)]
+struct AccessGrant<'a> {
+    client: &'a Client,
+    /// The user's id, or the client's for client credentials.
+    sub: &'a str,
+    user_id: Option<UserId>,
+    scope: &'a str,
+    sid: Option<&'a str>,
+    auth_time: Option<i64>,
+    acr: Option<&'a str>,
+    amr: &'a [String],
+    family_id: Option<Uuid>,
+    /// Claims userinfo returns besides those of the scope.
+    userinfo_claims: &'a [String],
 }
 
 /// The grant a code starts, derived from the code so that a replay can
@@ -321,6 +340,7 @@ impl Tokens {
             None
         };
         let family = TokenFamily {
+            claims: record.claims.clone(),
             id: family_id,
             user_id: record.user_id,
             client_id: client.id.clone(),
@@ -368,6 +388,7 @@ impl Tokens {
             amr: &record.amr,
             family_id: Some(family_id),
             nonce: record.nonce.as_deref(),
+            claims: &record.claims,
         };
         let replayed = self
             .codes
@@ -452,6 +473,15 @@ impl Tokens {
         let scope = match form.get("scope") {
             None => family.scope.clone(),
             Some(requested) => {
+                // RFC 6749 §6: no scope beyond the grant's. `offline_access`
+                // not granted is ignored, as at the authorization.
+                let requested = requested
+                    .split(' ')
+                    .filter(|s| {
+                        !s.is_empty() && (*s != OFFLINE_ACCESS || has_scope(&family.scope, s))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 let all_granted = requested
                     .split(' ')
                     .filter(|s| !s.is_empty())
@@ -525,6 +555,7 @@ impl Tokens {
             amr: &family.amr,
             family_id: Some(family.id),
             nonce: None,
+            claims: &family.claims,
         };
         let response = self.mint(&facts, Some(new_token)).await?;
         self.touch_client(&client.id, now).await?;
@@ -567,7 +598,11 @@ impl Tokens {
             None => String::new(),
             Some(requested) => {
                 let mut out: Vec<&str> = Vec::new();
-                for s in requested.split(' ').filter(|s| !s.is_empty()) {
+                // `offline_access` means nothing without a user: ignored.
+                for s in requested
+                    .split(' ')
+                    .filter(|s| !s.is_empty() && *s != OFFLINE_ACCESS)
+                {
                     if s == "openid" || !client.scopes.contains(s) {
                         return Err(OAuthError::new(
                             ErrorCode::InvalidScope,
@@ -583,17 +618,18 @@ impl Tokens {
         };
         let now = self.clock.now();
         let (access_token, _) = self
-            .mint_access_token(
+            .mint_access_token(&AccessGrant {
                 client,
-                &client.id.0,
-                None,
-                &scope,
-                None,
-                None,
-                None,
-                &[],
-                None,
-            )
+                sub: &client.id.0,
+                user_id: None,
+                scope: &scope,
+                sid: None,
+                auth_time: None,
+                acr: None,
+                amr: &[],
+                family_id: None,
+                userinfo_claims: &[],
+            })
             .await?;
         self.touch_client(&client.id, now).await?;
         Ok(TokenResponse {
@@ -613,17 +649,18 @@ impl Tokens {
     ) -> Result<TokenResponse, OAuthError> {
         let sub = f.user.id.to_string();
         let (access_token, _) = self
-            .mint_access_token(
-                f.client,
-                &sub,
-                Some(f.user.id),
-                f.scope,
-                f.sid,
-                Some(f.auth_time),
-                f.acr,
-                f.amr,
-                f.family_id,
-            )
+            .mint_access_token(&AccessGrant {
+                client: f.client,
+                sub: &sub,
+                user_id: Some(f.user.id),
+                scope: f.scope,
+                sid: f.sid,
+                auth_time: Some(f.auth_time),
+                acr: f.acr,
+                amr: f.amr,
+                family_id: f.family_id,
+                userinfo_claims: &f.claims.userinfo,
+            })
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
             let orgs = f.organizations.and_then(organizations_value);
@@ -670,26 +707,29 @@ impl Tokens {
             c.insert("sid".into(), sid.into());
         }
         c.insert("at_hash".into(), at_hash(access_token).into());
-        user_claims(f.user, f.scope, &mut c);
+        user_claims(f.user, f.scope, &f.claims.id_token, &mut c);
         if let Some(o) = organizations {
             c.insert("organizations".into(), o);
         }
         Ok(self.keys.current().sign(f.client.id_token_alg, "JWT", c)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn mint_access_token(
         &self,
-        client: &Client,
-        sub: &str,
-        user_id: Option<UserId>,
-        scope: &str,
-        sid: Option<&str>,
-        auth_time: Option<i64>,
-        acr: Option<&str>,
-        amr: &[String],
-        family_id: Option<Uuid>,
+        g: &AccessGrant<'_>,
     ) -> Result<(String, AccessTokenInfo), OAuthError> {
+        let AccessGrant {
+            client,
+            sub,
+            user_id,
+            scope,
+            sid,
+            auth_time,
+            acr,
+            amr,
+            family_id,
+            userinfo_claims,
+        } = *g;
         let now = self.clock.now().unix_timestamp();
         let mut aud = vec![client.id.0.clone()];
         if has_scope(scope, ADMIN_API_SCOPE) {
@@ -706,6 +746,7 @@ impl Tokens {
             family_id,
             aud,
             amr: amr.to_vec(),
+            userinfo_claims: userinfo_claims.to_vec(),
         };
         let token = match client.access_token_format {
             crate::client::AccessTokenFormat::Jwt => {
@@ -738,6 +779,9 @@ impl Tokens {
                 }
                 if let Some(f) = family_id {
                     c.insert("grant_id".into(), f.to_string().into());
+                }
+                if !userinfo_claims.is_empty() {
+                    c.insert("userinfo_claims".into(), json!(userinfo_claims));
                 }
                 self.keys
                     .current()
@@ -838,6 +882,7 @@ impl Tokens {
             family_id,
             aud: strings("aud"),
             amr: strings("amr"),
+            userinfo_claims: strings("userinfo_claims"),
         };
         let entry = Arc::new(Verified::new(verified.kid, info));
         self.verified_tokens.insert(digest, entry.clone());
@@ -950,7 +995,7 @@ impl Tokens {
             .ok_or_else(invalid)?;
         let mut c = Map::new();
         c.insert("sub".into(), user.id.to_string().into());
-        user_claims(user, &info.scope, &mut c);
+        user_claims(user, &info.scope, &info.userinfo_claims, &mut c);
         if with_organizations
             && let Some(o) = live.organizations.as_deref().and_then(organizations_value)
         {
@@ -1127,26 +1172,49 @@ fn wants_organizations(scope: &str) -> bool {
     has_scope(scope, "openid") && has_scope(scope, "profile")
 }
 
-/// Claims about the user allowed by `scope` (OIDC Core §5.4).
-fn user_claims(user: &User, scope: &str, c: &mut Map<String, Value>) {
-    if has_scope(scope, "email") {
-        c.insert("email".into(), user.email.as_str().into());
-        c.insert("email_verified".into(), user.email_verified.into());
-    }
-    if has_scope(scope, "profile") {
-        if let Some(n) = &user.name {
-            c.insert("name".into(), n.clone().into());
+/// The claims each scope value grants (OIDC Core §5.4).
+const SCOPE_CLAIMS: [(&str, &[&str]); 2] = [
+    ("email", &["email", "email_verified"]),
+    (
+        "profile",
+        &[
+            "name",
+            "preferred_username",
+            "customer_id",
+            "locale",
+            "updated_at",
+        ],
+    ),
+];
+
+/// Claims about the user allowed by `scope` (OIDC Core §5.4), and those
+/// `requested` by name (§5.5); a claim the account lacks is left out.
+fn user_claims(user: &User, scope: &str, requested: &[String], c: &mut Map<String, Value>) {
+    let by_scope = SCOPE_CLAIMS
+        .iter()
+        .filter(|(s, _)| has_scope(scope, s))
+        .flat_map(|(_, names)| names.iter().copied());
+    for name in by_scope.chain(requested.iter().map(String::as_str)) {
+        if c.contains_key(name) {
+            continue;
         }
-        c.insert(
-            "preferred_username".into(),
-            user.customer_id.as_str().into(),
-        );
-        c.insert("customer_id".into(), user.customer_id.as_str().into());
-        if let Some(l) = &user.locale {
-            c.insert("locale".into(), l.clone().into());
+        if let Some(v) = user_claim(user, name) {
+            c.insert(name.to_owned(), v);
         }
-        c.insert("updated_at".into(), user.updated_at.unix_timestamp().into());
     }
+}
+
+/// One claim about the user, if the account has it.
+fn user_claim(user: &User, name: &str) -> Option<Value> {
+    Some(match name {
+        "email" => user.email.as_str().into(),
+        "email_verified" => user.email_verified.into(),
+        "name" => user.name.clone()?.into(),
+        "preferred_username" | "customer_id" => user.customer_id.as_str().into(),
+        "locale" => user.locale.clone()?.into(),
+        "updated_at" => user.updated_at.unix_timestamp().into(),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -173,6 +173,7 @@ mod tests {
                 family_id: None,
                 aud: vec!["c".into()],
                 amr: Vec::new(),
+                userinfo_claims: Vec::new(),
             },
         )
     }
