@@ -9,6 +9,7 @@ pub mod announced;
 pub mod authorization;
 pub mod authorize;
 pub mod codes;
+pub mod dpop;
 pub mod error;
 pub mod logout;
 pub mod response;
