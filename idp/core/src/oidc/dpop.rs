@@ -266,7 +266,11 @@ pub fn verify_proof(proof_jwt: &str, req: &DpopRequest<'_>) -> Result<DpopProof,
     let iat_secs = match claims.get("iat") {
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
             .ok_or_else(|| invalid("claim iat is not a usable NumericDate"))?,
         Some(_) => return Err(invalid("claim iat must be a number")),
         None => return Err(invalid("claim iat is missing")),
@@ -295,7 +299,11 @@ pub fn verify_proof(proof_jwt: &str, req: &DpopRequest<'_>) -> Result<DpopProof,
                 }
             }
             Some(_) => return Err(invalid("claim ath must be a string")),
-            None => return Err(invalid("claim ath is missing, an access token was presented")),
+            None => {
+                return Err(invalid(
+                    "claim ath is missing, an access token was presented",
+                ));
+            }
         }
     }
 
@@ -345,9 +353,7 @@ pub fn jwk_thumbprint(jwk: &Jwk) -> Result<String, DpopError> {
         "RSA" => &["e", "kty", "n"],
         "OKP" => &["crv", "kty", "x"],
         other => {
-            return Err(invalid(format!(
-                "no thumbprint for a JWK of kty {other:?}"
-            )));
+            return Err(invalid(format!("no thumbprint for a JWK of kty {other:?}")));
         }
     };
     // A BTreeMap keeps the (already sorted) members in lexicographic order,
@@ -533,13 +539,13 @@ mod tests {
 
     #[test]
     fn happy_path_es256_and_rs256_and_ps256() {
-        let rsa = rs256_key();
+        let kp = PS256.generate_key_pair(2048).unwrap();
         let pss = Key {
-            private: rsa.private.clone(),
-            public: rsa.public.clone(),
+            private: kp.to_jwk_key_pair(),
+            public: kp.to_jwk_public_key(),
             alg: "PS256",
         };
-        for key in [es256_key(), rsa, pss] {
+        for key in [es256_key(), rs256_key(), pss] {
             let p = proof(&key, &claims(NOW - 10));
             let ok = verify_proof(&p, &req()).unwrap();
             assert_eq!(ok.jti, "e1j3V_bKic8-LAEB");
@@ -599,11 +605,17 @@ mod tests {
     fn wrong_url_refused_query_fragment_and_default_port_ignored() {
         let key = es256_key();
         let mut c = claims(NOW);
-        c.insert("htu".into(), "https://idp.example.com/oauth2/userinfo".into());
+        c.insert(
+            "htu".into(),
+            "https://idp.example.com/oauth2/userinfo".into(),
+        );
         assert!(err(&proof(&key, &c), &req()).contains("htu"));
         c.insert("htu".into(), "http://idp.example.com/oauth2/token".into());
         assert!(err(&proof(&key, &c), &req()).contains("htu"));
-        c.insert("htu".into(), "https://idp.example.com:8443/oauth2/token".into());
+        c.insert(
+            "htu".into(),
+            "https://idp.example.com:8443/oauth2/token".into(),
+        );
         assert!(err(&proof(&key, &c), &req()).contains("htu"));
         c.insert("htu".into(), "/oauth2/token".into());
         assert!(err(&proof(&key, &c), &req()).contains("not a URL"));
@@ -691,7 +703,9 @@ mod tests {
         let fake_sig = format!("{}.{body}.AAAA", b64(&header));
         assert!(err(&fake_sig, &req()).contains("alg none"));
 
-        let hs = HS256.signer_from_bytes(b"0123456789abcdef0123456789abcdef").unwrap();
+        let hs = HS256
+            .signer_from_bytes(b"0123456789abcdef0123456789abcdef")
+            .unwrap();
         let p = sign_with(&hs, PROOF_TYP, &key.public, &claims(NOW));
         assert!(err(&p, &req()).contains("asymmetric"));
 
@@ -726,7 +740,12 @@ mod tests {
     fn signature_by_another_key_refused() {
         let key = es256_key();
         let other = es256_key();
-        let p = sign_with(signer(&other).as_ref(), PROOF_TYP, &key.public, &claims(NOW));
+        let p = sign_with(
+            signer(&other).as_ref(),
+            PROOF_TYP,
+            &key.public,
+            &claims(NOW),
+        );
         assert!(err(&p, &req()).contains("signature"));
         let rsa = rs256_key();
         let rsa_other = rs256_key();
