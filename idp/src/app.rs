@@ -299,6 +299,7 @@ pub async fn build_state(
             .map_err(|e| anyhow!("upstreams: {e}"))?,
         ),
         changes,
+        client_jwks: Arc::new(crate::client_jwks::HttpJwksFetcher::new()?),
     };
     let webhooks = Arc::new(match overrides.webhooks {
         Some(w) => w,

@@ -9,17 +9,21 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use idp_core::assurance::Levels;
 use idp_core::client::{
-    AccessTokenFormat, Client, ClientRegistry, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
+    AccessTokenFormat, Client, ClientKeySource, ClientRegistry, ClientSecretHash, Lifetimes,
+    TokenEndpointAuthMethod,
 };
 use idp_core::domain::ClientId;
 use idp_core::keys::SigningAlg;
+use idp_core::oidc::client_jwt::ClientKeys;
 use idp_core::password::Argon2Settings;
 use idp_core::request::ResponseMode;
+use idp_core::secret::Secret;
 use idp_core::throttle::ThrottleSettings;
 use idp_core::webhooks::WebhookEndpoint;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The main configuration file (`config/idp.toml`). See `config/README.md`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -956,6 +960,25 @@ pub struct ClientFile {
     /// JARM responses: RS256 unless named (JARM §3).
     #[serde(default = "default_id_token_alg")]
     pub authorization_signed_response_alg: String,
+    /// How it authenticates at the back-channel endpoints:
+    /// `client_secret_basic` (the default of a confidential client; the
+    /// secret by Basic or in the form), `client_secret_post` (the same),
+    /// `private_key_jwt`, `client_secret_jwt`, `none` (public clients).
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
+    /// Its public keys, as a JWK Set (an inline table, or its JSON text).
+    #[serde(default)]
+    pub jwks: Option<toml::Value>,
+    /// Where its public keys are published (fetched and cached).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// `client_secret_jwt`: an environment variable holding the secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// `client_secret_jwt`: a file holding the secret (relative paths are
+    /// from the client file's folder).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
     #[serde(default)]
     pub lifetimes: LifetimesFile,
     /// The login flows (`[[login.flows]]`); none means identifier then password.
@@ -1090,7 +1113,11 @@ pub fn load_client_files(
             toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         let base = f.parent().unwrap_or_else(|| Path::new("."));
         parse_webhooks(&parsed, base).map_err(|e| anyhow!("{}: {e}", f.display()))?;
-        let client = parse_client(parsed, levels).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        let jwt_secret =
+            read_client_jwt_secret(&parsed, base).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        let mut client =
+            parse_client(parsed, levels).map_err(|e| anyhow!("{}: {e}", f.display()))?;
+        client.protocol.jwt_secret = jwt_secret.map(Arc::new);
         if loaded.iter().any(|(_, c)| c.id == client.id) {
             bail!(
                 "{}: client_id: {} is already registered by another file",
@@ -1215,21 +1242,70 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
     if f.name.trim().is_empty() {
         bail!("name: must not be empty");
     }
-    let (auth_method, secret_hash) = match (f.kind, &f.secret_hash) {
-        (ClientKind::Confidential, Some(h)) => (
-            TokenEndpointAuthMethod::ClientSecretBasic,
-            Some(ClientSecretHash::parse(h).ok_or_else(|| {
-                anyhow!(
-                    "secret_hash: expected \"sha256:<base64url>\" as printed by `idp client secret`"
-                )
-            })?),
-        ),
-        (ClientKind::Confidential, None) => {
-            bail!("secret_hash: required for a confidential client")
+    let auth_method = match (f.kind, f.token_endpoint_auth_method.as_deref()) {
+        (ClientKind::Public, None | Some("none")) => TokenEndpointAuthMethod::None,
+        (ClientKind::Public, Some(m)) => {
+            bail!("token_endpoint_auth_method: a public client has no credentials (none), not {m}")
         }
-        (ClientKind::Public, Some(_)) => bail!("secret_hash: a public client has no secret"),
-        (ClientKind::Public, None) => (TokenEndpointAuthMethod::None, None),
+        (ClientKind::Confidential, None | Some("client_secret_basic")) => {
+            TokenEndpointAuthMethod::ClientSecretBasic
+        }
+        (ClientKind::Confidential, Some("client_secret_post")) => {
+            TokenEndpointAuthMethod::ClientSecretPost
+        }
+        (ClientKind::Confidential, Some("private_key_jwt")) => {
+            TokenEndpointAuthMethod::PrivateKeyJwt
+        }
+        (ClientKind::Confidential, Some("client_secret_jwt")) => {
+            TokenEndpointAuthMethod::ClientSecretJwt
+        }
+        (ClientKind::Confidential, Some(m)) => bail!(
+            "token_endpoint_auth_method: {m:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, client_secret_jwt (none is for public clients)"
+        ),
     };
+    let secret_hash = match (auth_method, &f.secret_hash) {
+        (
+            TokenEndpointAuthMethod::ClientSecretBasic | TokenEndpointAuthMethod::ClientSecretPost,
+            Some(h),
+        ) => Some(ClientSecretHash::parse(h).ok_or_else(|| {
+            anyhow!(
+                "secret_hash: expected \"sha256:<base64url>\" as printed by `idp client secret`"
+            )
+        })?),
+        (
+            TokenEndpointAuthMethod::ClientSecretBasic | TokenEndpointAuthMethod::ClientSecretPost,
+            None,
+        ) => bail!(
+            "secret_hash: required for a confidential client that authenticates with a secret"
+        ),
+        (TokenEndpointAuthMethod::None, Some(_)) => {
+            bail!("secret_hash: a public client has no secret")
+        }
+        (m, Some(_)) => bail!(
+            "secret_hash: not used with token_endpoint_auth_method = {:?}; remove it",
+            m.as_str()
+        ),
+        (_, None) => None,
+    };
+    let keys = parse_client_keys(&f)?;
+    if auth_method == TokenEndpointAuthMethod::PrivateKeyJwt && keys.is_none() {
+        bail!("jwks: private_key_jwt needs the client's public keys: set jwks or jwks_uri");
+    }
+    let secret_sources = f.client_secret_env.is_some() as u8 + f.client_secret_file.is_some() as u8;
+    match (auth_method, secret_sources) {
+        (TokenEndpointAuthMethod::ClientSecretJwt, 1) | (_, 0) => {}
+        (TokenEndpointAuthMethod::ClientSecretJwt, _) => bail!(
+            "client_secret_env: set exactly one of client_secret_env and client_secret_file for client_secret_jwt"
+        ),
+        (_, _) => bail!(
+            "client_secret_env: only client_secret_jwt reads a secret (others use secret_hash)"
+        ),
+    }
+    if auth_method == TokenEndpointAuthMethod::ClientSecretJwt && secret_sources == 0 {
+        bail!(
+            "client_secret_env: client_secret_jwt needs the secret itself: set client_secret_env or client_secret_file"
+        );
+    }
     let mut grants = (false, false, false);
     for g in &f.grant_types {
         match g.as_str() {
@@ -1322,6 +1398,9 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
         protocol: idp_core::client::ProtocolSettings {
             response_modes,
             authorization_signed_response_alg,
+            keys,
+            // Read by `read_client_jwt_secret`, which knows the file's folder.
+            jwt_secret: None,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
@@ -1330,6 +1409,59 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             refresh_token: l.refresh_token_secs,
         },
     })
+}
+
+/// `jwks` (an inline table or JSON text) or `jwks_uri`, at most one.
+fn parse_client_keys(f: &ClientFile) -> anyhow::Result<Option<ClientKeySource>> {
+    match (&f.jwks, &f.jwks_uri) {
+        (Some(_), Some(_)) => bail!("jwks: set jwks or jwks_uri, not both"),
+        (Some(v), None) => {
+            let json = match v {
+                toml::Value::String(text) => text.clone(),
+                other => serde_json::to_string(other).map_err(|e| anyhow!("jwks: {e}"))?,
+            };
+            let keys = ClientKeys::from_jwks(&json).map_err(|e| anyhow!("jwks: {e}"))?;
+            if keys.is_empty() {
+                bail!("jwks: no usable signing key (EC P-256 or RSA of 2048 bits or more)");
+            }
+            Ok(Some(ClientKeySource::Inline(Arc::new(keys))))
+        }
+        (None, Some(uri)) => {
+            check_redirect(uri).map_err(|e| anyhow!("jwks_uri: {e}"))?;
+            Ok(Some(ClientKeySource::Remote(uri.clone())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The secret of a `client_secret_jwt` client, read from
+/// `client_secret_env` or `client_secret_file` (relative to `base`, the
+/// client file's folder); at least 32 bytes (HS256's key size).
+pub fn read_client_jwt_secret(f: &ClientFile, base: &Path) -> anyhow::Result<Option<Secret>> {
+    let raw = match (&f.client_secret_env, &f.client_secret_file) {
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| anyhow!("client_secret_env: the environment variable {var} is not set"))?,
+        (None, Some(path)) => {
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                base.join(path)
+            };
+            std::fs::read_to_string(&path)
+                .map_err(|e| anyhow!("client_secret_file: cannot read {} ({e})", path.display()))?
+        }
+        _ => return Ok(None),
+    };
+    let secret = raw.trim_end_matches(['\r', '\n']);
+    if secret.len() < 32 {
+        let field = if f.client_secret_env.is_some() {
+            "client_secret_env"
+        } else {
+            "client_secret_file"
+        };
+        bail!("{field}: the secret has fewer than 32 bytes (HS256 needs 32)");
+    }
+    Ok(Some(Secret::new(secret)))
 }
 
 /// RFC 9700 §2.6 / RFC 6749 §3.1.2: absolute, no fragment, https (http only on loopback).
@@ -1365,6 +1497,97 @@ mod tests {
         );
         let f: ClientFile = toml::from_str(&text).map_err(|e| e.to_string())?;
         parse_client(f, &Levels::builtin()).map_err(|e| e.to_string())
+    }
+
+    /// A confidential client file with `extra` (no secret unless given).
+    fn confidential(extra: &str) -> Result<Client, String> {
+        let text = format!(
+            "client_id = \"portal\"\nname = \"Portal\"\ntype = \"confidential\"\nredirect_uris = [\"https://rp.example/cb\"]\n{extra}"
+        );
+        let f: ClientFile = toml::from_str(&text).map_err(|e| e.to_string())?;
+        parse_client(f, &Levels::builtin()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn jwt_client_authentication_settings_are_checked() {
+        let public_key = r#"{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let hash = "secret_hash = \"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"\n";
+        let cases = [
+            ("token_endpoint_auth_method = \"private_key_jwt\"", "jwks"),
+            (
+                &format!(
+                    "token_endpoint_auth_method = \"private_key_jwt\"\n{hash}jwks = '{{\"keys\":[{public_key}]}}'"
+                ),
+                "secret_hash",
+            ),
+            (
+                "token_endpoint_auth_method = \"client_secret_jwt\"",
+                "client_secret_env",
+            ),
+            (
+                "token_endpoint_auth_method = \"tls_client_auth\"",
+                "token_endpoint_auth_method",
+            ),
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"\njwks_uri = \"http://rp.example/jwks\"",
+                "jwks_uri",
+            ),
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"\njwks = '{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}'",
+                "jwks",
+            ),
+            (
+                &format!("{hash}client_secret_env = \"X\""),
+                "client_secret_env",
+            ),
+        ];
+        for (extra, field) in cases {
+            let err = confidential(extra).unwrap_err();
+            assert!(err.starts_with(field), "{extra}: {err}");
+        }
+        let c = confidential(&format!(
+            "token_endpoint_auth_method = \"private_key_jwt\"\njwks = '{{\"keys\":[{public_key}]}}'"
+        ))
+        .unwrap();
+        assert_eq!(c.auth_method, TokenEndpointAuthMethod::PrivateKeyJwt);
+        assert!(matches!(c.protocol.keys, Some(ClientKeySource::Inline(_))));
+        let c = confidential(
+            "token_endpoint_auth_method = \"private_key_jwt\"\njwks_uri = \"https://rp.example/jwks\"",
+        )
+        .unwrap();
+        assert!(matches!(c.protocol.keys, Some(ClientKeySource::Remote(_))));
+        let c = confidential(
+            "token_endpoint_auth_method = \"client_secret_jwt\"\nclient_secret_env = \"PORTAL_SECRET\"",
+        )
+        .unwrap();
+        assert_eq!(c.auth_method, TokenEndpointAuthMethod::ClientSecretJwt);
+        let err = file("token_endpoint_auth_method = \"private_key_jwt\"").unwrap_err();
+        assert!(err.starts_with("token_endpoint_auth_method"), "{err}");
+
+        // The secret itself: read from the file, 32 bytes at least.
+        let dir = std::env::temp_dir().join(format!("idp-jwt-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("short"), "too short\n").unwrap();
+        std::fs::write(dir.join("good"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        let with_file = |name: &str| -> ClientFile {
+            toml::from_str(&format!(
+                "client_id = \"p\"\nname = \"P\"\ntype = \"confidential\"\ntoken_endpoint_auth_method = \"client_secret_jwt\"\nclient_secret_file = \"{name}\""
+            ))
+            .unwrap()
+        };
+        let err = read_client_jwt_secret(&with_file("short"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("client_secret_file"), "{err}");
+        let err = read_client_jwt_secret(&with_file("missing"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("client_secret_file"), "{err}");
+        let s = read_client_jwt_secret(&with_file("good"), &dir)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.expose(), "0123456789abcdef0123456789abcdef");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Loads a config file holding `text` (with an empty clients folder);

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client_jwks;
 pub mod config;
 pub mod demo;
 pub mod notifier;

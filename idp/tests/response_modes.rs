@@ -20,6 +20,7 @@ fn client_with_modes(id: &str, modes: &[ResponseMode], alg: SigningAlg) -> Clien
         protocol: ProtocolSettings {
             response_modes: modes.iter().copied().collect(),
             authorization_signed_response_alg: alg,
+            ..ProtocolSettings::default()
         },
         ..client_with_flows(id, FLOWS)
     }

@@ -15,8 +15,14 @@ use subtle::ConstantTimeEq;
 /// How a client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenEndpointAuthMethod {
+    /// A secret, by HTTP Basic or in the form (either is accepted).
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with one of the client's registered keys (RFC 7523 §2.2,
+    /// OpenID Connect Core §9).
+    PrivateKeyJwt,
+    /// A JWT signed with HMAC over the client's secret (OpenID Connect Core §9).
+    ClientSecretJwt,
     /// Public client: no secret, PKCE required.
     None,
 }
@@ -26,6 +32,8 @@ impl TokenEndpointAuthMethod {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::ClientSecretJwt => "client_secret_jwt",
             Self::None => "none",
         }
     }
@@ -126,12 +134,27 @@ pub struct Client {
 
 /// The protocol extensions a client uses; each is off unless its file
 /// enables it, and discovery lists what at least one client enables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProtocolSettings {
     /// Response modes it may ask for besides `query` (`response_modes`).
     pub response_modes: BTreeSet<ResponseMode>,
     /// Algorithm of its JARM responses (`authorization_signed_response_alg`).
     pub authorization_signed_response_alg: SigningAlg,
+    /// Its public keys (`jwks` or `jwks_uri`): for `private_key_jwt`
+    /// assertions and request objects.
+    pub keys: Option<ClientKeySource>,
+    /// The shared secret of `client_secret_jwt` (`secret_env` or
+    /// `secret_file`; a hash cannot check an HMAC).
+    pub jwt_secret: Option<std::sync::Arc<crate::secret::Secret>>,
+}
+
+/// Where a client's public keys come from.
+#[derive(Debug, Clone)]
+pub enum ClientKeySource {
+    /// `jwks` in its file.
+    Inline(std::sync::Arc<crate::oidc::client_jwt::ClientKeys>),
+    /// `jwks_uri`, fetched and cached (see `oidc::client_auth`).
+    Remote(String),
 }
 
 impl Default for ProtocolSettings {
@@ -139,6 +162,8 @@ impl Default for ProtocolSettings {
         Self {
             response_modes: BTreeSet::new(),
             authorization_signed_response_alg: SigningAlg::RS256,
+            keys: None,
+            jwt_secret: None,
         }
     }
 }

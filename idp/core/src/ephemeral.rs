@@ -80,6 +80,8 @@ pub enum Namespace {
     AccountLogin,
     /// The health check's probe.
     Health,
+    /// A client assertion's `jti`, by client (RFC 7523 §3: single use).
+    ClientAssertion,
 }
 
 impl Namespace {
@@ -96,6 +98,7 @@ impl Namespace {
             Self::LogoutConfirmation => "logout",
             Self::AccountLogin => "account_login",
             Self::Health => "healthz",
+            Self::ClientAssertion => "client_jti",
         }
     }
 

@@ -75,6 +75,8 @@ pub struct ProviderPorts {
     /// Where changes that cached token reads rest on are announced to every
     /// node (see [`crate::changes`]).
     pub changes: Arc<dyn crate::changes::ChangeFeed>,
+    /// Fetches clients' `jwks_uri` (an outside system).
+    pub client_jwks: Arc<dyn crate::oidc::client_auth::JwksFetcher>,
 }
 
 /// The provider: settings, clients, ports, and the services.
@@ -94,6 +96,8 @@ pub struct Provider {
     pub authorization: Arc<Authorization>,
     /// The token endpoint, userinfo, introspection, revocation.
     pub tokens: Arc<Tokens>,
+    /// Client authentication at the back-channel endpoints.
+    pub client_auth: Arc<crate::oidc::client_auth::ClientAuthentication>,
     /// The account journeys.
     pub accounts: Arc<Accounts>,
     /// Second factors and known browsers on the account page.
@@ -249,7 +253,6 @@ impl Provider {
         ));
         let tokens = Arc::new(Tokens::new(
             settings.issuer.clone(),
-            clients.clone(),
             keys.clone(),
             codes,
             Arc::new(StoredAccessTokens::new(store.clone())),
@@ -331,6 +334,13 @@ impl Provider {
             audit,
             events,
         ));
+        let client_auth = Arc::new(crate::oidc::client_auth::ClientAuthentication::new(
+            clients.clone(),
+            settings.issuer.clone(),
+            clock.clone(),
+            ports.client_jwks.clone(),
+            store.clone(),
+        ));
         Ok(Self {
             settings,
             clients,
@@ -341,6 +351,7 @@ impl Provider {
             runner,
             authorization,
             tokens,
+            client_auth,
             accounts,
             devices,
             organizations,

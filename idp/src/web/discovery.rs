@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idp_core::client::Client;
+use idp_core::client::{Client, TokenEndpointAuthMethod};
 use idp_core::oidc::authorize::OFFLINE_ACCESS;
 use idp_core::request::ResponseMode;
 use serde_json::json;
@@ -38,6 +38,25 @@ pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> Str
         .filter(|c| c.protocol.response_modes.iter().any(|m| m.is_jwt()))
         .map(|c| c.protocol.authorization_signed_response_alg.as_str())
         .collect();
+    // Secrets are always accepted both ways; JWT methods when a client uses them.
+    let mut auth_methods = vec!["client_secret_basic", "client_secret_post"];
+    let mut auth_algs: Vec<&str> = Vec::new();
+    if clients
+        .clone()
+        .any(|c| c.auth_method == TokenEndpointAuthMethod::PrivateKeyJwt)
+    {
+        auth_methods.push("private_key_jwt");
+        auth_algs.extend(["ES256", "PS256", "RS256"]);
+    }
+    if clients
+        .clone()
+        .any(|c| c.auth_method == TokenEndpointAuthMethod::ClientSecretJwt)
+    {
+        auth_methods.push("client_secret_jwt");
+        auth_algs.push("HS256");
+    }
+    let mut with_none = auth_methods.clone();
+    with_none.push("none");
     let mut doc = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -60,9 +79,9 @@ pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> Str
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": with_none,
+        "revocation_endpoint_auth_methods_supported": with_none,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash",
                               "email", "email_verified", "name", "preferred_username", "customer_id", "locale", "updated_at"],
@@ -73,6 +92,12 @@ pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> Str
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
     });
+    if !auth_algs.is_empty() {
+        for endpoint in ["token", "revocation", "introspection"] {
+            doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")] =
+                json!(auth_algs);
+        }
+    }
     if !jarm_algs.is_empty() {
         // JARM §4.
         doc["authorization_signing_alg_values_supported"] = json!(jarm_algs);

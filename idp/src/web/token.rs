@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use idp_core::oidc::authorize::RawParams;
-use idp_core::oidc::token::ClientAuthInput;
+use idp_core::oidc::client_auth::ClientAuthInput;
 use idp_core::oidc::{ErrorCode, OAuthError};
 use idp_core::secret::Secret;
 use serde_json::json;
@@ -138,10 +138,12 @@ fn client_auth(headers: &HeaderMap, form: &RawParams) -> Result<ClientAuthInput,
         basic,
         form_client_id: form.get("client_id").map(str::to_owned),
         form_client_secret: form.get("client_secret").map(|s| Secret::new(s.to_owned())),
+        assertion_type: form.get("client_assertion_type").map(str::to_owned),
+        assertion: form.get("client_assertion").map(str::to_owned),
     })
 }
 
-fn authenticated(
+pub(crate) async fn authenticated(
     state: &AppState,
     headers: &HeaderMap,
     form: &RawParams,
@@ -150,8 +152,9 @@ fn authenticated(
     let basic_used = auth.basic.is_some();
     state
         .provider
-        .tokens
-        .authenticate_client(&auth)
+        .client_auth
+        .authenticate(&auth)
+        .await
         .map_err(|error| ApiError { error, basic_used })
 }
 
@@ -171,7 +174,7 @@ pub(crate) async fn token(
 ) -> Response {
     let result: Result<Response, ApiError> = async {
         let form = form_params(&headers, &body)?;
-        let client = authenticated(&state, &headers, &form)?;
+        let client = authenticated(&state, &headers, &form).await?;
         let meta = request_meta(&state, &headers, peer_addr(&peer));
         let tokens = state.provider.tokens.token(client, &form, &meta).await?;
         Ok(Json(tokens).into_response())
@@ -231,7 +234,7 @@ pub(crate) async fn introspect(
 ) -> Response {
     let result: Result<Response, ApiError> = async {
         let form = form_params(&headers, &body)?;
-        let client = authenticated(&state, &headers, &form)?;
+        let client = authenticated(&state, &headers, &form).await?;
         Ok(Json(state.provider.tokens.introspect(&client, &form).await?).into_response())
     }
     .await;
@@ -247,7 +250,7 @@ pub(crate) async fn revoke(
 ) -> Response {
     let result: Result<Response, ApiError> = async {
         let form = form_params(&headers, &body)?;
-        let client = authenticated(&state, &headers, &form)?;
+        let client = authenticated(&state, &headers, &form).await?;
         let meta = request_meta(&state, &headers, peer_addr(&peer));
         state.provider.tokens.revoke(&client, &form, &meta).await?;
         Ok(StatusCode::OK.into_response())

@@ -8,6 +8,7 @@ pub mod access_tokens;
 pub mod announced;
 pub mod authorization;
 pub mod authorize;
+pub mod client_auth;
 pub mod client_jwt;
 pub mod codes;
 pub mod dpop;

@@ -12,7 +12,7 @@ use super::verified_tokens::{LiveToken, Verified, VerifiedTokens};
 use crate::access_token::{ADMIN_API_SCOPE, AccessTokenInfo, admin_api_audience};
 use crate::audit::Audit;
 use crate::changes::{Change, ChangeLog};
-use crate::client::{Client, ClientRegistry};
+use crate::client::Client;
 use crate::clock::SharedClock;
 use crate::domain::RequestMeta;
 use crate::domain::{
@@ -32,15 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Client credentials as presented: HTTP Basic, or form fields.
-#[derive(Debug, Default, Clone)]
-pub struct ClientAuthInput {
-    /// Already URL-decoded (RFC 6749 §2.3.1).
-    pub basic: Option<(String, crate::secret::Secret)>,
-    pub form_client_id: Option<String>,
-    pub form_client_secret: Option<crate::secret::Secret>,
-}
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,7 +127,6 @@ fn has_scope(scope: &str, s: &str) -> bool {
 /// The token endpoint and the endpoints that read tokens back.
 pub struct Tokens {
     issuer: String,
-    clients: Arc<ClientRegistry>,
     keys: Arc<KeyRing>,
     codes: Arc<dyn CodeStore>,
     access: Arc<dyn AccessTokenStore>,
@@ -158,7 +148,6 @@ impl Tokens {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         issuer: String,
-        clients: Arc<ClientRegistry>,
         keys: Arc<KeyRing>,
         codes: Arc<dyn CodeStore>,
         access: Arc<dyn AccessTokenStore>,
@@ -171,7 +160,6 @@ impl Tokens {
     ) -> Self {
         Self {
             issuer,
-            clients,
             keys,
             codes,
             access,
@@ -204,41 +192,6 @@ impl Tokens {
             }
         }
         Ok(self.client_states.touch(client, at).await?)
-    }
-
-    /// Client authentication at the token, introspection and revocation
-    /// endpoints. Confidential clients may use client_secret_basic or
-    /// client_secret_post; public clients send only their client_id.
-    pub fn authenticate_client(&self, auth: &ClientAuthInput) -> Result<Arc<Client>, OAuthError> {
-        let (id, secret) = match (&auth.basic, &auth.form_client_secret) {
-            (Some(_), Some(_)) => {
-                return Err(OAuthError::invalid_request(
-                    "use only one client authentication method",
-                ));
-            }
-            (Some((id, secret)), None) => {
-                if auth.form_client_id.as_ref().is_some_and(|f| f != id) {
-                    return Err(OAuthError::invalid_request(
-                        "client_id does not match the authenticated client",
-                    ));
-                }
-                (id.as_str(), Some(secret))
-            }
-            (None, secret) => (
-                auth.form_client_id.as_deref().ok_or_else(|| {
-                    OAuthError::invalid_client().with_detail("no client credentials")
-                })?,
-                secret.as_ref(),
-            ),
-        };
-        let client = self.clients.get(id).ok_or_else(|| {
-            OAuthError::invalid_client().with_detail(format!("unknown client {id}"))
-        })?;
-        match (&client.secret_hash, secret) {
-            (Some(hash), Some(s)) if hash.matches(s.expose()) => Ok(client),
-            (None, None) => Ok(client),
-            _ => Err(OAuthError::invalid_client().with_detail(format!("bad credentials for {id}"))),
-        }
     }
 
     /// The token endpoint, after client authentication.
