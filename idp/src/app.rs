@@ -260,7 +260,15 @@ pub async fn build_state(
             Arc::new(idp_core::changes::LocalChangeFeed::default()),
         ),
     };
-    let mut clients = clients;
+    let mut clients = if cfg.settings.require_pushed_authorization_requests {
+        ClientRegistry::new(clients.iter().map(|c| {
+            let mut c = (**c).clone();
+            c.protocol.require_par = true;
+            c
+        }))
+    } else {
+        clients
+    };
     for c in overrides.extra_clients {
         if clients.get(&c.id.0).is_some() {
             return Err(anyhow!(
@@ -352,6 +360,7 @@ pub async fn build_state(
             &cfg.issuer,
             &cfg.levels.values(),
             &provider.clients.iter().map(|c| &**c).collect::<Vec<_>>(),
+            cfg.settings.require_pushed_authorization_requests,
         )),
         origin: Arc::new(issuer_url.origin().ascii_serialization()),
         secure_cookies: issuer_url.scheme() == "https",

@@ -53,6 +53,9 @@ pub struct Settings {
     pub login_flow_lifetime_secs: u32,
     /// Take the client IP from `X-Forwarded-For` (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
+    /// Every client must push its authorization requests (RFC 9126 §5),
+    /// whatever its file says.
+    pub require_pushed_authorization_requests: bool,
     /// `text` or `json`.
     pub log_format: String,
     pub password: Argon2Settings,
@@ -404,6 +407,7 @@ impl Default for Settings {
             session_lifetime_secs: 10 * 3600,
             login_flow_lifetime_secs: 30 * 60,
             trust_forwarded_for: false,
+            require_pushed_authorization_requests: false,
             log_format: "text".into(),
             password: Argon2Settings::default(),
             throttle: ThrottleSettings::default(),
@@ -972,6 +976,9 @@ pub struct ClientFile {
     /// Where its public keys are published (fetched and cached).
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// Authorization requests only through the PAR endpoint (RFC 9126 §5).
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
     /// `client_secret_jwt`: an environment variable holding the secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
@@ -1401,6 +1408,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             keys,
             // Read by `read_client_jwt_secret`, which knows the file's folder.
             jwt_secret: None,
+            require_par: f.require_pushed_authorization_requests,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,

@@ -146,6 +146,9 @@ pub struct ProtocolSettings {
     /// The shared secret of `client_secret_jwt` (`secret_env` or
     /// `secret_file`; a hash cannot check an HMAC).
     pub jwt_secret: Option<std::sync::Arc<crate::secret::Secret>>,
+    /// Authorization requests only through the PAR endpoint
+    /// (`require_pushed_authorization_requests`, RFC 9126 §5).
+    pub require_par: bool,
 }
 
 /// Where a client's public keys come from.
@@ -164,6 +167,7 @@ impl Default for ProtocolSettings {
             authorization_signed_response_alg: SigningAlg::RS256,
             keys: None,
             jwt_secret: None,
+            require_par: false,
         }
     }
 }

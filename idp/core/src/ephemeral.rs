@@ -82,6 +82,10 @@ pub enum Namespace {
     Health,
     /// A client assertion's `jti`, by client (RFC 7523 §3: single use).
     ClientAssertion,
+    /// A pushed authorization request, by its `request_uri` (RFC 9126).
+    PushedRequest,
+    /// A request object's `jti`, by client (RFC 9101: single use).
+    RequestObject,
 }
 
 impl Namespace {
@@ -99,6 +103,8 @@ impl Namespace {
             Self::AccountLogin => "account_login",
             Self::Health => "healthz",
             Self::ClientAssertion => "client_jti",
+            Self::PushedRequest => "par",
+            Self::RequestObject => "request_jti",
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Provider {
     pub tokens: Arc<Tokens>,
     /// Client authentication at the back-channel endpoints.
     pub client_auth: Arc<crate::oidc::client_auth::ClientAuthentication>,
+    /// Pushed authorization requests and request objects.
+    pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
     pub accounts: Arc<Accounts>,
     /// Second factors and known browsers on the account page.
@@ -341,7 +343,15 @@ impl Provider {
             ports.client_jwks.clone(),
             store.clone(),
         ));
+        let request_objects = Arc::new(crate::oidc::pushed::RequestObjects::new(
+            clients.clone(),
+            client_auth.clone(),
+            settings.issuer.clone(),
+            clock.clone(),
+            store.clone(),
+        ));
         Ok(Self {
+            request_objects,
             settings,
             clients,
             ports,

@@ -101,7 +101,23 @@ async fn authorize(
         );
     };
     let loc = locale(&jar, &headers, params.get("ui_locales"));
-    let (client, req) = match check_authorize_request(&params, &state.provider.clients) {
+    let resolved = state.provider.request_objects.resolve(params).await;
+    let (params, source) = match resolved {
+        Ok(ok) => ok,
+        Err(AuthorizeError::Page(e)) => {
+            tracing::info!(error = %e, detail = e.detail.as_deref().unwrap_or(""), "authorization request refused");
+            return error_page(
+                &state,
+                "default",
+                loc,
+                StatusCode::BAD_REQUEST,
+                "error.invalid_request",
+                Some(&e.description),
+            );
+        }
+        Err(AuthorizeError::Redirect { .. }) => return internal_error(&state, loc),
+    };
+    let (client, req) = match check_authorize_request(&params, &state.provider.clients, source) {
         Ok(ok) => ok,
         Err(AuthorizeError::Page(e)) => {
             tracing::info!(error = %e, detail = e.detail.as_deref().unwrap_or(""), "authorization request refused");

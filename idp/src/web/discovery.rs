@@ -16,7 +16,12 @@ use std::collections::BTreeSet;
 /// The metadata document for `issuer`, whose declared assurance levels
 /// (the `acr` values flows reach) are `acr_values`. What a client must
 /// enable in its file is listed only when one of `clients` does.
-pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> String {
+pub fn document(
+    issuer: &str,
+    acr_values: &[String],
+    clients: &[&Client],
+    require_par: bool,
+) -> String {
     let clients = clients.iter().copied();
     let mut scopes: BTreeSet<&str> = ["openid", "profile", "email"].into();
     scopes.extend(
@@ -55,6 +60,7 @@ pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> Str
         auth_methods.push("client_secret_jwt");
         auth_algs.push("HS256");
     }
+    let with_keys = clients.clone().any(|c| c.protocol.keys.is_some());
     let mut with_none = auth_methods.clone();
     with_none.push("none");
     let mut doc = json!({
@@ -88,7 +94,13 @@ pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> Str
         "acr_values_supported": acr_values,
         "ui_locales_supported": ["en", "fr"],
         "claims_parameter_supported": true,
-        "request_parameter_supported": false,
+        // RFC 9126 §5: open to every client; required of all when the
+        // server says so (each client's own requirement is its metadata).
+        "pushed_authorization_request_endpoint": format!("{issuer}/par"),
+        "require_pushed_authorization_requests": require_par,
+        // RFC 9101 §10.1: request objects by value, from clients with keys;
+        // `request_uri` only as a pushed request's reference (never fetched).
+        "request_parameter_supported": with_keys,
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
     });
@@ -97,6 +109,9 @@ pub fn document(issuer: &str, acr_values: &[String], clients: &[&Client]) -> Str
             doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")] =
                 json!(auth_algs);
         }
+    }
+    if with_keys {
+        doc["request_object_signing_alg_values_supported"] = json!(["ES256", "PS256", "RS256"]);
     }
     if !jarm_algs.is_empty() {
         // JARM §4.

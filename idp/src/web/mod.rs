@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jwks", get(discovery::jwks))
         .route("/token", post(token::token))
+        .route("/par", post(token::pushed_authorization_request))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/revoke", post(token::revoke))
         .layer(cors);

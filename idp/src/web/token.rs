@@ -183,6 +183,36 @@ pub(crate) async fn token(
     no_store(result.unwrap_or_else(IntoResponse::into_response))
 }
 
+/// The pushed authorization request endpoint (RFC 9126 §2): the client
+/// authenticates as at the token endpoint; 201 with the `request_uri`.
+#[tracing::instrument(skip_all)]
+pub(crate) async fn pushed_authorization_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result: Result<Response, ApiError> = async {
+        let form = form_params(&headers, &body)?;
+        let client = authenticated(&state, &headers, &form).await?;
+        // The credentials are not part of the request.
+        let params = RawParams::new(form.pairs().into_iter().filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "client_secret" | "client_assertion" | "client_assertion_type"
+            )
+        }));
+        let (request_uri, expires_in) =
+            state.provider.request_objects.push(&client, params).await?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"request_uri": request_uri, "expires_in": expires_in})),
+        )
+            .into_response())
+    }
+    .await;
+    no_store(result.unwrap_or_else(IntoResponse::into_response))
+}
+
 /// Userinfo: the token in the Authorization header, or (POST) in the form body (RFC 6750 §2).
 #[tracing::instrument(skip_all)]
 pub(crate) async fn userinfo(

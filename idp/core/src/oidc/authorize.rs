@@ -49,6 +49,14 @@ impl RawParams {
         Self { map, duplicated }
     }
 
+    /// The parameters (one of each name), in no particular order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// A parameter; an empty value counts as absent (RFC 6749 §3.1).
     pub fn get(&self, k: &str) -> Option<&str> {
         self.map
@@ -58,11 +66,23 @@ impl RawParams {
     }
 }
 
+/// Where an authorization request's parameters came from (see
+/// [`super::pushed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RequestSource {
+    /// The `/authorize` request itself (or a request object it carried).
+    #[default]
+    Query,
+    /// A pushed authorization request (RFC 9126).
+    Pushed,
+}
+
 /// Runs the pipeline. Order matters: client and redirect URI first (page
 /// errors), then everything else (redirected errors).
 pub fn check_authorize_request(
     params: &RawParams,
     clients: &ClientRegistry,
+    source: RequestSource,
 ) -> Result<(Arc<Client>, AuthorizeRequest), AuthorizeError> {
     let client = check_client_id(params, clients).map_err(AuthorizeError::Page)?;
     let redirect_uri = check_redirect_uri(params, &client).map_err(AuthorizeError::Page)?;
@@ -82,6 +102,7 @@ pub fn check_authorize_request(
     };
     check_no_duplicates(params).map_err(redirect)?;
     check_request_objects(params).map_err(redirect)?;
+    check_pushed(source, &client).map_err(redirect)?;
     check_response_type(params, &client).map_err(redirect)?;
     let scope = check_scope(params, &client).map_err(redirect)?;
     let code_challenge = check_pkce(params, &client).map_err(redirect)?;
@@ -277,16 +298,31 @@ pub fn check_no_duplicates(params: &RawParams) -> Result<(), OAuthError> {
 
 /// OIDC Core §6: request objects are not supported.
 pub fn check_request_objects(params: &RawParams) -> Result<(), OAuthError> {
+    // `super::pushed` resolves what is supported before the checks: a
+    // pushed request's `request_uri`, and request objects of clients with
+    // registered keys. What is left is not supported.
     if params.get("request").is_some() {
         return Err(OAuthError::new(
             ErrorCode::RequestNotSupported,
-            "request objects are not supported",
+            "request objects are accepted only from clients with registered keys",
         ));
     }
     if params.get("request_uri").is_some() {
         return Err(OAuthError::new(
             ErrorCode::RequestUriNotSupported,
-            "request_uri is not supported",
+            "only request_uri values of the pushed authorization request endpoint are accepted",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9126 §5: a client required to push its requests (its file's
+/// `require_pushed_authorization_requests`, or the server's) may not send
+/// them to `/authorize` directly.
+pub fn check_pushed(source: RequestSource, client: &Client) -> Result<(), OAuthError> {
+    if client.protocol.require_par && source != RequestSource::Pushed {
+        return Err(OAuthError::invalid_request(
+            "this client must use pushed authorization requests",
         ));
     }
     Ok(())
@@ -535,6 +571,7 @@ mod tests {
         let (_, req) = check_authorize_request(
             &params(&[("extra", "foobar"), ("display", "page")]),
             &reg(true),
+            RequestSource::Query,
         )
         .unwrap();
         assert_eq!(req.scope, vec!["openid", "email"]);
@@ -555,7 +592,11 @@ mod tests {
             [("redirect_uri", "")],
         ] {
             assert_eq!(
-                code_of(check_authorize_request(&params(&extra), &reg(true))),
+                code_of(check_authorize_request(
+                    &params(&extra),
+                    &reg(true),
+                    RequestSource::Query,
+                )),
                 (false, ErrorCode::InvalidRequest),
                 "{extra:?}"
             );
@@ -564,7 +605,8 @@ mod tests {
         assert!(
             check_authorize_request(
                 &params(&[("redirect_uri", "https://rp.example/cb?x=1")]),
-                &reg(true)
+                &reg(true),
+                RequestSource::Query,
             )
             .is_ok()
         );
@@ -602,7 +644,11 @@ mod tests {
         ];
         for (extra, code) in cases {
             assert_eq!(
-                code_of(check_authorize_request(&params(extra), &reg(true))),
+                code_of(check_authorize_request(
+                    &params(extra),
+                    &reg(true),
+                    RequestSource::Query,
+                )),
                 (true, *code),
                 "{extra:?}"
             );
@@ -615,7 +661,11 @@ mod tests {
             ("scope".into(), "email".into()),
         ]);
         assert_eq!(
-            code_of(check_authorize_request(&dup, &reg(false))),
+            code_of(check_authorize_request(
+                &dup,
+                &reg(false),
+                RequestSource::Query,
+            )),
             (true, ErrorCode::InvalidRequest)
         );
     }
@@ -624,14 +674,18 @@ mod tests {
     fn pkce_optional_for_confidential_but_honoured() {
         let no_pkce = params(&[("code_challenge", ""), ("code_challenge_method", "")]);
         assert!(
-            check_authorize_request(&no_pkce, &reg(false))
+            check_authorize_request(&no_pkce, &reg(false), RequestSource::Query,)
                 .unwrap()
                 .1
                 .code_challenge
                 .is_none()
         );
         assert_eq!(
-            code_of(check_authorize_request(&no_pkce, &reg(true))),
+            code_of(check_authorize_request(
+                &no_pkce,
+                &reg(true),
+                RequestSource::Query,
+            )),
             (true, ErrorCode::InvalidRequest)
         );
     }

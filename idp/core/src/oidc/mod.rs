@@ -14,6 +14,7 @@ pub mod codes;
 pub mod dpop;
 pub mod error;
 pub mod logout;
+pub mod pushed;
 pub mod response;
 pub mod token;
 pub(crate) mod verified_tokens;
