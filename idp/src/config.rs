@@ -979,6 +979,9 @@ pub struct ClientFile {
     /// Authorization requests only through the PAR endpoint (RFC 9126 §5).
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
+    /// Its access tokens are bound to a DPoP key (RFC 9449 §5.2).
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
     /// `client_secret_jwt`: an environment variable holding the secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
@@ -1409,6 +1412,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             // Read by `read_client_jwt_secret`, which knows the file's folder.
             jwt_secret: None,
             require_par: f.require_pushed_authorization_requests,
+            dpop_bound: f.dpop_bound_access_tokens,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,

@@ -30,6 +30,9 @@ pub struct AccessTokenInfo {
     /// member of the `claims` request parameter).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub userinfo_claims: Vec<String>,
+    /// The thumbprint of the DPoP key it is bound to (`cnf.jkt`, RFC 9449 §6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl AccessTokenInfo {

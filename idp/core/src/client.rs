@@ -149,6 +149,9 @@ pub struct ProtocolSettings {
     /// Authorization requests only through the PAR endpoint
     /// (`require_pushed_authorization_requests`, RFC 9126 §5).
     pub require_par: bool,
+    /// Its access tokens are DPoP-bound: every token request carries a
+    /// proof (`dpop_bound_access_tokens`, RFC 9449 §5.2).
+    pub dpop_bound: bool,
 }
 
 /// Where a client's public keys come from.
@@ -168,6 +171,7 @@ impl Default for ProtocolSettings {
             keys: None,
             jwt_secret: None,
             require_par: false,
+            dpop_bound: false,
         }
     }
 }

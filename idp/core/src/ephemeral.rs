@@ -86,6 +86,8 @@ pub enum Namespace {
     PushedRequest,
     /// A request object's `jti`, by client (RFC 9101: single use).
     RequestObject,
+    /// A DPoP proof's `jti`, by key (RFC 9449 §11.1: single use).
+    DpopProof,
 }
 
 impl Namespace {
@@ -105,6 +107,7 @@ impl Namespace {
             Self::ClientAssertion => "client_jti",
             Self::PushedRequest => "par",
             Self::RequestObject => "request_jti",
+            Self::DpopProof => "dpop_jti",
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Provider {
     pub tokens: Arc<Tokens>,
     /// Client authentication at the back-channel endpoints.
     pub client_auth: Arc<crate::oidc::client_auth::ClientAuthentication>,
+    /// DPoP proofs (RFC 9449).
+    pub dpop: Arc<crate::oidc::dpop::DpopProofs>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -351,6 +353,10 @@ impl Provider {
             store.clone(),
         ));
         Ok(Self {
+            dpop: Arc::new(crate::oidc::dpop::DpopProofs::new(
+                store.clone(),
+                clock.clone(),
+            )),
             request_objects,
             settings,
             clients,

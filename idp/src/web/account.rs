@@ -547,7 +547,12 @@ async fn callback(
         ("client_id".to_owned(), CLIENT_ID.to_owned()),
     ]);
     let meta = request_meta(&state, &headers, peer_addr(&peer));
-    let tokens = match state.provider.tokens.token(client, &form, &meta).await {
+    let tokens = match state
+        .provider
+        .tokens
+        .token(client, &form, &meta, None)
+        .await
+    {
         Ok(t) => t,
         Err(e) => {
             tracing::info!(error = %e, "account sign-in: code exchange refused");

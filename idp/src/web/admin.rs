@@ -189,7 +189,7 @@ enum Caller {
         multi_factor: bool,
     },
     /// A client on its own behalf (`client_credentials`).
-    Client(idp_core::access_token::AccessTokenInfo),
+    Client(Box<idp_core::access_token::AccessTokenInfo>),
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -216,6 +216,11 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
     if !info.is_for(&audience) {
         return Err(ApiError::not_for_this_api());
     }
+    // A DPoP-bound token is no bearer token (RFC 9449 §7.1); the admin API
+    // takes bearer tokens only.
+    if info.jkt.is_some() {
+        return Err(ApiError::unauthorized());
+    }
     match info.user_id {
         Some(user) => {
             let active = state
@@ -235,7 +240,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
                 client: ClientId(info.client_id),
             })
         }
-        None => Ok(Caller::Client(info)),
+        None => Ok(Caller::Client(Box::new(info))),
     }
 }
 

@@ -110,6 +110,10 @@ pub fn document(
                 json!(auth_algs);
         }
     }
+    if clients.clone().any(|c| c.protocol.dpop_bound) {
+        // RFC 9449 §5.1.
+        doc["dpop_signing_alg_values_supported"] = json!(["ES256", "PS256", "RS256"]);
+    }
     if with_keys {
         doc["request_object_signing_alg_values_supported"] = json!(["ES256", "PS256", "RS256"]);
     }

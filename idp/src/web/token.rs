@@ -176,11 +176,54 @@ pub(crate) async fn token(
         let form = form_params(&headers, &body)?;
         let client = authenticated(&state, &headers, &form).await?;
         let meta = request_meta(&state, &headers, peer_addr(&peer));
-        let tokens = state.provider.tokens.token(client, &form, &meta).await?;
+        // RFC 9449 §5: a client whose tokens are DPoP-bound proves its key.
+        let jkt = if client.protocol.dpop_bound {
+            let url = format!("{}/token", state.provider.settings.issuer);
+            let proof = state
+                .provider
+                .dpop
+                .check(&dpop_headers(&headers), "POST", &url, None)
+                .await?
+                .ok_or_else(|| {
+                    OAuthError::new(ErrorCode::InvalidDpopProof, "a DPoP proof is required")
+                })?;
+            Some(proof.jkt)
+        } else {
+            None
+        };
+        let tokens = state
+            .provider
+            .tokens
+            .token(client, &form, &meta, jkt.as_deref())
+            .await?;
         Ok(Json(tokens).into_response())
     }
     .await;
     no_store(result.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// The values of the request's `DPoP` headers.
+fn dpop_headers(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all("dpop")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+/// A 401 in the `DPoP` scheme (RFC 9449 §7.1), with the algorithms accepted.
+fn dpop_challenge(error: &str, description: &str) -> Response {
+    let mut res = (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "DPoP error=\"{error}\", algs=\"ES256 PS256 RS256\""
+    )) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    no_store(res)
 }
 
 /// The pushed authorization request endpoint (RFC 9126 §2): the client
@@ -217,9 +260,38 @@ pub(crate) async fn pushed_authorization_request(
 #[tracing::instrument(skip_all)]
 pub(crate) async fn userinfo(
     State(state): State<AppState>,
+    method: axum::http::Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // RFC 9449 §7.1: a DPoP-bound token comes in the `DPoP` scheme, with a
+    // proof of its key for this request.
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("DPoP "))
+    {
+        let token = token.trim();
+        let url = format!("{}/userinfo", state.provider.settings.issuer);
+        let proofs = dpop_headers(&headers);
+        let checked = state
+            .provider
+            .dpop
+            .check(&proofs, method.as_str(), &url, Some(token))
+            .await;
+        let jkt = match checked {
+            Ok(Some(p)) => p.jkt,
+            Ok(None) => return dpop_challenge("invalid_dpop_proof", "a DPoP proof is required"),
+            Err(e) => return dpop_challenge(e.code.as_str(), &e.description),
+        };
+        return match state.provider.tokens.userinfo(token, Some(&jkt)).await {
+            Ok(claims) => no_store(Json(claims).into_response()),
+            Err(e) if e.code == ErrorCode::InvalidToken => {
+                dpop_challenge("invalid_token", &e.description)
+            }
+            Err(e) => ApiError::from(e).into_response(),
+        };
+    }
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -250,7 +322,7 @@ pub(crate) async fn userinfo(
             return res;
         }
     };
-    match state.provider.tokens.userinfo(&token).await {
+    match state.provider.tokens.userinfo(&token, None).await {
         Ok(claims) => no_store(Json(claims).into_response()),
         Err(e) => ApiError::from(e).into_response(),
     }

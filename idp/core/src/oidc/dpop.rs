@@ -447,6 +447,79 @@ fn window_of(now: OffsetDateTime) -> i64 {
     now.unix_timestamp().div_euclid(NONCE_WINDOW_SECS)
 }
 
+/// Checks the DPoP proofs of requests (RFC 9449 §4.3) and remembers their
+/// `jti` until they are too old to be accepted anyway (§11.1: a replayed
+/// proof is refused), in the short-lived store shared by every node.
+pub struct DpopProofs {
+    seen: crate::ephemeral::Records<bool>,
+    clock: crate::clock::SharedClock,
+}
+
+impl DpopProofs {
+    pub fn new(
+        store: std::sync::Arc<dyn crate::ephemeral::EphemeralStore>,
+        clock: crate::clock::SharedClock,
+    ) -> Self {
+        Self {
+            seen: crate::ephemeral::Records::new(store, crate::ephemeral::Namespace::DpopProof),
+            clock,
+        }
+    }
+
+    /// The proof among `headers` (the request's `DPoP` header values) for
+    /// `method` and `url`, with `ath` for `access_token`: `None` when there
+    /// is none; `invalid_dpop_proof` when there are several (§4.3 check 1),
+    /// or it fails a check, or its `jti` was seen.
+    pub async fn check(
+        &self,
+        headers: &[&str],
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<Option<DpopProof>, super::error::OAuthError> {
+        use super::error::{ErrorCode, OAuthError};
+        let invalid = |why: String| {
+            OAuthError::new(ErrorCode::InvalidDpopProof, "the DPoP proof is invalid")
+                .with_detail(why)
+        };
+        let proof = match headers {
+            [] => return Ok(None),
+            [one] => *one,
+            _ => return Err(invalid("more than one DPoP header".into())),
+        };
+        let now = self.clock.now();
+        let checked = verify_proof(
+            proof,
+            &DpopRequest {
+                method,
+                url,
+                access_token,
+                nonce: NonceRule::NotRequired,
+                now,
+            },
+        )
+        .map_err(|e| match e {
+            DpopError::UseNonce => {
+                OAuthError::new(ErrorCode::UseDpopNonce, "a DPoP nonce is required")
+            }
+            DpopError::Invalid(why) => invalid(why),
+        })?;
+        let first = self
+            .seen
+            .put_new(
+                &format!("{}\u{0}{}", checked.jkt, checked.jti),
+                &true,
+                std::time::Duration::from_secs((PROOF_MAX_AGE_SECS + CLOCK_SKEW_SECS) as u64),
+            )
+            .await
+            .map_err(crate::error::CoreError::from)?;
+        if !first {
+            return Err(invalid("jti replayed".into()));
+        }
+        Ok(Some(checked))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,13 @@ struct GrantFacts<'a> {
     nonce: Option<&'a str>,
     /// Named by the `claims` request parameter.
     claims: &'a RequestedClaims,
+    /// The DPoP key the access token is bound to.
+    jkt: Option<&'a str>,
+}
+
+/// RFC 9449 §5: `DPoP` for a bound token, else `Bearer` (RFC 6750).
+fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() { "DPoP" } else { "Bearer" }
 }
 
 /// What an access token stands for.
@@ -99,6 +106,8 @@ struct AccessGrant<'a> {
     family_id: Option<Uuid>,
     /// Claims userinfo returns besides those of the scope.
     userinfo_claims: &'a [String],
+    /// The DPoP key it is bound to (RFC 9449 §6).
+    jkt: Option<&'a str>,
 }
 
 /// The grant a code starts, derived from the code so that a replay can
@@ -195,17 +204,23 @@ impl Tokens {
     }
 
     /// The token endpoint, after client authentication.
+    /// `jkt`: the thumbprint of the key of a checked DPoP proof (RFC 9449
+    /// §5): the access token is bound to it (`cnf.jkt`, token type `DPoP`).
     pub async fn token(
         &self,
         client: Arc<Client>,
         form: &RawParams,
         meta: &RequestMeta,
+        jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         match form.get("grant_type") {
             None => Err(OAuthError::invalid_request("grant_type is missing")),
-            Some("authorization_code") => self.grant_authorization_code(&client, form, meta).await,
-            Some("refresh_token") => self.grant_refresh_token(&client, form, meta).await,
-            Some("client_credentials") => self.grant_client_credentials(&client, form).await,
+            Some("authorization_code") => {
+                self.grant_authorization_code(&client, form, meta, jkt)
+                    .await
+            }
+            Some("refresh_token") => self.grant_refresh_token(&client, form, meta, jkt).await,
+            Some("client_credentials") => self.grant_client_credentials(&client, form, jkt).await,
             Some(_) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "unsupported grant_type",
@@ -218,6 +233,7 @@ impl Tokens {
         client: &Client,
         form: &RawParams,
         meta: &RequestMeta,
+        jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.allow_authorization_code {
             return Err(OAuthError::new(
@@ -342,6 +358,7 @@ impl Tokens {
             family_id: Some(family_id),
             nonce: record.nonce.as_deref(),
             claims: &record.claims,
+            jkt,
         };
         let replayed = self
             .codes
@@ -394,6 +411,7 @@ impl Tokens {
         client: &Client,
         form: &RawParams,
         meta: &RequestMeta,
+        jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.allow_refresh_token {
             return Err(OAuthError::new(
@@ -509,6 +527,7 @@ impl Tokens {
             family_id: Some(family.id),
             nonce: None,
             claims: &family.claims,
+            jkt,
         };
         let response = self.mint(&facts, Some(new_token)).await?;
         self.touch_client(&client.id, now).await?;
@@ -540,6 +559,7 @@ impl Tokens {
         &self,
         client: &Client,
         form: &RawParams,
+        jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         if client.is_public() || !client.allow_client_credentials {
             return Err(OAuthError::new(
@@ -582,12 +602,13 @@ impl Tokens {
                 amr: &[],
                 family_id: None,
                 userinfo_claims: &[],
+                jkt,
             })
             .await?;
         self.touch_client(&client.id, now).await?;
         Ok(TokenResponse {
             access_token,
-            token_type: "Bearer",
+            token_type: token_type(jkt),
             expires_in: client.lifetimes.access_token,
             refresh_token: None,
             id_token: None,
@@ -613,6 +634,7 @@ impl Tokens {
                 amr: f.amr,
                 family_id: f.family_id,
                 userinfo_claims: &f.claims.userinfo,
+                jkt: f.jkt,
             })
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
@@ -623,7 +645,7 @@ impl Tokens {
         };
         Ok(TokenResponse {
             access_token,
-            token_type: "Bearer",
+            token_type: token_type(f.jkt),
             expires_in: f.client.lifetimes.access_token,
             refresh_token,
             id_token,
@@ -682,6 +704,7 @@ impl Tokens {
             amr,
             family_id,
             userinfo_claims,
+            jkt,
         } = *g;
         let now = self.clock.now().unix_timestamp();
         let mut aud = vec![client.id.0.clone()];
@@ -700,6 +723,7 @@ impl Tokens {
             aud,
             amr: amr.to_vec(),
             userinfo_claims: userinfo_claims.to_vec(),
+            jkt: jkt.map(str::to_owned),
         };
         let token = match client.access_token_format {
             crate::client::AccessTokenFormat::Jwt => {
@@ -735,6 +759,10 @@ impl Tokens {
                 }
                 if !userinfo_claims.is_empty() {
                     c.insert("userinfo_claims".into(), json!(userinfo_claims));
+                }
+                if let Some(jkt) = jkt {
+                    // RFC 9449 §6.1.
+                    c.insert("cnf".into(), json!({ "jkt": jkt }));
                 }
                 self.keys
                     .current()
@@ -836,6 +864,11 @@ impl Tokens {
             aud: strings("aud"),
             amr: strings("amr"),
             userinfo_claims: strings("userinfo_claims"),
+            jkt: c
+                .get("cnf")
+                .and_then(|cnf| cnf.get("jkt"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         };
         let entry = Arc::new(Verified::new(verified.kid, info));
         self.verified_tokens.insert(digest, entry.clone());
@@ -920,7 +953,13 @@ impl Tokens {
     }
 
     /// Userinfo (OIDC Core §5.3): claims of the token's user, by scope.
-    pub async fn userinfo(&self, token: &str) -> Result<Map<String, Value>, OAuthError> {
+    /// `proof_jkt`: the key of the checked DPoP proof sent with a token in
+    /// the `DPoP` scheme (RFC 9449 §7.1); `None` for the `Bearer` scheme.
+    pub async fn userinfo(
+        &self,
+        token: &str,
+        proof_jkt: Option<&str>,
+    ) -> Result<Map<String, Value>, OAuthError> {
         let invalid = || {
             OAuthError::new(
                 ErrorCode::InvalidToken,
@@ -929,6 +968,14 @@ impl Tokens {
         };
         let decoded = self.decode_access_token(token).await?.ok_or_else(invalid)?;
         let info = &decoded.info;
+        // RFC 9449 §7: a bound token only with a proof of its key, and the
+        // DPoP scheme only for a bound token.
+        if info.jkt.as_deref() != proof_jkt {
+            return Err(invalid().with_detail(match proof_jkt {
+                None => "a DPoP-bound token presented as a bearer token",
+                Some(_) => "the DPoP proof is not of the token's key, or the token is not bound",
+            }));
+        }
         // The `organizations` claim comes with `profile`: read with the grant.
         let with_organizations = has_scope(&info.scope, "profile");
         let live = self
@@ -975,7 +1022,7 @@ impl Tokens {
             let info = &decoded.info;
             let mut v = json!({
                 "active": true,
-                "token_type": "Bearer",
+                "token_type": token_type(info.jkt.as_deref()),
                 "client_id": info.client_id,
                 "sub": info.sub,
                 "scope": info.scope,
@@ -990,6 +1037,10 @@ impl Tokens {
             });
             if let Some(user) = &live.user {
                 v["username"] = user.customer_id.as_str().into();
+            }
+            if let Some(jkt) = &info.jkt {
+                // RFC 9449 §6.2: the resource server checks the proof's key.
+                v["cnf"] = json!({ "jkt": jkt });
             }
             return Ok(v);
         }

@@ -174,6 +174,7 @@ mod tests {
                 aud: vec!["c".into()],
                 amr: Vec::new(),
                 userinfo_claims: Vec::new(),
+                jkt: None,
             },
         )
     }
