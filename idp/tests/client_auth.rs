@@ -21,18 +21,7 @@ const JWT_SECRET: &str = "a-shared-secret-of-at-least-32-bytes-0123456789";
 /// A key pair of the test's clients, made once: (private JWK, public JWK).
 fn key(which: usize) -> &'static (josekit::jwk::Jwk, josekit::jwk::Jwk) {
     static KEYS: OnceLock<Vec<(josekit::jwk::Jwk, josekit::jwk::Jwk)>> = OnceLock::new();
-    &KEYS.get_or_init(|| {
-        (0..3)
-            .map(|i| {
-                let pair = ES256.generate_key_pair().unwrap();
-                let mut private = pair.to_jwk_private_key();
-                let mut public = pair.to_jwk_public_key();
-                private.set_key_id(format!("k{i}"));
-                public.set_key_id(format!("k{i}"));
-                (private, public)
-            })
-            .collect()
-    })[which]
+    &KEYS.get_or_init(|| es256_key_pairs(3, Some("k")))[which]
 }
 
 fn jwks(which: &[usize]) -> String {

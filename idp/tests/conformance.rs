@@ -502,12 +502,7 @@ async fn code_exchange_with_client_secret_post(app: &TestApp) {
 /// and a request for them gets `invalid_scope` (config/README.md: a scope the
 /// client may not request gets `invalid_scope`).
 async fn address_and_phone_scopes_are_not_supported(app: &TestApp) {
-    let meta: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = discovery(app).await;
     let scopes: Vec<&str> = meta["scopes_supported"]
         .as_array()
         .expect("scopes_supported")

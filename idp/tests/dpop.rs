@@ -33,14 +33,7 @@ fn options() -> AppOptions {
 /// Two key pairs of the client: (private JWK, public JWK).
 fn key(which: usize) -> &'static (josekit::jwk::Jwk, josekit::jwk::Jwk) {
     static KEYS: OnceLock<Vec<(josekit::jwk::Jwk, josekit::jwk::Jwk)>> = OnceLock::new();
-    &KEYS.get_or_init(|| {
-        (0..2)
-            .map(|_| {
-                let pair = ES256.generate_key_pair().unwrap();
-                (pair.to_jwk_private_key(), pair.to_jwk_public_key())
-            })
-            .collect()
-    })[which]
+    &KEYS.get_or_init(|| es256_key_pairs(2, None))[which]
 }
 
 /// RFC 7638 thumbprint of a P-256 public key.
@@ -266,12 +259,7 @@ async fn userinfo_needs_the_proof_of_the_tokens_key(app: &TestApp) {
 
 /// Discovery lists the DPoP algorithms because a client binds its tokens.
 async fn discovery_lists_dpop(app: &TestApp) {
-    let doc: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = discovery(app).await;
     assert_eq!(
         doc["dpop_signing_alg_values_supported"],
         json!(["ES256", "PS256", "RS256"])

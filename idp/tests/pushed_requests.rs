@@ -19,18 +19,7 @@ const FLOWS: &str = r#"[{"name": "d", "acr": "1", "steps": ["identifier", "passw
 /// Key pairs made once: (private JWK, public JWK); 0 is registered.
 fn key(which: usize) -> &'static (josekit::jwk::Jwk, josekit::jwk::Jwk) {
     static KEYS: OnceLock<Vec<(josekit::jwk::Jwk, josekit::jwk::Jwk)>> = OnceLock::new();
-    &KEYS.get_or_init(|| {
-        (0..2)
-            .map(|i| {
-                let pair = ES256.generate_key_pair().unwrap();
-                let mut private = pair.to_jwk_private_key();
-                let mut public = pair.to_jwk_public_key();
-                private.set_key_id(format!("r{i}"));
-                public.set_key_id(format!("r{i}"));
-                (private, public)
-            })
-            .collect()
-    })[which]
+    &KEYS.get_or_init(|| es256_key_pairs(2, Some("r")))[which]
 }
 
 fn options() -> AppOptions {
@@ -370,12 +359,7 @@ async fn bad_request_objects_are_refused(app: &TestApp) {
 
 /// Discovery: the PAR endpoint, request objects with their algorithms.
 async fn discovery_lists_par_and_request_objects(app: &TestApp) {
-    let doc: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = discovery(app).await;
     assert_eq!(
         doc["pushed_authorization_request_endpoint"],
         app.url("/par")

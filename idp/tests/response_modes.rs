@@ -373,12 +373,7 @@ async fn malformed_claims_are_refused(app: &TestApp) {
 /// Discovery lists the modes some client enables (here all of them), the
 /// JARM algorithms in use, `offline_access` and the `claims` parameter.
 async fn discovery_lists_what_clients_enable(app: &TestApp) {
-    let doc: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = discovery(app).await;
     assert_eq!(
         doc["response_modes_supported"],
         serde_json::json!(["query", "form_post", "query.jwt", "jwt", "form_post.jwt"])
@@ -395,12 +390,7 @@ async fn discovery_lists_what_clients_enable(app: &TestApp) {
 /// With only the default test clients, discovery lists `query` alone and
 /// no JARM algorithm.
 async fn discovery_lists_only_query_by_default(app: &TestApp) {
-    let doc: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = discovery(app).await;
     assert_eq!(
         doc["response_modes_supported"],
         serde_json::json!(["query"])

@@ -708,6 +708,36 @@ pub async fn id_token_claims(app: &TestApp, client: &str, redirect: &str) -> ser
     jwt_claims(body["id_token"].as_str().expect("id_token"))
 }
 
+/// `n` fresh ES256 key pairs of a client (private JWK, public JWK), with key
+/// ids `<kid_prefix>0`, `<kid_prefix>1`, ... when a prefix is given.
+pub fn es256_key_pairs(
+    n: usize,
+    kid_prefix: Option<&str>,
+) -> Vec<(josekit::jwk::Jwk, josekit::jwk::Jwk)> {
+    (0..n)
+        .map(|i| {
+            let pair = josekit::jws::ES256.generate_key_pair().unwrap();
+            let mut private = pair.to_jwk_private_key();
+            let mut public = pair.to_jwk_public_key();
+            if let Some(p) = kid_prefix {
+                private.set_key_id(format!("{p}{i}"));
+                public.set_key_id(format!("{p}{i}"));
+            }
+            (private, public)
+        })
+        .collect()
+}
+
+/// The discovery document (asserts it is JSON).
+pub async fn discovery(app: &TestApp) -> serde_json::Value {
+    reqwest::get(app.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .expect("discovery is JSON")
+}
+
 /// The claims of a JWT (its payload, not verified).
 pub fn jwt_claims(jwt: &str) -> serde_json::Value {
     use base64::Engine;
