@@ -488,11 +488,12 @@ async fn every_event_arrives_once_despite_outage_and_restart(backend: Backend) {
 /// operator lists failures with their last error; nobody else may look.
 async fn failures_back_off_then_are_given_up(backend: Backend) {
     let (receiver, url) = spawn_receiver(500).await;
-    // A second endpoint nothing listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/hook", l.local_addr().unwrap())
-    };
+    // A second endpoint nothing listens on: a port bound but never put to
+    // listen, held for the whole test, so connections are refused and no
+    // other server (of a test running beside this one) can take the port.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = format!("http://{}/hook", reserved.local_addr().unwrap());
     let mut hooks = endpoints(&url, &["user.created"]);
     hooks.extend(endpoints(&closed, &["user.created", "user.updated"]));
     let app = spawn_app_adjusted(backend, options(hooks), |s| {
@@ -568,6 +569,7 @@ async fn failures_back_off_then_are_given_up(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(v["deliveries"].as_array().unwrap().len(), 1);
     app.cleanup().await;
+    drop(reserved);
 }
 
 on_both_backends!(
