@@ -395,14 +395,7 @@ fn flow_error(state: &AppState, jar: &CookieJar, headers: &HeaderMap, e: FlowErr
         ),
         FlowError::Core(e) => {
             tracing::error!(error = %e, "login flow failed");
-            error_page(
-                state,
-                "default",
-                loc,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "error.internal",
-                None,
-            )
+            internal_error(state, loc)
         }
     }
 }
