@@ -149,6 +149,25 @@ pub(crate) fn check_clients(
             }
         }
     }
+    for (i, r) in cfg.settings.resource_servers.iter().enumerate() {
+        for (key, ids) in [
+            ("clients", &r.clients),
+            ("introspection_clients", &r.introspection_clients),
+        ] {
+            for (j, id) in ids.iter().enumerate() {
+                let Some(c) = clients.get(id) else {
+                    return Err(anyhow!(
+                        "resource_servers[{i}].{key}[{j}]: no client {id:?} is registered"
+                    ));
+                };
+                if key == "introspection_clients" && c.is_public() {
+                    return Err(anyhow!(
+                        "resource_servers[{i}].{key}[{j}]: client {id} is public; introspection needs a confidential client"
+                    ));
+                }
+            }
+        }
+    }
     for c in clients.iter() {
         if !themes.has_theme(&c.theme) {
             return Err(anyhow!(
@@ -329,6 +348,7 @@ pub async fn build_state(
         methods: cfg.settings.login_methods.clone(),
         accounts: cfg.settings.accounts.clone(),
         webhooks,
+        resource_servers: crate::config::parse_resource_servers(cfg)?,
     };
     let kek = key_encryption_key(cfg)?;
     let themes = Arc::new(themes);

@@ -78,6 +78,74 @@ pub struct Settings {
     /// each with a label and a NIST AAL (default: `1`, `2`, `3`; see
     /// `config/README.md`, "Assurance levels").
     pub assurance_levels: Vec<idp_core::assurance::LevelSpec>,
+    /// `[[resource_servers]]`: the APIs clients may ask tokens for with the
+    /// `resource` parameter (RFC 8707; see `config/README.md`).
+    pub resource_servers: Vec<ResourceServerFile>,
+}
+
+/// One `[[resource_servers]]` entry. See `config/README.md`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServerFile {
+    /// Its resource indicator: an absolute URI without fragment.
+    pub identifier: String,
+    pub name: String,
+    /// Tokens for it live at most this long.
+    #[serde(default)]
+    pub access_token_secs: Option<u32>,
+    /// The clients that may ask for tokens for it.
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// The (confidential) clients it introspects tokens with.
+    #[serde(default)]
+    pub introspection_clients: Vec<String>,
+}
+
+/// The checked `[[resource_servers]]` of `cfg`; errors name the entry and
+/// field (`resource_servers[0].identifier: ...`). The clients they name are
+/// checked against the client files by `app::check_clients`.
+pub fn parse_resource_servers(
+    cfg: &LoadedConfig,
+) -> anyhow::Result<Vec<idp_core::oidc::resources::ResourceServer>> {
+    let admin_api = idp_core::access_token::admin_api_audience(&cfg.issuer);
+    let mut out: Vec<idp_core::oidc::resources::ResourceServer> = Vec::new();
+    for (i, r) in cfg.settings.resource_servers.iter().enumerate() {
+        let field = |name: &str| format!("resource_servers[{i}].{name}");
+        idp_core::oidc::resources::check_identifier(&r.identifier)
+            .map_err(|why| anyhow!("{}: {why}", field("identifier")))?;
+        if r.identifier == admin_api {
+            bail!(
+                "{}: {admin_api} is the admin API's own identifier (clients with the admin_api scope may ask for it)",
+                field("identifier")
+            );
+        }
+        if out.iter().any(|o| o.identifier == r.identifier) {
+            bail!(
+                "{}: {:?} is declared twice",
+                field("identifier"),
+                r.identifier
+            );
+        }
+        if r.name.trim().is_empty() {
+            bail!("{}: must not be empty", field("name"));
+        }
+        if r.access_token_secs == Some(0) {
+            bail!("{}: must be positive", field("access_token_secs"));
+        }
+        let ids = |v: &[String]| {
+            v.iter()
+                .map(|c| idp_core::domain::ClientId(c.clone()))
+                .collect()
+        };
+        out.push(idp_core::oidc::resources::ResourceServer {
+            identifier: r.identifier.clone(),
+            name: r.name.clone(),
+            access_token_secs: r.access_token_secs,
+            clients: ids(&r.clients),
+            introspection_clients: ids(&r.introspection_clients),
+        });
+    }
+    Ok(out)
 }
 
 /// One `[[upstreams]]` entry: an upstream OpenID provider. See
@@ -418,6 +486,7 @@ impl Default for Settings {
             company_registry: CompanyRegistrySettings::default(),
             webhook_delivery: WebhookDeliverySettings::default(),
             upstreams: Vec::new(),
+            resource_servers: Vec::new(),
             assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }
@@ -913,6 +982,7 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
         levels,
     };
     parse_upstreams(&loaded).map_err(|e| anyhow!("{where_}: {e}"))?;
+    parse_resource_servers(&loaded).map_err(|e| anyhow!("{where_}: {e}"))?;
     Ok(loaded)
 }
 
@@ -949,12 +1019,12 @@ pub struct ClientFile {
     pub access_token_format: TokenFormat,
     /// ID tokens: RS256 unless named (OpenID Connect Dynamic Client
     /// Registration 1.0 §2, `id_token_signed_response_alg`).
-    #[serde(default = "default_id_token_alg")]
-    pub id_token_signed_response_alg: String,
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<String>,
     /// JWT access tokens: ES256 unless named (cheaper to sign, on the token
     /// endpoint's hot path).
-    #[serde(default = "default_access_token_alg")]
-    pub access_token_signed_response_alg: String,
+    #[serde(default)]
+    pub access_token_signed_response_alg: Option<String>,
     #[serde(default)]
     pub require_pkce: bool,
     /// Response modes besides `query` the client may ask for: `form_post`,
@@ -962,8 +1032,8 @@ pub struct ClientFile {
     #[serde(default)]
     pub response_modes: Vec<String>,
     /// JARM responses: RS256 unless named (JARM §3).
-    #[serde(default = "default_id_token_alg")]
-    pub authorization_signed_response_alg: String,
+    #[serde(default)]
+    pub authorization_signed_response_alg: Option<String>,
     /// How it authenticates at the back-channel endpoints:
     /// `client_secret_basic` (the default of a confidential client; the
     /// secret by Basic or in the form), `client_secret_post` (the same),
@@ -982,6 +1052,12 @@ pub struct ClientFile {
     /// Its access tokens are bound to a DPoP key (RFC 9449 §5.2).
     #[serde(default)]
     pub dpop_bound_access_tokens: bool,
+    /// Its DPoP proofs must carry a server-provided nonce (RFC 9449 §8).
+    #[serde(default)]
+    pub require_dpop_nonce: bool,
+    /// `fapi2`: the FAPI 2.0 Security Profile (see config/README.md).
+    #[serde(default)]
+    pub security_profile: Option<String>,
     /// `client_secret_jwt`: an environment variable holding the secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
@@ -1349,10 +1425,58 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             bail!("scopes[{i}]: not a valid scope token");
         }
     }
-    let id_token_alg = SigningAlg::parse(&f.id_token_signed_response_alg)
-        .ok_or_else(|| anyhow!("id_token_signed_response_alg: must be ES256 or RS256"))?;
-    let access_token_alg = SigningAlg::parse(&f.access_token_signed_response_alg)
-        .ok_or_else(|| anyhow!("access_token_signed_response_alg: must be ES256 or RS256"))?;
+    let fapi2 = match f.security_profile.as_deref() {
+        None => false,
+        Some("fapi2") => true,
+        Some(other) => bail!("security_profile: unknown profile {other:?} (expected fapi2)"),
+    };
+    // FAPI 2.0 Security Profile §5.4.1: PS256, ES256 or EdDSA only; ES256 is
+    // the one the provider signs with, and the default under the profile.
+    let alg = |key: &str, value: &Option<String>, default: fn() -> String| {
+        let value = match value {
+            Some(v) => v.clone(),
+            None if fapi2 => "ES256".to_owned(),
+            None => default(),
+        };
+        let parsed =
+            SigningAlg::parse(&value).ok_or_else(|| anyhow!("{key}: must be ES256 or RS256"))?;
+        if fapi2 && parsed != SigningAlg::ES256 {
+            bail!("{key}: security_profile = \"fapi2\" signs with ES256 only (FAPI 2.0 §5.4.1)");
+        }
+        Ok::<_, anyhow::Error>(parsed)
+    };
+    let id_token_alg = alg(
+        "id_token_signed_response_alg",
+        &f.id_token_signed_response_alg,
+        default_id_token_alg,
+    )?;
+    let access_token_alg = alg(
+        "access_token_signed_response_alg",
+        &f.access_token_signed_response_alg,
+        default_access_token_alg,
+    )?;
+    let authorization_signed_response_alg = alg(
+        "authorization_signed_response_alg",
+        &f.authorization_signed_response_alg,
+        default_id_token_alg,
+    )?;
+    if fapi2 {
+        // FAPI 2.0 Security Profile §5.3.1.1 items 1 and 7, §5.3.2.1 items
+        // 1 and 2, §5.3.2.2 item 3.
+        if auth_method != TokenEndpointAuthMethod::PrivateKeyJwt {
+            bail!(
+                "token_endpoint_auth_method: security_profile = \"fapi2\" needs a confidential client with private_key_jwt"
+            );
+        }
+        if f.lifetimes.authorization_code_secs > 60 {
+            bail!(
+                "lifetimes.authorization_code_secs: at most 60 with security_profile = \"fapi2\" (FAPI 2.0 §5.3.2.1)"
+            );
+        }
+    }
+    if f.require_dpop_nonce && !(f.dpop_bound_access_tokens || fapi2) {
+        bail!("require_dpop_nonce: only for a client with dpop_bound_access_tokens = true");
+    }
     check_client_account(&f.account).map_err(|e| anyhow!("account.{e}"))?;
     let mut response_modes = std::collections::BTreeSet::new();
     for (i, m) in f.response_modes.iter().enumerate() {
@@ -1365,8 +1489,6 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             response_modes.insert(mode);
         }
     }
-    let authorization_signed_response_alg = SigningAlg::parse(&f.authorization_signed_response_alg)
-        .ok_or_else(|| anyhow!("authorization_signed_response_alg: must be ES256 or RS256"))?;
     let l = f.lifetimes;
     if l.authorization_code_secs == 0 || l.authorization_code_secs > 600 {
         bail!("lifetimes.authorization_code_secs: between 1 and 600");
@@ -1398,7 +1520,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
         },
         id_token_alg,
         access_token_alg,
-        require_pkce: f.require_pkce,
+        require_pkce: f.require_pkce || fapi2,
         login: idp_core::policy::LoginPolicy {
             reuse_secs: f.login.reuse_secs,
             ..idp_core::policy::parse_policy(&f.login.flows, &idp_core::steps::registry(), levels)
@@ -1411,8 +1533,10 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             keys,
             // Read by `read_client_jwt_secret`, which knows the file's folder.
             jwt_secret: None,
-            require_par: f.require_pushed_authorization_requests,
-            dpop_bound: f.dpop_bound_access_tokens,
+            require_par: f.require_pushed_authorization_requests || fapi2,
+            dpop_bound: f.dpop_bound_access_tokens || fapi2,
+            require_dpop_nonce: f.require_dpop_nonce,
+            fapi2,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
@@ -1694,6 +1818,95 @@ mod tests {
             "{smtp}smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"\nsmtp_username = \"u\"\nsmtp_password = \"p\""
         ))
         .expect("loopback relay");
+    }
+
+    #[test]
+    fn fapi2_profile_implies_its_settings_and_refuses_weaker_ones() {
+        let public_key = r#"{"kty":"EC","crv":"P-256","kid":"k1","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let fapi = format!(
+            "security_profile = \"fapi2\"\ntoken_endpoint_auth_method = \"private_key_jwt\"\njwks = '{{\"keys\": [{public_key}]}}'\n"
+        );
+        let c = confidential(&fapi).unwrap();
+        assert!(c.protocol.fapi2);
+        assert!(c.protocol.require_par && c.protocol.dpop_bound && c.require_pkce);
+        assert_eq!(c.id_token_alg, SigningAlg::ES256, "ES256 by default");
+        assert_eq!(
+            c.protocol.authorization_signed_response_alg,
+            SigningAlg::ES256
+        );
+        assert_eq!(c.lifetimes.authorization_code, 60);
+        for (extra, field) in [
+            (
+                "id_token_signed_response_alg = \"RS256\"",
+                "id_token_signed_response_alg",
+            ),
+            (
+                "authorization_signed_response_alg = \"RS256\"",
+                "authorization_signed_response_alg",
+            ),
+            (
+                "[lifetimes]\nauthorization_code_secs = 61",
+                "lifetimes.authorization_code_secs",
+            ),
+        ] {
+            let err = confidential(&format!("{fapi}{extra}")).unwrap_err();
+            assert!(err.starts_with(field), "{extra}: {err}");
+        }
+        let hash = "secret_hash = \"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"\n";
+        let err = confidential(&format!("security_profile = \"fapi2\"\n{hash}")).unwrap_err();
+        assert!(err.starts_with("token_endpoint_auth_method"), "{err}");
+        let err = file("security_profile = \"fapi2\"").unwrap_err();
+        assert!(err.starts_with("token_endpoint_auth_method"), "{err}");
+        let err = confidential(&format!("security_profile = \"fapi1\"\n{hash}")).unwrap_err();
+        assert!(err.starts_with("security_profile"), "{err}");
+        let err = confidential(&format!("require_dpop_nonce = true\n{hash}")).unwrap_err();
+        assert!(err.starts_with("require_dpop_nonce"), "{err}");
+        let c = confidential(&format!(
+            "dpop_bound_access_tokens = true\nrequire_dpop_nonce = true\n{hash}"
+        ))
+        .unwrap();
+        assert!(c.protocol.require_dpop_nonce);
+    }
+
+    #[test]
+    fn resource_servers_are_checked() {
+        for (text, field) in [
+            (
+                "[[resource_servers]]\nidentifier = \"billing\"\nname = \"B\"",
+                "resource_servers[0].identifier",
+            ),
+            (
+                "[[resource_servers]]\nidentifier = \"https://b.example/#x\"\nname = \"B\"",
+                "resource_servers[0].identifier",
+            ),
+            (
+                "[[resource_servers]]\nidentifier = \"https://b.example/\"\nname = \" \"",
+                "resource_servers[0].name",
+            ),
+            (
+                "[[resource_servers]]\nidentifier = \"https://b.example/\"\nname = \"B\"\naccess_token_secs = 0",
+                "resource_servers[0].access_token_secs",
+            ),
+            (
+                "[[resource_servers]]\nidentifier = \"https://b.example/\"\nname = \"B\"\n[[resource_servers]]\nidentifier = \"https://b.example/\"\nname = \"C\"",
+                "resource_servers[1].identifier",
+            ),
+            (
+                "[[resource_servers]]\nidentifier = \"https://b.example/\"\nname = \"B\"\nscopes = [\"x\"]",
+                "scopes",
+            ),
+        ] {
+            let err = load_settings(text).unwrap_err();
+            assert!(err.contains("idp.toml"), "{text}: {err}");
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let ok = load_settings(
+            "[[resource_servers]]\nidentifier = \"https://b.example/api\"\nname = \"Billing\"\naccess_token_secs = 300\nclients = [\"portal\"]",
+        )
+        .unwrap();
+        let parsed = parse_resource_servers(&ok).unwrap();
+        assert_eq!(parsed[0].identifier, "https://b.example/api");
+        assert_eq!(parsed[0].access_token_secs, Some(300));
     }
 
     #[test]

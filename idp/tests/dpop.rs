@@ -18,14 +18,32 @@ use support::*;
 const FLOWS: &str = r#"[{"name": "d", "acr": "1", "steps": ["identifier", "password"]}]"#;
 
 fn options() -> AppOptions {
+    let bound = ProtocolSettings {
+        dpop_bound: true,
+        ..ProtocolSettings::default()
+    };
     AppOptions {
-        clients: vec![Client {
-            protocol: ProtocolSettings {
-                dpop_bound: true,
-                ..ProtocolSettings::default()
+        clients: vec![
+            Client {
+                protocol: bound.clone(),
+                ..client_with_flows("bound", FLOWS)
             },
-            ..client_with_flows("bound", FLOWS)
-        }],
+            // A public client: its refresh tokens are bound too.
+            Client {
+                protocol: bound.clone(),
+                auth_method: idp_core::client::TokenEndpointAuthMethod::None,
+                secret_hash: None,
+                ..client_with_flows("pubbound", FLOWS)
+            },
+            // Its proofs need server nonces.
+            Client {
+                protocol: ProtocolSettings {
+                    require_dpop_nonce: true,
+                    ..bound
+                },
+                ..client_with_flows("noncer", FLOWS)
+            },
+        ],
         ..AppOptions::default()
     }
 }
@@ -51,8 +69,22 @@ fn thumbprint(jwk: &josekit::jwk::Jwk) -> String {
 
 /// A proof by key `which` for `htm` `htu` (and `ath` of `token`).
 fn proof(app: &TestApp, which: usize, htm: &str, htu: &str, token: Option<&str>) -> String {
+    proof_with_nonce(app, which, htm, htu, token, None)
+}
+
+fn proof_with_nonce(
+    app: &TestApp,
+    which: usize,
+    htm: &str,
+    htu: &str,
+    token: Option<&str>,
+    nonce: Option<&str>,
+) -> String {
     use sha2::Digest;
     let mut p = JwtPayload::new();
+    if let Some(n) = nonce {
+        p.set_claim("nonce", Some(json!(n))).unwrap();
+    }
     p.set_jwt_id(uuid::Uuid::new_v4().to_string());
     p.set_claim("htm", Some(json!(htm))).unwrap();
     p.set_claim("htu", Some(json!(htu))).unwrap();
@@ -266,10 +298,280 @@ async fn discovery_lists_dpop(app: &TestApp) {
     );
 }
 
+/// A POST to `path` as `client` (Basic with the test secret, or the
+/// `client_id` in the form for `pubbound`) with `dpop` proofs: status,
+/// `DPoP-Nonce` header and body.
+async fn post_as(
+    app: &TestApp,
+    client: &str,
+    path: &str,
+    form: &[(&str, &str)],
+    dpop: &[String],
+) -> (u16, Option<String>, Value) {
+    let mut form = form.to_vec();
+    let mut req = reqwest::Client::new().post(app.url(path));
+    if client == "pubbound" {
+        form.push(("client_id", client));
+    } else {
+        req = req.basic_auth(client, Some(SECRET));
+    }
+    let mut req = req.form(&form);
+    for d in dpop {
+        req = req.header("DPoP", d);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let nonce = res
+        .headers()
+        .get("dpop-nonce")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, nonce, res.json().await.unwrap_or(Value::Null))
+}
+
+/// RFC 9449 §5: a public client's refresh tokens are bound to the key of
+/// its first proof; another key or none is refused, and the token stays
+/// usable with the right one.
+async fn public_clients_refresh_tokens_are_bound(app: &TestApp) {
+    let token_url = app.url("/token");
+    let (verifier, challenge) = pkce();
+    let to = Browser::new()
+        .login(
+            app,
+            &authorize_url(app, "pubbound", Some(&challenge), &[]),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let code = query_param(&to, "code").unwrap();
+    let (status, _, t) = post_as(
+        app,
+        "pubbound",
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        &[proof(app, 0, "POST", &token_url, None)],
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    let (status, _, e) = post_as(
+        app,
+        "pubbound",
+        "/token",
+        &form,
+        &[proof(app, 1, "POST", &token_url, None)],
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "another key: {e}"
+    );
+    let (status, _, e) = post_as(app, "pubbound", "/token", &form, &[]).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "no proof: {e}"
+    );
+    let (status, _, r) = post_as(
+        app,
+        "pubbound",
+        "/token",
+        &form,
+        &[proof(app, 0, "POST", &token_url, None)],
+    )
+    .await;
+    assert_eq!(status, 200, "the right key: {r}");
+    assert_eq!(
+        jwt_claims(r["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        thumbprint(&key(0).1).as_str()
+    );
+}
+
+/// RFC 9449 §8: a client with `require_dpop_nonce` first gets
+/// `use_dpop_nonce` and a nonce, then succeeds with it; every answer
+/// carries a fresh nonce; an old one is refused.
+async fn server_nonces_are_required_when_set(app: &TestApp) {
+    let token_url = app.url("/token");
+    let form = [("grant_type", "client_credentials")];
+    let (status, nonce, e) = post_as(
+        app,
+        "noncer",
+        "/token",
+        &form,
+        &[proof(app, 0, "POST", &token_url, None)],
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("use_dpop_nonce")),
+        "{e}"
+    );
+    let nonce = nonce.expect("a DPoP-Nonce header");
+    let (status, fresh, t) = post_as(
+        app,
+        "noncer",
+        "/token",
+        &form,
+        &[proof_with_nonce(
+            app,
+            0,
+            "POST",
+            &token_url,
+            None,
+            Some(&nonce),
+        )],
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["token_type"], "DPoP");
+    assert!(fresh.is_some(), "a fresh nonce with the answer");
+    let (status, _, e) = post_as(
+        app,
+        "noncer",
+        "/token",
+        &form,
+        &[proof_with_nonce(
+            app,
+            0,
+            "POST",
+            &token_url,
+            None,
+            Some("forged-nonce"),
+        )],
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("use_dpop_nonce")),
+        "{e}"
+    );
+    app.clock.advance(time::Duration::seconds(121));
+    let (status, _, e) = post_as(
+        app,
+        "noncer",
+        "/token",
+        &form,
+        &[proof_with_nonce(
+            app,
+            0,
+            "POST",
+            &token_url,
+            None,
+            Some(&nonce),
+        )],
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("use_dpop_nonce")),
+        "stale: {e}"
+    );
+    // Clients without the setting are not asked for nonces.
+    let (status, nonce, t) = post_as(
+        app,
+        "bound",
+        "/token",
+        &form,
+        &[proof(app, 0, "POST", &token_url, None)],
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    assert!(nonce.is_none());
+}
+
+/// A proof a DPoP client sends to `/introspect` is checked (`htu` that
+/// endpoint, single use); without one the request is answered (RP
+/// libraries introspect without proofs).
+async fn introspection_takes_proofs_of_bound_clients(app: &TestApp) {
+    let introspect_url = app.url("/introspect");
+    let (_, _, t) = post_as(
+        app,
+        "bound",
+        "/token",
+        &[("grant_type", "client_credentials")],
+        &[proof(app, 0, "POST", &app.url("/token"), None)],
+    )
+    .await;
+    let access = t["access_token"].as_str().unwrap();
+    let form = [("token", access)];
+    let (status, _, info) = post_as(app, "bound", "/introspect", &form, &[]).await;
+    assert_eq!((status, &info["active"]), (200, &json!(true)), "{info}");
+    let wrong = proof(app, 0, "POST", &app.url("/token"), None);
+    let (status, _, e) = post_as(app, "bound", "/introspect", &form, &[wrong]).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "wrong htu: {e}"
+    );
+    let good = proof(app, 0, "POST", &introspect_url, None);
+    let (status, _, info) = post_as(
+        app,
+        "bound",
+        "/introspect",
+        &form,
+        std::slice::from_ref(&good),
+    )
+    .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["active"], true);
+    let (status, _, e) = post_as(app, "bound", "/introspect", &form, &[good]).await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "replayed: {e}"
+    );
+    assert_eq!(
+        introspect(app, access).await["active"],
+        true,
+        "conf: no proof"
+    );
+}
+
+/// RFC 9449 §10: `dpop_jkt` binds the code to a key; a malformed one is
+/// refused.
+async fn dpop_jkt_binds_the_code(app: &TestApp) {
+    let token_url = app.url("/token");
+    let jkt = thumbprint(&key(0).1);
+    let to = Browser::new()
+        .login(
+            app,
+            &authorize_url(app, "bound", None, &[("dpop_jkt", jkt.as_str())]),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let code = query_param(&to, "code").unwrap();
+    let (status, body) = exchange(app, &code, &[proof(app, 1, "POST", &token_url, None)]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, body) = exchange(app, &code, &[proof(app, 0, "POST", &token_url, None)]).await;
+    assert_eq!(status, 200, "{body}");
+    let res = Browser::new()
+        .get(&authorize_url(app, "bound", None, &[("dpop_jkt", "short")]))
+        .await;
+    assert_eq!(
+        query_param(&location(&res), "error").as_deref(),
+        Some("invalid_request")
+    );
+}
+
 matrix_with!(
     dpop: crate::options(), |_| {};
     proofs_bind_tokens,
     token_requests_need_a_good_proof,
     userinfo_needs_the_proof_of_the_tokens_key,
     discovery_lists_dpop,
+    public_clients_refresh_tokens_are_bound,
+    server_nonces_are_required_when_set,
+    introspection_takes_proofs_of_bound_clients,
+    dpop_jkt_binds_the_code,
 );

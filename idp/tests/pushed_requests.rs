@@ -370,8 +370,55 @@ async fn discovery_lists_par_and_request_objects(app: &TestApp) {
     assert!(doc["request_object_signing_alg_values_supported"].is_array());
 }
 
+/// Two browsers using one `request_uri` at the same moment: one gets the
+/// request, the other an error page.
+async fn a_request_uri_used_twice_at_once_works_once(app: &TestApp) {
+    let (_, challenge) = pkce();
+    let (status, body) = push(app, "conf", &request_params("conf", &challenge)).await;
+    assert_eq!(status, 201, "{body}");
+    let url = authorize_with_uri(app, "conf", body["request_uri"].as_str().unwrap());
+    let (a, b) = (Browser::new(), Browser::new());
+    let (ra, rb) = tokio::join!(a.get(&url), b.get(&url));
+    let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses[1], 400, "one of them is refused: {statuses:?}");
+    assert_ne!(statuses[0], 400, "the other runs the request: {statuses:?}");
+}
+
+/// A pushed request outlives the node it was pushed to: pushed on one
+/// node, which stops, and used on another of the same deployment (the
+/// short-lived store is Redis, shared). With the in-process store (one
+/// node, SQLite) a restart forgets it, as documented: the client pushes
+/// again.
+async fn a_pushed_request_survives_a_restart(backend: Backend) {
+    let db = SharedDatabase::new(backend).await;
+    let prefix = format!("idp-test:{}:", uuid::Uuid::new_v4().simple());
+    let same_store = |p: String| move |s: &mut idp::config::Settings| s.redis_key_prefix = p;
+    let a = spawn_app_on(&db, backend, options(), same_store(prefix.clone())).await;
+    let (verifier, challenge) = pkce();
+    let (status, body) = push(&a, "conf", &request_params("conf", &challenge)).await;
+    assert_eq!(status, 201, "{body}");
+    let uri = body["request_uri"].as_str().unwrap().to_owned();
+    a.stop().await;
+    let b = spawn_app_on(&db, backend, options(), same_store(prefix)).await;
+    let url = authorize_with_uri(&b, "conf", &uri);
+    if backend == Backend::Sqlite {
+        let res = Browser::new().get(&url).await;
+        assert_eq!(res.status(), 400, "the in-process store forgot it");
+    } else {
+        let to = sign_in(&b, &url).await;
+        let code = query_param(&to, "code").unwrap_or_else(|| panic!("{to}"));
+        exchange_code(&b, "conf", &code, Some(&verifier)).await;
+    }
+    b.stop().await;
+    db.cleanup().await;
+}
+
+on_both_backends!(a_pushed_request_survives_a_restart);
+
 matrix_with!(
     par: crate::options(), |_| {};
+    a_request_uri_used_twice_at_once_works_once,
     pushed_request_is_used_once,
     pushed_request_expires_and_belongs_to_its_client,
     pushed_requests_are_checked,

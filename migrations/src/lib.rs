@@ -15,6 +15,7 @@ mod m20261122_000003_accounts;
 mod m20261122_000004_webhooks;
 mod m20261203_000005_federation;
 mod m20261207_000006_requested_claims;
+mod m20261207_000007_grant_binding;
 
 /// Applies the migrations in order; `seaql_migrations` records which ran.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_webhooks::Migration),
             Box::new(m20261203_000005_federation::Migration),
             Box::new(m20261207_000006_requested_claims::Migration),
+            Box::new(m20261207_000007_grant_binding::Migration),
         ]
     }
 }

@@ -376,6 +376,8 @@ mod tests {
             expires_at: T0 + Duration::days(30),
             revoked_at: None,
             revoked_reason: None,
+            resources: Vec::new(),
+            dpop_jkt: None,
         }
     }
 

@@ -93,6 +93,8 @@ async fn sqlite_file_concurrent_rotation_has_one_winner() {
         expires_at: t + time::Duration::days(30),
         revoked_at: None,
         revoked_reason: None,
+        resources: Vec::new(),
+        dpop_jkt: None,
     };
     let token = |secret: &str| RefreshTokenRecord {
         id: Uuid::now_v7(),

@@ -77,6 +77,8 @@ fn family(user: UserId, sid: Option<&str>) -> TokenFamily {
         expires_at: at(30.0 * 86_400.0),
         revoked_at: None,
         revoked_reason: None,
+        resources: Vec::new(),
+        dpop_jkt: None,
     }
 }
 
@@ -930,6 +932,19 @@ async fn family_create_with_first_token(s: &SeaStorage) {
     };
     s.create_family(&bare, None).await.unwrap();
     assert_eq!(s.find_family(bare.id).await.unwrap(), Some(bare));
+
+    // Resources (RFC 8707) and a DPoP binding (RFC 9449 §5) come back as
+    // written.
+    let bound = TokenFamily {
+        resources: vec![
+            "https://billing.example/api".into(),
+            "https://idp.example/admin/api".into(),
+        ],
+        dpop_jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+        ..family(alice.id, None)
+    };
+    s.create_family(&bound, None).await.unwrap();
+    assert_eq!(s.find_family(bound.id).await.unwrap(), Some(bound));
 }
 
 async fn family_creation_is_atomic(s: &SeaStorage) {
@@ -2101,6 +2116,8 @@ fn stored_garbage_is_corrupt() {
         expires_at: T0,
         revoked_at: None,
         revoked_reason: None,
+        resources: Some(r#"["https://billing.example/api"]"#.into()),
+        dpop_jkt: None,
         claims: Some(r#"{"userinfo":["name"]}"#.into()),
     };
     let read = TokenFamily::try_from(fam.clone()).unwrap();
@@ -2112,6 +2129,15 @@ fn stored_garbage_is_corrupt() {
         ..fam.clone()
     };
     assert!(TokenFamily::try_from(none).unwrap().claims.is_empty());
+    assert_eq!(read.resources, ["https://billing.example/api"]);
+    let bad_resources = entities::token_families::Model {
+        resources: Some("{}".into()),
+        ..fam.clone()
+    };
+    assert!(matches!(
+        TokenFamily::try_from(bad_resources),
+        Err(RepoError::Corrupt(_))
+    ));
     let bad_claims = entities::token_families::Model {
         claims: Some("[1]".into()),
         ..fam.clone()

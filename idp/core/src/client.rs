@@ -152,6 +152,16 @@ pub struct ProtocolSettings {
     /// Its access tokens are DPoP-bound: every token request carries a
     /// proof (`dpop_bound_access_tokens`, RFC 9449 §5.2).
     pub dpop_bound: bool,
+    /// Its DPoP proofs at the token and introspection endpoints must carry
+    /// a nonce this provider issued (`require_dpop_nonce`, RFC 9449 §8).
+    pub require_dpop_nonce: bool,
+    /// The FAPI 2.0 Security Profile (`security_profile = "fapi2"`): on top
+    /// of the settings it implies (PAR, PKCE, DPoP, `private_key_jwt`, short
+    /// codes, checked when the file is read), only PS256 and ES256 are
+    /// accepted for its assertions, request objects and DPoP proofs, request
+    /// objects need `exp` and `nbf`, and pushed requests a `redirect_uri`
+    /// (FAPI 2.0 Security Profile §5.3 and §5.4).
+    pub fapi2: bool,
 }
 
 /// Where a client's public keys come from.
@@ -172,6 +182,8 @@ impl Default for ProtocolSettings {
             jwt_secret: None,
             require_par: false,
             dpop_bound: false,
+            require_dpop_nonce: false,
+            fapi2: false,
         }
     }
 }

@@ -308,6 +308,11 @@ pub struct TokenFamily {
     pub expires_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
     pub revoked_reason: Option<String>,
+    /// The resources the grant is for (RFC 8707): its access tokens' audience.
+    pub resources: Vec<String>,
+    /// The DPoP key its refresh tokens are bound to (a public client's,
+    /// RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
 }
 
 /// The claims a client named with the `claims` request parameter (OpenID

@@ -50,6 +50,8 @@ pub struct ProviderSettings {
     pub accounts: crate::accounts::AccountSettings,
     /// Webhook endpoints of the relying platforms (their client files).
     pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
+    /// `[[resource_servers]]` (RFC 8707).
+    pub resource_servers: Vec<crate::oidc::resources::ResourceServer>,
 }
 
 /// Durable storage ports, and the outside systems.
@@ -100,6 +102,10 @@ pub struct Provider {
     pub client_auth: Arc<crate::oidc::client_auth::ClientAuthentication>,
     /// DPoP proofs (RFC 9449).
     pub dpop: Arc<crate::oidc::dpop::DpopProofs>,
+    /// The resource servers tokens may be asked for (RFC 8707).
+    pub resources: Arc<crate::oidc::resources::ResourceServers>,
+    /// The token endpoint's pipeline.
+    pub token_endpoint: Arc<crate::oidc::token_endpoint::TokenEndpoint>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -255,7 +261,15 @@ impl Provider {
             audit.clone(),
             clock.clone(),
         ));
+        let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
+            &settings.issuer,
+            settings.resource_servers.clone(),
+        ));
+        // DPoP nonces every node issues and accepts alike: keyed by the
+        // key-encryption key all nodes share.
+        let dpop_nonces = crate::oidc::dpop::DpopNonces::from_kek(&kek);
         let tokens = Arc::new(Tokens::new(
+            resources.clone(),
             settings.issuer.clone(),
             keys.clone(),
             codes,
@@ -347,16 +361,26 @@ impl Provider {
         ));
         let request_objects = Arc::new(crate::oidc::pushed::RequestObjects::new(
             clients.clone(),
+            resources.clone(),
             client_auth.clone(),
             settings.issuer.clone(),
             clock.clone(),
             store.clone(),
         ));
+        let dpop = Arc::new(crate::oidc::dpop::DpopProofs::new(
+            store.clone(),
+            clock.clone(),
+            dpop_nonces,
+        ));
+        let token_endpoint = Arc::new(crate::oidc::token_endpoint::TokenEndpoint::new(
+            client_auth.clone(),
+            dpop.clone(),
+            tokens.clone(),
+        ));
         Ok(Self {
-            dpop: Arc::new(crate::oidc::dpop::DpopProofs::new(
-                store.clone(),
-                clock.clone(),
-            )),
+            dpop,
+            resources,
+            token_endpoint,
             request_objects,
             settings,
             clients,

@@ -36,6 +36,13 @@ pub struct AuthorizeRequest {
     /// Claims named by the `claims` parameter (OpenID Connect Core §5.5).
     #[serde(default)]
     pub claims: crate::domain::RequestedClaims,
+    /// The resources the token is for (RFC 8707 §2), checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// The DPoP key the code is bound to (`dpop_jkt`, or the key of a proof
+    /// sent to the PAR endpoint; RFC 9449 §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 impl AuthorizeRequest {

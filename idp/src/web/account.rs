@@ -533,7 +533,7 @@ async fn callback(
         tracing::info!(error = error.as_str(), "account sign-in did not complete");
         return refuse("account.login_failed", StatusCode::BAD_REQUEST);
     }
-    let (Some(code), Some(client)) = (q.code.as_deref(), account_client(&state)) else {
+    let (Some(code), Some(_)) = (q.code.as_deref(), account_client(&state)) else {
         return refuse("account.login_failed", StatusCode::BAD_REQUEST);
     };
     let form = RawParams::new([
@@ -547,12 +547,22 @@ async fn callback(
         ("client_id".to_owned(), CLIENT_ID.to_owned()),
     ]);
     let meta = request_meta(&state, &headers, peer_addr(&peer));
-    let tokens = match state
+    // The account client is a public client of the same token endpoint.
+    let answer = state
         .provider
-        .tokens
-        .token(client, &form, &meta, None)
-        .await
-    {
+        .token_endpoint
+        .token(idp_core::oidc::token_endpoint::TokenRequest {
+            auth: idp_core::oidc::client_auth::ClientAuthInput {
+                form_client_id: Some(CLIENT_ID.to_owned()),
+                ..Default::default()
+            },
+            form: &form,
+            dpop: &[],
+            url: &format!("{}/token", state.provider.settings.issuer),
+            meta: &meta,
+        })
+        .await;
+    let tokens = match answer.result {
         Ok(t) => t,
         Err(e) => {
             tracing::info!(error = %e, "account sign-in: code exchange refused");

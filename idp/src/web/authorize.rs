@@ -117,7 +117,12 @@ async fn authorize(
         }
         Err(AuthorizeError::Redirect { .. }) => return internal_error(&state, loc),
     };
-    let (client, req) = match check_authorize_request(&params, &state.provider.clients, source) {
+    let (client, req) = match check_authorize_request(
+        &params,
+        &state.provider.clients,
+        &state.provider.resources,
+        source,
+    ) {
         Ok(ok) => ok,
         Err(AuthorizeError::Page(e)) => {
             tracing::info!(error = %e, detail = e.detail.as_deref().unwrap_or(""), "authorization request refused");

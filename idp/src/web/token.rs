@@ -12,6 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use idp_core::oidc::authorize::RawParams;
 use idp_core::oidc::client_auth::ClientAuthInput;
+use idp_core::oidc::dpop::ProofPolicy;
+use idp_core::oidc::token_endpoint::TokenRequest;
 use idp_core::oidc::{ErrorCode, OAuthError};
 use idp_core::secret::Secret;
 use serde_json::json;
@@ -87,14 +89,18 @@ fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<RawParams, OAuthError
     // Token requests carry a handful of parameters: comparing each with the
     // ones before it is cheaper than hashing them. Beyond that (a body may
     // hold thousands), a set, so the check stays linear.
+    // `resource` alone may be repeated (RFC 8707 §2).
+    let single = |k: &str| k != idp_core::oidc::authorize::RESOURCE;
     let repeated = if pairs.len() <= 16 {
         pairs
             .iter()
             .enumerate()
-            .any(|(i, (k, _))| pairs[..i].iter().any(|(earlier, _)| earlier == k))
+            .any(|(i, (k, _))| single(k) && pairs[..i].iter().any(|(earlier, _)| earlier == k))
     } else {
         let mut seen = std::collections::HashSet::new();
-        pairs.iter().any(|(k, _)| !seen.insert(k.as_str()))
+        pairs
+            .iter()
+            .any(|(k, _)| single(k) && !seen.insert(k.as_str()))
     };
     if repeated {
         return Err(OAuthError::invalid_request(
@@ -172,34 +178,41 @@ pub(crate) async fn token(
     peer: Peer,
     body: Bytes,
 ) -> Response {
-    let result: Result<Response, ApiError> = async {
-        let form = form_params(&headers, &body)?;
-        let client = authenticated(&state, &headers, &form).await?;
-        let meta = request_meta(&state, &headers, peer_addr(&peer));
-        // RFC 9449 §5: a client whose tokens are DPoP-bound proves its key.
-        let jkt = if client.protocol.dpop_bound {
-            let url = format!("{}/token", state.provider.settings.issuer);
-            let proof = state
-                .provider
-                .dpop
-                .check(&dpop_headers(&headers), "POST", &url, None)
-                .await?
-                .ok_or_else(|| {
-                    OAuthError::new(ErrorCode::InvalidDpopProof, "a DPoP proof is required")
-                })?;
-            Some(proof.jkt)
-        } else {
-            None
-        };
-        let tokens = state
-            .provider
-            .tokens
-            .token(client, &form, &meta, jkt.as_deref())
-            .await?;
-        Ok(Json(tokens).into_response())
+    let (form, auth) = match form_params(&headers, &body)
+        .map_err(ApiError::from)
+        .and_then(|form| client_auth(&headers, &form).map(|auth| (form, auth)))
+    {
+        Ok(parsed) => parsed,
+        Err(e) => return no_store(e.into_response()),
+    };
+    let basic_used = auth.basic.is_some();
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    let proofs = dpop_headers(&headers);
+    let url = format!("{}/token", state.provider.settings.issuer);
+    let answer = state
+        .provider
+        .token_endpoint
+        .token(TokenRequest {
+            auth,
+            form: &form,
+            dpop: &proofs,
+            url: &url,
+            meta: &meta,
+        })
+        .await;
+    let res = match answer.result {
+        Ok(tokens) => Json(tokens).into_response(),
+        Err(error) => ApiError { error, basic_used }.into_response(),
+    };
+    no_store(with_dpop_nonce(res, answer.dpop_nonce))
+}
+
+/// RFC 9449 §8: the `DPoP-Nonce` header, for a client that needs nonces.
+fn with_dpop_nonce(mut res: Response, nonce: Option<String>) -> Response {
+    if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        res.headers_mut().insert("dpop-nonce", v);
     }
-    .await;
-    no_store(result.unwrap_or_else(IntoResponse::into_response))
+    res
 }
 
 /// The values of the request's `DPoP` headers.
@@ -237,6 +250,27 @@ pub(crate) async fn pushed_authorization_request(
     let result: Result<Response, ApiError> = async {
         let form = form_params(&headers, &body)?;
         let client = authenticated(&state, &headers, &form).await?;
+        // RFC 9449 §10.1: a DPoP proof sent with the pushed request binds
+        // the code to its key, as `dpop_jkt` would (and must agree with it).
+        let url = format!("{}/par", state.provider.settings.issuer);
+        let proof = if client.protocol.dpop_bound {
+            state
+                .provider
+                .dpop
+                .check(
+                    &dpop_headers(&headers),
+                    "POST",
+                    &url,
+                    None,
+                    ProofPolicy {
+                        nonce: false,
+                        ..ProofPolicy::of(&client)
+                    },
+                )
+                .await?
+        } else {
+            None
+        };
         // The credentials are not part of the request.
         let params = RawParams::new(form.pairs().into_iter().filter(|(k, _)| {
             !matches!(
@@ -244,8 +278,11 @@ pub(crate) async fn pushed_authorization_request(
                 "client_secret" | "client_assertion" | "client_assertion_type"
             )
         }));
-        let (request_uri, expires_in) =
-            state.provider.request_objects.push(&client, params).await?;
+        let (request_uri, expires_in) = state
+            .provider
+            .request_objects
+            .push(&client, params, proof.map(|p| p.jkt))
+            .await?;
         Ok((
             StatusCode::CREATED,
             Json(json!({"request_uri": request_uri, "expires_in": expires_in})),
@@ -277,7 +314,13 @@ pub(crate) async fn userinfo(
         let checked = state
             .provider
             .dpop
-            .check(&proofs, method.as_str(), &url, Some(token))
+            .check(
+                &proofs,
+                method.as_str(),
+                &url,
+                Some(token),
+                ProofPolicy::default(),
+            )
             .await;
         let jkt = match checked {
             Ok(Some(p)) => p.jkt,
@@ -337,7 +380,24 @@ pub(crate) async fn introspect(
     let result: Result<Response, ApiError> = async {
         let form = form_params(&headers, &body)?;
         let client = authenticated(&state, &headers, &form).await?;
-        Ok(Json(state.provider.tokens.introspect(&client, &form).await?).into_response())
+        // A DPoP client's proof sent here is checked (RFC 9449 §4.3, `htu`
+        // this endpoint); RP libraries introspect without one, so it is not
+        // required.
+        let nonce = client
+            .protocol
+            .require_dpop_nonce
+            .then(|| state.provider.dpop.nonce());
+        let url = format!("{}/introspect", state.provider.settings.issuer);
+        let checked = state
+            .provider
+            .token_endpoint
+            .check_dpop(&client, &dpop_headers(&headers), &url, false)
+            .await;
+        let res = match checked {
+            Ok(_) => Json(state.provider.tokens.introspect(&client, &form).await?).into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        };
+        Ok(with_dpop_nonce(res, nonce))
     }
     .await;
     no_store(result.unwrap_or_else(IntoResponse::into_response))

@@ -32,6 +32,12 @@ pub struct Model {
     /// JSON `{"id_token": [...], "userinfo": [...]}`, NULL when none.
     #[sea_orm(column_type = "Text", nullable)]
     pub claims: Option<String>,
+    /// JSON array of resource indicators (RFC 8707), NULL when none.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub resources: Option<String>,
+    /// Thumbprint of the DPoP key its refresh tokens are bound to.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub dpop_jkt: Option<String>,
     #[sea_orm(belongs_to, from = "user_id", to = "id", on_delete = "Cascade")]
     pub user: BelongsTo<super::users::Entity>,
     #[sea_orm(has_many)]
@@ -54,7 +60,16 @@ impl TryFrom<&TokenFamily> for ActiveModel {
                     RepoError::Corrupt(format!("token family {}: claims: {e}", f.id))
                 })?)
             };
+        let resources = if f.resources.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&f.resources).map_err(|e| {
+                RepoError::Corrupt(format!("token family {}: resources: {e}", f.id))
+            })?)
+        };
         Ok(Self {
+            resources: Set(resources),
+            dpop_jkt: Set(f.dpop_jkt.clone()),
             id: Set(f.id),
             user_id: Set(f.user_id.0),
             client_id: Set(f.client_id.0.clone()),
@@ -85,7 +100,15 @@ impl TryFrom<Model> for TokenFamily {
                 RepoError::Corrupt(format!("token_families {}: bad claims {c:?}: {e}", m.id))
             })?,
         };
+        let resources = match &m.resources {
+            None => Vec::new(),
+            Some(r) => serde_json::from_str(r).map_err(|e| {
+                RepoError::Corrupt(format!("token_families {}: bad resources {r:?}: {e}", m.id))
+            })?,
+        };
         Ok(TokenFamily {
+            resources,
+            dpop_jkt: m.dpop_jkt,
             claims,
             id: m.id,
             user_id: UserId(m.user_id),

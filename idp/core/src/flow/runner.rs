@@ -1455,6 +1455,8 @@ impl FlowRunner {
             acr_values: Vec::new(),
             response_mode: Default::default(),
             claims: Default::default(),
+            resources: Vec::new(),
+            dpop_jkt: None,
         };
         let from = StartFrom { session, key, user };
         let started = self

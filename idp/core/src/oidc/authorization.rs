@@ -312,6 +312,8 @@ impl Authorization {
             amr: grant.amr.clone(),
             expires_at: now.unix_timestamp() + lifetime,
             claims: req.claims.clone(),
+            resources: req.resources.clone(),
+            dpop_jkt: req.dpop_jkt.clone(),
         };
         self.codes.put(&code, &record, secs(lifetime)).await?;
         let mut params = vec![("code".to_owned(), code)];

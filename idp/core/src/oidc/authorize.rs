@@ -4,6 +4,7 @@
 //! errors are shown on a page and never redirected (RFC 6749 §4.1.2.1).
 
 use super::error::{ErrorCode, OAuthError};
+use super::resources::ResourceServers;
 use crate::client::{Client, ClientRegistry};
 use crate::domain::RequestedClaims;
 pub use crate::request::{AuthorizeRequest, Prompt, ResponseMode};
@@ -30,13 +31,24 @@ pub enum AuthorizeError {
 pub struct RawParams {
     map: HashMap<String, String>,
     duplicated: Option<String>,
+    /// Every `resource` value, in order: the one parameter that may be sent
+    /// several times (RFC 8707 §2).
+    resources: Vec<String>,
 }
+
+/// The parameter RFC 8707 §2 lets a request repeat.
+pub const RESOURCE: &str = "resource";
 
 impl RawParams {
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut map = HashMap::new();
         let mut duplicated = None;
+        let mut resources = Vec::new();
         for (k, v) in pairs {
+            if k == RESOURCE {
+                resources.push(v);
+                continue;
+            }
             match map.entry(k) {
                 std::collections::hash_map::Entry::Occupied(e) => {
                     duplicated.get_or_insert_with(|| e.key().clone());
@@ -46,14 +58,20 @@ impl RawParams {
                 }
             }
         }
-        Self { map, duplicated }
+        Self {
+            map,
+            duplicated,
+            resources,
+        }
     }
 
-    /// The parameters (one of each name), in no particular order.
+    /// The parameters (one of each name but `resource`), in no particular
+    /// order.
     pub fn pairs(&self) -> Vec<(String, String)> {
         self.map
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(self.resources.iter().map(|r| (RESOURCE.into(), r.clone())))
             .collect()
     }
 
@@ -63,6 +81,12 @@ impl RawParams {
             .get(k)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+
+    /// The `resource` values (RFC 8707 §2), as sent (empty ones included, for
+    /// the checks to refuse).
+    pub fn resources(&self) -> &[String] {
+        &self.resources
     }
 }
 
@@ -82,6 +106,7 @@ pub enum RequestSource {
 pub fn check_authorize_request(
     params: &RawParams,
     clients: &ClientRegistry,
+    resources: &ResourceServers,
     source: RequestSource,
 ) -> Result<(Arc<Client>, AuthorizeRequest), AuthorizeError> {
     let client = check_client_id(params, clients).map_err(AuthorizeError::Page)?;
@@ -102,7 +127,7 @@ pub fn check_authorize_request(
     };
     check_no_duplicates(params).map_err(redirect)?;
     check_request_objects(params).map_err(redirect)?;
-    check_pushed(source, &client).map_err(redirect)?;
+    check_pushed(params, source, &client).map_err(redirect)?;
     check_response_type(params, &client).map_err(redirect)?;
     let scope = check_scope(params, &client).map_err(redirect)?;
     let code_challenge = check_pkce(params, &client).map_err(redirect)?;
@@ -110,6 +135,10 @@ pub fn check_authorize_request(
     let max_age = check_max_age(params).map_err(redirect)?;
     let (claims, acr_values) =
         check_claims(params, &client, acr_values(params)).map_err(redirect)?;
+    let resources = resources
+        .check_requested(&client, params.resources())
+        .map_err(redirect)?;
+    let dpop_jkt = check_dpop_jkt(params, &client).map_err(redirect)?;
     Ok((
         client.clone(),
         AuthorizeRequest {
@@ -127,6 +156,8 @@ pub fn check_authorize_request(
             acr_values,
             response_mode,
             claims,
+            resources,
+            dpop_jkt,
         },
     ))
 }
@@ -318,14 +349,47 @@ pub fn check_request_objects(params: &RawParams) -> Result<(), OAuthError> {
 
 /// RFC 9126 §5: a client required to push its requests (its file's
 /// `require_pushed_authorization_requests`, or the server's) may not send
-/// them to `/authorize` directly.
-pub fn check_pushed(source: RequestSource, client: &Client) -> Result<(), OAuthError> {
+/// them to `/authorize` directly. FAPI 2.0 Security Profile §5.3.2.2 item
+/// 11: a FAPI client's pushed request names its `redirect_uri`.
+pub fn check_pushed(
+    params: &RawParams,
+    source: RequestSource,
+    client: &Client,
+) -> Result<(), OAuthError> {
     if client.protocol.require_par && source != RequestSource::Pushed {
         return Err(OAuthError::invalid_request(
             "this client must use pushed authorization requests",
         ));
     }
+    if client.protocol.fapi2 && params.get("redirect_uri").is_none() {
+        return Err(OAuthError::invalid_request(
+            "redirect_uri is required (FAPI 2.0 Security Profile)",
+        ));
+    }
     Ok(())
+}
+
+/// RFC 9449 §10: `dpop_jkt`, the thumbprint of the DPoP key the code is to
+/// be bound to: the base64url (no padding) of a SHA-256 hash, 43 characters.
+/// Ignored (an unknown parameter, RFC 6749 §3.1) from a client without
+/// DPoP.
+pub fn check_dpop_jkt(params: &RawParams, client: &Client) -> Result<Option<String>, OAuthError> {
+    let Some(jkt) = params
+        .get("dpop_jkt")
+        .filter(|_| client.protocol.dpop_bound)
+    else {
+        return Ok(None);
+    };
+    let well_formed = jkt.len() == 43
+        && jkt
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !well_formed {
+        return Err(OAuthError::invalid_request(
+            "dpop_jkt is not a JWK SHA-256 thumbprint (RFC 9449 §10)",
+        ));
+    }
+    Ok(Some(jkt.to_owned()))
 }
 
 /// RFC 6749 §4.1.1 and RFC 9700 §2.1.2: only `code`.
@@ -486,13 +550,22 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::client::{AccessTokenFormat, Lifetimes, TokenEndpointAuthMethod};
     use crate::domain::ClientId;
     use crate::keys::SigningAlg;
 
-    fn client(public: bool) -> Client {
+    /// The pipeline without resource servers.
+    fn check_authorize_request(
+        params: &RawParams,
+        clients: &ClientRegistry,
+        source: RequestSource,
+    ) -> Result<(Arc<Client>, AuthorizeRequest), AuthorizeError> {
+        super::check_authorize_request(params, clients, &ResourceServers::default(), source)
+    }
+
+    pub(crate) fn client(public: bool) -> Client {
         Client {
             id: ClientId("portal".into()),
             name: "Portal".into(),

@@ -172,6 +172,7 @@ impl ClientAuthentication {
             issuer: &self.issuer,
             now: self.clock.now(),
             max_lifetime_secs: MAX_ASSERTION_LIFETIME_SECS,
+            fapi2: client.protocol.fapi2,
         };
         let refused = |e: ClientJwtError| {
             OAuthError::invalid_client().with_detail(format!("client assertion of {id}: {e}"))

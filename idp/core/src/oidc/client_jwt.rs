@@ -37,7 +37,7 @@ use time::{Duration, OffsetDateTime};
 pub const CLOCK_SKEW_SECS: i64 = 60;
 
 /// The longest lifetime (`exp` - `nbf`) of a request object when
-/// [`RequestObjectRules::require_exp_nbf`] is set: 60 minutes (FAPI 2.0
+/// [`RequestObjectRules::fapi2`] is set: 60 minutes (FAPI 2.0
 /// Message Signing §5.3.1).
 const MAX_REQUEST_OBJECT_LIFETIME_SECS: i64 = 3600;
 
@@ -332,6 +332,8 @@ pub struct AssertionRules<'a> {
     /// [`CLOCK_SKEW_SECS`]) when there is no `iat` (§3 item 4 lets the server
     /// bound it).
     pub max_lifetime_secs: i64,
+    /// ES256 or PS256 only (FAPI 2.0 Security Profile §5.4.1).
+    pub fapi2: bool,
 }
 
 /// A client assertion that passed [`verify_client_assertion`]: what the
@@ -383,6 +385,11 @@ pub fn verify_client_assertion(
                     "alg {alg} is not accepted for private_key_jwt (RS256, PS256 or ES256)"
                 ))
             })?;
+            if rules.fapi2 && alg == AsymAlg::RS256 {
+                return Err(malformed(
+                    "alg RS256 is not accepted from this client (FAPI 2.0: ES256 or PS256)",
+                ));
+            }
             keys.verify(
                 alg,
                 parsed.kid()?,
@@ -456,10 +463,11 @@ pub struct RequestObjectRules<'a> {
     /// Our issuer identifier, which `aud` must hold (RFC 9101 §4).
     pub issuer: &'a str,
     pub now: OffsetDateTime,
-    /// FAPI 2.0 Message Signing §5.3.1: `exp` and `nbf` required, and `exp`
-    /// at most 60 minutes after `nbf` (which, with `exp` not past, also keeps
-    /// `nbf` within 60 minutes of now).
-    pub require_exp_nbf: bool,
+    /// The FAPI 2.0 profile: `exp` and `nbf` required, and `exp` at most 60
+    /// minutes after `nbf` (which, with `exp` not past, also keeps `nbf`
+    /// within 60 minutes of now; FAPI 2.0 Message Signing §5.3.1), and ES256
+    /// or PS256 only (Security Profile §5.4.1).
+    pub fapi2: bool,
 }
 
 /// A request object that passed [`verify_request_object`].
@@ -474,7 +482,7 @@ pub struct VerifiedRequestObject {
 }
 
 /// Verifies a signed request object (RFC 9101 §6.3; FAPI 2.0 Message
-/// Signing §5.3.1 with [`RequestObjectRules::require_exp_nbf`]).
+/// Signing §5.3.1 with [`RequestObjectRules::fapi2`]).
 ///
 /// - Signed with an asymmetric `alg` (RS256, PS256, ES256) by one of `keys`
 ///   (RFC 9101 §6.2): unsigned (`none`) request objects are never accepted,
@@ -504,6 +512,11 @@ pub fn verify_request_object(
             ))
         }
     })?;
+    if rules.fapi2 && alg == AsymAlg::RS256 {
+        return Err(malformed(
+            "alg RS256 is not accepted from this client (FAPI 2.0: ES256 or PS256)",
+        ));
+    }
     if let Some(typ) = parsed.typ()?
         && !(media_type_is(typ, "oauth-authz-req+jwt") || media_type_is(typ, "jwt"))
     {
@@ -549,7 +562,7 @@ pub fn verify_request_object(
     if nbf.is_some_and(|nbf| nbf > rules.now + skew) {
         return Err(ClientJwtError::NotYetValid);
     }
-    if rules.require_exp_nbf {
+    if rules.fapi2 {
         let (Some(exp), Some(nbf)) = (exp, nbf) else {
             return Err(claim_error("a request object must contain exp and nbf"));
         };
@@ -845,6 +858,7 @@ mod tests {
             issuer: ISSUER,
             now: now(),
             max_lifetime_secs: 300,
+            fapi2: false,
         }
     }
 
@@ -862,12 +876,12 @@ mod tests {
         })
     }
 
-    fn request_rules(require_exp_nbf: bool) -> RequestObjectRules<'static> {
+    fn request_rules(fapi2: bool) -> RequestObjectRules<'static> {
         RequestObjectRules {
             client_id: CLIENT,
             issuer: ISSUER,
             now: now(),
-            require_exp_nbf,
+            fapi2,
         }
     }
 
@@ -1216,9 +1230,10 @@ mod tests {
         let jwt = sign(rsa.signer.as_ref(), Some("JWT"), claims);
         let verified = verify_request_object(&jwt, &keys, &request_rules(false)).unwrap();
         assert_eq!((verified.jti, verified.exp), (None, None));
+        // Under FAPI 2.0, RS256 is refused before anything else.
         assert!(matches!(
             verify_request_object(&jwt, &keys, &request_rules(true)),
-            Err(ClientJwtError::Claim(_))
+            Err(ClientJwtError::Malformed(m)) if m.contains("RS256")
         ));
     }
 
@@ -1226,9 +1241,9 @@ mod tests {
     fn request_object_claims_are_checked() {
         let key = es256_key("k1");
         let keys = client_keys(&[&key.public]);
-        let check = |claims: Value, require_exp_nbf: bool| {
+        let check = |claims: Value, fapi2: bool| {
             let jwt = sign(key.signer.as_ref(), None, claims);
-            verify_request_object(&jwt, &keys, &request_rules(require_exp_nbf))
+            verify_request_object(&jwt, &keys, &request_rules(fapi2))
         };
         assert_eq!(
             check(with(request_claims(), "exp", json!(t(-61))), false),

@@ -31,6 +31,12 @@ pub struct CodeRecord {
     /// Claims named by the `claims` request parameter.
     #[serde(default)]
     pub claims: crate::domain::RequestedClaims,
+    /// The resources the authorization was for (RFC 8707 §2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// The DPoP key the code may only be redeemed with (RFC 9449 §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// The typed store of codes.

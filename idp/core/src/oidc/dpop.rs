@@ -75,6 +75,8 @@ pub struct DpopRequest<'a> {
     pub nonce: NonceRule<'a>,
     /// The time the request is checked at (RFC 9449 section 4.3 check 11).
     pub now: OffsetDateTime,
+    /// Only ES256 and PS256 (FAPI 2.0 Security Profile §5.4.1), not RS256.
+    pub fapi2: bool,
 }
 
 /// Whether a proof must carry a server-provided nonce (RFC 9449 section 8).
@@ -184,6 +186,11 @@ pub fn verify_proof(proof_jwt: &str, req: &DpopRequest<'_>) -> Result<DpopProof,
         return Err(invalid(format!(
             "alg {alg} is not supported (ES256, RS256 or PS256)"
         )));
+    }
+    if req.fapi2 && alg == "RS256" {
+        return Err(invalid(
+            "alg RS256 is refused for this client (FAPI 2.0: ES256 or PS256)",
+        ));
     }
 
     // Check 7: the jwk header, a public key.
@@ -403,6 +410,13 @@ impl DpopNonces {
         Self { key }
     }
 
+    /// Nonces keyed by a key derived from the key-encryption key, which
+    /// every node of a deployment shares: any node accepts another's nonce.
+    pub fn from_kek(kek: &crate::secret::KeyEncryptionKey) -> Self {
+        let derived = kek.mac("dpop-nonce", b"");
+        Self::new(Sha256::digest(derived.as_bytes()).into())
+    }
+
     /// A nonce for the window holding `now`, for a `DPoP-Nonce` response
     /// header (RFC 9449 section 8).
     pub fn issue(&self, now: OffsetDateTime) -> String {
@@ -453,17 +467,44 @@ fn window_of(now: OffsetDateTime) -> i64 {
 pub struct DpopProofs {
     seen: crate::ephemeral::Records<bool>,
     clock: crate::clock::SharedClock,
+    nonces: DpopNonces,
+}
+
+/// What a client's proofs must meet beyond RFC 9449 §4.3.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProofPolicy {
+    /// A nonce this provider issued (§8; the client's `require_dpop_nonce`).
+    pub nonce: bool,
+    /// ES256 or PS256 only (FAPI 2.0 Security Profile §5.4.1).
+    pub fapi2: bool,
+}
+
+impl ProofPolicy {
+    /// The policy of `client`'s proofs.
+    pub fn of(client: &crate::client::Client) -> Self {
+        Self {
+            nonce: client.protocol.require_dpop_nonce,
+            fapi2: client.protocol.fapi2,
+        }
+    }
 }
 
 impl DpopProofs {
     pub fn new(
         store: std::sync::Arc<dyn crate::ephemeral::EphemeralStore>,
         clock: crate::clock::SharedClock,
+        nonces: DpopNonces,
     ) -> Self {
         Self {
             seen: crate::ephemeral::Records::new(store, crate::ephemeral::Namespace::DpopProof),
             clock,
+            nonces,
         }
+    }
+
+    /// A fresh nonce, for the `DPoP-Nonce` header (RFC 9449 §8).
+    pub fn nonce(&self) -> String {
+        self.nonces.issue(self.clock.now())
     }
 
     /// The proof among `headers` (the request's `DPoP` header values) for
@@ -476,6 +517,7 @@ impl DpopProofs {
         method: &str,
         url: &str,
         access_token: Option<&str>,
+        policy: ProofPolicy,
     ) -> Result<Option<DpopProof>, super::error::OAuthError> {
         use super::error::{ErrorCode, OAuthError};
         let invalid = |why: String| {
@@ -494,8 +536,13 @@ impl DpopProofs {
                 method,
                 url,
                 access_token,
-                nonce: NonceRule::NotRequired,
+                nonce: if policy.nonce {
+                    NonceRule::Required(&self.nonces)
+                } else {
+                    NonceRule::NotRequired
+                },
                 now,
+                fapi2: policy.fapi2,
             },
         )
         .map_err(|e| match e {
@@ -600,6 +647,7 @@ mod tests {
             access_token: None,
             nonce: NonceRule::NotRequired,
             now: t(NOW),
+            fapi2: false,
         }
     }
 

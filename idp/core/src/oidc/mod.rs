@@ -15,8 +15,10 @@ pub mod dpop;
 pub mod error;
 pub mod logout;
 pub mod pushed;
+pub mod resources;
 pub mod response;
 pub mod token;
+pub mod token_endpoint;
 pub(crate) mod verified_tokens;
 
 pub use error::{ErrorCode, OAuthError};

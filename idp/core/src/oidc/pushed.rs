@@ -13,10 +13,13 @@
 //! `jti`, when it has one, is single use (remembered in the short-lived
 //! store until the object expires, at most an hour).
 
-use super::authorize::{AuthorizeError, RawParams, RequestSource, check_authorize_request};
+use super::authorize::{
+    AuthorizeError, RESOURCE, RawParams, RequestSource, check_authorize_request,
+};
 use super::client_auth::ClientAuthentication;
 use super::client_jwt::{self, ClientJwtError, RequestObjectRules};
 use super::error::{ErrorCode, OAuthError};
+use super::resources::ResourceServers;
 use crate::client::{Client, ClientRegistry};
 use crate::clock::SharedClock;
 use crate::ephemeral::{EphemeralStore, Namespace, Records};
@@ -43,6 +46,7 @@ struct Pushed {
 /// Pushed requests and request objects.
 pub struct RequestObjects {
     clients: Arc<ClientRegistry>,
+    resources: Arc<ResourceServers>,
     client_auth: Arc<ClientAuthentication>,
     issuer: String,
     clock: SharedClock,
@@ -53,6 +57,7 @@ pub struct RequestObjects {
 impl RequestObjects {
     pub fn new(
         clients: Arc<ClientRegistry>,
+        resources: Arc<ResourceServers>,
         client_auth: Arc<ClientAuthentication>,
         issuer: String,
         clock: SharedClock,
@@ -60,6 +65,7 @@ impl RequestObjects {
     ) -> Self {
         Self {
             clients,
+            resources,
             client_auth,
             issuer,
             clock,
@@ -71,11 +77,14 @@ impl RequestObjects {
     /// The PAR endpoint (RFC 9126 §2), for an authenticated `client`: the
     /// parameters (or the request object among them) are checked as the
     /// authorization endpoint would, then kept. Returns the `request_uri`
-    /// and its lifetime in seconds.
+    /// and its lifetime in seconds. `proof_jkt`: the key of a DPoP proof
+    /// sent with the request, which binds the code as `dpop_jkt` does (RFC
+    /// 9449 §10.1; both, when sent, must agree).
     pub async fn push(
         &self,
         client: &Client,
         params: RawParams,
+        proof_jkt: Option<String>,
     ) -> Result<(String, u64), OAuthError> {
         if params.get("request_uri").is_some() {
             return Err(OAuthError::invalid_request(
@@ -95,14 +104,30 @@ impl RequestObjects {
         if params.get("client_id").is_none() {
             pairs.push(("client_id".into(), client.id.0.clone()));
         }
+        if let Some(jkt) = proof_jkt {
+            match params.get("dpop_jkt") {
+                None => pairs.push(("dpop_jkt".into(), jkt)),
+                Some(named) if named == jkt => {}
+                Some(_) => {
+                    return Err(OAuthError::new(
+                        ErrorCode::InvalidDpopProof,
+                        "the DPoP proof's key is not the one dpop_jkt names",
+                    ));
+                }
+            }
+        }
         let params = RawParams::new(pairs.clone());
         // (Checked as `/authorize` will check them.)
-        check_authorize_request(&params, &self.clients, RequestSource::Pushed).map_err(
-            |e| match e {
-                AuthorizeError::Page(e) => e,
-                AuthorizeError::Redirect { error, .. } => error,
-            },
-        )?;
+        check_authorize_request(
+            &params,
+            &self.clients,
+            &self.resources,
+            RequestSource::Pushed,
+        )
+        .map_err(|e| match e {
+            AuthorizeError::Page(e) => e,
+            AuthorizeError::Redirect { error, .. } => error,
+        })?;
         let id = crate::random::token();
         let record = Pushed {
             params: pairs,
@@ -182,7 +207,7 @@ impl RequestObjects {
             client_id: &client.id.0,
             issuer: &self.issuer,
             now: self.clock.now(),
-            require_exp_nbf: false,
+            fapi2: client.protocol.fapi2,
         };
         let keys = self.client_auth.keys_of(client, false).await.map_err(|e| {
             OAuthError::new(
@@ -223,13 +248,18 @@ impl RequestObjects {
             .claims
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "iss" | "aud" | "exp" | "nbf" | "iat" | "jti"))
-            .map(|(k, v)| {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
+            .flat_map(|(k, v)| {
+                let texts = match v {
+                    serde_json::Value::String(s) => vec![s.clone()],
+                    // RFC 8707 §2: several resources, as an array.
+                    serde_json::Value::Array(items) if k == RESOURCE => items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect(),
                     // `claims` is an object, `max_age` a number (RFC 9101 §4).
-                    other => other.to_string(),
+                    other => vec![other.to_string()],
                 };
-                (k.clone(), text)
+                texts.into_iter().map(move |t| (k.clone(), t))
             })
             .collect();
         if !pairs.iter().any(|(k, _)| k == "client_id") {

@@ -6,8 +6,9 @@
 use super::access_tokens::AccessTokenStore;
 use super::announced::Announcer;
 use super::authorize::{OFFLINE_ACCESS, RawParams};
-use super::codes::CodeStore;
+use super::codes::{CodeRecord, CodeStore};
 use super::error::{ErrorCode, OAuthError};
+use super::resources::ResourceServers;
 use super::verified_tokens::{LiveToken, Verified, VerifiedTokens};
 use crate::access_token::{ADMIN_API_SCOPE, AccessTokenInfo, admin_api_audience};
 use crate::audit::Audit;
@@ -84,6 +85,8 @@ struct GrantFacts<'a> {
     claims: &'a RequestedClaims,
     /// The DPoP key the access token is bound to.
     jkt: Option<&'a str>,
+    /// The resources the access token is for (RFC 8707).
+    resources: &'a [String],
 }
 
 /// RFC 9449 §5: `DPoP` for a bound token, else `Bearer` (RFC 6750).
@@ -108,6 +111,8 @@ struct AccessGrant<'a> {
     userinfo_claims: &'a [String],
     /// The DPoP key it is bound to (RFC 9449 §6).
     jkt: Option<&'a str>,
+    /// The resources it is for, its audience (RFC 8707 §2).
+    resources: &'a [String],
 }
 
 /// The grant a code starts, derived from the code so that a replay can
@@ -135,6 +140,8 @@ fn has_scope(scope: &str, s: &str) -> bool {
 
 /// The token endpoint and the endpoints that read tokens back.
 pub struct Tokens {
+    /// The resource servers tokens may be for (RFC 8707).
+    resources: Arc<ResourceServers>,
     issuer: String,
     keys: Arc<KeyRing>,
     codes: Arc<dyn CodeStore>,
@@ -156,6 +163,7 @@ pub struct Tokens {
 impl Tokens {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        resources: Arc<ResourceServers>,
         issuer: String,
         keys: Arc<KeyRing>,
         codes: Arc<dyn CodeStore>,
@@ -168,6 +176,7 @@ impl Tokens {
         announcer: Arc<Announcer>,
     ) -> Self {
         Self {
+            resources,
             issuer,
             keys,
             codes,
@@ -203,44 +212,18 @@ impl Tokens {
         Ok(self.client_states.touch(client, at).await?)
     }
 
-    /// The token endpoint, after client authentication.
-    /// `jkt`: the thumbprint of the key of a checked DPoP proof (RFC 9449
-    /// §5): the access token is bound to it (`cnf.jkt`, token type `DPoP`).
-    pub async fn token(
-        &self,
-        client: Arc<Client>,
-        form: &RawParams,
-        meta: &RequestMeta,
-        jkt: Option<&str>,
-    ) -> Result<TokenResponse, OAuthError> {
-        match form.get("grant_type") {
-            None => Err(OAuthError::invalid_request("grant_type is missing")),
-            Some("authorization_code") => {
-                self.grant_authorization_code(&client, form, meta, jkt)
-                    .await
-            }
-            Some("refresh_token") => self.grant_refresh_token(&client, form, meta, jkt).await,
-            Some("client_credentials") => self.grant_client_credentials(&client, form, jkt).await,
-            Some(_) => Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "unsupported grant_type",
-            )),
-        }
-    }
-
-    async fn grant_authorization_code(
+    /// The `authorization_code` grant (RFC 6749 §4.1.3), for a client the
+    /// pipeline authenticated and allowed this grant (see
+    /// [`super::token_endpoint`]), with its checked DPoP key: the code's
+    /// binding (§4.1.3), PKCE (RFC 7636 §4.6) and resources (RFC 8707 §2.2),
+    /// then the code's single use (§4.1.2).
+    pub(crate) async fn grant_authorization_code(
         &self,
         client: &Client,
         form: &RawParams,
         meta: &RequestMeta,
         jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if !client.allow_authorization_code {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "grant not allowed for this client",
-            ));
-        }
         let code = form
             .get("code")
             .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
@@ -267,20 +250,12 @@ impl Tokens {
             return Err(invalid());
         };
         let now = self.clock.now();
-        if record.client_id != client.id.0 {
-            return Err(OAuthError::invalid_grant(
-                "the code was issued to another client",
-            ));
-        }
-        if record.expires_at <= now.unix_timestamp() {
-            return Err(invalid());
-        }
-        if form.get("redirect_uri") != Some(record.redirect_uri.as_str()) {
-            return Err(OAuthError::invalid_grant(
-                "redirect_uri does not match the authorization request",
-            ));
-        }
+        check_code_binding(&record, client, form, now)?;
         check_code_verifier(record.code_challenge.as_deref(), form.get("code_verifier"))?;
+        check_code_key(&record, jkt)?;
+        let resources = self
+            .resources
+            .narrow(client, &record.resources, form.resources())?;
         // Then the single use: the first redemption claims the "used" marker;
         // a concurrent one finds it and is a replay.
         let first_use = self
@@ -323,6 +298,14 @@ impl Tokens {
             expires_at: now + time::Duration::seconds(i64::from(client.lifetimes.refresh_token)),
             revoked_at: None,
             revoked_reason: None,
+            resources: record.resources.clone(),
+            // RFC 9449 §5: a public client's refresh tokens are bound to the
+            // key of the proof they were first issued with.
+            dpop_jkt: if client.is_public() {
+                jkt.map(str::to_owned)
+            } else {
+                None
+            },
         };
         let first = refresh.as_ref().map(|r| RefreshTokenRecord {
             id: Uuid::now_v7(),
@@ -359,6 +342,7 @@ impl Tokens {
             nonce: record.nonce.as_deref(),
             claims: &record.claims,
             jkt,
+            resources: &resources,
         };
         let replayed = self
             .codes
@@ -406,70 +390,38 @@ impl Tokens {
         Ok(())
     }
 
-    async fn grant_refresh_token(
+    /// The `refresh_token` grant (RFC 6749 §6), for a client the pipeline
+    /// authenticated and allowed this grant: the token's binding to the
+    /// client and, for a public client, to its DPoP key (RFC 9449 §5), the
+    /// scope (§6) and resources (RFC 8707 §2.2), then the rotation (RFC
+    /// 9700 §4.14.2), whose loser is a reuse that revokes the grant.
+    pub(crate) async fn grant_refresh_token(
         &self,
         client: &Client,
         form: &RawParams,
         meta: &RequestMeta,
         jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if !client.allow_refresh_token {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "grant not allowed for this client",
-            ));
-        }
         let presented = form
             .get("refresh_token")
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-        let invalid =
-            || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let (token, family, user) = self
             .families
             .find_refresh_token_grant(&TokenHash::of(presented))
             .await
             .map_err(CoreError::from)?
-            .ok_or_else(invalid)?;
-        if family.client_id != client.id {
-            return Err(invalid().with_detail("refresh token of another client"));
-        }
+            .ok_or_else(invalid_refresh_token)?;
         let now = self.clock.now();
-        if family.revoked_at.is_some() || family.expires_at <= now || token.expires_at <= now {
-            return Err(invalid());
-        }
+        check_refresh_binding(&family, &token, client, now)?;
         if token.used_at.is_some() {
             self.revoke_for_reuse(&family, meta).await?;
-            return Err(invalid().with_detail("refresh token reuse"));
+            return Err(invalid_refresh_token().with_detail("refresh token reuse"));
         }
-        let scope = match form.get("scope") {
-            None => family.scope.clone(),
-            Some(requested) => {
-                // RFC 6749 §6: no scope beyond the grant's. `offline_access`
-                // not granted is ignored, as at the authorization.
-                let requested = requested
-                    .split(' ')
-                    .filter(|s| {
-                        !s.is_empty() && (*s != OFFLINE_ACCESS || has_scope(&family.scope, s))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let all_granted = requested
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .all(|s| has_scope(&family.scope, s));
-                if !all_granted {
-                    return Err(OAuthError::new(
-                        ErrorCode::InvalidScope,
-                        "scope exceeds the original grant",
-                    ));
-                }
-                requested
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }
-        };
+        check_refresh_key(&family, jkt)?;
+        let scope = check_refresh_scope(form, &family)?;
+        let resources = self
+            .resources
+            .narrow(client, &family.resources, form.resources())?;
         let new_token = crate::random::token();
         let next = RefreshTokenRecord {
             id: Uuid::now_v7(),
@@ -501,7 +453,7 @@ impl Tokens {
         };
         if !rotated {
             self.revoke_for_reuse(&family, meta).await?;
-            return Err(invalid().with_detail("concurrent refresh token reuse"));
+            return Err(invalid_refresh_token().with_detail("concurrent refresh token reuse"));
         }
         let inactive = || OAuthError::invalid_grant("the account is not active");
         if user.status != UserStatus::Active {
@@ -528,6 +480,7 @@ impl Tokens {
             nonce: None,
             claims: &family.claims,
             jkt,
+            resources: &resources,
         };
         let response = self.mint(&facts, Some(new_token)).await?;
         self.touch_client(&client.id, now).await?;
@@ -555,40 +508,17 @@ impl Tokens {
         Ok(())
     }
 
-    async fn grant_client_credentials(
+    /// The `client_credentials` grant (RFC 6749 §4.4), for a confidential
+    /// client the pipeline authenticated and allowed this grant: the scope
+    /// (§4.4.2, §3.3) and resources (RFC 8707 §2).
+    pub(crate) async fn grant_client_credentials(
         &self,
         client: &Client,
         form: &RawParams,
         jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if client.is_public() || !client.allow_client_credentials {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "grant not allowed for this client",
-            ));
-        }
-        let scope = match form.get("scope") {
-            None => String::new(),
-            Some(requested) => {
-                let mut out: Vec<&str> = Vec::new();
-                // `offline_access` means nothing without a user: ignored.
-                for s in requested
-                    .split(' ')
-                    .filter(|s| !s.is_empty() && *s != OFFLINE_ACCESS)
-                {
-                    if s == "openid" || !client.scopes.contains(s) {
-                        return Err(OAuthError::new(
-                            ErrorCode::InvalidScope,
-                            "a requested scope is not allowed for this client",
-                        ));
-                    }
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-                out.join(" ")
-            }
-        };
+        let scope = check_client_credentials_scope(form, client)?;
+        let resources = self.resources.check_requested(client, form.resources())?;
         let now = self.clock.now();
         let (access_token, _) = self
             .mint_access_token(&AccessGrant {
@@ -603,13 +533,14 @@ impl Tokens {
                 family_id: None,
                 userinfo_claims: &[],
                 jkt,
+                resources: &resources,
             })
             .await?;
         self.touch_client(&client.id, now).await?;
         Ok(TokenResponse {
             access_token,
             token_type: token_type(jkt),
-            expires_in: client.lifetimes.access_token,
+            expires_in: self.resources.access_token_secs(client, &resources),
             refresh_token: None,
             id_token: None,
             scope,
@@ -635,6 +566,7 @@ impl Tokens {
                 family_id: f.family_id,
                 userinfo_claims: &f.claims.userinfo,
                 jkt: f.jkt,
+                resources: f.resources,
             })
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
@@ -646,7 +578,7 @@ impl Tokens {
         Ok(TokenResponse {
             access_token,
             token_type: token_type(f.jkt),
-            expires_in: f.client.lifetimes.access_token,
+            expires_in: self.resources.access_token_secs(f.client, f.resources),
             refresh_token,
             id_token,
             scope: f.scope.to_owned(),
@@ -705,19 +637,28 @@ impl Tokens {
             family_id,
             userinfo_claims,
             jkt,
+            resources,
         } = *g;
         let now = self.clock.now().unix_timestamp();
-        let mut aud = vec![client.id.0.clone()];
-        if has_scope(scope, ADMIN_API_SCOPE) {
-            aud.push(admin_api_audience(&self.issuer));
+        // RFC 8707 §2: a token asked for with resources is for them alone;
+        // otherwise for its client.
+        let mut aud = if resources.is_empty() {
+            vec![client.id.0.clone()]
+        } else {
+            resources.to_vec()
+        };
+        let admin_api = admin_api_audience(&self.issuer);
+        if has_scope(scope, ADMIN_API_SCOPE) && !aud.contains(&admin_api) {
+            aud.push(admin_api);
         }
+        let lifetime = self.resources.access_token_secs(client, resources);
         let info = AccessTokenInfo {
             client_id: client.id.0.clone(),
             sub: sub.to_owned(),
             user_id,
             scope: scope.to_owned(),
             iat: now,
-            exp: now + i64::from(client.lifetimes.access_token),
+            exp: now + i64::from(lifetime),
             jti: Uuid::new_v4().to_string(),
             family_id,
             aud,
@@ -771,11 +712,7 @@ impl Tokens {
             crate::client::AccessTokenFormat::Opaque => {
                 let t = crate::random::token();
                 self.access
-                    .put_opaque(
-                        &t,
-                        &info,
-                        Duration::from_secs(u64::from(client.lifetimes.access_token)),
-                    )
+                    .put_opaque(&t, &info, Duration::from_secs(u64::from(lifetime)))
                     .await
                     .map_err(CoreError::from)?;
                 t
@@ -1004,8 +941,11 @@ impl Tokens {
         Ok(c)
     }
 
-    /// Introspection (RFC 7662). Only confidential clients may ask; a refresh
-    /// token is described only to the client it belongs to.
+    /// Introspection (RFC 7662). Only confidential clients may ask; an
+    /// access token for resource servers is described only to its own client
+    /// and to their introspection clients, who see no other token (see
+    /// [`ResourceServers::may_introspect`]); a refresh token only to the
+    /// client it belongs to. To anyone else the token is inactive.
     pub async fn introspect(&self, client: &Client, form: &RawParams) -> Result<Value, OAuthError> {
         if client.is_public() {
             return Err(OAuthError::new(
@@ -1016,7 +956,12 @@ impl Tokens {
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+        // RFC 7662 §4 leaves who may learn what to the server: a resource
+        // server learns nothing of tokens meant for others (RFC 8707).
         if let Some(decoded) = self.decode_access_token(token).await?
+            && self
+                .resources
+                .may_introspect(&client.id, &decoded.info.client_id, &decoded.info.aud)
             && let Some(live) = self.check_live(&decoded, false).await?
         {
             let info = &decoded.info;
@@ -1143,6 +1088,131 @@ impl Tokens {
     }
 }
 
+fn invalid_refresh_token() -> OAuthError {
+    OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+}
+
+/// RFC 6749 §4.1.3: the code was issued to the authenticated client, has
+/// not expired (§4.1.2), and `redirect_uri` is identical to the one of its
+/// authorization request.
+pub fn check_code_binding(
+    record: &CodeRecord,
+    client: &Client,
+    form: &RawParams,
+    now: OffsetDateTime,
+) -> Result<(), OAuthError> {
+    if record.client_id != client.id.0 {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if record.expires_at <= now.unix_timestamp() {
+        return Err(OAuthError::invalid_grant(
+            "the code is invalid, expired or already used",
+        ));
+    }
+    if form.get("redirect_uri") != Some(record.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 9449 §10: a code whose authorization named a DPoP key (`dpop_jkt`,
+/// or a proof sent to the PAR endpoint, §10.1) is redeemed only with a
+/// proof of that key.
+pub fn check_code_key(record: &CodeRecord, jkt: Option<&str>) -> Result<(), OAuthError> {
+    match (&record.dpop_jkt, jkt) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(presented)) if bound == presented => Ok(()),
+        (Some(_), _) => Err(OAuthError::invalid_grant(
+            "the code is bound to another DPoP key (dpop_jkt)",
+        )),
+    }
+}
+
+/// RFC 6749 §6 and §10.4: the refresh token was issued to the authenticated
+/// client, and neither it nor its grant has expired or been revoked.
+pub fn check_refresh_binding(
+    family: &TokenFamily,
+    token: &RefreshTokenRecord,
+    client: &Client,
+    now: OffsetDateTime,
+) -> Result<(), OAuthError> {
+    if family.client_id != client.id {
+        return Err(invalid_refresh_token().with_detail("refresh token of another client"));
+    }
+    if family.revoked_at.is_some() || family.expires_at <= now || token.expires_at <= now {
+        return Err(invalid_refresh_token());
+    }
+    Ok(())
+}
+
+/// RFC 9449 §5: a refresh token bound to a DPoP key (a public client's) is
+/// used only with a proof of that key.
+pub fn check_refresh_key(family: &TokenFamily, jkt: Option<&str>) -> Result<(), OAuthError> {
+    match (&family.dpop_jkt, jkt) {
+        (None, _) => Ok(()),
+        (Some(bound), Some(presented)) if bound == presented => Ok(()),
+        (Some(_), None) => Err(invalid_refresh_token()
+            .with_detail("the refresh token is DPoP-bound: a proof of its key is required")),
+        (Some(_), Some(_)) => Err(invalid_refresh_token()
+            .with_detail("the DPoP proof is not of the key the refresh token is bound to")),
+    }
+}
+
+/// RFC 6749 §6: the scope asked for at a refresh is within the grant's
+/// (none asked for: the grant's). `offline_access` not granted is ignored,
+/// as at the authorization (OpenID Connect Core §11).
+pub fn check_refresh_scope(form: &RawParams, family: &TokenFamily) -> Result<String, OAuthError> {
+    let Some(requested) = form.get("scope") else {
+        return Ok(family.scope.clone());
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if s == OFFLINE_ACCESS && !has_scope(&family.scope, s) {
+            continue;
+        }
+        if !has_scope(&family.scope, s) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "scope exceeds the original grant",
+            ));
+        }
+        out.push(s);
+    }
+    Ok(out.join(" "))
+}
+
+/// RFC 6749 §4.4.2 and §3.3: the scope of a client credentials request,
+/// among the client's `scopes` (never `openid`: there is no user);
+/// `offline_access` means nothing without a user and is ignored.
+pub fn check_client_credentials_scope(
+    form: &RawParams,
+    client: &Client,
+) -> Result<String, OAuthError> {
+    let Some(requested) = form.get("scope") else {
+        return Ok(String::new());
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for s in requested
+        .split(' ')
+        .filter(|s| !s.is_empty() && *s != OFFLINE_ACCESS)
+    {
+        if s == "openid" || !client.scopes.contains(s) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "a requested scope is not allowed for this client",
+            ));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out.join(" "))
+}
+
 /// RFC 7636 §4.6 and RFC 9700 §2.1.1 (no downgrade: a verifier without a
 /// challenge is refused).
 pub fn check_code_verifier(
@@ -1240,6 +1310,93 @@ mod tests {
         ] {
             assert_eq!(
                 check_code_verifier(ch, ve).unwrap_err().code,
+                ErrorCode::InvalidGrant
+            );
+        }
+    }
+
+    fn family(scope: &str, jkt: Option<&str>) -> TokenFamily {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        TokenFamily {
+            claims: Default::default(),
+            id: Uuid::now_v7(),
+            user_id: UserId(Uuid::now_v7()),
+            client_id: ClientId("portal".into()),
+            scope: scope.into(),
+            sid: None,
+            auth_time: now,
+            acr: None,
+            amr: vec![],
+            created_at: now,
+            expires_at: now + time::Duration::hours(1),
+            revoked_at: None,
+            revoked_reason: None,
+            resources: vec![],
+            dpop_jkt: jkt.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_keep_their_key_and_scope() {
+        let bound = family("openid email", Some("key-a"));
+        assert!(check_refresh_key(&bound, Some("key-a")).is_ok());
+        for presented in [None, Some("key-b")] {
+            assert_eq!(
+                check_refresh_key(&bound, presented).unwrap_err().code,
+                ErrorCode::InvalidGrant
+            );
+        }
+        let unbound = family("openid email", None);
+        assert!(check_refresh_key(&unbound, Some("key-b")).is_ok());
+        assert!(check_refresh_key(&unbound, None).is_ok());
+
+        let params = |scope: &str| RawParams::new([("scope".to_owned(), scope.to_owned())]);
+        assert_eq!(
+            check_refresh_scope(&RawParams::new([]), &unbound).unwrap(),
+            "openid email"
+        );
+        assert_eq!(
+            check_refresh_scope(&params("email"), &unbound).unwrap(),
+            "email"
+        );
+        assert_eq!(
+            check_refresh_scope(&params("openid offline_access"), &unbound).unwrap(),
+            "openid",
+            "offline_access not granted is dropped"
+        );
+        assert_eq!(
+            check_refresh_scope(&params("openid profile"), &unbound)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidScope
+        );
+    }
+
+    #[test]
+    fn codes_bound_to_a_key_need_it() {
+        let record = |jkt: Option<&str>| CodeRecord {
+            client_id: "portal".into(),
+            redirect_uri: "https://rp.example/cb".into(),
+            scope: "openid".into(),
+            nonce: None,
+            code_challenge: None,
+            user_id: UserId(Uuid::now_v7()),
+            sid: "s".into(),
+            auth_time: 0,
+            acr: "1".into(),
+            amr: vec![],
+            expires_at: i64::MAX,
+            claims: Default::default(),
+            resources: vec![],
+            dpop_jkt: jkt.map(str::to_owned),
+        };
+        assert!(check_code_key(&record(None), None).is_ok());
+        assert!(check_code_key(&record(Some("k")), Some("k")).is_ok());
+        for presented in [None, Some("other")] {
+            assert_eq!(
+                check_code_key(&record(Some("k")), presented)
+                    .unwrap_err()
+                    .code,
                 ErrorCode::InvalidGrant
             );
         }
