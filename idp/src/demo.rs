@@ -1,6 +1,17 @@
 //! `idp demo`: the provider plus a small relying party built on the
 //! `openidconnect` crate, and a demo user, so a newcomer sees a full login.
 //! Development only: nothing here is reachable from `idp serve`.
+//!
+//! The relying party acts for every configured client whose redirect URI is
+//! on it. Most authenticate with a secret (`client_secret_basic`, a fresh
+//! secret replacing the registered one in memory). A `private_key_jwt` client
+//! is run as a FAPI 2.0-style client instead: a fresh ES256 key replaces its
+//! registered keys in memory, its authorization requests are pushed (PAR,
+//! RFC 9126) with PKCE, it authenticates with client assertions (RFC 7523),
+//! and, when its tokens are DPoP-bound, it proves a DPoP key at the token
+//! endpoint (RFC 9449). The `openidconnect` crate has neither PAR nor DPoP:
+//! those requests are plain HTTP calls, and the crate still verifies the ID
+//! token.
 
 use crate::app::{self, Overrides};
 use crate::config::{self, LoadedConfig};
@@ -11,15 +22,24 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idp_core::assurance::Levels;
 use idp_core::client::{
-    AccessTokenFormat, Client, ClientSecretHash, Lifetimes, TokenEndpointAuthMethod,
+    AccessTokenFormat, Client, ClientKeySource, ClientSecretHash, Lifetimes,
+    TokenEndpointAuthMethod,
 };
+use idp_core::clock::SharedClock;
 use idp_core::domain::{ClientId, Email};
 use idp_core::keys::SigningAlg;
+use idp_core::oidc::client_jwt::ClientKeys;
 use idp_core::secret::Secret;
+use josekit::jwk::Jwk;
+use josekit::jws::{ES256, JwsHeader, JwsSigner};
+use josekit::jwt::JwtPayload;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreTokenResponse,
 };
 use openidconnect::{
     AuthorizationCode, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet,
@@ -50,7 +70,89 @@ struct Pending {
 struct Portal {
     name: String,
     client: DemoClient,
+    /// Set for a FAPI 2.0-style portal (a `private_key_jwt` client).
+    fapi: Option<Fapi>,
 }
+
+/// How the demo relying party authenticates as a portal's client.
+enum Credentials {
+    /// `client_secret_basic`, with a fresh secret that replaced the
+    /// registered one in memory.
+    Secret(String),
+    /// `private_key_jwt`, with fresh keys whose public half replaced the
+    /// registered keys in memory (and PAR, and DPoP when its tokens are bound).
+    PrivateKey(Arc<PortalKeys>),
+}
+
+/// A FAPI portal's keys, made at each start and kept only in memory.
+struct PortalKeys {
+    /// Signs its client assertions.
+    assertion: Box<dyn JwsSigner>,
+    assertion_kid: String,
+    /// The JWK Set the provider verifies them with: the public half.
+    jwks: String,
+    /// Signs its DPoP proofs, when its access tokens are DPoP-bound.
+    dpop: Option<DpopKey>,
+}
+
+/// A DPoP key (RFC 9449): distinct from the client authentication key.
+struct DpopKey {
+    signer: Box<dyn JwsSigner>,
+    /// The public key, sent in each proof's header.
+    public: Jwk,
+    /// Its RFC 7638 thumbprint: the `cnf.jkt` of the tokens bound to it.
+    jkt: String,
+}
+
+impl PortalKeys {
+    fn generate(client_id: &str, dpop_bound: bool) -> anyhow::Result<Self> {
+        let kid = format!("{client_id}-demo-{}", &idp_core::random::token()[..8]);
+        let (assertion, mut public) = es256_key_pair()?;
+        public.set_key_id(&kid);
+        public.set_key_use("sig");
+        public.set_algorithm("ES256");
+        let jwks =
+            serde_json::json!({ "keys": [serde_json::Value::Object(public.as_ref().clone())] })
+                .to_string();
+        let dpop = if dpop_bound {
+            let (signer, public) = es256_key_pair()?;
+            let jkt = idp_core::oidc::dpop::jwk_thumbprint(&public)
+                .map_err(|e| anyhow!("the demo's DPoP key: {e}"))?;
+            Some(DpopKey {
+                signer,
+                public,
+                jkt,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            assertion,
+            assertion_kid: kid,
+            jwks,
+            dpop,
+        })
+    }
+}
+
+/// A fresh ES256 key pair: its signer and its public JWK.
+fn es256_key_pair() -> anyhow::Result<(Box<dyn JwsSigner>, Jwk)> {
+    let pair = ES256.generate_key_pair()?;
+    let signer = ES256.signer_from_jwk(&pair.to_jwk_private_key())?;
+    Ok((Box::new(signer), pair.to_jwk_public_key()))
+}
+
+/// What a FAPI portal needs beyond its `openidconnect` client.
+struct Fapi {
+    keys: Arc<PortalKeys>,
+    /// From discovery: `pushed_authorization_request_endpoint`,
+    /// `authorization_endpoint`, `token_endpoint`.
+    par_endpoint: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+}
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 #[derive(Clone)]
 struct Rp {
@@ -61,6 +163,8 @@ struct Rp {
     issuer: String,
     end_session: String,
     base: String,
+    /// The provider's clock (`iat` and `exp` of assertions and proofs).
+    clock: SharedClock,
 }
 
 /// The built-in demo portal's registration (identifier then password).
@@ -97,9 +201,10 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     let rp_base = format!("http://{rp_addr}");
     let mut clients = config::load_clients(cfg.clients_dir.as_deref(), &cfg.levels)?;
     // Configured clients whose callback is on the demo relying party become
-    // demo portals; the demo acts for them with a fresh secret held in memory
-    // (the configuration is not touched).
-    let mut secrets: BTreeMap<String, String> = BTreeMap::new();
+    // demo portals; the demo acts for them with a fresh secret, or for a
+    // private_key_jwt client fresh keys, held in memory (the configuration
+    // is not touched).
+    let mut credentials: BTreeMap<String, Credentials> = BTreeMap::new();
     let mut demo_portals = Vec::new();
     for c in clients.iter() {
         let callback = format!("{rp_base}/{}/callback", c.id);
@@ -108,14 +213,23 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         }
     }
     for mut c in demo_portals {
+        if c.auth_method == TokenEndpointAuthMethod::PrivateKeyJwt {
+            let keys = PortalKeys::generate(&c.id.0, c.protocol.dpop_bound)?;
+            let registered = ClientKeys::from_jwks(&keys.jwks)
+                .map_err(|e| anyhow!("the demo's key for {}: {e}", c.id))?;
+            c.protocol.keys = Some(ClientKeySource::Inline(Arc::new(registered)));
+            credentials.insert(c.id.0.clone(), Credentials::PrivateKey(Arc::new(keys)));
+            clients.insert(c);
+            continue;
+        }
         let secret = idp_core::random::token();
         c.secret_hash = Some(ClientSecretHash::of(&secret));
         c.auth_method = TokenEndpointAuthMethod::ClientSecretBasic;
-        secrets.insert(c.id.0.clone(), secret);
+        credentials.insert(c.id.0.clone(), Credentials::Secret(secret));
         clients.insert(c);
     }
     let demo_secret = idp_core::random::token();
-    secrets.insert(DEMO_CLIENT.into(), demo_secret.clone());
+    credentials.insert(DEMO_CLIENT.into(), Credentials::Secret(demo_secret.clone()));
     let overrides = Overrides {
         extra_clients: vec![demo_client(&rp_base, &demo_secret, &cfg.levels)],
         ..Overrides::default()
@@ -127,7 +241,8 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen: cannot bind {}", cfg.settings.listen))?;
     let themes = state.themes.clone();
-    let names: BTreeMap<String, String> = secrets
+    let clock = state.provider.clock.clone();
+    let names: BTreeMap<String, String> = credentials
         .keys()
         .filter_map(|id| {
             state
@@ -141,7 +256,7 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     let rp_listener = tokio::net::TcpListener::bind(rp_addr)
         .await
         .with_context(|| format!("--rp-port: cannot bind {rp_addr}"))?;
-    let rp = relying_party(&cfg.issuer, &rp_base, &secrets, &names, themes).await?;
+    let rp = relying_party(&cfg.issuer, &rp_base, &credentials, &names, themes, clock).await?;
     let portal_list: Vec<String> = rp.portals.keys().cloned().collect();
     let rp_router = Router::new()
         .route("/", get(index))
@@ -329,9 +444,10 @@ async fn start_partner_sso(cfg: &LoadedConfig) -> anyhow::Result<Option<PartnerS
 async fn relying_party(
     issuer: &str,
     base: &str,
-    secrets: &BTreeMap<String, String>,
+    credentials: &BTreeMap<String, Credentials>,
     names: &BTreeMap<String, String>,
     themes: Arc<Themes>,
+    clock: SharedClock,
 ) -> anyhow::Result<Rp> {
     let http = openidconnect::reqwest::ClientBuilder::new()
         .redirect(openidconnect::reqwest::redirect::Policy::none())
@@ -340,15 +456,42 @@ async fn relying_party(
         .await
         .map_err(|e| anyhow!("demo: discovery of {issuer} failed: {e}"))?;
     let mut portals = BTreeMap::new();
-    for (id, secret) in secrets {
+    let mut par_endpoint: Option<String> = None;
+    for (id, creds) in credentials {
+        let secret = match creds {
+            Credentials::Secret(secret) => Some(ClientSecret::new(secret.clone())),
+            Credentials::PrivateKey(_) => None,
+        };
         let client = CoreClient::from_provider_metadata(
             meta.clone(),
             openidconnect::ClientId::new(id.clone()),
-            Some(ClientSecret::new(secret.clone())),
+            secret,
         )
         .set_redirect_uri(RedirectUrl::new(format!("{base}/{id}/callback"))?);
+        let fapi = match creds {
+            Credentials::Secret(_) => None,
+            Credentials::PrivateKey(keys) => {
+                let par = match &par_endpoint {
+                    Some(par) => par.clone(),
+                    None => {
+                        let par = pushed_authorization_endpoint(&http, issuer).await?;
+                        par_endpoint = Some(par.clone());
+                        par
+                    }
+                };
+                Some(Fapi {
+                    keys: keys.clone(),
+                    par_endpoint: par,
+                    authorization_endpoint: meta.authorization_endpoint().to_string(),
+                    token_endpoint: meta
+                        .token_endpoint()
+                        .map(|t| t.to_string())
+                        .ok_or_else(|| anyhow!("demo: {issuer} lists no token_endpoint"))?,
+                })
+            }
+        };
         let name = names.get(id).cloned().unwrap_or_else(|| id.clone());
-        portals.insert(id.clone(), Portal { name, client });
+        portals.insert(id.clone(), Portal { name, client, fapi });
     }
     Ok(Rp {
         portals: Arc::new(portals),
@@ -358,7 +501,27 @@ async fn relying_party(
         issuer: issuer.to_owned(),
         end_session: format!("{issuer}/logout"),
         base: base.to_owned(),
+        clock,
     })
+}
+
+/// The provider's PAR endpoint, read from its discovery document (the
+/// `openidconnect` crate's metadata type does not know the field).
+async fn pushed_authorization_endpoint(
+    http: &openidconnect::reqwest::Client,
+    issuer: &str,
+) -> anyhow::Result<String> {
+    let doc: serde_json::Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    doc.get("pushed_authorization_request_endpoint")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("demo: {issuer} lists no pushed_authorization_request_endpoint"))
 }
 
 fn render(rp: &Rp, ctx: minijinja::Value) -> Response {
@@ -433,6 +596,12 @@ async fn login(
     let Some(p) = portal(&rp, &id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Some(fapi) = &p.fapi {
+        return match pushed_login(&rp, &id, fapi, q.acr).await {
+            Ok(url) => Redirect::to(url.as_str()).into_response(),
+            Err(e) => error_page(&rp, &id, p, format!("{e:#}")),
+        };
+    }
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let mut req = p
         .client
@@ -448,12 +617,225 @@ async fn login(
         req = req.add_auth_context_value(openidconnect::AuthenticationContextClass::new(acr));
     }
     let (url, state, nonce) = req.url();
+    remember(&rp, &state, Pending { verifier, nonce });
+    Redirect::to(url.as_str()).into_response()
+}
+
+/// Keeps what the callback of the authorization request `state` needs.
+fn remember(rp: &Rp, state: &CsrfToken, p: Pending) {
     let mut pending = rp.pending.lock().unwrap_or_else(|p| p.into_inner());
     if pending.len() > 1000 {
         pending.clear();
     }
-    pending.insert(state.secret().clone(), Pending { verifier, nonce });
-    Redirect::to(url.as_str()).into_response()
+    pending.insert(state.secret().clone(), p);
+}
+
+/// A FAPI portal's sign-in: the authorization request (PKCE S256, state,
+/// nonce) pushed to the PAR endpoint with a client assertion; returns where
+/// to send the browser (`/authorize` with `client_id` and `request_uri`).
+async fn pushed_login(
+    rp: &Rp,
+    id: &str,
+    fapi: &Fapi,
+    acr: Option<String>,
+) -> anyhow::Result<url::Url> {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (state, nonce) = (CsrfToken::new_random(), Nonce::new_random());
+    let mut form = vec![
+        ("response_type", "code".to_owned()),
+        ("client_id", id.to_owned()),
+        ("redirect_uri", format!("{}/{id}/callback", rp.base)),
+        ("scope", "openid profile email".to_owned()),
+        ("state", state.secret().clone()),
+        ("nonce", nonce.secret().clone()),
+        ("code_challenge", challenge.as_str().to_owned()),
+        ("code_challenge_method", "S256".to_owned()),
+        ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+        ("client_assertion", client_assertion(rp, id, &fapi.keys)?),
+    ];
+    if let Some(acr) = acr {
+        form.push(("acr_values", acr));
+    }
+    let res = rp
+        .http
+        .post(&fapi.par_endpoint)
+        .form(&form)
+        .send()
+        .await
+        .context("the PAR request failed")?;
+    let status = res.status();
+    let body: serde_json::Value = res
+        .json()
+        .await
+        .with_context(|| format!("the PAR endpoint answered {status}, not JSON"))?;
+    if status.as_u16() != 201 {
+        anyhow::bail!("the PAR endpoint answered {status}: {body}");
+    }
+    let request_uri = body
+        .get("request_uri")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| anyhow!("no request_uri in the PAR answer: {body}"))?;
+    remember(rp, &state, Pending { verifier, nonce });
+    Ok(url::Url::parse_with_params(
+        &fapi.authorization_endpoint,
+        [("client_id", id), ("request_uri", request_uri)],
+    )?)
+}
+
+/// A signed JWT with these claims and header `typ` (and `kid` or `jwk`).
+fn sign_jwt(
+    signer: &dyn JwsSigner,
+    typ: &str,
+    header_key: impl FnOnce(&mut JwsHeader),
+    claims: serde_json::Value,
+) -> anyhow::Result<String> {
+    let mut header = JwsHeader::new();
+    header.set_token_type(typ);
+    header_key(&mut header);
+    let serde_json::Value::Object(claims) = claims else {
+        anyhow::bail!("JWT claims must be an object");
+    };
+    Ok(josekit::jwt::encode_with_signer(
+        &JwtPayload::from_map(claims)?,
+        &header,
+        signer,
+    )?)
+}
+
+/// A `private_key_jwt` client assertion (RFC 7523 §3): `iss` = `sub` = the
+/// client, `aud` the issuer identifier, a fresh `jti`, valid one minute.
+fn client_assertion(rp: &Rp, client_id: &str, keys: &PortalKeys) -> anyhow::Result<String> {
+    let now = rp.clock.now().unix_timestamp();
+    sign_jwt(
+        keys.assertion.as_ref(),
+        "JWT",
+        |h| h.set_key_id(&keys.assertion_kid),
+        serde_json::json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": rp.issuer,
+            "jti": idp_core::random::token(),
+            "iat": now,
+            "exp": now + 60,
+        }),
+    )
+}
+
+/// A DPoP proof (RFC 9449 §4.2) of `key` for a request `htm` to `htu`.
+fn dpop_proof(rp: &Rp, key: &DpopKey, htm: &str, htu: &str) -> anyhow::Result<String> {
+    sign_jwt(
+        key.signer.as_ref(),
+        "dpop+jwt",
+        |h| h.set_jwk(key.public.clone()),
+        serde_json::json!({
+            "jti": idp_core::random::token(),
+            "htm": htm,
+            "htu": htu,
+            "iat": rp.clock.now().unix_timestamp(),
+        }),
+    )
+}
+
+/// A FAPI portal's code exchange: `private_key_jwt`, the PKCE verifier and,
+/// for DPoP-bound tokens, a DPoP proof. Checks the response's `iss` first
+/// (RFC 9207, which FAPI 2.0 asks clients to check) and, for a bound token,
+/// that it is bound to the demo's DPoP key. Returns the tokens and rows
+/// saying how they were obtained.
+async fn fapi_exchange(
+    rp: &Rp,
+    id: &str,
+    fapi: &Fapi,
+    query: &HashMap<String, String>,
+    code: &str,
+    verifier: PkceCodeVerifier,
+) -> anyhow::Result<(CoreTokenResponse, Vec<(&'static str, String)>)> {
+    let iss = query.get("iss").map(String::as_str);
+    if iss != Some(rp.issuer.as_str()) {
+        anyhow::bail!(
+            "the authorization response's iss is {iss:?}, not {:?}",
+            rp.issuer
+        );
+    }
+    let form = [
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("redirect_uri", format!("{}/{id}/callback", rp.base)),
+        ("code_verifier", verifier.secret().clone()),
+        ("client_assertion_type", ASSERTION_TYPE.to_owned()),
+        ("client_assertion", client_assertion(rp, id, &fapi.keys)?),
+    ];
+    let mut req = rp.http.post(&fapi.token_endpoint).form(&form);
+    if let Some(key) = &fapi.keys.dpop {
+        req = req.header("DPoP", dpop_proof(rp, key, "POST", &fapi.token_endpoint)?);
+    }
+    let res = req.send().await.context("code exchange failed")?;
+    let status = res.status();
+    let body: serde_json::Value = res.json().await.with_context(|| {
+        format!("code exchange: the token endpoint answered {status}, not JSON")
+    })?;
+    if !status.is_success() {
+        anyhow::bail!("code exchange failed: {status} {body}");
+    }
+    let token_type = body
+        .get("token_type")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let tokens: CoreTokenResponse =
+        serde_json::from_value(body).context("code exchange: not a token response")?;
+    let mut rows = vec![
+        (
+            "client authentication",
+            "private_key_jwt (an ES256 client assertion)".to_owned(),
+        ),
+        (
+            "authorization request",
+            "pushed (PAR), PKCE S256".to_owned(),
+        ),
+        ("token_type", token_type.clone()),
+    ];
+    if let Some(key) = &fapi.keys.dpop {
+        if !token_type.eq_ignore_ascii_case("DPoP") {
+            anyhow::bail!("expected a DPoP-bound access token, got token_type {token_type:?}");
+        }
+        // The access token is for resource servers; the demo reads its
+        // claims (it came straight from the token endpoint) only to show
+        // the binding.
+        let shown = match access_token_claims(tokens.access_token().secret()) {
+            None => "(an opaque access token: introspection gives its cnf.jkt)".to_owned(),
+            Some(claims) => {
+                let jkt = claims
+                    .pointer("/cnf/jkt")
+                    .and_then(serde_json::Value::as_str);
+                if jkt != Some(key.jkt.as_str()) {
+                    anyhow::bail!(
+                        "the access token's cnf.jkt is {jkt:?}, not the demo's DPoP key {:?}",
+                        key.jkt
+                    );
+                }
+                format!("{} (matches the DPoP key of this portal)", key.jkt)
+            }
+        };
+        rows.push(("access token cnf.jkt", shown));
+    }
+    Ok((tokens, rows))
+}
+
+/// The claims of a JWT access token, unverified; `None` for another token.
+fn access_token_claims(token: &str) -> Option<serde_json::Value> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let [_, payload, _] = parts[..] else {
+        return None;
+    };
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+}
+
+/// A portal's page showing an error.
+fn error_page(rp: &Rp, id: &str, p: &Portal, msg: String) -> Response {
+    render(
+        rp,
+        minijinja::context! { portal_name => p.name.clone(), login_url => format!("/{id}/login"), logout_url => format!("/{id}/logout"), error => msg },
+    )
 }
 
 async fn callback(
@@ -464,12 +846,7 @@ async fn callback(
     let Some(p) = portal(&rp, &id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let show_error = |msg: String| {
-        render(
-            &rp,
-            minijinja::context! { portal_name => p.name.clone(), login_url => format!("/{id}/login"), logout_url => format!("/{id}/logout"), error => msg },
-        )
-    };
+    let show_error = |msg: String| error_page(&rp, &id, p, msg);
     if let Some(e) = q.get("error") {
         return show_error(format!("the provider answered {e}"));
     }
@@ -484,17 +861,28 @@ async fn callback(
     let Some(code) = q.get("code") else {
         return show_error("no code in the callback".into());
     };
-    let exchange = match p.client.exchange_code(AuthorizationCode::new(code.clone())) {
-        Ok(x) => x,
-        Err(e) => return show_error(e.to_string()),
-    };
-    let tokens = match exchange
-        .set_pkce_verifier(pending.verifier)
-        .request_async(&rp.http)
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => return show_error(format!("code exchange failed: {e}")),
+    let mut fapi_rows = Vec::new();
+    let tokens = if let Some(fapi) = &p.fapi {
+        match fapi_exchange(&rp, &id, fapi, &q, code, pending.verifier).await {
+            Ok((tokens, rows)) => {
+                fapi_rows = rows;
+                tokens
+            }
+            Err(e) => return show_error(format!("{e:#}")),
+        }
+    } else {
+        let exchange = match p.client.exchange_code(AuthorizationCode::new(code.clone())) {
+            Ok(x) => x,
+            Err(e) => return show_error(e.to_string()),
+        };
+        match exchange
+            .set_pkce_verifier(pending.verifier)
+            .request_async(&rp.http)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => return show_error(format!("code exchange failed: {e}")),
+        }
     };
     let Some(id_token) = tokens.id_token() else {
         return show_error("no ID token".into());
@@ -507,7 +895,7 @@ async fn callback(
         Ok(c) => c,
         Err(e) => return show_error(format!("ID token rejected: {e}")),
     };
-    let rows = vec![
+    let mut rows = vec![
         ("sub", claims.subject().to_string()),
         ("iss", claims.issuer().to_string()),
         (
@@ -555,6 +943,7 @@ async fn callback(
                 .unwrap_or_default(),
         ),
     ];
+    rows.extend(fapi_rows);
     let user: Vec<minijinja::Value> = rows
         .into_iter()
         .map(|(n, v)| minijinja::context! { name => n, value => v })

@@ -642,6 +642,102 @@ async fn the_demo_signs_in_through_its_partner_sso() {
     drop(demo);
 }
 
+/// The FAPI 2.0-style example portal (config/clients/partner-api.toml, a
+/// `private_key_jwt` client with PAR and DPoP-bound tokens): the demo pushes
+/// its authorization request (the browser is sent to `/authorize` with only
+/// `client_id` and `request_uri`), the demo user signs in with a second
+/// factor, and the portal shows a DPoP-bound access token, bound to the
+/// demo's own DPoP key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fapi_portal_pushes_its_request_and_gets_a_dpop_bound_token() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
+    let (idp_port, rp_port) = (free_port(), free_port());
+    copy_repo_config(&dir.0, rp_port, free_port());
+    let issuer = format!("http://localhost:{idp_port}");
+    let demo = Demo::start(&dir.0, idp_port, rp_port, &[("IDP_ISSUER", &issuer)]);
+    let rp = format!("http://127.0.0.1:{rp_port}");
+    assert!(
+        demo.printed.contains(&format!("{rp}/partner-api/")),
+        "the FAPI portal is served: {}",
+        demo.printed
+    );
+    let outbox = Outbox::new(dir.0.join("data/outbox"));
+
+    let browser = Browser::new();
+    let res = browser.get(&format!("{rp}/partner-api/login")).await;
+    assert_eq!(res.status(), 303);
+    let authorize = location(&res);
+    let url = url::Url::parse(&authorize).unwrap();
+    assert_eq!(
+        url.as_str().split('?').next(),
+        Some(format!("{issuer}/authorize").as_str())
+    );
+    let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    assert_eq!(
+        params.len(),
+        2,
+        "only client_id and request_uri: {authorize}"
+    );
+    assert_eq!(
+        query_param(&authorize, "client_id").as_deref(),
+        Some("partner-api")
+    );
+    assert!(
+        query_param(&authorize, "request_uri")
+            .is_some_and(|u| u.starts_with("urn:ietf:params:oauth:request_uri:")),
+        "a pushed request's reference: {authorize}"
+    );
+
+    let (seen, url) = walk_login(
+        &browser,
+        &issuer,
+        authorize,
+        &rp,
+        ("demo@example.com", &demo.password),
+        &outbox,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        ["identifier", "password", "totp_enroll", "recovery_codes"],
+        "password and a second factor"
+    );
+    assert!(
+        url.starts_with(&format!("{rp}/partner-api/callback?")),
+        "ended at {url}"
+    );
+    let html = page(&browser, &url).await;
+    assert!(html.contains("demo@example.com"), "signed in: {html}");
+    let row = |name: &str| {
+        let start = html
+            .find(&format!("<code>{name}</code>"))
+            .unwrap_or_else(|| panic!("no row {name} in {html}"));
+        let cell = &html[start..];
+        let value = &cell[cell.find("<td>").unwrap() + 4..cell.find("</td>").unwrap()];
+        value.to_owned()
+    };
+    assert_eq!(row("acr"), "2");
+    assert!(row("amr").split(' ').any(|m| m == "mfa"), "{html}");
+    assert_eq!(
+        row("client authentication"),
+        "private_key_jwt (an ES256 client assertion)"
+    );
+    assert_eq!(row("authorization request"), "pushed (PAR), PKCE S256");
+    assert_eq!(row("token_type"), "DPoP");
+    let jkt = row("access token cnf.jkt");
+    assert!(
+        jkt.ends_with(" (matches the DPoP key of this portal)"),
+        "bound to the demo's DPoP key (the demo refuses any other): {jkt}"
+    );
+    assert_eq!(
+        jkt.split(' ').next().unwrap().len(),
+        43,
+        "a SHA-256 thumbprint, base64url: {jkt}"
+    );
+    drop(demo);
+}
+
 // ------------------------------------------------- the account journeys
 
 /// A 200 page's HTML.
