@@ -240,18 +240,43 @@ async function dropDatabase(name) {
   await run('psql', [PG_URL, '-qc', `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]).catch(() => {});
 }
 
+// A TOML value (string, boolean, integer, list, or object as an inline
+// table), for the client file keys of `settings` below.
+function tomlValue(v) {
+  if (Array.isArray(v)) return `[${v.map(tomlValue).join(', ')}]`;
+  if (v !== null && typeof v === 'object') {
+    const key = (k) => (/^[A-Za-z0-9_-]+$/.test(k) ? k : JSON.stringify(k));
+    return `{ ${Object.entries(v).map(([k, x]) => `${key(k)} = ${tomlValue(x)}`).join(', ')} }`;
+  }
+  // A JSON string is a valid TOML basic string (same escapes).
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'boolean' || Number.isInteger(v)) return String(v);
+  throw new Error(`no TOML form for ${JSON.stringify(v)}`);
+}
+
+// Whether a client authenticates with a secret checked against secret_hash
+// (the default): one authenticating with a signed JWT has no secret_hash.
+function usesSecretHash(c) {
+  return !['private_key_jwt', 'client_secret_jwt'].includes(c.settings?.token_endpoint_auth_method);
+}
+
 // A client file body. `flows` is a list of step lists (first is the default).
+// `settings`: more top-level keys of the client file, as config/README.md
+// spells them ({token_endpoint_auth_method, jwks (an object, written as an
+// inline table, or its JSON text), response_modes, dpop_bound_access_tokens,
+// ...}).
 function clientToml(c) {
   const lines = [
     `client_id = "${c.id}"`,
     `name = "${c.name}"`,
     'type = "confidential"',
-    `secret_hash = "${c.secretHash}"`,
+    ...(usesSecretHash(c) ? [`secret_hash = "${c.secretHash}"`] : []),
     `redirect_uris = ["${c.redirectUri}"]`,
     `post_logout_redirect_uris = ["${c.postLogoutRedirectUri}"]`,
     'grant_types = ["authorization_code", "refresh_token"]',
     'scopes = ["openid", "profile", "email"]',
     'require_pkce = true',
+    ...Object.entries(c.settings || {}).map(([k, v]) => `${k} = ${tomlValue(v)}`),
   ];
   if (c.allowOrgCreation) lines.push('', '[account]', 'allow_org_creation = true');
   // A flow is a list of steps (named f<i>, level i + 1), or {name, acr, steps}.
@@ -290,9 +315,11 @@ async function newSecret() {
 
 /**
  * Starts aiosmtpd, the SMS provider's stand-in and `idp serve`. `clients`:
- * [{id, name, redirectUri, postLogoutRedirectUri, flows?}] or [{id, example:
- * 'marketplace.toml', ...}] (a file of config/clients/, whose theme comes from
- * the repository's themes/); each gets a fresh secret (`client.secret`).
+ * [{id, name, redirectUri, postLogoutRedirectUri, flows?, settings?}] or
+ * [{id, example: 'marketplace.toml', ...}] (a file of config/clients/, whose
+ * theme comes from the repository's themes/); each gets a fresh secret
+ * (`client.secret`), but for a client whose `settings` choose
+ * `private_key_jwt` or `client_secret_jwt`.
  * `host`: the issuer's host (127.0.0.1, or localhost for WebAuthn and for
  * a provider whose cookies must stay apart from another one on 127.0.0.1);
  * `port`: its port (default: a free one); `config`: more lines for idp.toml,
@@ -315,7 +342,8 @@ export async function startIdp({ clients, host = '127.0.0.1', port: chosenPort, 
 
   const registered = [];
   for (const c of clients) {
-    const { secret, hash } = await newSecret();
+    // (No secret for a client authenticating with a signed JWT.)
+    const { secret, hash } = c.example || usesSecretHash(c) ? await newSecret() : {};
     const full = { ...c, secret, secretHash: hash };
     await writeFile(join(confDir, 'clients', `${c.id}.toml`), c.example ? await exampleToml(full) : clientToml(full));
     registered.push(full);

@@ -15,23 +15,48 @@ function html(title, body) {
 }
 
 // The portal's web server: every path answers a small page; `hits` lists
-// the URLs it received.
+// the URLs it received, and `posts` the POST requests with their bodies
+// ({url, contentType, body}): the Form Post Response Mode delivers the
+// authorization response as a POST to the callback. The body is recorded
+// before the page is answered, so a test whose browser has loaded the
+// callback finds it there.
 export async function startPortalServer() {
   const hits = [];
+  const posts = [];
   const server = createServer((req, res) => {
     const url = new URL(req.url, `http://${req.headers.host}`);
     hits.push(url.toString());
-    const callback = url.pathname.endsWith('/callback');
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(callback
-      ? html('Portal callback', '<p>The portal received the authorization response.</p>')
-      : html('Portal home', '<p>Signed out of the portal.</p>'));
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      if (req.method === 'POST') {
+        posts.push({
+          url: url.toString(),
+          contentType: req.headers['content-type'] || '',
+          body: Buffer.concat(chunks).toString('utf8'),
+        });
+      }
+      const callback = url.pathname.endsWith('/callback');
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(callback
+        ? html('Portal callback', '<p>The portal received the authorization response.</p>')
+        : html('Portal home', '<p>Signed out of the portal.</p>'));
+    });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${server.address().port}`;
   return {
     base,
     hits,
+    posts,
+    // The last POST received at `url`, as the Fetch API Request the portal
+    // got (what openid-client's authorizationCodeGrant takes for a posted
+    // response).
+    postedRequest(url) {
+      const p = posts.filter((x) => x.url === url).at(-1);
+      if (!p) throw new Error(`the portal received no POST at ${url}`);
+      return new Request(p.url, { method: 'POST', headers: { 'content-type': p.contentType }, body: p.body });
+    },
     clientUris: (id) => ({ redirectUri: `${base}/${id}/callback`, postLogoutRedirectUri: `${base}/${id}/` }),
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
