@@ -8,7 +8,9 @@
 #
 # Settings (environment): BENCH_DURATION (seconds per wrk run, 4),
 # BENCH_CONNECTIONS (16), BENCH_REPS (3), BENCH_LOGIN_CONCURRENCY (8),
-# BENCH_MINT_SECS (2). Targets 127.0.0.1 only; every server it starts is
+# BENCH_MINT_SECS (2), BENCH_PHASES (which measurements to run on each
+# server, "wrk codes dpop logins"; a shorter list gives a shorter run whose
+# table shows "—" for the rest). Targets 127.0.0.1 only; every server it starts is
 # stopped on exit, the PostgreSQL database it creates is dropped and its
 # Redis keys deleted.
 set -euo pipefail
@@ -27,11 +29,18 @@ REPS=${BENCH_REPS:-3}
 # measures latency rather than how many logins a server can take.
 LOGIN_CONCURRENCY=${BENCH_LOGIN_CONCURRENCY:-8}
 MINT_SECS=${BENCH_MINT_SECS:-2}
+PHASES=" ${BENCH_PHASES:-wrk codes dpop logins} "
+for p in $PHASES; do
+    case $p in wrk | codes | dpop | logins) ;; *) printf 'bench: error: unknown phase %s in BENCH_PHASES\n' "$p" >&2 && exit 1 ;; esac
+done
+phase() { [[ $PHASES == *" $1 "* ]]; }
 PG_HOST=127.0.0.1
 PG_PORT=5432
 REDIS_HOST=127.0.0.1
 REDIS_PORT=6379
 CLIENT_ID=bench
+# The second client: private_key_jwt (RFC 7523) and DPoP-bound (RFC 9449).
+DPOP_CLIENT_ID=bench-dpop
 REDIRECT_URI=http://127.0.0.1:9/cb
 USER_EMAIL=bench@example.com
 
@@ -114,6 +123,7 @@ cleanup() {
             xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" del >/dev/null 2>&1 || true
     fi
     rm -rf "$RUN"/*/data
+    rm -f "$RUN/dpop-client-key.json"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -174,6 +184,11 @@ SECRET_HASH_LINE=$(grep '^secret_hash = ' <<<"$SECRET_OUT")
 [ -n "$CLIENT_SECRET" ] && [ -n "$SECRET_HASH_LINE" ] || fail "unexpected output of idp client secret"
 PASSWORD=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
 BASIC="Basic $(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)"
+# The private_key_jwt + DPoP client's ES256 key: the private JWK for the
+# driver (deleted at the end), the public JWK Set registered with each
+# server (bench/config.sh for ours, BENCH_DPOP_CLIENT_JWKS for the peer).
+DPOP_CLIENT_KEY=$RUN/dpop-client-key.json
+DPOP_CLIENT_JWKS=$("$DRIVE" keygen --out "$DPOP_CLIENT_KEY")
 
 # --- Measurements --------------------------------------------------------------
 # wrk against one endpoint, REPS times; one JSON line per run into $RESULTS,
@@ -245,25 +260,42 @@ measure() {
     WRK_METHOD=GET WRK_BODY="" WRK_AUTH="Bearer $access" \
         wrk -t1 -c"$CONNECTIONS" -d1s -s "$BENCH/wrk/request.lua" "$issuer$userinfo_path" >/dev/null
 
-    log "$server: wrk, $CONNECTIONS connections, ${DURATION}s x $REPS"
-    run_wrk "$server" "$pid" discovery "$issuer/.well-known/openid-configuration" GET "" "" "$count_redis"
-    run_wrk "$server" "$pid" jwks "$issuer$jwks_path" GET "" "" "$count_redis"
-    run_wrk "$server" "$pid" token_cc "$issuer$token_path" POST "grant_type=client_credentials" "$BASIC" "$count_redis"
-    run_wrk "$server" "$pid" introspect "$issuer$introspect_path" POST "token=$access" "$BASIC" "$count_redis"
-    run_wrk "$server" "$pid" userinfo "$issuer$userinfo_path" GET "" "Bearer $access" "$count_redis"
-
-    rss_mark "$server" "$pid" "after wrk"
-    log "$server: authorization codes and refresh tokens (driver, $CONNECTIONS connections)"
-    timeout 600 "$DRIVE" codes "${drive_args[@]}" --concurrency "$CONNECTIONS" --reps "$REPS" \
-        --mint-secs "$MINT_SECS" --max 8000 --max-secs "$DURATION" |
-        sed "s/^{/{\"server\":\"$server\",\"tool\":\"drive\",/" >>"$RESULTS" || fail "$server: codes run failed"
-    rss_mark "$server" "$pid" "after codes and refresh"
-    log "$server: interactive logins (driver, $LOGIN_CONCURRENCY browsers at once, ${DURATION}s x $REPS)"
-    timeout 600 "$DRIVE" logins "${drive_args[@]}" --concurrency "$LOGIN_CONCURRENCY" --reps "$REPS" \
-        --secs "$DURATION" |
-        sed "s/^{/{\"server\":\"$server\",\"tool\":\"drive\",/" >>"$RESULTS" || fail "$server: login run failed"
-    rss_mark "$server" "$pid" "after logins"
-    grep "\"server\":\"$server\",\"tool\":\"drive\"" "$RESULTS" | python3 "$BENCH/report.py" progress
+    if phase wrk; then
+        log "$server: wrk, $CONNECTIONS connections, ${DURATION}s x $REPS"
+        run_wrk "$server" "$pid" discovery "$issuer/.well-known/openid-configuration" GET "" "" "$count_redis"
+        run_wrk "$server" "$pid" jwks "$issuer$jwks_path" GET "" "" "$count_redis"
+        run_wrk "$server" "$pid" token_cc "$issuer$token_path" POST "grant_type=client_credentials" "$BASIC" "$count_redis"
+        run_wrk "$server" "$pid" introspect "$issuer$introspect_path" POST "token=$access" "$BASIC" "$count_redis"
+        run_wrk "$server" "$pid" userinfo "$issuer$userinfo_path" GET "" "Bearer $access" "$count_redis"
+        rss_mark "$server" "$pid" "after wrk"
+    fi
+    if phase codes; then
+        log "$server: authorization codes and refresh tokens (driver, $CONNECTIONS connections)"
+        timeout 600 "$DRIVE" codes "${drive_args[@]}" --concurrency "$CONNECTIONS" --reps "$REPS" \
+            --mint-secs "$MINT_SECS" --max 8000 --max-secs "$DURATION" |
+            sed "s/^{/{\"server\":\"$server\",\"tool\":\"drive\",/" >>"$RESULTS" || fail "$server: codes run failed"
+        rss_mark "$server" "$pid" "after codes and refresh"
+    fi
+    if phase dpop; then
+        # The same minting and timed exchange as the codes above, for the
+        # private_key_jwt + DPoP client: a fresh client assertion and DPoP
+        # proof per code, signed before the timed run; the answers' token
+        # type and one token's binding (cnf.jkt) are checked each run.
+        log "$server: authorization codes, private_key_jwt + DPoP (driver, $CONNECTIONS connections)"
+        timeout 600 "$DRIVE" dpop-codes "${drive_args[@]}" --dpop-client-id "$DPOP_CLIENT_ID" \
+            --client-key "$DPOP_CLIENT_KEY" --concurrency "$CONNECTIONS" --reps "$REPS" \
+            --mint-secs "$MINT_SECS" --max 8000 --max-secs "$DURATION" |
+            sed "s/^{/{\"server\":\"$server\",\"tool\":\"drive\",/" >>"$RESULTS" || fail "$server: private_key_jwt + DPoP codes run failed"
+        rss_mark "$server" "$pid" "after private_key_jwt + DPoP codes"
+    fi
+    if phase logins; then
+        log "$server: interactive logins (driver, $LOGIN_CONCURRENCY browsers at once, ${DURATION}s x $REPS)"
+        timeout 600 "$DRIVE" logins "${drive_args[@]}" --concurrency "$LOGIN_CONCURRENCY" --reps "$REPS" \
+            --secs "$DURATION" |
+            sed "s/^{/{\"server\":\"$server\",\"tool\":\"drive\",/" >>"$RESULTS" || fail "$server: login run failed"
+        rss_mark "$server" "$pid" "after logins"
+    fi
+    { grep "\"server\":\"$server\",\"tool\":\"drive\"" "$RESULTS" || true; } | python3 "$BENCH/report.py" progress
 
     printf '{"server":"%s","kind":"rss","idle_kib":%d,"end_kib":%d,"hwm_kib":%d}\n' "$server" \
         "$idle_kib" "$(status_kib "$pid" VmRSS)" "$(status_kib "$pid" VmHWM)" >>"$RESULTS"
@@ -323,6 +355,7 @@ DIR=$RUN/peer
 mkdir -p "$DIR"
 log "peer (oidc-provider $(node -p 'require("./bench/peer/node_modules/oidc-provider/package.json").version'), node $(node --version)) on 127.0.0.1:$PORT"
 PEER_PORT=$PORT BENCH_CLIENT_ID=$CLIENT_ID BENCH_CLIENT_SECRET=$CLIENT_SECRET \
+    BENCH_DPOP_CLIENT_ID=$DPOP_CLIENT_ID BENCH_DPOP_CLIENT_JWKS=$DPOP_CLIENT_JWKS \
     BENCH_REDIRECT_URI=$REDIRECT_URI BENCH_USER_EMAIL=$USER_EMAIL BENCH_USER_PASSWORD=$PASSWORD \
     NODE_ENV=production node "$BENCH/peer/server.js" >"$DIR/server.log" 2>&1 &
 SERVER_PID=$!

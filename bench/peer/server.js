@@ -14,11 +14,17 @@
 //   libuv's thread pool); consent is implicit (first-party), as ours;
 // - an in-process store without the size limit of oidc-provider's
 //   development MemoryAdapter (an LRU of 1000 entries that would drop the
-//   benchmark's pre-minted codes), the counterpart of our in-process store.
+//   benchmark's pre-minted codes), the counterpart of our in-process store;
+// - when BENCH_DPOP_CLIENT_ID and BENCH_DPOP_CLIENT_JWKS are set, a second
+//   client as ours for the private_key_jwt + DPoP row: private_key_jwt
+//   (RFC 7523) with the public keys given, dpop_bound_access_tokens (RFC
+//   9449, features.dPoP on, no server nonces, as ours), grants
+//   authorization_code and refresh_token.
 //
 // Settings come from the environment: PEER_PORT, BENCH_CLIENT_ID,
 // BENCH_CLIENT_SECRET, BENCH_REDIRECT_URI, BENCH_USER_EMAIL,
-// BENCH_USER_PASSWORD. Listens on 127.0.0.1 only.
+// BENCH_USER_PASSWORD, optionally BENCH_DPOP_CLIENT_ID and
+// BENCH_DPOP_CLIENT_JWKS (a JWK Set, JSON). Listens on 127.0.0.1 only.
 
 import http from 'node:http';
 import crypto from 'node:crypto';
@@ -111,6 +117,19 @@ const account = {
   },
 };
 
+// The private_key_jwt + DPoP client, as ours (bench/config.sh).
+const dpopClients = process.env.BENCH_DPOP_CLIENT_ID ? [{
+  client_id: process.env.BENCH_DPOP_CLIENT_ID,
+  redirect_uris: [env('BENCH_REDIRECT_URI')],
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'private_key_jwt',
+  jwks: JSON.parse(env('BENCH_DPOP_CLIENT_JWKS')),
+  dpop_bound_access_tokens: true,
+  id_token_signed_response_alg: 'ES256',
+  scope: 'openid profile email',
+}] : [];
+
 const provider = new Provider(ISSUER, {
   adapter: StoreAdapter,
   clients: [{
@@ -122,7 +141,7 @@ const provider = new Provider(ISSUER, {
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
     scope: 'openid profile email api',
-  }],
+  }, ...dpopClients],
   clientDefaults: { id_token_signed_response_alg: 'ES256' },
   jwks: { keys: [signingKey] },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
@@ -140,6 +159,8 @@ const provider = new Provider(ISSUER, {
     revocation: { enabled: true },
     userinfo: { enabled: true },
     clientCredentials: { enabled: true },
+    // RFC 9449, without server-provided nonces (no nonceSecret), as ours.
+    dPoP: { enabled: true },
     resourceIndicators: {
       enabled: true,
       async defaultResource(ctx, client, oneOf) {

@@ -14,6 +14,19 @@
 //! idp-bench-drive logins  COMMON [--secs S] [--reps R]
 //!     full interactive logins (authorize, identifier page, password page,
 //!     code exchange), each by a new browser, `--concurrency` at a time
+//! idp-bench-drive dpop-codes COMMON --dpop-client-id ID --client-key FILE
+//!         [--mint-secs S] [--max N] [--reps R]
+//!     as `codes`, for a second client that authenticates with
+//!     `private_key_jwt` (RFC 7523) and binds its tokens with DPoP (RFC 9449):
+//!     codes minted for it through the same kind of single sign-on session,
+//!     then, before the timed run, one client assertion and one DPoP proof
+//!     signed per code (ES256, each with a new `jti`), then every code
+//!     exchanged with them (timed); each answer must have `token_type` DPoP,
+//!     and after the run one access token is checked to be bound to the
+//!     proof key (`cnf.jkt` in the JWT when it is one, and at introspection)
+//! idp-bench-drive keygen --out FILE
+//!     a new ES256 key pair: the private JWK into FILE (mode 0600), the
+//!     public JWK Set on stdout (for the client's registration)
 //! COMMON: --issuer URL --client-id ID --client-secret S --redirect-uri URI
 //!         --username U --password P [--concurrency C] [--max-secs S]
 //!         [--server-pid PID --clk-tck HZ]
@@ -31,6 +44,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use josekit::jwk::{Jwk, KeyPair};
+use josekit::jws::{ES256, JwsSigner};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -58,6 +73,10 @@ struct Opts {
     /// The server's process, for its CPU time per run (Linux /proc).
     server_pid: Option<u32>,
     clk_tck: f64,
+    /// `dpop-codes`: the `private_key_jwt` + DPoP client and the file of
+    /// its private key (a JWK, as `keygen` writes it).
+    dpop_client_id: Option<String>,
+    client_key: Option<String>,
 }
 
 fn parse_opts(args: &[String]) -> Opts {
@@ -92,6 +111,8 @@ fn parse_opts(args: &[String]) -> Opts {
         max_secs: num("max-secs", 60.0),
         server_pid: m.get("server-pid").map(|s| s.parse().expect("a pid")),
         clk_tck: num("clk-tck", 100.0),
+        dpop_client_id: m.get("dpop-client-id").map(|s| (*s).to_owned()),
+        client_key: m.get("client-key").map(|s| (*s).to_owned()),
     }
 }
 
@@ -204,12 +225,217 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
+/// RFC 7523 section 2.2.
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A compact JWS of `claims` under `header`, signed by `signer`.
+fn sign_jwt(signer: &dyn JwsSigner, header: &Value, claims: &Value) -> Result<String, Error> {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = signer.sign(input.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+}
+
+/// The claims of a JWT (not verified), or None for an opaque token.
+fn jwt_claims(token: &str) -> Option<Value> {
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    v.is_object().then_some(v)
+}
+
+/// The `private_key_jwt` + DPoP client: its registered ES256 key (read from
+/// the file `keygen` wrote) signs the client assertions; a DPoP key made
+/// for this run signs the proofs.
+struct DpopClient {
+    client_id: String,
+    assertion_signer: Box<dyn JwsSigner>,
+    kid: Option<String>,
+    dpop_signer: Box<dyn JwsSigner>,
+    /// The DPoP key's public members, the proofs' `jwk` header.
+    dpop_jwk: Value,
+    /// Its RFC 7638 thumbprint: the `cnf.jkt` tokens must carry.
+    jkt: String,
+}
+
+impl DpopClient {
+    fn new(client_id: &str, key_file: &str) -> Result<DpopClient, Error> {
+        let bytes = std::fs::read(key_file).map_err(|e| format!("{key_file}: {e}"))?;
+        let jwk = Jwk::from_bytes(bytes).map_err(|e| format!("{key_file}: {e}"))?;
+        let assertion_signer = ES256
+            .signer_from_jwk(&jwk)
+            .map_err(|e| format!("{key_file}: {e}"))?;
+        let pair = ES256.generate_key_pair().map_err(|e| e.to_string())?;
+        let dpop_signer = ES256
+            .signer_from_jwk(&pair.to_jwk_private_key())
+            .map_err(|e| e.to_string())?;
+        let public = pair.to_jwk_public_key();
+        let member = |k: &str| {
+            public
+                .parameter(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("the DPoP key has no {k}"))
+        };
+        let (crv, x, y) = (member("crv")?, member("x")?, member("y")?);
+        // RFC 7638 section 3.2: the required members, in lexicographic
+        // order, no white space.
+        let canonical = format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        Ok(DpopClient {
+            client_id: client_id.to_owned(),
+            kid: jwk.key_id().map(str::to_owned),
+            assertion_signer: Box::new(assertion_signer),
+            dpop_signer: Box::new(dpop_signer),
+            dpop_jwk: json!({"kty": "EC", "crv": crv, "x": x, "y": y}),
+            jkt: URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())),
+        })
+    }
+
+    /// A client assertion (RFC 7523 section 3) for `aud`: new jti, two
+    /// minutes of life.
+    fn assertion(&self, aud: &str) -> Result<String, Error> {
+        let mut header = json!({"alg": "ES256"});
+        if let Some(kid) = &self.kid {
+            header["kid"] = json!(kid);
+        }
+        let now = now_secs();
+        sign_jwt(
+            self.assertion_signer.as_ref(),
+            &header,
+            &json!({
+                "iss": self.client_id,
+                "sub": self.client_id,
+                "aud": aud,
+                "jti": random_token(),
+                "iat": now,
+                "exp": now + 120,
+            }),
+        )
+    }
+
+    /// A DPoP proof (RFC 9449 section 4.2) for a request: new jti.
+    fn proof(&self, htm: &str, htu: &str) -> Result<String, Error> {
+        sign_jwt(
+            self.dpop_signer.as_ref(),
+            &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.dpop_jwk}),
+            &json!({"jti": random_token(), "htm": htm, "htu": htu, "iat": now_secs()}),
+        )
+    }
+}
+
+/// One code exchange of the DPoP client, signed before the timed run.
+struct DpopExchange {
+    code: String,
+    verifier: String,
+    assertion: String,
+    proof: String,
+}
+
+/// Checks that the access token of a DPoP exchange is bound to the proof's
+/// key: `cnf.jkt` in the token when it is a JWT, and in the introspection
+/// answer (asked by the client itself, with a new assertion) for every
+/// token. Returns what was checked.
+async fn check_binding(s: &Server, c: &DpopClient, v: &Value) -> Result<String, Error> {
+    let at = v["access_token"].as_str().ok_or("no access_token")?;
+    let mut checked = Vec::new();
+    if let Some(claims) = jwt_claims(at) {
+        let jkt = claims["cnf"]["jkt"].as_str();
+        if jkt != Some(c.jkt.as_str()) {
+            return Err(format!(
+                "the access token's cnf.jkt is {jkt:?}, not the proof key's thumbprint {}",
+                c.jkt
+            ));
+        }
+        checked.push("jwt");
+    }
+    let url = s
+        .introspection_endpoint
+        .as_deref()
+        .ok_or("discovery: no introspection_endpoint")?;
+    let assertion = c.assertion(&s.o.issuer)?;
+    let res = s
+        .http
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            ("token", at),
+            ("token_type_hint", "access_token"),
+            ("client_id", &c.client_id),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &assertion),
+        ]))
+        .send()
+        .await
+        .map_err(|e| format!("introspection: {e}"))?;
+    let st = res.status();
+    let body = res.bytes().await.map_err(|e| e.to_string())?;
+    if st != 200 {
+        return Err(format!(
+            "introspection: {st}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let r: Value = serde_json::from_slice(&body).map_err(|e| format!("introspection: {e}"))?;
+    if r["active"] != json!(true) || r["cnf"]["jkt"].as_str() != Some(c.jkt.as_str()) {
+        return Err(format!(
+            "introspection: expected active with cnf.jkt {}, got {r}",
+            c.jkt
+        ));
+    }
+    checked.push("introspection");
+    Ok(checked.join("+"))
+}
+
+/// `keygen --out FILE`: a new ES256 key pair for the client's registration.
+fn cmd_keygen(args: &[String]) -> Result<(), Error> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let [flag, path] = args else {
+        return Err("usage: idp-bench-drive keygen --out FILE".into());
+    };
+    if flag != "--out" {
+        return Err("usage: idp-bench-drive keygen --out FILE".into());
+    }
+    let pair = ES256.generate_key_pair().map_err(|e| e.to_string())?;
+    let kid = format!("bench-{}", &random_token()[..12]);
+    let mut private = pair.to_jwk_private_key();
+    private.set_key_id(kid.clone());
+    let mut public = pair.to_jwk_public_key();
+    public.set_key_id(kid);
+    public.set_key_use("sig");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(private.to_string().as_bytes()))
+        .map_err(|e| format!("{path}: {e}"))?;
+    let public: serde_json::Map<String, Value> = public.into();
+    println!("{}", json!({"keys": [public]}));
+    Ok(())
+}
+
 struct Server {
     http: reqwest::Client,
     o: Opts,
     origin: String,
     authorization_endpoint: String,
     token_endpoint: String,
+    introspection_endpoint: Option<String>,
 }
 
 impl Server {
@@ -241,17 +467,18 @@ impl Server {
         Ok(Server {
             authorization_endpoint: s("authorization_endpoint")?,
             token_endpoint: s("token_endpoint")?,
+            introspection_endpoint: s("introspection_endpoint").ok(),
             origin: u.origin().ascii_serialization(),
             http,
             o,
         })
     }
 
-    fn authorize_url(&self, challenge: &str) -> String {
+    fn authorize_url(&self, client_id: &str, challenge: &str) -> String {
         let mut u = url::Url::parse(&self.authorization_endpoint).expect("authorization_endpoint");
         u.query_pairs_mut()
             .append_pair("response_type", "code")
-            .append_pair("client_id", &self.o.client_id)
+            .append_pair("client_id", client_id)
             .append_pair("redirect_uri", &self.o.redirect_uri)
             .append_pair("scope", "openid profile email")
             .append_pair("state", &random_token()[..16])
@@ -355,10 +582,26 @@ impl Server {
 
     /// POSTs a token request (client_secret_basic); returns the JSON response.
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, Error> {
-        let res = self
+        let req = self
             .http
             .post(&self.token_endpoint)
-            .basic_auth(&self.o.client_id, Some(&self.o.client_secret))
+            .basic_auth(&self.o.client_id, Some(&self.o.client_secret));
+        self.send_token(req, form).await
+    }
+
+    /// POSTs a token request authenticated by its form (a client assertion)
+    /// with a `DPoP` proof; returns the JSON response.
+    async fn token_dpop(&self, form: &[(&str, &str)], proof: &str) -> Result<Value, Error> {
+        let req = self.http.post(&self.token_endpoint).header("DPoP", proof);
+        self.send_token(req, form).await
+    }
+
+    async fn send_token(
+        &self,
+        req: reqwest::RequestBuilder,
+        form: &[(&str, &str)],
+    ) -> Result<Value, Error> {
+        let res = req
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(form_body(form))
             .send()
@@ -386,10 +629,36 @@ impl Server {
         .await
     }
 
+    /// The code exchange of the `private_key_jwt` + DPoP client, with its
+    /// pre-signed assertion and proof; the answer must be a DPoP token.
+    async fn exchange_dpop(&self, client_id: &str, x: &DpopExchange) -> Result<Value, Error> {
+        let v = self
+            .token_dpop(
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &x.code),
+                    ("redirect_uri", &self.o.redirect_uri),
+                    ("code_verifier", &x.verifier),
+                    ("client_id", client_id),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", &x.assertion),
+                ],
+                &x.proof,
+            )
+            .await?;
+        match v["token_type"].as_str() {
+            // Token types are case-insensitive (RFC 6749 section 7.1).
+            Some(t) if t.eq_ignore_ascii_case("DPoP") => Ok(v),
+            t => Err(format!("token: token_type {t:?}, not DPoP")),
+        }
+    }
+
     /// A full interactive login by a new browser, then the code exchange.
     async fn login(&self, jar: &mut Jar) -> Result<Value, Error> {
         let (verifier, challenge) = pkce();
-        let code = self.browse(jar, self.authorize_url(&challenge)).await?;
+        let code = self
+            .browse(jar, self.authorize_url(&self.o.client_id, &challenge))
+            .await?;
         self.exchange(&code, &verifier).await
     }
 }
@@ -529,38 +798,52 @@ async fn cmd_tokens(s: Arc<Server>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Authorization codes for `client_id` minted through the single sign-on
+/// session of `jar`, `concurrency` requests at a time, for `--mint-secs` or
+/// up to `--max` codes: (code, PKCE verifier) pairs and the seconds taken.
+async fn mint_codes(
+    s: &Arc<Server>,
+    jar: &Jar,
+    client_id: &str,
+) -> Result<(Vec<(String, String)>, f64), Error> {
+    let o = &s.o;
+    let minted = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let mint_start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..o.concurrency {
+        let (s, minted, jar) = (s.clone(), minted.clone(), jar.clone());
+        let (secs, max, client_id) = (o.mint_secs, o.max, client_id.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut jar = jar;
+            while mint_start.elapsed().as_secs_f64() < secs
+                && minted.lock().expect("minted").len() < max
+            {
+                let (verifier, challenge) = pkce();
+                match s
+                    .browse(&mut jar, s.authorize_url(&client_id, &challenge))
+                    .await
+                {
+                    Ok(code) => minted.lock().expect("minted").push((code, verifier)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task")?;
+    }
+    let codes = std::mem::take(&mut *minted.lock().expect("minted"));
+    Ok((codes, mint_start.elapsed().as_secs_f64()))
+}
+
 async fn cmd_codes(s: Arc<Server>) -> Result<(), Error> {
     let o = s.o.clone();
     for rep in 1..=o.reps {
         // One real login gives the browser its single sign-on session.
         let mut jar = Jar::default();
         s.login(&mut jar).await?;
-        // Codes minted through that session, `concurrency` requests at a time.
-        let minted = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
-        let mint_start = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..o.concurrency {
-            let (s, minted, jar) = (s.clone(), minted.clone(), jar.clone());
-            let (secs, max) = (o.mint_secs, o.max);
-            tasks.push(tokio::spawn(async move {
-                let mut jar = jar;
-                while mint_start.elapsed().as_secs_f64() < secs
-                    && minted.lock().expect("minted").len() < max
-                {
-                    let (verifier, challenge) = pkce();
-                    match s.browse(&mut jar, s.authorize_url(&challenge)).await {
-                        Ok(code) => minted.lock().expect("minted").push((code, verifier)),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            }));
-        }
-        for t in tasks {
-            t.await.expect("task")?;
-        }
-        let codes = std::mem::take(&mut *minted.lock().expect("minted"));
-        let mint_secs = mint_start.elapsed().as_secs_f64();
+        let (codes, mint_secs) = mint_codes(&s, &jar, &o.client_id).await?;
         eprintln!(
             "drive: rep {rep}: minted {} codes in {mint_secs:.1} s through the SSO session",
             codes.len()
@@ -603,6 +886,76 @@ async fn cmd_codes(s: Arc<Server>) -> Result<(), Error> {
     Ok(())
 }
 
+/// `dpop-codes`: code exchanges of the `private_key_jwt` + DPoP client.
+async fn cmd_dpop_codes(s: Arc<Server>) -> Result<(), Error> {
+    let o = s.o.clone();
+    let client_id = o
+        .dpop_client_id
+        .clone()
+        .ok_or("--dpop-client-id is required")?;
+    let key = o.client_key.clone().ok_or("--client-key is required")?;
+    let client = Arc::new(DpopClient::new(&client_id, &key)?);
+    for rep in 1..=o.reps {
+        // One real login (the portal client) gives the browser its single
+        // sign-on session; the codes are the DPoP client's.
+        let mut jar = Jar::default();
+        s.login(&mut jar).await?;
+        let (codes, mint_secs) = mint_codes(&s, &jar, &client_id).await?;
+        eprintln!(
+            "drive: rep {rep}: minted {} codes for {client_id} in {mint_secs:.1} s through the SSO session",
+            codes.len()
+        );
+        // The client's signatures, made before the timed run as the PKCE
+        // pairs are made at minting: the run times the servers, not the
+        // driver (one thread on the servers' 2 cores). Each assertion and
+        // proof is fresh: its own jti, iat now (the run lasts seconds, well
+        // within both servers' windows).
+        let sign_start = Instant::now();
+        let items: Vec<DpopExchange> = codes
+            .into_iter()
+            .map(|(code, verifier)| {
+                Ok(DpopExchange {
+                    assertion: client.assertion(&o.issuer)?,
+                    proof: client.proof("POST", &s.token_endpoint)?,
+                    code,
+                    verifier,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        let sign_us = sign_start.elapsed().as_secs_f64() * 1e6 / items.len().max(1) as f64;
+        eprintln!(
+            "drive: rep {rep}: signed {n} client assertions and {n} DPoP proofs, {sign_us:.0} µs per exchange (not timed)",
+            n = items.len()
+        );
+        let first_ok = Arc::new(Mutex::new(None::<Value>));
+        let (t, secs, cpu) = {
+            let (s, first_ok, client_id) = (s.clone(), first_ok.clone(), client_id.clone());
+            run_queue(&o, items, move |items, i| {
+                let (s, first_ok, client_id) = (s.clone(), first_ok.clone(), client_id.clone());
+                async move {
+                    let v = s.exchange_dpop(&client_id, &items[i]).await?;
+                    first_ok.lock().expect("first_ok").get_or_insert(v);
+                    Ok(())
+                }
+            })
+            .await
+        };
+        let mut line = t.report("token_code_dpop", rep, secs, cpu);
+        // The binding, once per repetition (not timed): a DPoP token_type
+        // alone would not show that the token is bound to the proof's key.
+        let v = first_ok
+            .lock()
+            .expect("first_ok")
+            .take()
+            .ok_or_else(|| format!("no exchange succeeded: {}", line["first_error"]))?;
+        let checked = check_binding(&s, &client, &v).await?;
+        line["client_sign_us"] = json!(sign_us.round());
+        line["bound_checked"] = json!(checked);
+        println!("{line}");
+    }
+    Ok(())
+}
+
 async fn cmd_logins(s: Arc<Server>) -> Result<(), Error> {
     let o = s.o.clone();
     // A warm-up login, and a check that the flow works at all.
@@ -638,9 +991,18 @@ async fn cmd_logins(s: Arc<Server>) -> Result<(), Error> {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first().cloned() else {
-        eprintln!("usage: idp-bench-drive tokens|codes|logins --issuer URL ... (see the source)");
+        eprintln!(
+            "usage: idp-bench-drive tokens|codes|logins|dpop-codes|keygen ... (see the source)"
+        );
         std::process::exit(2);
     };
+    if cmd == "keygen" {
+        if let Err(e) = cmd_keygen(&args[1..]) {
+            eprintln!("drive: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let o = parse_opts(&args[1..]);
     let s = match Server::connect(o).await {
         Ok(s) => Arc::new(s),
@@ -653,6 +1015,7 @@ async fn main() {
         "tokens" => cmd_tokens(s).await,
         "codes" => cmd_codes(s).await,
         "logins" => cmd_logins(s).await,
+        "dpop-codes" => cmd_dpop_codes(s).await,
         other => Err(format!("unknown command {other}")),
     };
     if let Err(e) = r {
