@@ -10,7 +10,6 @@ mod support;
 use base64::Engine;
 use idp_core::client::{Client, ProtocolSettings};
 use josekit::jws::{ES256, JwsHeader};
-use josekit::jwt::JwtPayload;
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use support::*;
@@ -80,19 +79,7 @@ fn proof_with_nonce(
     token: Option<&str>,
     nonce: Option<&str>,
 ) -> String {
-    use sha2::Digest;
-    let mut p = JwtPayload::new();
-    if let Some(n) = nonce {
-        p.set_claim("nonce", Some(json!(n))).unwrap();
-    }
-    p.set_jwt_id(uuid::Uuid::new_v4().to_string());
-    p.set_claim("htm", Some(json!(htm))).unwrap();
-    p.set_claim("htu", Some(json!(htu))).unwrap();
-    p.set_claim("iat", Some(json!(clock_secs(app)))).unwrap();
-    if let Some(t) = token {
-        let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(t));
-        p.set_claim("ath", Some(json!(ath))).unwrap();
-    }
+    let p = dpop_proof_claims(clock_secs(app), htm, htu, token, nonce);
     let mut h = JwsHeader::new();
     h.set_token_type("dpop+jwt");
     h.set_jwk(key(which).1.clone());

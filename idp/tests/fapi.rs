@@ -127,17 +127,7 @@ fn proof(
     htu: &str,
     token: Option<&str>,
 ) -> String {
-    use base64::Engine;
-    use sha2::Digest;
-    let mut p = JwtPayload::new();
-    p.set_jwt_id(uuid::Uuid::new_v4().to_string());
-    p.set_claim("htm", Some(json!(htm))).unwrap();
-    p.set_claim("htu", Some(json!(htu))).unwrap();
-    p.set_claim("iat", Some(json!(clock_secs(app)))).unwrap();
-    if let Some(t) = token {
-        let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(t));
-        p.set_claim("ath", Some(json!(ath))).unwrap();
-    }
+    let p = dpop_proof_claims(clock_secs(app), htm, htu, token, None);
     let (private, public) = if alg == "RS256" {
         &keys().rsa
     } else {

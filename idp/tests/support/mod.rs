@@ -728,6 +728,33 @@ pub fn es256_key_pairs(
         .collect()
 }
 
+/// The claims of a DPoP proof (RFC 9449 §4.2): a fresh `jti`, `htm`,
+/// `htu`, `iat`, and `ath` of `token` and the server's `nonce` when given.
+pub fn dpop_proof_claims(
+    iat: u64,
+    htm: &str,
+    htu: &str,
+    token: Option<&str>,
+    nonce: Option<&str>,
+) -> josekit::jwt::JwtPayload {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut p = josekit::jwt::JwtPayload::new();
+    p.set_jwt_id(uuid::Uuid::new_v4().to_string());
+    let mut set = |k: &str, v: serde_json::Value| p.set_claim(k, Some(v)).unwrap();
+    set("htm", htm.into());
+    set("htu", htu.into());
+    set("iat", iat.into());
+    if let Some(t) = token {
+        let ath = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(t));
+        set("ath", ath.into());
+    }
+    if let Some(n) = nonce {
+        set("nonce", n.into());
+    }
+    p
+}
+
 /// The discovery document (asserts it is JSON).
 pub async fn discovery(app: &TestApp) -> serde_json::Value {
     reqwest::get(app.url("/.well-known/openid-configuration"))
