@@ -22,6 +22,9 @@ const JAR = 'jar-portal';
 const JARM = 'jarm-portal';
 const DPOP = 'dpop-portal';
 const FAPI = 'fapi-portal';
+const RES = 'resource-portal';
+// A resource server of idp.toml (RFC 8707), with a lifetime of its own.
+const BILLING = 'https://billing.e2e.example/api';
 // Under the FAPI 2.0 profile its ID tokens are ES256 (openid-client expects
 // RS256 unless told).
 const FAPI_METADATA = { id_token_signed_response_alg: 'ES256' };
@@ -109,7 +112,16 @@ describe('protocol extensions with openid-client', () => {
           jwks: { keys: [fapiKey.jwk] },
         },
       },
-    ]);
+      { id: RES, name: 'Resource Portal' },
+    ], {
+      config: [
+        '[[resource_servers]]',
+        `identifier = "${BILLING}"`,
+        'name = "Billing API"',
+        'access_token_secs = 120',
+        `clients = ["${RES}"]`,
+      ],
+    });
     user = await env.idp.createUser(env.newEmail('proto'), env.newPassword());
   });
 
@@ -501,6 +513,33 @@ describe('protocol extensions with openid-client', () => {
       assert.equal(payload(refreshed.access_token).cnf?.jkt, jkt);
       assert.notEqual(refreshed.refresh_token, tokens.refresh_token);
       assert.equal((await oidc.fetchUserInfo(rp.config, refreshed.access_token, claims.sub, { DPoP })).email, user.email);
+    });
+  });
+
+  it('resource indicators: the access token is for the resource asked for, and lives as long as it says (RFC 8707)', async () => {
+    const rp = env.rps[RES];
+    const c = rp.client;
+    const j = await journey(env.browser, 'resource');
+    await j.run(async () => {
+      const { params, checks } = await newRequest(c, { resource: BILLING });
+      const url = oidc.buildAuthorizationUrl(rp.config, params);
+      const callback = await signIn(j, url.href, c);
+      await j.visit('callback');
+      // A resource beyond the authorization: invalid_target, and the code
+      // stays usable.
+      await assert.rejects(
+        oidc.authorizationCodeGrant(rp.config, new URL(callback), checks, { resource: 'https://other.e2e.example/' }),
+        (e) => {
+          assert.equal(e.error, 'invalid_target', `${e}`);
+          return true;
+        },
+      );
+      const tokens = await exchange(rp.config, callback, checks);
+      assert.equal(payload(tokens.access_token).aud, BILLING);
+      assert.equal(tokens.expires_in, 120);
+      assert.equal(tokens.claims().aud, RES, 'the ID token is still for the client');
+      const refreshed = await oidc.refreshTokenGrant(rp.config, tokens.refresh_token);
+      assert.equal(payload(refreshed.access_token).aud, BILLING);
     });
   });
 
