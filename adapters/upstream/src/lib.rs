@@ -124,6 +124,13 @@ impl OidcUpstreams {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
+            // No idle connections kept: an upstream that closes a kept-alive
+            // connection just as a request goes out on it (Node's default
+            // keep-alive is 5 s) fails that request, which for the token
+            // request loses the user's sign-in (seen in a CI run). A
+            // sign-in through an upstream makes a handful of requests; a
+            // new connection each costs less than that failure.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let upstreams = upstreams
