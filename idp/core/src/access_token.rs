@@ -41,6 +41,11 @@ impl AccessTokenInfo {
         self.aud.iter().any(|a| a == audience)
     }
 
+    /// How long it lives, from issue to expiry (`expires_in` when issued).
+    pub fn lifetime_secs(&self) -> u32 {
+        u32::try_from(self.exp - self.iat).unwrap_or(0)
+    }
+
     /// Whether the authentication behind it used two kinds of factor.
     pub fn is_multi_factor(&self) -> bool {
         self.amr.iter().any(|a| a == "mfa")

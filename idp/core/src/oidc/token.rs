@@ -520,7 +520,7 @@ impl Tokens {
         let scope = check_client_credentials_scope(form, client)?;
         let resources = self.resources.check_requested(client, form.resources())?;
         let now = self.clock.now();
-        let (access_token, _) = self
+        let (access_token, info) = self
             .mint_access_token(&AccessGrant {
                 client,
                 sub: &client.id.0,
@@ -540,7 +540,7 @@ impl Tokens {
         Ok(TokenResponse {
             access_token,
             token_type: token_type(jkt),
-            expires_in: self.resources.access_token_secs(client, &resources),
+            expires_in: info.lifetime_secs(),
             refresh_token: None,
             id_token: None,
             scope,
@@ -553,7 +553,7 @@ impl Tokens {
         refresh_token: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         let sub = f.user.id.to_string();
-        let (access_token, _) = self
+        let (access_token, info) = self
             .mint_access_token(&AccessGrant {
                 client: f.client,
                 sub: &sub,
@@ -578,7 +578,7 @@ impl Tokens {
         Ok(TokenResponse {
             access_token,
             token_type: token_type(f.jkt),
-            expires_in: self.resources.access_token_secs(f.client, f.resources),
+            expires_in: info.lifetime_secs(),
             refresh_token,
             id_token,
             scope: f.scope.to_owned(),
