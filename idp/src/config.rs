@@ -986,7 +986,7 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
     Ok(loaded)
 }
 
-fn is_loopback(u: &url::Url) -> bool {
+pub(crate) fn is_loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -1076,6 +1076,16 @@ pub struct ClientFile {
     /// `[[webhooks]]`: endpoints of this platform told about accounts.
     #[serde(default)]
     pub webhooks: Vec<WebhookFile>,
+    /// Back-Channel Logout 1.0: where logout tokens are POSTed.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    pub backchannel_logout_session_required: bool,
+    /// Front-Channel Logout 1.0: loaded in an iframe of the logout page.
+    #[serde(default)]
+    pub frontchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    pub frontchannel_logout_session_required: bool,
 }
 
 /// One `[[webhooks]]` entry of a client file. The secret is never written in
@@ -1502,6 +1512,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             bail!("lifetimes.{name}: must be positive");
         }
     }
+    let logout = crate::logout_channels::parse_client_channels(&f)?;
     Ok(Client {
         id: ClientId(f.client_id),
         name: f.name,
@@ -1537,6 +1548,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             dpop_bound: f.dpop_bound_access_tokens || fapi2,
             require_dpop_nonce: f.require_dpop_nonce,
             fapi2,
+            logout,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,

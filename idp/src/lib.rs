@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client_jwks;
 pub mod config;
 pub mod demo;
+pub mod logout_channels;
 pub mod notifier;
 pub mod registry;
 mod theme;

@@ -973,6 +973,13 @@ mod tests {
                 context! { action => "/logout", csrf => "csrf-token", client_name => "Marketplace" }
             }
             "logged_out.html" => context! {},
+            "logout_channels.html" => context! {
+                frames => vec![
+                    "https://marketplace.example/fc?iss=https%3A%2F%2Fidp&sid=s1",
+                    "https://shop.example/fc",
+                ],
+                continue_url => "https://marketplace.example/?state=a\"b",
+            },
             "demo_home.html" => context! {
                 account_url => "http://127.0.0.1:8080/account",
                 login_url => "/login",
@@ -1512,6 +1519,14 @@ mod tests {
             ],
             ("logged_out.html", Locale::En) => &["You are signed out."],
             ("logged_out.html", Locale::Fr) => &["Votre session est fermée."],
+            ("logout_channels.html", Locale::En) => &[
+                r#"<iframe class="logout-frames__frame" src="https://marketplace.example/fc?iss=https%3A%2F%2Fidp&amp;sid=s1""#,
+                r#"<iframe class="logout-frames__frame" src="https://shop.example/fc""#,
+                r#"data-continue="https://marketplace.example/?state=a&quot;b""#,
+                r#"<script src="/assets/default/logout-frames.js" defer></script>"#,
+                ">Continue</a>",
+            ],
+            ("logout_channels.html", Locale::Fr) => &[">Continuer</a>"],
             ("demo_home.html", Locale::En) => &[
                 "Sign in with the identity provider",
                 "Demo account: demo@example.com",

@@ -6,10 +6,15 @@
 //! timeout, a refused connection, a redirect: redirects are not followed)
 //! schedules the next attempt with backoff, or gives up. The outbox is in the
 //! database, so what is not yet delivered survives a restart.
+//!
+//! Back-channel logout tokens share the outbox (type
+//! `oidc.backchannel_logout`): they are signed at each attempt and posted
+//! form-encoded by [`LogoutTokenSender`](crate::logout_channels::LogoutTokenSender)
+//! instead of being signed as webhooks.
 
 use idp_core::clock::SharedClock;
 use idp_core::ports::WebhookRepo;
-use idp_core::webhooks::{RetryPolicy, WebhookDelivery, WebhookEndpoint};
+use idp_core::webhooks::{RetryPolicy, WebhookDelivery, WebhookEndpoint, WebhookEventType};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +26,7 @@ pub struct WebhookDispatcher {
     http: reqwest::Client,
     policy: RetryPolicy,
     settings: crate::config::WebhookDeliverySettings,
+    logout: Option<Arc<crate::logout_channels::LogoutTokenSender>>,
 }
 
 /// What one pass did.
@@ -66,12 +72,23 @@ impl WebhookDispatcher {
             http,
             policy: settings.retry_policy(),
             settings,
+            logout: None,
         })
     }
 
-    /// Whether any endpoint is configured (else the worker need not run).
+    /// Also sends the back-channel logout tokens of the outbox.
+    pub fn with_logout_tokens(
+        mut self,
+        sender: Arc<crate::logout_channels::LogoutTokenSender>,
+    ) -> Self {
+        self.logout = Some(sender);
+        self
+    }
+
+    /// Whether any endpoint or back-channel logout receiver is configured
+    /// (else the worker need not run).
     pub fn has_endpoints(&self) -> bool {
-        !self.endpoints.is_empty()
+        !self.endpoints.is_empty() || self.logout.as_ref().is_some_and(|l| l.has_receivers())
     }
 
     /// One pass: claims what is due now (by the injected clock) and sends it,
@@ -93,10 +110,20 @@ impl WebhookDispatcher {
                 .cloned();
             let http = self.http.clone();
             let at = now.unix_timestamp();
+            let logout = self.logout.clone();
             tasks.spawn(async move {
-                let outcome = match endpoint {
-                    Some(e) => attempt(&http, &e, &d, at).await,
-                    None => Attempt::Orphaned,
+                use crate::logout_channels::LogoutAttempt;
+                let outcome = match (d.event_type, endpoint, logout) {
+                    (WebhookEventType::BackchannelLogout, _, Some(l)) => {
+                        match l.attempt(&http, &d, now).await {
+                            LogoutAttempt::Delivered => Attempt::Delivered,
+                            LogoutAttempt::Failed(e) => Attempt::Failed(e),
+                            LogoutAttempt::Orphaned => Attempt::Orphaned,
+                        }
+                    }
+                    (WebhookEventType::BackchannelLogout, _, None) => Attempt::Orphaned,
+                    (_, Some(e), _) => attempt(&http, &e, &d, at).await,
+                    (_, None, _) => Attempt::Orphaned,
                 };
                 (d, outcome)
             });
@@ -189,7 +216,7 @@ async fn attempt(
     }
 }
 
-fn transport_error(err: &reqwest::Error) -> String {
+pub(crate) fn transport_error(err: &reqwest::Error) -> String {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {

@@ -162,6 +162,8 @@ pub struct ProtocolSettings {
     /// objects need `exp` and `nbf`, and pushed requests a `redirect_uri`
     /// (FAPI 2.0 Security Profile §5.3 and §5.4).
     pub fapi2: bool,
+    /// Single logout: its back- and front-channel logout URIs.
+    pub logout: crate::oidc::logout_channels::LogoutChannels,
 }
 
 /// Where a client's public keys come from.
@@ -184,6 +186,7 @@ impl Default for ProtocolSettings {
             dpop_bound: false,
             require_dpop_nonce: false,
             fapi2: false,
+            logout: Default::default(),
         }
     }
 }

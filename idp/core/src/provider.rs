@@ -208,7 +208,12 @@ impl Provider {
             audit.clone(),
             clock.clone(),
             settings.session_lifetime_secs,
-        ));
+        )
+        .with_end_listener(Arc::new(crate::oidc::logout_channels::SingleLogout::new(
+            clients.clone(),
+            ports.webhooks.clone(),
+            clock.clone(),
+        ))));
         let codes: Arc<dyn CodeStore> = Arc::new(StoredCodes::new(store.clone()));
         let step_ports = StepPorts {
             issuer: settings.issuer.clone(),

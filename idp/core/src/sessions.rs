@@ -15,6 +15,11 @@
 //! sessions ended elsewhere (logout) are pruned when the list is read. The
 //! index lives as long as its longest session. Past `MAX_INDEXED_SESSIONS`
 //! the oldest session is ended.
+//!
+//! Each session also has the set of clients it issued codes to
+//! (`session_clients:<sid>`, compare-and-swap like the index): when the
+//! session ends, the [`SessionEndListener`] (single logout, see
+//! `oidc::logout_channels`) is told which clients to notify.
 
 use crate::assurance::{Proof, merge_proofs};
 use crate::audit::Audit;
@@ -71,6 +76,24 @@ pub struct SessionEntry {
     pub expires_at: i64,
 }
 
+/// A session that ended, with the clients it issued codes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSession {
+    pub sid: String,
+    pub user_id: UserId,
+    /// Client ids, sorted, each once.
+    pub clients: Vec<String>,
+}
+
+/// Told of every session that ends by logout or revocation (not of
+/// sessions that expire or are replaced in the same browser).
+#[async_trait]
+pub trait SessionEndListener: Send + Sync {
+    /// Called once per ended session, after it is gone. Failures are the
+    /// listener's to log: the session is ended either way.
+    async fn session_ended(&self, ended: &EndedSession, meta: &RequestMeta);
+}
+
 /// The typed store of sessions and of each user's index of them.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
@@ -96,6 +119,19 @@ pub trait SessionStore: Send + Sync {
         new: &[SessionEntry],
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+    /// The clients session `sid` issued codes to, as stored (with its
+    /// bytes, for [`Self::swap_clients`]).
+    async fn clients(&self, sid: &str) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError>;
+    /// Replaces the client set if it is still `old` (absent: `None`).
+    async fn swap_clients(
+        &self,
+        sid: &str,
+        old: Option<&[u8]>,
+        new: &[String],
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Removes and returns the client set (one of two concurrent takes gets it).
+    async fn take_clients(&self, sid: &str) -> Result<Vec<String>, StoreError>;
 }
 
 /// [`SessionStore`] over the short-lived store (in-process or Redis).
@@ -114,6 +150,10 @@ impl StoredSessions {
 
     fn index_key(user: UserId) -> String {
         format!("user_sessions:{user}")
+    }
+
+    fn clients_key(sid: &str) -> String {
+        format!("session_clients:{sid}")
     }
 }
 
@@ -181,6 +221,33 @@ impl SessionStore for StoredSessions {
             Some(old) => self.store.replace_if(&key, old, &bytes, ttl).await,
         }
     }
+
+    async fn clients(&self, sid: &str) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+        let bytes = self.store.get(&Self::clients_key(sid)).await?;
+        let list = decode(bytes.clone()).unwrap_or(None).unwrap_or_default();
+        Ok((list, bytes))
+    }
+
+    async fn swap_clients(
+        &self,
+        sid: &str,
+        old: Option<&[u8]>,
+        new: &[String],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let key = Self::clients_key(sid);
+        let bytes = encode(&new)?;
+        match old {
+            None => self.store.put_new(&key, &bytes, ttl).await,
+            Some(old) => self.store.replace_if(&key, old, &bytes, ttl).await,
+        }
+    }
+
+    async fn take_clients(&self, sid: &str) -> Result<Vec<String>, StoreError> {
+        Ok(decode(self.store.take(&Self::clients_key(sid)).await?)
+            .unwrap_or(None)
+            .unwrap_or_default())
+    }
 }
 
 fn secs(n: i64) -> Duration {
@@ -194,6 +261,7 @@ pub struct Sessions {
     audit: Audit,
     clock: SharedClock,
     lifetime_secs: u32,
+    listener: Option<Arc<dyn SessionEndListener>>,
 }
 
 impl Sessions {
@@ -210,7 +278,62 @@ impl Sessions {
             audit,
             clock,
             lifetime_secs,
+            listener: None,
         }
+    }
+
+    /// Tells `listener` of every session ended from now on.
+    pub fn with_end_listener(mut self, listener: Arc<dyn SessionEndListener>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Records that session `sid` issued a code to `client` (once per
+    /// client; compare-and-swap, retried on contention, so concurrent
+    /// authorizations in one session lose no client).
+    pub async fn add_client(&self, sid: &str, client: &str) -> Result<(), CoreError> {
+        let ttl = secs(i64::from(self.lifetime_secs));
+        for _ in 0..32 {
+            let (mut list, old) = self.store.clients(sid).await?;
+            if list.iter().any(|c| c == client) {
+                return Ok(());
+            }
+            list.push(client.to_owned());
+            list.sort();
+            if self
+                .store
+                .swap_clients(sid, old.as_deref(), &list, ttl)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(CoreError::Internal(
+            "the session's client set kept changing; giving up".into(),
+        ))
+    }
+
+    /// The clients session `sid` issued codes to, sorted.
+    pub async fn clients_of(&self, sid: &str) -> Result<Vec<String>, CoreError> {
+        Ok(self.store.clients(sid).await?.0)
+    }
+
+    /// Takes the session's client set and tells the listener it ended.
+    async fn ended(
+        &self,
+        sid: &str,
+        user_id: UserId,
+        meta: &RequestMeta,
+    ) -> Result<EndedSession, CoreError> {
+        let ended = EndedSession {
+            sid: sid.to_owned(),
+            user_id,
+            clients: self.store.take_clients(sid).await?,
+        };
+        if let Some(l) = &self.listener {
+            l.session_ended(&ended, meta).await;
+        }
+        Ok(ended)
     }
 
     fn now(&self) -> i64 {
@@ -380,13 +503,15 @@ impl Sessions {
         Ok(live)
     }
 
-    /// Ends the session a cookie points to and revokes the grants born of it.
+    /// Ends the session a cookie points to and revokes the grants born of
+    /// it; its clients are told (single logout) and returned.
     pub async fn end(
         &self,
         cookie: &str,
         meta: &RequestMeta,
-    ) -> Result<Option<SsoSession>, CoreError> {
+    ) -> Result<Option<EndedSession>, CoreError> {
         let session = self.store.take(&TokenHash::of(cookie)).await?;
+        let mut ended = None;
         if let Some(s) = &session {
             self.families
                 .revoke_families_of_session(&s.sid, self.clock.now(), "logout")
@@ -400,8 +525,9 @@ impl Sessions {
                     serde_json::json!({"sid": s.sid}),
                 )
                 .await;
+            ended = Some(self.ended(&s.sid, s.user_id, meta).await?);
         }
-        Ok(session)
+        Ok(ended)
     }
 
     /// Ends every session of the user but `current_sid`, and revokes the
@@ -437,6 +563,7 @@ impl Sessions {
                     serde_json::json!({"sid": e.sid, "grants_revoked": grants, "by": "user"}),
                 )
                 .await;
+            self.ended(&e.sid, user, meta).await?;
         }
         let ended: Vec<String> = others.iter().map(|e| e.sid.clone()).collect();
         self.update_index(user, |list| list.retain(|e| !ended.contains(&e.sid)))

@@ -45,6 +45,11 @@ pub enum WebhookEventType {
     UserDeleted,
     #[serde(rename = "organization.validated")]
     OrganizationValidated,
+    /// Not a subscribable event: a logout token for a client's
+    /// `backchannel_logout_uri` (see `oidc::logout_channels`), sent through
+    /// the same outbox and worker. Not in [`Self::ALL`].
+    #[serde(rename = "oidc.backchannel_logout")]
+    BackchannelLogout,
 }
 
 impl WebhookEventType {
@@ -63,11 +68,19 @@ impl WebhookEventType {
             Self::UserRolesChanged => "user.roles_changed",
             Self::UserDeleted => "user.deleted",
             Self::OrganizationValidated => "organization.validated",
+            Self::BackchannelLogout => "oidc.backchannel_logout",
         }
     }
 
+    /// A subscribable event type (one of [`Self::ALL`]).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The type of a stored delivery: a subscribable one or
+    /// [`Self::BackchannelLogout`].
+    pub fn parse_stored(s: &str) -> Option<Self> {
+        Self::parse(s).or((s == Self::BackchannelLogout.as_str()).then_some(Self::BackchannelLogout))
     }
 }
 
@@ -321,6 +334,16 @@ mod tests {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
         }
         assert_eq!(WebhookEventType::parse("user.exploded"), None);
+        // Logout tokens share the outbox but cannot be subscribed to.
+        assert_eq!(WebhookEventType::parse("oidc.backchannel_logout"), None);
+        assert_eq!(
+            WebhookEventType::parse_stored("oidc.backchannel_logout"),
+            Some(WebhookEventType::BackchannelLogout)
+        );
+        assert_eq!(
+            WebhookEventType::parse_stored("user.created"),
+            Some(WebhookEventType::UserCreated)
+        );
     }
 
     #[test]

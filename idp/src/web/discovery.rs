@@ -121,6 +121,17 @@ pub fn document(
         // JARM §4.
         doc["authorization_signing_alg_values_supported"] = json!(jarm_algs);
     }
+    // Back-Channel Logout 1.0 §2.1 and Front-Channel Logout 1.0 §3: always
+    // on for a client that registers a logout URI; sessions are sent
+    // (`sid`) to clients that require them.
+    for key in [
+        "backchannel_logout_supported",
+        "backchannel_logout_session_supported",
+        "frontchannel_logout_supported",
+        "frontchannel_logout_session_supported",
+    ] {
+        doc[key] = json!(true);
+    }
     doc.to_string()
 }
 

@@ -1,6 +1,10 @@
 //! RP-initiated logout: with a valid id_token_hint for the current session
 //! the session ends at once; otherwise the user confirms on a page (CSRF
-//! protected) first.
+//! protected) first. Ending the session queues the back-channel logout
+//! tokens of its clients (see `idp_core::oidc::logout_channels`); when some
+//! of them registered a front-channel logout URI, a page loads each in an
+//! iframe (its CSP `frame-src` allowing exactly their origins) before going
+//! on to the post-logout redirect.
 
 use super::{
     BROWSER_COOKIE, Peer, SESSION_COOKIE, error_page, locale, page, peer_addr, removal,
@@ -16,6 +20,7 @@ use idp_core::domain::TokenHash;
 use idp_core::ephemeral::Namespace;
 use idp_core::oidc::authorize::RawParams;
 use idp_core::oidc::logout::LogoutPlan;
+use idp_core::oidc::logout_channels::frontchannel_url;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,6 +29,36 @@ use std::time::Duration;
 struct PendingLogout {
     redirect: Option<String>,
     browser: Option<TokenHash>,
+    /// The requesting client's theme (absent in records of older releases).
+    #[serde(default)]
+    theme: Option<String>,
+}
+
+/// The origins a page frames: its CSP gets `frame-src` with exactly these
+/// (set as a response extension; `security_headers` writes the header).
+#[derive(Debug, Clone)]
+pub(crate) struct FrameSources(Vec<String>);
+
+impl FrameSources {
+    /// The origins (scheme, host, port) of `urls`, each once.
+    fn of(urls: &[String]) -> Self {
+        let mut origins: Vec<String> = urls
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization())
+            .filter(|o| o != "null")
+            .collect();
+        origins.sort();
+        origins.dedup();
+        Self(origins)
+    }
+
+    /// `base` (which has no `frame-src`) with `frame-src` listing the origins.
+    pub(crate) fn policy(&self, base: &str) -> axum::http::HeaderValue {
+        let policy = format!("{base}; frame-src {}", self.0.join(" "));
+        axum::http::HeaderValue::from_str(&policy)
+            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("default-src 'none'"))
+    }
 }
 
 #[tracing::instrument(skip_all)]
@@ -108,6 +143,7 @@ async fn end_session(
             &peer,
             session_cookie.as_deref(),
             plan.redirect.as_deref(),
+            &theme,
         )
         .await;
     }
@@ -115,6 +151,7 @@ async fn end_session(
     let pending = PendingLogout {
         redirect: plan.redirect.clone(),
         browser: jar.get(BROWSER_COOKIE).map(|c| TokenHash::of(c.value())),
+        theme: Some(theme.clone()),
     };
     if let Err(e) = state
         .provider
@@ -198,6 +235,7 @@ pub(crate) async fn confirm(
         &peer,
         session_cookie.as_deref(),
         pending.redirect.as_deref(),
+        pending.theme.as_deref().unwrap_or("default"),
     )
     .await
 }
@@ -209,23 +247,55 @@ async fn finish(
     peer: &Peer,
     session_cookie: Option<&str>,
     redirect: Option<&str>,
+    theme: &str,
 ) -> Response {
+    let mut frames = Vec::new();
     if let Some(c) = session_cookie {
         let meta = request_meta(state, headers, peer_addr(peer));
-        if let Err(e) = state.provider.sessions.end(c, &meta).await {
-            tracing::error!(error = %e, "ending the session failed");
-            return error_page(
-                state,
-                "default",
-                locale(&jar, headers, None),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "error.internal",
-                None,
-            );
+        match state.provider.sessions.end(c, &meta).await {
+            Ok(Some(ended)) => {
+                frames = ended
+                    .clients
+                    .iter()
+                    .filter_map(|id| state.provider.clients.get(id))
+                    .filter_map(|c| {
+                        frontchannel_url(&c, &state.provider.settings.issuer, &ended.sid)
+                    })
+                    .collect();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ending the session failed");
+                return error_page(
+                    state,
+                    "default",
+                    locale(&jar, headers, None),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "error.internal",
+                    None,
+                );
+            }
         }
     }
+    let continue_url = redirect.unwrap_or("/logged-out");
     let jar = jar.add(removal(state, SESSION_COOKIE));
-    (jar, see_other(redirect.unwrap_or("/logged-out"))).into_response()
+    if frames.is_empty() {
+        return (jar, see_other(continue_url)).into_response();
+    }
+    let loc = locale(&jar, headers, None);
+    let mut res = page(
+        state,
+        theme,
+        loc,
+        StatusCode::OK,
+        "logout_channels.html",
+        minijinja::context! {
+            frames => frames.clone(),
+            continue_url => continue_url,
+        },
+    );
+    res.extensions_mut().insert(FrameSources::of(&frames));
+    (jar, res).into_response()
 }
 
 pub(crate) async fn logged_out(

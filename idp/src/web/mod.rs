@@ -126,6 +126,10 @@ fn security_headers(mut res: Response, hsts: bool) -> Response {
     // Header names as constants: a name given as a string is parsed and
     // checked on every insert (3% of a token request's CPU, with perf).
     const COOP: header::HeaderName = header::HeaderName::from_static("cross-origin-opener-policy");
+    let csp = match res.extensions().get::<logout::FrameSources>() {
+        Some(frames) => frames.policy(CSP),
+        None => HeaderValue::from_static(CSP),
+    };
     let h = res.headers_mut();
     // Room for these at once rather than growing the map twice.
     h.reserve(8);
@@ -138,10 +142,7 @@ fn security_headers(mut res: Response, hsts: bool) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(COOP, HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -82,7 +82,7 @@ impl TryFrom<Model> for WebhookDelivery {
         Ok(WebhookDelivery {
             id: m.id,
             event_id: m.event_id,
-            event_type: WebhookEventType::parse(&m.event_type)
+            event_type: WebhookEventType::parse_stored(&m.event_type)
                 .ok_or_else(|| corrupt("event_type", &m.event_type))?,
             client_id: ClientId(m.client_id.clone()),
             url: m.url.clone(),

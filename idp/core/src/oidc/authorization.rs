@@ -315,6 +315,8 @@ impl Authorization {
             resources: req.resources.clone(),
             dpop_jkt: req.dpop_jkt.clone(),
         };
+        // Single logout reaches every client the session issued codes to.
+        self.sessions.add_client(grant.sid, &client.id.0).await?;
         self.codes.put(&code, &record, secs(lifetime)).await?;
         let mut params = vec![("code".to_owned(), code)];
         if let Some(s) = &req.state {

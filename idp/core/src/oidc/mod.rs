@@ -14,6 +14,7 @@ pub mod codes;
 pub mod dpop;
 pub mod error;
 pub mod logout;
+pub mod logout_channels;
 pub mod pushed;
 pub mod resources;
 pub mod response;
