@@ -12,6 +12,14 @@
 //! endpoint (RFC 9449). The `openidconnect` crate has neither PAR nor DPoP:
 //! those requests are plain HTTP calls, and the crate still verifies the ID
 //! token.
+//!
+//! Each portal keeps its own signed-in session (a cookie per portal, the
+//! verified claims in memory), and implements the receiving side of
+//! OpenID Connect Back-Channel Logout 1.0 at `/{portal}/backchannel-logout`:
+//! a logout token verified against the provider's JWKS and checked
+//! (`idp_core::oidc::logout_channels::check_logout_token`) drops the
+//! portal's sessions of its `sid` (or of its `sub`), so a sign-out at one
+//! portal signs the others out on their next page load.
 
 use crate::app::{self, Overrides};
 use crate::config::{self, LoadedConfig};
@@ -21,7 +29,8 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum_extra::extract::CookieJar;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use idp_core::assurance::Levels;
@@ -165,6 +174,29 @@ struct Rp {
     base: String,
     /// The provider's clock (`iat` and `exp` of assertions and proofs).
     clock: SharedClock,
+    /// The portals' signed-in sessions, by cookie value.
+    sessions: Arc<Mutex<HashMap<String, LocalSession>>>,
+    /// Where the provider publishes its keys (logout tokens are checked
+    /// against them).
+    jwks_uri: String,
+}
+
+/// A browser signed in at a portal (the portal's own session).
+#[derive(Clone)]
+struct LocalSession {
+    portal: String,
+    sub: String,
+    /// The provider's session (`sid` of the ID token).
+    sid: Option<String>,
+    id_token: String,
+    /// The page shown while signed in: verified claims and other rows.
+    rows: Vec<(String, String)>,
+    id_token_claims: String,
+}
+
+/// The cookie of a portal's session (its path is the portal's).
+fn session_cookie(portal: &str) -> String {
+    format!("demo_{}", portal.replace('-', "_"))
 }
 
 /// The built-in demo portal's registration (identifier then password).
@@ -192,7 +224,14 @@ fn demo_client(rp_base: &str, secret: &str, levels: &Levels) -> Client {
         login: idp_core::policy::LoginPolicy::password_only(&idp_core::steps::registry(), levels)
             .expect("identifier then password is a valid flow"),
         account: Default::default(),
-        protocol: Default::default(),
+        protocol: idp_core::client::ProtocolSettings {
+            logout: idp_core::oidc::logout_channels::LogoutChannels {
+                backchannel_uri: Some(format!("{rp_base}/{DEMO_CLIENT}/backchannel-logout")),
+                backchannel_session_required: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     }
 }
 
@@ -264,6 +303,7 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         .route("/{portal}/login", get(login))
         .route("/{portal}/callback", get(callback))
         .route("/{portal}/logout", get(logout))
+        .route("/{portal}/backchannel-logout", post(backchannel_logout))
         .route("/assets/{theme}/{*path}", get(asset))
         .with_state(rp);
     tokio::spawn(async move {
@@ -502,6 +542,8 @@ async fn relying_party(
         end_session: format!("{issuer}/logout"),
         base: base.to_owned(),
         clock,
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+        jwks_uri: meta.jwks_uri().url().to_string(),
     })
 }
 
@@ -567,10 +609,13 @@ fn portal<'r>(rp: &'r Rp, id: &str) -> Option<&'r Portal> {
     rp.portals.get(id)
 }
 
-async fn home(State(rp): State<Rp>, Path(id): Path<String>) -> Response {
+async fn home(State(rp): State<Rp>, Path(id): Path<String>, jar: CookieJar) -> Response {
     let Some(p) = portal(&rp, &id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Some(s) = local_session(&rp, &id, &jar) {
+        return signed_in_page(&rp, &id, p, &s);
+    }
     render(
         &rp,
         minijinja::context! {
@@ -944,33 +989,182 @@ async fn callback(
         ),
     ];
     rows.extend(fapi_rows);
-    let user: Vec<minijinja::Value> = rows
-        .into_iter()
+    let session = LocalSession {
+        portal: id.clone(),
+        sub: claims.subject().to_string(),
+        // The crate's claims type drops `sid`: read from the payload, whose
+        // signature it verified above.
+        sid: access_token_claims(&id_token.to_string())
+            .and_then(|c| c.get("sid")?.as_str().map(str::to_owned)),
+        id_token: id_token.to_string(),
+        rows: rows.into_iter().map(|(n, v)| (n.to_owned(), v)).collect(),
+        id_token_claims: serde_json::to_string_pretty(&claims).unwrap_or_default(),
+    };
+    let cookie = idp_core::random::token();
+    {
+        let mut sessions = rp.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() > 1000 {
+            sessions.clear();
+        }
+        sessions.insert(cookie.clone(), session.clone());
+    }
+    let set_cookie = format!(
+        "{}={cookie}; Path=/{id}/; HttpOnly; SameSite=Lax",
+        session_cookie(&id)
+    );
+    (
+        [(header::SET_COOKIE, set_cookie)],
+        signed_in_page(&rp, &id, p, &session),
+    )
+        .into_response()
+}
+
+/// The portal's session of this browser, if it has one still live.
+fn local_session(rp: &Rp, id: &str, jar: &CookieJar) -> Option<LocalSession> {
+    let cookie = jar.get(&session_cookie(id))?;
+    rp.sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(cookie.value())
+        .filter(|s| s.portal == id)
+        .cloned()
+}
+
+/// A portal's page for a signed-in session: the verified claims.
+fn signed_in_page(rp: &Rp, id: &str, p: &Portal, s: &LocalSession) -> Response {
+    let user: Vec<minijinja::Value> = s
+        .rows
+        .iter()
         .map(|(n, v)| minijinja::context! { name => n, value => v })
         .collect();
-    let logout_url = format!(
-        "{}?id_token_hint={}&post_logout_redirect_uri={}",
-        rp.end_session,
-        id_token,
-        url::form_urlencoded::byte_serialize(format!("{}/{id}/", rp.base).as_bytes())
-            .collect::<String>()
-    );
     render(
-        &rp,
+        rp,
         minijinja::context! {
             portal_name => p.name.clone(),
             login_url => format!("/{id}/login"),
-            logout_url => logout_url,
+            logout_url => format!("/{id}/logout"),
             provider_url => rp.issuer.clone(),
             user => user,
-            id_token_claims => serde_json::to_string_pretty(&claims).unwrap_or_default(),
+            id_token_claims => s.id_token_claims.clone(),
         },
     )
 }
 
-async fn logout(State(rp): State<Rp>, Path(id): Path<String>) -> Response {
+/// Back-Channel Logout 1.0 §2.5 and §2.8: a logout token for this portal,
+/// signed by the provider (its JWKS) and passing the checks of §2.6, drops
+/// the portal's sessions of its `sid` (or, without one, of its `sub`);
+/// 200, or 400 with an OAuth error.
+async fn backchannel_logout(
+    State(rp): State<Rp>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     if portal(&rp, &id).is_none() {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .ok()
+        .and_then(|f| f.into_iter().find(|(k, _)| k == "logout_token"))
+        .map(|(_, v)| v);
+    let checked = match token {
+        Some(t) => verify_logout_token(&rp, &id, &t).await,
+        None => Err(anyhow!("no logout_token")),
+    };
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    match checked {
+        Ok(t) => {
+            let mut sessions = rp.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|_, s| {
+                let hit = s.portal == id
+                    && match &t.sid {
+                        Some(sid) => s.sid.as_ref() == Some(sid),
+                        None => t.sub.as_ref() == Some(&s.sub),
+                    };
+                !hit
+            });
+            (StatusCode::OK, no_store).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(portal = %id, error = %e, "demo portal: logout token refused");
+            (
+                StatusCode::BAD_REQUEST,
+                no_store,
+                axum::Json(serde_json::json!({
+                    "error": "invalid_request",
+                    "error_description": format!("{e:#}"),
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A logout token's signature, against the provider's published keys, then
+/// its claims (Back-Channel Logout §2.6).
+async fn verify_logout_token(
+    rp: &Rp,
+    client_id: &str,
+    token: &str,
+) -> anyhow::Result<idp_core::oidc::logout_channels::LogoutTokenClaims> {
+    let header: serde_json::Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap_or_default())?,
+    )?;
+    let kid = header["kid"].as_str().ok_or_else(|| anyhow!("no kid"))?;
+    let jwks: serde_json::Value = rp
+        .http
+        .get(&rp.jwks_uri)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == kid))
+        .and_then(|k| k.as_object().cloned())
+        .ok_or_else(|| anyhow!("kid {kid} is not published"))?;
+    let jwk = Jwk::from_map(key)?;
+    let payload = match header["alg"].as_str() {
+        Some("ES256") => {
+            josekit::jwt::decode_with_verifier(token, &ES256.verifier_from_jwk(&jwk)?)?.0
+        }
+        Some("RS256") => {
+            let v = josekit::jws::RS256.verifier_from_jwk(&jwk)?;
+            josekit::jwt::decode_with_verifier(token, &v)?.0
+        }
+        other => return Err(anyhow!("unexpected alg {other:?}")),
+    };
+    Ok(idp_core::oidc::logout_channels::check_logout_token(
+        payload.claims_set(),
+        header["typ"].as_str(),
+        &rp.issuer,
+        client_id,
+        rp.clock.now(),
+    )?)
+}
+
+/// Drops the portal's own session, then RP-initiated logout at the
+/// provider (with the session's ID token as hint, so no confirmation is
+/// asked), back to the portal.
+async fn logout(State(rp): State<Rp>, Path(id): Path<String>, jar: CookieJar) -> Response {
+    if portal(&rp, &id).is_none() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let taken = jar.get(&session_cookie(&id)).and_then(|c| {
+        rp.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(c.value())
+    });
+    if let Some(s) = taken {
+        let url = format!(
+            "{}?id_token_hint={}&post_logout_redirect_uri={}",
+            rp.end_session,
+            s.id_token,
+            url::form_urlencoded::byte_serialize(format!("{}/{id}/", rp.base).as_bytes())
+                .collect::<String>()
+        );
+        return ([(header::LOCATION, url)], StatusCode::SEE_OTHER).into_response();
     }
     (
         [(
