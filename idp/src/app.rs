@@ -375,13 +375,12 @@ pub async fn build_state(
     )
     .await?;
     let issuer_url = url::Url::parse(&cfg.issuer)?;
-    let dispatcher = dispatcher.with_logout_tokens(Arc::new(
-        crate::logout_channels::LogoutTokenSender::new(
+    let dispatcher =
+        dispatcher.with_logout_tokens(Arc::new(crate::logout_channels::LogoutTokenSender::new(
             cfg.issuer.clone(),
             provider.clients.clone(),
             provider.keys.clone(),
-        ),
-    ));
+        )));
     Ok(AppState {
         discovery: web::discovery::PublishedJson::new(web::discovery::document(
             &cfg.issuer,

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use support::{
-    AppOptions, Backend, Browser, POST_LOGOUT, PASSWORD, REDIRECT, SharedDatabase, TestApp,
+    AppOptions, Backend, Browser, PASSWORD, POST_LOGOUT, REDIRECT, SharedDatabase, TestApp,
     authorize_url, client_with_flows, exchange_code, location, query_param, spawn_app_adjusted,
     spawn_app_on,
 };
@@ -260,10 +260,7 @@ async fn logout_at_one_portal_reaches_the_others(backend: Backend) {
     // A forged hint ends nothing and sends nothing.
     let res = logout_from(&app, &browser, "not.a.token").await;
     assert_eq!(res.status(), 400);
-    assert_eq!(
-        app.state.webhooks.run_once().await.unwrap().attempted(),
-        0
-    );
+    assert_eq!(app.state.webhooks.run_once().await.unwrap().attempted(), 0);
 
     let res = logout_from(&app, &browser, &market_token).await;
     assert_eq!(res.status(), 303);
@@ -272,7 +269,9 @@ async fn logout_at_one_portal_reaches_the_others(backend: Backend) {
     assert_eq!((pass.delivered, pass.retrying), (3, 0));
     let got = receiver.accepted();
     assert_eq!(
-        got.iter().map(|r| r.portal.as_str()).collect::<BTreeSet<_>>(),
+        got.iter()
+            .map(|r| r.portal.as_str())
+            .collect::<BTreeSet<_>>(),
         PORTALS.into_iter().collect::<BTreeSet<_>>(),
         "each portal of the session, once"
     );
@@ -295,14 +294,13 @@ async fn logout_at_one_portal_reaches_the_others(backend: Backend) {
     }
     // Delivered ones are not sent again.
     app.clock.advance(time::Duration::hours(1));
-    assert_eq!(
-        app.state.webhooks.run_once().await.unwrap().attempted(),
-        0
-    );
+    assert_eq!(app.state.webhooks.run_once().await.unwrap().attempted(), 0);
 
     // The second session still works, and its own logout reaches its one
     // portal with its own sid.
-    let res = browser.get(&authorize_url(&app, PORTALS[0], None, &[])).await;
+    let res = browser
+        .get(&authorize_url(&app, PORTALS[0], None, &[]))
+        .await;
     assert_eq!(res.status(), 303);
     assert!(
         !location(&res).starts_with(REDIRECT),
@@ -323,7 +321,10 @@ async fn logout_at_one_portal_reaches_the_others(backend: Backend) {
         assert!(jtis.insert(claims["jti"].as_str().unwrap().to_owned()));
     }
     assert_eq!(
-        second.iter().map(|r| r.portal.as_str()).collect::<BTreeSet<_>>(),
+        second
+            .iter()
+            .map(|r| r.portal.as_str())
+            .collect::<BTreeSet<_>>(),
         PORTALS[..2].iter().copied().collect::<BTreeSet<_>>()
     );
     app.cleanup().await;
@@ -348,10 +349,7 @@ async fn receiver_down_then_up_across_a_restart(backend: Backend) {
     assert_eq!(failed.len(), 2);
     // Backed off: not again before its delay.
     app.clock.advance(time::Duration::seconds(5));
-    assert_eq!(
-        app.state.webhooks.run_once().await.unwrap().attempted(),
-        0
-    );
+    assert_eq!(app.state.webhooks.run_once().await.unwrap().attempted(), 0);
 
     // Restart: a new server on the same database, the same clock moment.
     let at = app.clock.now();
@@ -375,10 +373,7 @@ async fn receiver_down_then_up_across_a_restart(backend: Backend) {
         assert_eq!(support::jwt_claims(&before.token)["jti"], c["jti"]);
     }
     app.clock.advance(time::Duration::hours(1));
-    assert_eq!(
-        app.state.webhooks.run_once().await.unwrap().attempted(),
-        0
-    );
+    assert_eq!(app.state.webhooks.run_once().await.unwrap().attempted(), 0);
     app.stop().await;
     db.cleanup().await;
 }
@@ -490,17 +485,20 @@ async fn front_channel_logout_frames_the_portals(backend: Backend) {
     );
     assert_eq!(
         frames,
-        [
-            "http://localhost:9/fc?portal=forum",
-            news_frame.as_str()
-        ]
+        ["http://localhost:9/fc?portal=forum", news_frame.as_str()]
     );
     for (at, _) in html.match_indices("<script") {
-        assert!(html[at..].starts_with("<script src=\"/assets/"), "no inline script");
+        assert!(
+            html[at..].starts_with("<script src=\"/assets/"),
+            "no inline script"
+        );
     }
     let next = format!("{}?state=bye", POST_LOGOUT);
     assert!(html.contains(&format!("href=\"{next}\"")), "{html}");
-    assert!(html.contains(&format!("data-continue=\"{next}\"")), "{html}");
+    assert!(
+        html.contains(&format!("data-continue=\"{next}\"")),
+        "{html}"
+    );
 
     // The session is over; the back-channel portal was told.
     let res = browser.get(&authorize_url(&app, "news", None, &[])).await;
@@ -578,7 +576,9 @@ fn client_file_keys_are_checked() {
         assert!(err.contains(expected), "{extra}: {err}");
     }
     // http on a loopback address is allowed (test receivers, the demo).
-    assert!(load("backchannel_logout_uri = \"http://127.0.0.1:8081/shop/backchannel-logout\"").is_ok());
+    assert!(
+        load("backchannel_logout_uri = \"http://127.0.0.1:8081/shop/backchannel-logout\"").is_ok()
+    );
 }
 
 on_both_backends!(

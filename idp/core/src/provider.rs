@@ -202,18 +202,22 @@ impl Provider {
             clock.clone(),
         ));
         let flows: Arc<dyn FlowStore> = Arc::new(StoredFlows::new(store.clone()));
-        let sessions = Arc::new(Sessions::new(
-            Arc::new(StoredSessions::new(store.clone())),
-            ports.families.clone(),
-            audit.clone(),
-            clock.clone(),
-            settings.session_lifetime_secs,
-        )
-        .with_end_listener(Arc::new(crate::oidc::logout_channels::SingleLogout::new(
-            clients.clone(),
-            ports.webhooks.clone(),
-            clock.clone(),
-        ))));
+        let sessions = Arc::new(
+            Sessions::new(
+                Arc::new(StoredSessions::new(store.clone())),
+                ports.families.clone(),
+                audit.clone(),
+                clock.clone(),
+                settings.session_lifetime_secs,
+            )
+            .with_end_listener(Arc::new(
+                crate::oidc::logout_channels::SingleLogout::new(
+                    clients.clone(),
+                    ports.webhooks.clone(),
+                    clock.clone(),
+                ),
+            )),
+        );
         let codes: Arc<dyn CodeStore> = Arc::new(StoredCodes::new(store.clone()));
         let step_ports = StepPorts {
             issuer: settings.issuer.clone(),

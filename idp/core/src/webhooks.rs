@@ -80,7 +80,8 @@ impl WebhookEventType {
     /// The type of a stored delivery: a subscribable one or
     /// [`Self::BackchannelLogout`].
     pub fn parse_stored(s: &str) -> Option<Self> {
-        Self::parse(s).or((s == Self::BackchannelLogout.as_str()).then_some(Self::BackchannelLogout))
+        Self::parse(s)
+            .or((s == Self::BackchannelLogout.as_str()).then_some(Self::BackchannelLogout))
     }
 }
 

@@ -231,8 +231,9 @@ pub fn check_logout_token(
 fn check_type(typ: Option<&str>) -> Result<(), LogoutTokenRefused> {
     match typ {
         None => Ok(()),
-        Some(t) if t.eq_ignore_ascii_case(LOGOUT_TOKEN_TYPE)
-            || t.eq_ignore_ascii_case("application/logout+jwt") =>
+        Some(t)
+            if t.eq_ignore_ascii_case(LOGOUT_TOKEN_TYPE)
+                || t.eq_ignore_ascii_case("application/logout+jwt") =>
         {
             Ok(())
         }
@@ -289,7 +290,12 @@ fn check_issued_at(
 /// object.
 fn check_events(claims: &Map<String, Value>) -> Result<(), LogoutTokenRefused> {
     match claims.get("events").and_then(Value::as_object) {
-        Some(e) if e.get(BACKCHANNEL_LOGOUT_EVENT).is_some_and(Value::is_object) => Ok(()),
+        Some(e)
+            if e.get(BACKCHANNEL_LOGOUT_EVENT)
+                .is_some_and(Value::is_object) =>
+        {
+            Ok(())
+        }
         _ => Err(LogoutTokenRefused("no back-channel logout event")),
     }
 }
@@ -382,7 +388,10 @@ mod tests {
             check_logout_token(c, typ, "https://idp", "a", at(now)).map_err(|e| e.0)
         };
         assert!(check(&good, None, 1000).is_ok());
-        assert_eq!(check(&good, Some("JWT"), 1000), Err("typ is not logout+jwt"));
+        assert_eq!(
+            check(&good, Some("JWT"), 1000),
+            Err("typ is not logout+jwt")
+        );
         assert_eq!(
             check_logout_token(&good, None, "https://other", "a", at(1000)).map_err(|e| e.0),
             Err("iss is not the provider")
@@ -392,7 +401,10 @@ mod tests {
             Err("aud is not this client")
         );
         assert_eq!(check(&good, None, 1000 + 121), Err("expired"));
-        assert_eq!(check(&good, None, 1000 - 301), Err("iat is too far from now"));
+        assert_eq!(
+            check(&good, None, 1000 - 301),
+            Err("iat is too far from now")
+        );
         let mut id_token_like = good.clone();
         id_token_like.insert("nonce".into(), "n".into());
         assert_eq!(
