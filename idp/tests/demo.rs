@@ -562,6 +562,78 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
     drop(demo);
 }
 
+/// Single logout in the demo: signed in at the marketplace and then the
+/// customer space (single sign-on), a sign-out at the marketplace reaches
+/// the customer space through its back-channel logout endpoint (a logout
+/// token the portal verifies against the provider's keys): its page shows
+/// signed out on the next load, within a few delivery passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_at_one_demo_portal_signs_the_others_out() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("idp-demo-{}", uuid::Uuid::new_v4().simple())));
+    let (idp_port, rp_port) = (free_port(), free_port());
+    copy_repo_config(&dir.0, rp_port, free_port());
+    let issuer_env = format!("http://localhost:{idp_port}");
+    let demo = Demo::start(&dir.0, idp_port, rp_port, &[("IDP_ISSUER", &issuer_env)]);
+    let rp = format!("http://127.0.0.1:{rp_port}");
+    let issuer = format!("http://localhost:{idp_port}");
+    let outbox = Outbox::new(dir.0.join("data/outbox"));
+    let browser = Browser::new();
+    let signed_in = |html: &str| html.contains(r#"<table class="claims">"#);
+    for portal in ["marketplace", "customer-space"] {
+        let res = browser.get(&format!("{rp}/{portal}/login")).await;
+        let (_, url) = walk_login(
+            &browser,
+            &issuer,
+            location(&res),
+            &rp,
+            ("demo@example.com", &demo.password),
+            &outbox,
+        )
+        .await;
+        assert!(url.starts_with(&format!("{rp}/{portal}/callback?")), "{url}");
+        assert!(signed_in(&page(&browser, &url).await), "{portal}");
+        // The portal keeps its session: its page shows the claims on reload.
+        assert!(
+            signed_in(&page(&browser, &format!("{rp}/{portal}/")).await),
+            "{portal} keeps its session"
+        );
+    }
+
+    // Sign out at the marketplace: its own session, then the provider's.
+    let res = browser.get(&format!("{rp}/marketplace/logout")).await;
+    assert_eq!(res.status(), 303);
+    let end_session = location(&res);
+    assert!(
+        end_session.starts_with(&format!("{issuer}/logout?id_token_hint=")),
+        "{end_session}"
+    );
+    let res = browser.get(&end_session).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), format!("{rp}/marketplace/"));
+    assert!(!signed_in(&page(&browser, &format!("{rp}/marketplace/")).await));
+
+    // The customer space heard of it (the delivery worker passes every 5 s).
+    let mut signed_out = false;
+    for _ in 0..120 {
+        if !signed_in(&page(&browser, &format!("{rp}/customer-space/")).await) {
+            signed_out = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(signed_out, "the customer space shows signed out on reload");
+    // A forged logout token is refused and drops nothing.
+    let res = reqwest::Client::new()
+        .post(format!("{rp}/customer-space/backchannel-logout"))
+        .form(&[("logout_token", "eyJhbGciOiJub25lIn0.e30.")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    drop(demo);
+}
+
 /// The demo's partner single sign-on: "Continue with Partner SSO" on the
 /// customer space, the partner's own sign-in page (another instance of
 /// this provider), back with a new account made just in time, then the
