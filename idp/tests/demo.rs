@@ -591,7 +591,10 @@ async fn a_sign_out_at_one_demo_portal_signs_the_others_out() {
             &outbox,
         )
         .await;
-        assert!(url.starts_with(&format!("{rp}/{portal}/callback?")), "{url}");
+        assert!(
+            url.starts_with(&format!("{rp}/{portal}/callback?")),
+            "{url}"
+        );
         assert!(signed_in(&page(&browser, &url).await), "{portal}");
         // The portal keeps its session: its page shows the claims on reload.
         assert!(
@@ -611,7 +614,9 @@ async fn a_sign_out_at_one_demo_portal_signs_the_others_out() {
     let res = browser.get(&end_session).await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), format!("{rp}/marketplace/"));
-    assert!(!signed_in(&page(&browser, &format!("{rp}/marketplace/")).await));
+    assert!(!signed_in(
+        &page(&browser, &format!("{rp}/marketplace/")).await
+    ));
 
     // The customer space heard of it (the delivery worker passes every 5 s).
     let mut signed_out = false;
