@@ -513,6 +513,25 @@ async fn front_channel_logout_frames_the_portals(backend: Backend) {
     assert_eq!(res.status(), 303);
     let csp = res.headers()["content-security-policy"].to_str().unwrap();
     assert!(!csp.contains("frame-src"), "{csp}");
+
+    // A logout the user confirms (no hint): the same frames, then the
+    // provider's signed-out page.
+    let third = Browser::new();
+    let (_, claims) = sign_in_at(&app, &third, "news").await;
+    let res = third.get(&app.url("/logout")).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let res = third.submit(&app, &html, &[]).await;
+    assert_eq!(res.status(), 200, "the front-channel page");
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.ends_with("; frame-src http://127.0.0.1:9"), "{csp}");
+    let html = res.text().await.unwrap();
+    assert_eq!(html.matches("<iframe ").count(), 1);
+    assert!(html.contains(&format!("sid={}", claims["sid"].as_str().unwrap())));
+    assert!(html.contains("href=\"/logged-out\""), "{html}");
     app.cleanup().await;
 }
 
