@@ -72,24 +72,22 @@ pub struct PendingLogoutToken {
 }
 
 impl PendingLogoutToken {
-    /// The token for `client` about `ended`: `sid` only when the client
-    /// asked for it (`backchannel_logout_session_required`).
-    pub fn for_client(client: &Client, ended: &EndedSession) -> Self {
+    /// The token for `client` about `ended`. `sid` is always there, even
+    /// when the client did not ask for it
+    /// (`backchannel_logout_session_required`): one session ended, and a
+    /// token without `sid` would tell the portal to end every session of
+    /// the user (§2.4), including ones still alive at the provider.
+    pub fn for_client(_client: &Client, ended: &EndedSession) -> Self {
         Self {
             jti: Uuid::new_v4().to_string(),
             sub: ended.user_id.to_string(),
-            sid: client
-                .protocol
-                .logout
-                .backchannel_session_required
-                .then(|| ended.sid.clone()),
+            sid: Some(ended.sid.clone()),
         }
     }
 }
 
 /// The claims of a logout token signed at `now` (Back-Channel Logout
-/// §2.4): `iss`, `aud`, `iat`, `exp`, `jti`, `events`, `sub`, `sid` when
-/// required; never a `nonce` (§2.4: it is forbidden, so a logout token
+/// §2.4): `iss`, `aud`, `iat`, `exp`, `jti`, `events`, `sub`, `sid`; never a `nonce` (§2.4: it is forbidden, so a logout token
 /// cannot pass for an ID token).
 pub fn logout_token_claims(
     issuer: &str,
