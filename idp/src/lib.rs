@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod notifier;
 pub mod registry;
+pub mod sectors;
 mod theme;
 pub mod web;
 pub mod webhooks;

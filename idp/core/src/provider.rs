@@ -52,6 +52,9 @@ pub struct ProviderSettings {
     pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
     /// `[[resource_servers]]` (RFC 8707).
     pub resource_servers: Vec<crate::oidc::resources::ResourceServer>,
+    /// Tokens obtained by token exchange (RFC 8693) live at most this long
+    /// (`[token_exchange] max_token_secs`).
+    pub token_exchange_max_secs: u32,
 }
 
 /// Durable storage ports, and the outside systems.
@@ -249,6 +252,9 @@ impl Provider {
                 device_cookie_days: settings.methods.device_cookie_days,
             },
         ));
+        // Pairwise subjects (OIDC Core §8.1), the same on every node: the
+        // salt is derived from the key-encryption key all nodes share.
+        let subjects = Arc::new(crate::oidc::subjects::Subjects::from_kek(&kek));
         let authorization = Arc::new(Authorization::new(
             settings.issuer.clone(),
             clients.clone(),
@@ -260,6 +266,7 @@ impl Provider {
             ports.users.clone(),
             audit.clone(),
             clock.clone(),
+            subjects.clone(),
         ));
         let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
             &settings.issuer,
@@ -280,6 +287,8 @@ impl Provider {
             clock.clone(),
             change_log,
             announcer,
+            subjects.clone(),
+            settings.token_exchange_max_secs,
         ));
         let links = Links::new(
             settings.issuer.clone(),
