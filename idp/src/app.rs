@@ -347,11 +347,12 @@ pub async fn build_state(
         changes,
         client_jwks: Arc::new(crate::client_jwks::HttpJwksFetcher::new()?),
     };
-    crate::sectors::check_sector_identifiers(
-        clients.iter().map(|c| &**c),
-        ports.client_jwks.as_ref(),
-    )
-    .await?;
+    let pairwise: Vec<_> = clients
+        .iter()
+        .filter(|c| c.protocol.pairwise.is_some())
+        .cloned()
+        .collect();
+    crate::sectors::check_sector_identifiers(&pairwise, ports.client_jwks.as_ref()).await?;
     let webhooks = Arc::new(match overrides.webhooks {
         Some(w) => w,
         None => crate::config::load_webhooks(cfg.clients_dir.as_deref())?,

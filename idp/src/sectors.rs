@@ -10,10 +10,11 @@
 use anyhow::anyhow;
 use idp_core::client::Client;
 use idp_core::oidc::client_auth::JwksFetcher;
+use std::sync::Arc;
 
 /// Checks every pairwise client's `sector_identifier_uri`.
-pub async fn check_sector_identifiers<'a>(
-    clients: impl IntoIterator<Item = &'a Client>,
+pub async fn check_sector_identifiers(
+    clients: &[Arc<Client>],
     http: &dyn JwksFetcher,
 ) -> anyhow::Result<()> {
     for c in clients {
