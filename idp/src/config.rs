@@ -2045,6 +2045,82 @@ mod tests {
     }
 
     #[test]
+    fn pairwise_sectors_come_from_the_sector_uri_or_the_one_redirect_host() {
+        let sector = |extra: &str| file(extra).map(|c| c.protocol.pairwise.map(|p| p.sector));
+        assert_eq!(sector(""), Ok(None), "public by default");
+        assert_eq!(sector("subject_type = \"public\""), Ok(None));
+        assert_eq!(
+            sector("subject_type = \"pairwise\""),
+            Ok(Some("rp.example".into()))
+        );
+        assert_eq!(
+            sector(
+                "redirect_uris = [\"https://a.rp.example/cb\", \"https://b.rp.example/cb\"]\nsubject_type = \"pairwise\"\nsector_identifier_uri = \"https://rp.example/sector.json\""
+            ),
+            Ok(Some("rp.example".into()))
+        );
+        let c = file("subject_type = \"pairwise\"\nsector_identifier_uri = \"https://sectors.example/s.json\"").unwrap();
+        let p = c.protocol.pairwise.unwrap();
+        assert_eq!(p.sector, "sectors.example");
+        assert_eq!(
+            p.sector_identifier_uri.as_deref(),
+            Some("https://sectors.example/s.json")
+        );
+        for (extra, field) in [
+            (
+                "redirect_uris = [\"https://a.rp.example/cb\", \"https://b.rp.example/cb\"]\nsubject_type = \"pairwise\"",
+                "sector_identifier_uri: required",
+            ),
+            (
+                "subject_type = \"pairwise\"\nsector_identifier_uri = \"http://sectors.example/s.json\"",
+                "sector_identifier_uri: ",
+            ),
+            (
+                "subject_type = \"pairwise\"\nsector_identifier_uri = \"not a url\"",
+                "sector_identifier_uri: ",
+            ),
+            (
+                "sector_identifier_uri = \"https://sectors.example/s.json\"",
+                "sector_identifier_uri: only for",
+            ),
+            ("subject_type = \"secret\"", "subject_type: "),
+        ] {
+            let e = file(extra).unwrap_err();
+            assert!(e.starts_with(field), "{extra}: {e}");
+        }
+        // http on loopback, as for redirect URIs (tests and development).
+        assert!(
+            file(
+                "subject_type = \"pairwise\"\nsector_identifier_uri = \"http://127.0.0.1:9/s.json\""
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn token_exchange_is_a_grant_of_confidential_clients() {
+        let hash = "secret_hash = \"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"\n";
+        let grant = "grant_types = [\"authorization_code\", \"urn:ietf:params:oauth:grant-type:token-exchange\"]";
+        let c = confidential(&format!("{hash}{grant}")).unwrap();
+        assert!(c.protocol.token_exchange && c.allow_authorization_code);
+        assert!(!confidential(hash).unwrap().protocol.token_exchange);
+        let e = file(grant).unwrap_err();
+        assert!(e.starts_with("grant_types: a public client"), "{e}");
+        let e = load_settings("[token_exchange]\nmax_token_secs = 0").unwrap_err();
+        assert!(e.contains("token_exchange.max_token_secs"), "{e}");
+        let ok = load_settings("[token_exchange]\nmax_token_secs = 120").unwrap();
+        assert_eq!(ok.settings.token_exchange.max_token_secs, 120);
+        assert_eq!(
+            load_settings("")
+                .unwrap()
+                .settings
+                .token_exchange
+                .max_token_secs,
+            300
+        );
+    }
+
+    #[test]
     fn client_file_errors_name_the_field() {
         assert!(file("").is_ok());
         let cases = [

@@ -479,6 +479,43 @@ async fn discovery_lists_the_grant_only_when_enabled(app: &TestApp) {
     assert_eq!(error_of(&b), (400, Some("unauthorized_client")));
 }
 
+/// The policy is checked at start-up: an exchange client must have the
+/// grant, and a client with the grant must be an exchange client somewhere.
+async fn the_policy_is_checked_at_start_up(backend: Backend) {
+    let cases: [(fn(&mut idp::config::Settings), &str); 2] = [
+        (
+            |s| {
+                adjust(s);
+                s.resource_servers[0].exchange_clients = vec!["backoffice".into()];
+                s.resource_servers[1].exchange_clients = vec![];
+            },
+            "client portal: grant_types: token exchange is allowed, but no [[resource_servers]] entry lists this client in its exchange_clients",
+        ),
+        (
+            |s| {
+                adjust(s);
+                s.resource_servers[1].exchange_clients = vec!["portal".into(), "conf".into()];
+            },
+            "resource_servers[1].exchange_clients[1]: client conf does not list urn:ietf:params:oauth:grant-type:token-exchange in its grant_types",
+        ),
+    ];
+    for (settings, expected) in cases {
+        // In a task of its own, to see the start-up's panic.
+        let started = tokio::spawn(spawn_app_adjusted(backend, options(), settings)).await;
+        let panic = match started {
+            Ok(app) => {
+                app.cleanup().await;
+                panic!("started despite: {expected}");
+            }
+            Err(e) => e.into_panic(),
+        };
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
+on_both_backends!(the_policy_is_checked_at_start_up);
+
 matrix_with!(
     crate::options(),
     crate::adjust;
