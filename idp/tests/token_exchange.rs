@@ -31,10 +31,13 @@ fn exchanging(id: &str) -> idp_core::client::Client {
 fn options() -> AppOptions {
     let mut backoffice = exchanging("backoffice");
     backoffice.access_token_format = AccessTokenFormat::Opaque;
+    let mut bound = exchanging("bound");
+    bound.protocol.dpop_bound = true;
     AppOptions {
         clients: vec![
             exchanging("portal"),
             backoffice,
+            bound,
             client_with_flows("billing-rs", FLOWS),
             client_with_flows("storage-rs", FLOWS),
         ],
@@ -51,7 +54,7 @@ fn adjust(s: &mut idp::config::Settings) {
             access_token_secs: Some(BILLING_SECS as u32),
             clients: vec![],
             introspection_clients: vec!["billing-rs".into()],
-            exchange_clients: vec!["portal".into(), "backoffice".into()],
+            exchange_clients: vec!["portal".into(), "backoffice".into(), "bound".into()],
         },
         ResourceServerFile {
             identifier: STORAGE.into(),
@@ -323,6 +326,80 @@ async fn actors_nest(app: &TestApp) {
     assert_eq!(error_of(&refused), (400, Some("invalid_request")));
 }
 
+/// A DPoP proof by a fresh key `which` (0 or 1) for the token endpoint.
+fn proof(app: &TestApp, which: usize) -> String {
+    use josekit::jws::{ES256, JwsHeader};
+    static KEYS: std::sync::OnceLock<Vec<(josekit::jwk::Jwk, josekit::jwk::Jwk)>> =
+        std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(|| es256_key_pairs(2, None));
+    let claims = dpop_proof_claims(clock_secs(app), "POST", &app.url("/token"), None, None);
+    let mut h = JwsHeader::new();
+    h.set_token_type("dpop+jwt");
+    h.set_jwk(keys[which].1.clone());
+    josekit::jwt::encode_with_signer(&claims, &h, &ES256.signer_from_jwk(&keys[which].0).unwrap())
+        .unwrap()
+}
+
+/// A token request as `bound` with a DPoP proof.
+async fn bound_request(app: &TestApp, form: &[(&str, &str)], dpop: String) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(app.url("/token"))
+        .basic_auth("bound", Some(SECRET))
+        .header("DPoP", dpop)
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// A DPoP-bound subject token is exchanged only with a proof of its key,
+/// and the token issued is bound to it too (RFC 9449 §6).
+async fn bound_subject_tokens_need_their_key(app: &TestApp) {
+    let (verifier, challenge) = pkce();
+    let to = Browser::new()
+        .login(
+            app,
+            &authorize_url(app, "bound", Some(&challenge), &[]),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let code = query_param(&to, "code").unwrap();
+    let (status, t) = bound_request(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ],
+        proof(app, 0),
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    let subject = access(&t);
+    let jkt = jwt_claims(subject)["cnf"]["jkt"].clone();
+    assert!(jkt.is_string());
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject),
+        ("subject_token_type", ACCESS_TOKEN),
+        ("resource", BILLING),
+    ];
+    // Another key: refused.
+    let refused = bound_request(app, &form, proof(app, 1)).await;
+    assert_eq!(error_of(&refused), (400, Some("invalid_grant")));
+    // Its own key: a token bound to it.
+    let (status, x) = bound_request(app, &form, proof(app, 0)).await;
+    assert_eq!(status, 200, "{x}");
+    assert_eq!(x["token_type"], "DPoP");
+    let c = jwt_claims(access(&x));
+    assert_eq!(c["cnf"]["jkt"], jkt);
+    assert_eq!(c["act"], json!({"sub": "bound"}));
+}
+
 /// Every refusal, with its error code.
 async fn refusals(app: &TestApp) {
     let t = sign_in(app, "portal").await;
@@ -486,7 +563,7 @@ async fn the_policy_is_checked_at_start_up(backend: Backend) {
         (
             |s| {
                 adjust(s);
-                s.resource_servers[0].exchange_clients = vec!["backoffice".into()];
+                s.resource_servers[0].exchange_clients = vec!["backoffice".into(), "bound".into()];
                 s.resource_servers[1].exchange_clients = vec![];
             },
             "client portal: grant_types: token exchange is allowed, but no [[resource_servers]] entry lists this client in its exchange_clients",
@@ -522,6 +599,7 @@ matrix_with!(
     an_exchange_gives_a_token_for_the_resource_alone,
     exchanged_tokens_follow_their_subject_token,
     opaque_tokens_carry_their_actor,
+    bound_subject_tokens_need_their_key,
     actors_nest,
     refusals,
 );
