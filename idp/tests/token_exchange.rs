@@ -541,9 +541,11 @@ async fn refusals(app: &TestApp) {
     assert!(!events.iter().any(|e| e.kind == "token.exchanged"));
 }
 
-/// Without any exchange client, discovery does not list the grant.
+/// Without any exchange client, discovery does not list the grant (nor,
+/// without a pairwise client, pairwise subjects).
 async fn discovery_lists_the_grant_only_when_enabled(app: &TestApp) {
     let d = discovery(app).await;
+    assert_eq!(d["subject_types_supported"], json!(["public"]));
     assert!(
         !d["grant_types_supported"]
             .as_array()
@@ -556,10 +558,13 @@ async fn discovery_lists_the_grant_only_when_enabled(app: &TestApp) {
     assert_eq!(error_of(&b), (400, Some("unauthorized_client")));
 }
 
+/// Settings adjusted before a test server starts.
+type Adjust = fn(&mut idp::config::Settings);
+
 /// The policy is checked at start-up: an exchange client must have the
 /// grant, and a client with the grant must be an exchange client somewhere.
 async fn the_policy_is_checked_at_start_up(backend: Backend) {
-    let cases: [(fn(&mut idp::config::Settings), &str); 2] = [
+    let cases: [(Adjust, &str); 2] = [
         (
             |s| {
                 adjust(s);
