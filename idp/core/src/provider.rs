@@ -109,6 +109,9 @@ pub struct Provider {
     pub resources: Arc<crate::oidc::resources::ResourceServers>,
     /// The token endpoint's pipeline.
     pub token_endpoint: Arc<crate::oidc::token_endpoint::TokenEndpoint>,
+    /// The `sub` each client sees (pairwise or public, OIDC Core §8): for
+    /// anything else that names a user to a client (logout tokens...).
+    pub subjects: Arc<crate::oidc::subjects::Subjects>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -406,6 +409,7 @@ impl Provider {
             organizations,
             federated,
             store,
+            subjects,
         })
     }
 }

@@ -1,5 +1,7 @@
-//! The token endpoint (RFC 6749 §3.2, §4.1.3, §6, §4.4), token minting (ID
-//! token per OIDC Core §2, access token per RFC 9068 or opaque), and the
+//! The token endpoint (RFC 6749 §3.2, §4.1.3, §6, §4.4; token exchange,
+//! RFC 8693, in the `exchange` module), token minting (ID token per OIDC Core §2,
+//! access token per RFC 9068 or opaque; `sub` per OIDC Core §8, see
+//! [`super::subjects`]), and the
 //! endpoints that read tokens back: userinfo, introspection (RFC 7662),
 //! revocation (RFC 7009).
 
