@@ -273,7 +273,8 @@ function clientToml(c) {
     ...(usesSecretHash(c) ? [`secret_hash = "${c.secretHash}"`] : []),
     `redirect_uris = ["${c.redirectUri}"]`,
     `post_logout_redirect_uris = ["${c.postLogoutRedirectUri}"]`,
-    'grant_types = ["authorization_code", "refresh_token"]',
+    // Unless `settings` names its own (e.g. with token exchange).
+    ...(c.settings?.grant_types ? [] : ['grant_types = ["authorization_code", "refresh_token"]']),
     'scopes = ["openid", "profile", "email"]',
     'require_pkce = true',
     ...Object.entries(c.settings || {}).map(([k, v]) => `${k} = ${tomlValue(v)}`),

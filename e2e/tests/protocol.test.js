@@ -5,7 +5,8 @@
 // client that must use them; request objects (RFC 9101) by value and pushed;
 // JWT-secured authorization responses (JARM) in the query and posted, and
 // the Form Post Response Mode; DPoP-bound access tokens (RFC 9449); and a
-// client combining PAR, private_key_jwt, DPoP and PKCE as FAPI 2.0 asks.
+// client combining PAR, private_key_jwt, DPoP and PKCE as FAPI 2.0 asks;
+// resource indicators (RFC 8707) and token exchange (RFC 8693).
 // Each client's keys are generated here with WebCrypto; the provider gets
 // their public halves in the client file (`jwks`, as an inline table or as
 // JSON text: config/README.md allows both).
@@ -112,7 +113,14 @@ describe('protocol extensions with openid-client', () => {
           jwks: { keys: [fapiKey.jwk] },
         },
       },
-      { id: RES, name: 'Resource Portal' },
+      {
+        id: RES,
+        name: 'Resource Portal',
+        // It may also exchange its users' tokens for the billing API's (RFC 8693).
+        settings: {
+          grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+        },
+      },
     ], {
       config: [
         '[[resource_servers]]',
@@ -120,6 +128,7 @@ describe('protocol extensions with openid-client', () => {
         'name = "Billing API"',
         'access_token_secs = 120',
         `clients = ["${RES}"]`,
+        `exchange_clients = ["${RES}"]`,
       ],
     });
     user = await env.idp.createUser(env.newEmail('proto'), env.newPassword());
@@ -540,6 +549,50 @@ describe('protocol extensions with openid-client', () => {
       assert.equal(tokens.claims().aud, RES, 'the ID token is still for the client');
       const refreshed = await oidc.refreshTokenGrant(rp.config, tokens.refresh_token);
       assert.equal(payload(refreshed.access_token).aud, BILLING);
+    });
+  });
+
+  it('token exchange: the portal trades its user\'s token for one meant for the billing API, acting for the user (RFC 8693)', async () => {
+    const rp = env.rps[RES];
+    const c = rp.client;
+    const meta = rp.config.serverMetadata();
+    assert.ok(meta.grant_types_supported.includes('urn:ietf:params:oauth:grant-type:token-exchange'));
+    const j = await journey(env.browser, 'exchange');
+    await j.run(async () => {
+      const { params, checks } = await newRequest(c);
+      const callback = await signIn(j, oidc.buildAuthorizationUrl(rp.config, params).href, c);
+      await j.visit('callback');
+      const tokens = await exchange(rp.config, callback, checks);
+      const subject = tokens.claims().sub;
+      const ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+      const exchanged = await oidc.genericGrantRequest(rp.config, 'urn:ietf:params:oauth:grant-type:token-exchange', {
+        subject_token: tokens.access_token,
+        subject_token_type: ACCESS_TOKEN,
+        audience: 'Billing API',
+        scope: 'openid email',
+      });
+      assert.equal(exchanged.issued_token_type, ACCESS_TOKEN);
+      assert.equal(exchanged.token_type, 'bearer');
+      assert.equal(exchanged.refresh_token, undefined);
+      assert.ok(exchanged.expires_in <= 120, `${exchanged.expires_in}`);
+      const claims = payload(exchanged.access_token);
+      assert.equal(claims.aud, BILLING);
+      assert.equal(claims.sub, subject);
+      assert.equal(claims.scope, 'openid email');
+      assert.deepEqual(claims.act, { sub: RES });
+      await verifySignature(meta.jwks_uri, exchanged.access_token);
+      // A resource no one declared: refused.
+      await assert.rejects(
+        oidc.genericGrantRequest(rp.config, 'urn:ietf:params:oauth:grant-type:token-exchange', {
+          subject_token: tokens.access_token,
+          subject_token_type: ACCESS_TOKEN,
+          resource: 'https://other.e2e.example/',
+        }),
+        (e) => {
+          assert.equal(e.error, 'invalid_target', `${e}`);
+          return true;
+        },
+      );
     });
   });
 

@@ -153,6 +153,7 @@ pub(crate) fn check_clients(
         for (key, ids) in [
             ("clients", &r.clients),
             ("introspection_clients", &r.introspection_clients),
+            ("exchange_clients", &r.exchange_clients),
         ] {
             for (j, id) in ids.iter().enumerate() {
                 let Some(c) = clients.get(id) else {
@@ -165,10 +166,28 @@ pub(crate) fn check_clients(
                         "resource_servers[{i}].{key}[{j}]: client {id} is public; introspection needs a confidential client"
                     ));
                 }
+                if key == "exchange_clients" && !c.protocol.token_exchange {
+                    return Err(anyhow!(
+                        "resource_servers[{i}].{key}[{j}]: client {id} does not list {} in its grant_types",
+                        idp_core::oidc::token::TOKEN_EXCHANGE
+                    ));
+                }
             }
         }
     }
     for c in clients.iter() {
+        if c.protocol.token_exchange
+            && !cfg
+                .settings
+                .resource_servers
+                .iter()
+                .any(|r| r.exchange_clients.iter().any(|x| *x == c.id.0))
+        {
+            return Err(anyhow!(
+                "client {}: grant_types: token exchange is allowed, but no [[resource_servers]] entry lists this client in its exchange_clients",
+                c.id
+            ));
+        }
         if !themes.has_theme(&c.theme) {
             return Err(anyhow!(
                 "client {}: theme: no theme named {:?}",
@@ -328,6 +347,12 @@ pub async fn build_state(
         changes,
         client_jwks: Arc::new(crate::client_jwks::HttpJwksFetcher::new()?),
     };
+    let pairwise: Vec<_> = clients
+        .iter()
+        .filter(|c| c.protocol.pairwise.is_some())
+        .cloned()
+        .collect();
+    crate::sectors::check_sector_identifiers(&pairwise, ports.client_jwks.as_ref()).await?;
     let webhooks = Arc::new(match overrides.webhooks {
         Some(w) => w,
         None => crate::config::load_webhooks(cfg.clients_dir.as_deref())?,
@@ -349,6 +374,7 @@ pub async fn build_state(
         accounts: cfg.settings.accounts.clone(),
         webhooks,
         resource_servers: crate::config::parse_resource_servers(cfg)?,
+        token_exchange_max_secs: cfg.settings.token_exchange.max_token_secs,
     };
     let kek = key_encryption_key(cfg)?;
     let themes = Arc::new(themes);

@@ -81,6 +81,26 @@ pub struct Settings {
     /// `[[resource_servers]]`: the APIs clients may ask tokens for with the
     /// `resource` parameter (RFC 8707; see `config/README.md`).
     pub resource_servers: Vec<ResourceServerFile>,
+    /// `[token_exchange]`: tokens obtained by token exchange (RFC 8693).
+    pub token_exchange: TokenExchangeSettings,
+}
+
+/// `[token_exchange]` of the main configuration file. Who may exchange
+/// what is each resource server's `exchange_clients`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenExchangeSettings {
+    /// Exchanged tokens live at most this long (and never longer than the
+    /// resource server's lifetime or the subject token's remaining life).
+    pub max_token_secs: u32,
+}
+
+impl Default for TokenExchangeSettings {
+    fn default() -> Self {
+        Self {
+            max_token_secs: 300,
+        }
+    }
 }
 
 /// One `[[resource_servers]]` entry. See `config/README.md`.
@@ -99,6 +119,10 @@ pub struct ResourceServerFile {
     /// The (confidential) clients it introspects tokens with.
     #[serde(default)]
     pub introspection_clients: Vec<String>,
+    /// The (confidential) clients that may obtain tokens for it by token
+    /// exchange (RFC 8693).
+    #[serde(default)]
+    pub exchange_clients: Vec<String>,
 }
 
 /// The checked `[[resource_servers]]` of `cfg`; errors name the entry and
@@ -143,6 +167,7 @@ pub fn parse_resource_servers(
             access_token_secs: r.access_token_secs,
             clients: ids(&r.clients),
             introspection_clients: ids(&r.introspection_clients),
+            exchange_clients: ids(&r.exchange_clients),
         });
     }
     Ok(out)
@@ -487,6 +512,7 @@ impl Default for Settings {
             webhook_delivery: WebhookDeliverySettings::default(),
             upstreams: Vec::new(),
             resource_servers: Vec::new(),
+            token_exchange: TokenExchangeSettings::default(),
             assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }
@@ -982,6 +1008,9 @@ fn resolve(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<Loaded
         levels,
     };
     parse_upstreams(&loaded).map_err(|e| anyhow!("{where_}: {e}"))?;
+    if loaded.settings.token_exchange.max_token_secs == 0 {
+        bail!("{where_}: token_exchange.max_token_secs: must be positive");
+    }
     parse_resource_servers(&loaded).map_err(|e| anyhow!("{where_}: {e}"))?;
     Ok(loaded)
 }
@@ -1058,6 +1087,13 @@ pub struct ClientFile {
     /// `fapi2`: the FAPI 2.0 Security Profile (see config/README.md).
     #[serde(default)]
     pub security_profile: Option<String>,
+    /// `public` (default) or `pairwise` (OpenID Connect Core §8).
+    #[serde(default)]
+    pub subject_type: Option<String>,
+    /// A pairwise client's sector: an https URL of a JSON array of its
+    /// redirect URIs (OpenID Connect Core §8.1), fetched at start-up.
+    #[serde(default)]
+    pub sector_identifier_uri: Option<String>,
     /// `client_secret_jwt`: an environment variable holding the secret.
     #[serde(default)]
     pub client_secret_env: Option<String>,
@@ -1214,6 +1250,9 @@ pub fn load_client_files(
         let mut client =
             parse_client(parsed, levels).map_err(|e| anyhow!("{}: {e}", f.display()))?;
         client.protocol.jwt_secret = jwt_secret.map(Arc::new);
+        if let Some(p) = &mut client.protocol.pairwise {
+            p.declared_in = f.display().to_string();
+        }
         if loaded.iter().any(|(_, c)| c.id == client.id) {
             bail!(
                 "{}: client_id: {} is already registered by another file",
@@ -1403,11 +1442,13 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
         );
     }
     let mut grants = (false, false, false);
+    let mut token_exchange = false;
     for g in &f.grant_types {
         match g.as_str() {
             "authorization_code" => grants.0 = true,
             "refresh_token" => grants.1 = true,
             "client_credentials" => grants.2 = true,
+            idp_core::oidc::token::TOKEN_EXCHANGE => token_exchange = true,
             "password" | "implicit" => {
                 bail!("grant_types: {g} is not supported (RFC 9700 §2.4, §2.1.2)")
             }
@@ -1416,6 +1457,11 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
     }
     if grants.2 && f.kind == ClientKind::Public {
         bail!("grant_types: a public client cannot use client_credentials");
+    }
+    if token_exchange && f.kind == ClientKind::Public {
+        bail!(
+            "grant_types: a public client cannot use token exchange (RFC 8693 needs client authentication)"
+        );
     }
     if grants.0 && f.redirect_uris.is_empty() {
         bail!("redirect_uris: at least one is needed for authorization_code");
@@ -1488,6 +1534,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
         bail!("require_dpop_nonce: only for a client with dpop_bound_access_tokens = true");
     }
     check_client_account(&f.account).map_err(|e| anyhow!("account.{e}"))?;
+    let pairwise = parse_subject_type(&f)?;
     let mut response_modes = std::collections::BTreeSet::new();
     for (i, m) in f.response_modes.iter().enumerate() {
         let mode = ResponseMode::parse(m).ok_or_else(|| {
@@ -1549,6 +1596,8 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             require_dpop_nonce: f.require_dpop_nonce,
             fapi2,
             logout,
+            token_exchange,
+            pairwise,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
@@ -1557,6 +1606,69 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             refresh_token: l.refresh_token_secs,
         },
     })
+}
+
+/// `subject_type` and `sector_identifier_uri` (OpenID Connect Core §8.1):
+/// a pairwise client's sector is the host of its `sector_identifier_uri`
+/// (https; http only on loopback, as redirect URIs), else the one host of
+/// its redirect URIs; several hosts need a `sector_identifier_uri`. The
+/// document itself is fetched and checked at start-up (see
+/// `crate::sectors`).
+fn parse_subject_type(f: &ClientFile) -> anyhow::Result<Option<idp_core::client::PairwiseSubject>> {
+    match f.subject_type.as_deref() {
+        None | Some("public") => {
+            if f.sector_identifier_uri.is_some() {
+                bail!("sector_identifier_uri: only for subject_type = \"pairwise\"");
+            }
+            return Ok(None);
+        }
+        Some("pairwise") => {}
+        Some(other) => bail!("subject_type: {other:?} is not \"public\" or \"pairwise\""),
+    }
+    let sector = match &f.sector_identifier_uri {
+        Some(uri) => {
+            let p = url::Url::parse(uri).map_err(|e| {
+                anyhow!("sector_identifier_uri: {uri:?} is not an absolute URL ({e})")
+            })?;
+            match p.scheme() {
+                "https" => {}
+                "http" if is_loopback(&p) => {}
+                _ => bail!(
+                    "sector_identifier_uri: {uri:?} must use https (http only for loopback addresses)"
+                ),
+            }
+            if p.fragment().is_some() {
+                bail!("sector_identifier_uri: {uri:?} must not have a fragment");
+            }
+            p.host_str()
+                .ok_or_else(|| anyhow!("sector_identifier_uri: {uri:?} has no host"))?
+                .to_owned()
+        }
+        None => {
+            let mut hosts: Vec<String> = f
+                .redirect_uris
+                .iter()
+                .filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_owned))
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            match hosts.as_slice() {
+                [one] => one.clone(),
+                [] => bail!(
+                    "subject_type: a pairwise client needs redirect_uris with a host, or a sector_identifier_uri"
+                ),
+                many => bail!(
+                    "sector_identifier_uri: required for a pairwise client whose redirect_uris have several hosts ({})",
+                    many.join(", ")
+                ),
+            }
+        }
+    };
+    Ok(Some(idp_core::client::PairwiseSubject {
+        sector,
+        sector_identifier_uri: f.sector_identifier_uri.clone(),
+        declared_in: format!("client {}", f.client_id),
+    }))
 }
 
 /// `jwks` (an inline table or JSON text) or `jwks_uri`, at most one.
@@ -1942,6 +2054,82 @@ mod tests {
         }
         let ok = load_settings("[accounts]\nreset_link_minutes = 15").unwrap();
         assert_eq!(ok.settings.accounts.reset_link_minutes, 15);
+    }
+
+    #[test]
+    fn pairwise_sectors_come_from_the_sector_uri_or_the_one_redirect_host() {
+        let sector = |extra: &str| file(extra).map(|c| c.protocol.pairwise.map(|p| p.sector));
+        assert_eq!(sector(""), Ok(None), "public by default");
+        assert_eq!(sector("subject_type = \"public\""), Ok(None));
+        assert_eq!(
+            sector("subject_type = \"pairwise\""),
+            Ok(Some("rp.example".into()))
+        );
+        assert_eq!(
+            sector(
+                "redirect_uris = [\"https://a.rp.example/cb\", \"https://b.rp.example/cb\"]\nsubject_type = \"pairwise\"\nsector_identifier_uri = \"https://rp.example/sector.json\""
+            ),
+            Ok(Some("rp.example".into()))
+        );
+        let c = file("subject_type = \"pairwise\"\nsector_identifier_uri = \"https://sectors.example/s.json\"").unwrap();
+        let p = c.protocol.pairwise.unwrap();
+        assert_eq!(p.sector, "sectors.example");
+        assert_eq!(
+            p.sector_identifier_uri.as_deref(),
+            Some("https://sectors.example/s.json")
+        );
+        for (extra, field) in [
+            (
+                "redirect_uris = [\"https://a.rp.example/cb\", \"https://b.rp.example/cb\"]\nsubject_type = \"pairwise\"",
+                "sector_identifier_uri: required",
+            ),
+            (
+                "subject_type = \"pairwise\"\nsector_identifier_uri = \"http://sectors.example/s.json\"",
+                "sector_identifier_uri: ",
+            ),
+            (
+                "subject_type = \"pairwise\"\nsector_identifier_uri = \"not a url\"",
+                "sector_identifier_uri: ",
+            ),
+            (
+                "sector_identifier_uri = \"https://sectors.example/s.json\"",
+                "sector_identifier_uri: only for",
+            ),
+            ("subject_type = \"secret\"", "subject_type: "),
+        ] {
+            let e = file(extra).unwrap_err();
+            assert!(e.starts_with(field), "{extra}: {e}");
+        }
+        // http on loopback, as for redirect URIs (tests and development).
+        assert!(
+            file(
+                "subject_type = \"pairwise\"\nsector_identifier_uri = \"http://127.0.0.1:9/s.json\""
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn token_exchange_is_a_grant_of_confidential_clients() {
+        let hash = "secret_hash = \"sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU\"\n";
+        let grant = "grant_types = [\"authorization_code\", \"urn:ietf:params:oauth:grant-type:token-exchange\"]";
+        let c = confidential(&format!("{hash}{grant}")).unwrap();
+        assert!(c.protocol.token_exchange && c.allow_authorization_code);
+        assert!(!confidential(hash).unwrap().protocol.token_exchange);
+        let e = file(grant).unwrap_err();
+        assert!(e.starts_with("grant_types: a public client"), "{e}");
+        let e = load_settings("[token_exchange]\nmax_token_secs = 0").unwrap_err();
+        assert!(e.contains("token_exchange.max_token_secs"), "{e}");
+        let ok = load_settings("[token_exchange]\nmax_token_secs = 120").unwrap();
+        assert_eq!(ok.settings.token_exchange.max_token_secs, 120);
+        assert_eq!(
+            load_settings("")
+                .unwrap()
+                .settings
+                .token_exchange
+                .max_token_secs,
+            300
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod logout_channels;
 pub mod notifier;
 pub mod registry;
+pub mod sectors;
 mod theme;
 pub mod web;
 pub mod webhooks;

@@ -36,6 +36,7 @@ fn adjust(s: &mut idp::config::Settings) {
             access_token_secs: Some(120),
             clients: vec!["conf".into(), "spa".into(), "ops".into()],
             introspection_clients: vec!["billing-rs".into()],
+            exchange_clients: vec![],
         },
         ResourceServerFile {
             identifier: STORAGE.into(),
@@ -43,6 +44,7 @@ fn adjust(s: &mut idp::config::Settings) {
             access_token_secs: None,
             clients: vec!["conf".into()],
             introspection_clients: vec!["storage-rs".into()],
+            exchange_clients: vec![],
         },
     ];
 }

@@ -33,6 +33,10 @@ pub struct AccessTokenInfo {
     /// The thumbprint of the DPoP key it is bound to (`cnf.jkt`, RFC 9449 §6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// The actor of a token obtained by token exchange (RFC 8693 §4.1):
+    /// `{"sub": ...}`, nesting the previous actor's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
 }
 
 impl AccessTokenInfo {

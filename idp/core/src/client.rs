@@ -164,6 +164,26 @@ pub struct ProtocolSettings {
     pub fapi2: bool,
     /// Single logout: its back- and front-channel logout URIs.
     pub logout: crate::oidc::logout_channels::LogoutChannels,
+    /// May use the token exchange grant (RFC 8693), listed in its
+    /// `grant_types`; which resources it may get tokens for is the resource
+    /// servers' `exchange_clients` (see [`crate::oidc::resources`]).
+    pub token_exchange: bool,
+    /// `subject_type = "pairwise"` (OpenID Connect Core §8.1): the `sub`
+    /// it sees is derived from its sector (see [`crate::oidc::subjects`]);
+    /// `None`: the public (internal) user id.
+    pub pairwise: Option<PairwiseSubject>,
+}
+
+/// A pairwise client's sector (OpenID Connect Core §8.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairwiseSubject {
+    /// The host of its `sector_identifier_uri`, else of its redirect URIs.
+    pub sector: String,
+    /// Fetched at start-up: a JSON array that must hold every redirect URI
+    /// of the client (§8.1).
+    pub sector_identifier_uri: Option<String>,
+    /// Where it is configured (the client file), for start-up errors.
+    pub declared_in: String,
 }
 
 /// Where a client's public keys come from.
@@ -187,6 +207,8 @@ impl Default for ProtocolSettings {
             require_dpop_nonce: false,
             fapi2: false,
             logout: Default::default(),
+            token_exchange: false,
+            pairwise: None,
         }
     }
 }

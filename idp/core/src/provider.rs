@@ -52,6 +52,9 @@ pub struct ProviderSettings {
     pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
     /// `[[resource_servers]]` (RFC 8707).
     pub resource_servers: Vec<crate::oidc::resources::ResourceServer>,
+    /// Tokens obtained by token exchange (RFC 8693) live at most this long
+    /// (`[token_exchange] max_token_secs`).
+    pub token_exchange_max_secs: u32,
 }
 
 /// Durable storage ports, and the outside systems.
@@ -106,6 +109,9 @@ pub struct Provider {
     pub resources: Arc<crate::oidc::resources::ResourceServers>,
     /// The token endpoint's pipeline.
     pub token_endpoint: Arc<crate::oidc::token_endpoint::TokenEndpoint>,
+    /// The `sub` each client sees (pairwise or public, OIDC Core §8): for
+    /// anything else that names a user to a client (logout tokens...).
+    pub subjects: Arc<crate::oidc::subjects::Subjects>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -258,6 +264,9 @@ impl Provider {
                 device_cookie_days: settings.methods.device_cookie_days,
             },
         ));
+        // Pairwise subjects (OIDC Core §8.1), the same on every node: the
+        // salt is derived from the key-encryption key all nodes share.
+        let subjects = Arc::new(crate::oidc::subjects::Subjects::from_kek(&kek));
         let authorization = Arc::new(Authorization::new(
             settings.issuer.clone(),
             clients.clone(),
@@ -269,6 +278,7 @@ impl Provider {
             ports.users.clone(),
             audit.clone(),
             clock.clone(),
+            subjects.clone(),
         ));
         let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
             &settings.issuer,
@@ -289,6 +299,8 @@ impl Provider {
             clock.clone(),
             change_log,
             announcer,
+            subjects.clone(),
+            settings.token_exchange_max_secs,
         ));
         let links = Links::new(
             settings.issuer.clone(),
@@ -406,6 +418,7 @@ impl Provider {
             organizations,
             federated,
             store,
+            subjects,
         })
     }
 }

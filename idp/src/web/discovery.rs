@@ -63,6 +63,16 @@ pub fn document(
     let with_keys = clients.clone().any(|c| c.protocol.keys.is_some());
     let mut with_none = auth_methods.clone();
     with_none.push("none");
+    let mut grant_types = vec!["authorization_code", "refresh_token", "client_credentials"];
+    if clients.clone().any(|c| c.protocol.token_exchange) {
+        // RFC 8693 §2.1 (RFC 8414 §2).
+        grant_types.push(idp_core::oidc::token::TOKEN_EXCHANGE);
+    }
+    let mut subject_types = vec!["public"];
+    if clients.clone().any(|c| c.protocol.pairwise.is_some()) {
+        // OpenID Connect Core §8, Discovery §3.
+        subject_types.push("pairwise");
+    }
     let mut doc = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -82,8 +92,8 @@ pub fn document(
                 _ => vec![m.as_str()],
             })
             .collect::<Vec<_>>(),
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
+        "grant_types_supported": grant_types,
+        "subject_types_supported": subject_types,
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "token_endpoint_auth_methods_supported": with_none,
         "revocation_endpoint_auth_methods_supported": with_none,

@@ -62,6 +62,8 @@ pub struct Authorization {
     users: Arc<dyn UserRepo>,
     audit_log: Audit,
     clock: SharedClock,
+    /// The `sub` each client sees (an `id_token_hint`'s may be pairwise).
+    subjects: Arc<super::subjects::Subjects>,
 }
 
 impl Authorization {
@@ -77,6 +79,7 @@ impl Authorization {
         users: Arc<dyn UserRepo>,
         audit_log: Audit,
         clock: SharedClock,
+        subjects: Arc<super::subjects::Subjects>,
     ) -> Self {
         Self {
             issuer,
@@ -89,6 +92,7 @@ impl Authorization {
             users,
             audit_log,
             clock,
+            subjects,
         }
     }
 
@@ -127,12 +131,13 @@ impl Authorization {
             _ => None,
         };
         // The session counts only for its own, active user, and only for
-        // the user an id_token_hint names.
+        // the user an id_token_hint names (by the `sub` this client sees,
+        // OIDC Core §8).
         let mut from_user: Option<(crate::sessions::SsoSession, TokenHash, User)> = None;
         if let Some((s, key)) = session
             && hint_sub
                 .as_ref()
-                .is_none_or(|sub| *sub == s.user_id.to_string())
+                .is_none_or(|sub| *sub == self.subjects.sub(&client, s.user_id))
             && let Some(user) = self.users.find_by_id(s.user_id).await?
             && user.status == UserStatus::Active
         {

@@ -18,6 +18,7 @@ pub mod logout_channels;
 pub mod pushed;
 pub mod resources;
 pub mod response;
+pub mod subjects;
 pub mod token;
 pub mod token_endpoint;
 pub(crate) mod verified_tokens;

@@ -29,6 +29,9 @@ pub struct ResourceServer {
     /// The clients it authenticates as at the introspection endpoint: they
     /// are told about tokens whose audience holds it, and no other.
     pub introspection_clients: Vec<ClientId>,
+    /// The clients that may obtain tokens for it by token exchange (RFC
+    /// 8693), on behalf of their users.
+    pub exchange_clients: Vec<ClientId>,
 }
 
 /// Whether `uri` may be a resource indicator: an absolute URI with a scheme
@@ -148,6 +151,60 @@ impl ResourceServers {
             .fold(client.lifetimes.access_token, u32::min)
     }
 
+    /// RFC 8693 §2.1 (`resource`, `audience`) and §2.2.2: the target of a
+    /// token exchange, one declared resource server named by its identifier
+    /// (`resource` or `audience`) or its name (`audience`), whose
+    /// `exchange_clients` list `client`; else `invalid_target`. Neither
+    /// parameter: `invalid_request`.
+    pub fn check_exchange_target(
+        &self,
+        client: &Client,
+        resources: &[String],
+        audience: Option<&str>,
+    ) -> Result<&ResourceServer, OAuthError> {
+        if resources.len() > MAX_RESOURCES {
+            return Err(invalid_target(format!(
+                "at most {MAX_RESOURCES} resource values"
+            )));
+        }
+        let mut target: Option<&ResourceServer> = None;
+        let named = resources
+            .iter()
+            .map(|r| (r.as_str(), self.find(r)))
+            .chain(audience.map(|a| {
+                let by_name = || self.servers.iter().find(|s| s.name == a);
+                (a, self.find(a).or_else(by_name))
+            }));
+        for (value, server) in named {
+            let server = server.ok_or_else(|| {
+                invalid_target(format!("{value:?} is not a declared resource server"))
+            })?;
+            match target {
+                Some(t) if t.identifier != server.identifier => {
+                    return Err(invalid_target(
+                        "a token exchange is for one resource server".into(),
+                    ));
+                }
+                _ => target = Some(server),
+            }
+        }
+        let target = target.ok_or_else(|| {
+            OAuthError::invalid_request("resource or audience is required for a token exchange")
+        })?;
+        if !target.exchange_clients.contains(&client.id) {
+            return Err(invalid_target(format!(
+                "client {} may not obtain tokens for {} by exchange",
+                client.id.0, target.identifier
+            )));
+        }
+        Ok(target)
+    }
+
+    /// Whether any client may exchange tokens (discovery).
+    pub fn any_exchange(&self) -> bool {
+        self.servers.iter().any(|s| !s.exchange_clients.is_empty())
+    }
+
     /// Whether `client`, at the introspection endpoint, may be told about
     /// the access token `issued_to` got for audience `aud`:
     /// - the client the token was issued to, always;
@@ -195,6 +252,7 @@ mod tests {
                 access_token_secs: Some(120),
                 clients: vec![ClientId("console".into())],
                 introspection_clients: vec![ClientId("billing".into())],
+                exchange_clients: vec![ClientId("portal".into())],
             }],
         )
     }
@@ -260,6 +318,42 @@ mod tests {
             .narrow(&console, &granted[..1], &granted[1..])
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidTarget);
+    }
+
+    #[test]
+    fn exchanges_target_one_declared_resource_of_the_client() {
+        let s = servers();
+        let portal = client("portal", &["openid"]);
+        let billing = "https://billing.example/api".to_owned();
+        let got = |r: &[String], a: Option<&str>| {
+            s.check_exchange_target(&portal, r, a)
+                .map(|t| t.identifier.clone())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(
+            got(std::slice::from_ref(&billing), None),
+            Ok(billing.clone())
+        );
+        assert_eq!(got(&[], Some(&billing)), Ok(billing.clone()));
+        assert_eq!(got(&[], Some("Billing")), Ok(billing.clone()));
+        assert_eq!(
+            got(std::slice::from_ref(&billing), Some("Billing")),
+            Ok(billing.clone())
+        );
+        assert_eq!(got(&[], None), Err(ErrorCode::InvalidRequest));
+        assert_eq!(got(&[], Some("Storage")), Err(ErrorCode::InvalidTarget));
+        assert_eq!(
+            got(&["https://idp.example/admin/api".into()], None),
+            Err(ErrorCode::InvalidTarget)
+        );
+        // Not an exchange client of billing.
+        let console = client("console", &["openid"]);
+        assert_eq!(
+            s.check_exchange_target(&console, &[billing], None)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidTarget
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The token endpoint (RFC 6749 §3.2, §4.1.3, §6, §4.4), token minting (ID
-//! token per OIDC Core §2, access token per RFC 9068 or opaque), and the
+//! The token endpoint (RFC 6749 §3.2, §4.1.3, §6, §4.4; token exchange,
+//! RFC 8693, in the `exchange` module), token minting (ID token per OIDC Core §2,
+//! access token per RFC 9068 or opaque; `sub` per OIDC Core §8, see
+//! [`super::subjects`]), and the
 //! endpoints that read tokens back: userinfo, introspection (RFC 7662),
 //! revocation (RFC 7009).
 
@@ -9,6 +11,7 @@ use super::authorize::{OFFLINE_ACCESS, RawParams};
 use super::codes::{CodeRecord, CodeStore};
 use super::error::{ErrorCode, OAuthError};
 use super::resources::ResourceServers;
+use super::subjects::Subjects;
 use super::verified_tokens::{LiveToken, Verified, VerifiedTokens};
 use crate::access_token::{ADMIN_API_SCOPE, AccessTokenInfo, admin_api_audience};
 use crate::audit::Audit;
@@ -45,6 +48,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
     pub scope: String,
+    /// RFC 8693 §2.2.1: the type of a token obtained by token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// The `organizations` claim (with the `profile` scope, for users who
@@ -113,7 +119,18 @@ struct AccessGrant<'a> {
     jkt: Option<&'a str>,
     /// The resources it is for, its audience (RFC 8707 §2).
     resources: &'a [String],
+    /// At most this long, whatever its client and resources allow (token
+    /// exchange, RFC 8693).
+    max_lifetime: Option<u32>,
+    /// The actor of an exchanged token (RFC 8693 §4.1).
+    act: Option<&'a Value>,
 }
+
+mod exchange;
+pub use exchange::{
+    ACCESS_TOKEN_TYPE, GRANT_TYPE as TOKEN_EXCHANGE, act_claim, check_exchange_scope,
+    check_requested_token_type, check_subject_party, check_token_key, check_token_type,
+};
 
 /// The grant a code starts, derived from the code so that a replay can
 /// revoke it without the (already consumed) code record.
@@ -158,6 +175,10 @@ pub struct Tokens {
     announcer: Arc<Announcer>,
     /// When each client was last recorded as used (see `touch_client`).
     client_touched: std::sync::Mutex<std::collections::HashMap<ClientId, i64>>,
+    /// The `sub` each client sees (OIDC Core §8).
+    subjects: Arc<Subjects>,
+    /// Tokens obtained by token exchange live at most this long (RFC 8693).
+    exchange_max_secs: u32,
 }
 
 impl Tokens {
@@ -174,6 +195,8 @@ impl Tokens {
         clock: SharedClock,
         change_log: Arc<ChangeLog>,
         announcer: Arc<Announcer>,
+        subjects: Arc<Subjects>,
+        exchange_max_secs: u32,
     ) -> Self {
         Self {
             resources,
@@ -189,6 +212,8 @@ impl Tokens {
             change_log,
             announcer,
             client_touched: Default::default(),
+            subjects,
+            exchange_max_secs,
         }
     }
 
@@ -534,6 +559,8 @@ impl Tokens {
                 userinfo_claims: &[],
                 jkt,
                 resources: &resources,
+                max_lifetime: None,
+                act: None,
             })
             .await?;
         self.touch_client(&client.id, now).await?;
@@ -544,6 +571,7 @@ impl Tokens {
             refresh_token: None,
             id_token: None,
             scope,
+            issued_token_type: None,
         })
     }
 
@@ -552,7 +580,7 @@ impl Tokens {
         f: &GrantFacts<'_>,
         refresh_token: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
-        let sub = f.user.id.to_string();
+        let sub = self.subjects.sub(f.client, f.user.id);
         let (access_token, info) = self
             .mint_access_token(&AccessGrant {
                 client: f.client,
@@ -567,6 +595,8 @@ impl Tokens {
                 userinfo_claims: &f.claims.userinfo,
                 jkt: f.jkt,
                 resources: f.resources,
+                max_lifetime: None,
+                act: None,
             })
             .await?;
         let id_token = if has_scope(f.scope, "openid") {
@@ -582,6 +612,7 @@ impl Tokens {
             refresh_token,
             id_token,
             scope: f.scope.to_owned(),
+            issued_token_type: None,
         })
     }
 
@@ -594,7 +625,7 @@ impl Tokens {
         let now = self.clock.now().unix_timestamp();
         let mut c = Map::new();
         c.insert("iss".into(), self.issuer.clone().into());
-        c.insert("sub".into(), f.user.id.to_string().into());
+        c.insert("sub".into(), self.subjects.sub(f.client, f.user.id).into());
         c.insert("aud".into(), f.client.id.0.clone().into());
         c.insert("azp".into(), f.client.id.0.clone().into());
         c.insert("iat".into(), now.into());
@@ -638,6 +669,8 @@ impl Tokens {
             userinfo_claims,
             jkt,
             resources,
+            max_lifetime,
+            act,
         } = *g;
         let now = self.clock.now().unix_timestamp();
         // RFC 8707 §2: a token asked for with resources is for them alone;
@@ -651,7 +684,10 @@ impl Tokens {
         if has_scope(scope, ADMIN_API_SCOPE) && !aud.contains(&admin_api) {
             aud.push(admin_api);
         }
-        let lifetime = self.resources.access_token_secs(client, resources);
+        let lifetime = self
+            .resources
+            .access_token_secs(client, resources)
+            .min(max_lifetime.unwrap_or(u32::MAX));
         let info = AccessTokenInfo {
             client_id: client.id.0.clone(),
             sub: sub.to_owned(),
@@ -665,6 +701,7 @@ impl Tokens {
             amr: amr.to_vec(),
             userinfo_claims: userinfo_claims.to_vec(),
             jkt: jkt.map(str::to_owned),
+            act: act.cloned(),
         };
         let token = match client.access_token_format {
             crate::client::AccessTokenFormat::Jwt => {
@@ -705,6 +742,10 @@ impl Tokens {
                     // RFC 9449 §6.1.
                     c.insert("cnf".into(), json!({ "jkt": jkt }));
                 }
+                if let Some(act) = act {
+                    // RFC 8693 §4.1.
+                    c.insert("act".into(), act.clone());
+                }
                 self.keys
                     .current()
                     .sign(client.access_token_alg, "at+jwt", c)?
@@ -730,8 +771,15 @@ impl Tokens {
         let Some(decoded) = self.decode_access_token(token).await? else {
             return Ok(None);
         };
-        let live = self.check_live(&decoded, false).await?;
-        Ok(live.map(|_| decoded.info.clone()))
+        let Some(live) = self.check_live(&decoded, false).await? else {
+            return Ok(None);
+        };
+        let mut info = decoded.info.clone();
+        // A pairwise `sub` is not the user id: the grant's user is.
+        if info.user_id.is_none() {
+            info.user_id = live.user.as_ref().map(|u| u.id);
+        }
+        Ok(Some(info))
     }
 
     /// What an access token says of itself, if it is one we issued and it
@@ -806,6 +854,7 @@ impl Tokens {
                 .and_then(|cnf| cnf.get("jkt"))
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            act: c.get("act").filter(|a| a.is_object()).cloned(),
         };
         let entry = Arc::new(Verified::new(verified.kid, info));
         self.verified_tokens.insert(digest, entry.clone());
@@ -862,8 +911,10 @@ impl Tokens {
         let mut resting_on = vec![Change::AccessToken(info.jti.clone())];
         let (user, organizations) = match grant? {
             None => (None, None),
-            // The grant's user is the token's subject, by construction.
-            Some(Some((user, organizations))) if Some(user.id) == info.user_id => {
+            // The grant's user is the token's subject, by construction: its
+            // id, or (no id in a pairwise `sub`, OIDC Core §8.1) derived
+            // from it when the token was signed.
+            Some(Some((user, organizations))) if info.user_id.is_none_or(|id| id == user.id) => {
                 resting_on.extend(info.family_id.map(Change::Grant));
                 resting_on.push(Change::User(user.id));
                 resting_on.extend(
@@ -931,7 +982,8 @@ impl Tokens {
             .filter(|u| u.status == UserStatus::Active)
             .ok_or_else(invalid)?;
         let mut c = Map::new();
-        c.insert("sub".into(), user.id.to_string().into());
+        // The token's own `sub`: pairwise for a pairwise client (§8).
+        c.insert("sub".into(), info.sub.clone().into());
         user_claims(user, &info.scope, &info.userinfo_claims, &mut c);
         if with_organizations
             && let Some(o) = live.organizations.as_deref().and_then(organizations_value)
@@ -987,6 +1039,10 @@ impl Tokens {
                 // RFC 9449 §6.2: the resource server checks the proof's key.
                 v["cnf"] = json!({ "jkt": jkt });
             }
+            if let Some(act) = &info.act {
+                // RFC 8693 §4.1, §2.2.
+                v["act"] = act.clone();
+            }
             return Ok(v);
         }
         if let Some((family, rt)) = self.live_refresh_token(token).await?
@@ -996,7 +1052,7 @@ impl Tokens {
                 "active": true,
                 "token_type": "refresh_token",
                 "client_id": family.client_id.0,
-                "sub": family.user_id.to_string(),
+                "sub": self.subjects.sub(client, family.user_id),
                 "scope": family.scope,
                 "iat": rt.created_at.unix_timestamp(),
                 "exp": rt.expires_at.unix_timestamp(),

@@ -22,7 +22,8 @@
 //!   §6), the resources (RFC 8707 §2.2), then the rotation (RFC 9700
 //!   §4.14.2);
 //! - `client_credentials`: `check_client_credentials_scope` (RFC 6749
-//!   §4.4.2), the resources (RFC 8707 §2).
+//!   §4.4.2), the resources (RFC 8707 §2);
+//! - token exchange (RFC 8693): see [`super::token`]'s `exchange` module.
 //!
 //! No grant repeats a check of the common steps.
 
@@ -64,6 +65,8 @@ pub enum Grant {
     RefreshToken,
     /// RFC 6749 §4.4.2.
     ClientCredentials,
+    /// RFC 8693 §2.1.
+    TokenExchange,
 }
 
 /// RFC 6749 §5.2: `grant_type` present (`invalid_request`), supported
@@ -77,6 +80,7 @@ pub fn check_grant_type(form: &RawParams, client: &Client) -> Result<Grant, OAut
         Some("authorization_code") => Grant::AuthorizationCode,
         Some("refresh_token") => Grant::RefreshToken,
         Some("client_credentials") => Grant::ClientCredentials,
+        Some(super::token::TOKEN_EXCHANGE) => Grant::TokenExchange,
         Some(_) => {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -88,6 +92,7 @@ pub fn check_grant_type(form: &RawParams, client: &Client) -> Result<Grant, OAut
         Grant::AuthorizationCode => client.allow_authorization_code,
         Grant::RefreshToken => client.allow_refresh_token,
         Grant::ClientCredentials => !client.is_public() && client.allow_client_credentials,
+        Grant::TokenExchange => !client.is_public() && client.protocol.token_exchange,
     };
     if !allowed {
         return Err(OAuthError::new(
@@ -151,6 +156,11 @@ impl TokenEndpoint {
                 Grant::ClientCredentials => {
                     self.tokens
                         .grant_client_credentials(&client, req.form, jkt)
+                        .await
+                }
+                Grant::TokenExchange => {
+                    self.tokens
+                        .grant_token_exchange(&client, req.form, req.meta, jkt)
                         .await
                 }
             }
@@ -242,14 +252,27 @@ mod tests {
                 .code,
             ErrorCode::UnauthorizedClient
         );
-        // A public client never gets client credentials.
+        // A public client never gets client credentials, nor exchanges.
         let mut public = crate::oidc::authorize::tests::client(true);
         public.allow_client_credentials = true;
+        public.protocol.token_exchange = true;
+        for g in ["client_credentials", crate::oidc::token::TOKEN_EXCHANGE] {
+            assert_eq!(
+                check_grant_type(&form(g), &public).unwrap_err().code,
+                ErrorCode::UnauthorizedClient
+            );
+        }
+        // Token exchange only for the clients whose file allows it.
         assert_eq!(
-            check_grant_type(&form("client_credentials"), &public)
+            check_grant_type(&form(crate::oidc::token::TOKEN_EXCHANGE), &c)
                 .unwrap_err()
                 .code,
             ErrorCode::UnauthorizedClient
+        );
+        c.protocol.token_exchange = true;
+        assert_eq!(
+            check_grant_type(&form(crate::oidc::token::TOKEN_EXCHANGE), &c).unwrap(),
+            Grant::TokenExchange
         );
     }
 }

@@ -175,6 +175,7 @@ mod tests {
                 amr: Vec::new(),
                 userinfo_claims: Vec::new(),
                 jkt: None,
+                act: None,
             },
         )
     }
