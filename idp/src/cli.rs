@@ -53,7 +53,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Client registration helpers.
+    /// Clients: secrets for client files; list, show, disable registered ones.
     Client {
         #[command(subcommand)]
         command: ClientCommand,
@@ -301,6 +301,8 @@ enum KeysCommand {
 enum ClientCommand {
     /// Generate a client secret and the `secret_hash` line for its client file.
     Secret,
+    #[command(flatten)]
+    Registered(crate::registration::RegisteredClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -414,6 +416,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "secret_hash = \"{}\"",
                 ClientSecretHash::of(&secret).encode()
             );
+            Ok(())
+        }
+        Command::Client {
+            command: ClientCommand::Registered(command),
+        } => {
+            let out = crate::registration::run_client_command(&load()?, command).await?;
+            print!("{out}");
             Ok(())
         }
         Command::Config {

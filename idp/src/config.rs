@@ -81,6 +81,9 @@ pub struct Settings {
     /// `[[resource_servers]]`: the APIs clients may ask tokens for with the
     /// `resource` parameter (RFC 8707; see `config/README.md`).
     pub resource_servers: Vec<ResourceServerFile>,
+    /// `[registration]`: dynamic client registration (RFC 7591, RFC 7592),
+    /// off by default (see `config/README.md`).
+    pub registration: crate::registration::RegistrationSettings,
 }
 
 /// One `[[resource_servers]]` entry. See `config/README.md`.
@@ -487,6 +490,7 @@ impl Default for Settings {
             webhook_delivery: WebhookDeliverySettings::default(),
             upstreams: Vec::new(),
             resource_servers: Vec::new(),
+            registration: Default::default(),
             assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }

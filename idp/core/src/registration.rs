@@ -363,6 +363,7 @@ pub struct Registration {
     /// The version loaded last; held while refreshing, so two refreshes do
     /// not race an older snapshot over a newer one.
     loaded: tokio::sync::Mutex<Option<(i64, i64)>>,
+    refresh_every: std::time::Duration,
 }
 
 impl std::fmt::Debug for Registration {
@@ -517,6 +518,12 @@ fn check_display_members(m: &ClientMetadata) -> Result<(), RegistrationError> {
     Ok(())
 }
 
+/// The JSON body of a request (RFC 7591 §3.1), or `invalid_client_metadata`.
+fn json_body(body: &[u8]) -> Result<serde_json::Value, RegistrationError> {
+    serde_json::from_slice(body)
+        .map_err(|_| RegistrationError::metadata("the body must be a JSON object of client metadata"))
+}
+
 /// Parses and checks a registration request's metadata against `policy`,
 /// filling RFC 7591 §2's defaults.
 pub fn parse_metadata(
@@ -624,6 +631,7 @@ impl Registration {
         template: ClientTemplate,
         clock: SharedClock,
         issuer: String,
+        refresh_every: std::time::Duration,
     ) -> Self {
         Self {
             repo,
@@ -634,7 +642,13 @@ impl Registration {
             clock,
             issuer,
             loaded: tokio::sync::Mutex::new(None),
+            refresh_every,
         }
+    }
+
+    /// How often each node checks for changes made elsewhere.
+    pub fn refresh_every(&self) -> std::time::Duration {
+        self.refresh_every
     }
 
     /// Whether the registration endpoints are on.
@@ -682,11 +696,13 @@ impl Registration {
     pub async fn register(
         &self,
         initial_token: Option<&str>,
-        body: &serde_json::Value,
+        body: &[u8],
     ) -> Result<ClientInformation, RegistrationError> {
         let policy = self.policy()?;
+        // The token first: an unauthorized caller learns nothing of what
+        // would be accepted.
         self.check_initial_token(policy, initial_token).await?;
-        let metadata = parse_metadata(body, policy)?;
+        let metadata = parse_metadata(&json_body(body)?, policy)?;
         let now = self.clock.now();
         let secret = (metadata.token_endpoint_auth_method != "none")
             .then(crate::random::token);
@@ -795,10 +811,11 @@ impl Registration {
         &self,
         id: &str,
         token: Option<&str>,
-        body: &serde_json::Value,
+        body: &[u8],
     ) -> Result<ClientInformation, RegistrationError> {
         let current = self.authorized(id, token).await?;
         let policy = self.policy()?;
+        let body = &json_body(body)?;
         if body.get("client_id").and_then(|v| v.as_str()) != Some(id) {
             return Err(RegistrationError {
                 code: "invalid_request",
