@@ -149,7 +149,9 @@ pub fn template(cfg: &LoadedConfig, clients: &ClientRegistry) -> anyhow::Result<
             let c = clients
                 .get(id)
                 .filter(|_| clients.is_file_client(id))
-                .ok_or_else(|| anyhow!("registration.flows_from: no client file has client_id {id:?}"))?;
+                .ok_or_else(|| {
+                    anyhow!("registration.flows_from: no client file has client_id {id:?}")
+                })?;
             (c.login.clone(), c.theme.clone(), c.account.clone())
         }
         None => (
@@ -208,7 +210,11 @@ pub async fn run_client_command(
     let mut out = String::new();
     match command {
         RegisteredClientCommand::List => {
-            writeln!(out, "{:<40}  {:<30}  {:<10}  enabled", "client_id", "name", "source")?;
+            writeln!(
+                out,
+                "{:<40}  {:<30}  {:<10}  enabled",
+                "client_id", "name", "source"
+            )?;
             for (_, c) in &files {
                 writeln!(out, "{:<40}  {:<30}  {:<10}  yes", c.id.0, c.name, "file")?;
             }
@@ -220,7 +226,11 @@ pub async fn run_client_command(
                     (true, false) => "yes",
                     (false, false) => "no",
                 };
-                writeln!(out, "{:<40}  {:<30}  {:<10}  {enabled}", r.id.0, name, "registered")?;
+                writeln!(
+                    out,
+                    "{:<40}  {:<30}  {:<10}  {enabled}",
+                    r.id.0, name, "registered"
+                )?;
             }
         }
         RegisteredClientCommand::Show { client_id } => {
@@ -228,7 +238,11 @@ pub async fn run_client_command(
                 writeln!(out, "client_id: {}", c.id)?;
                 writeln!(out, "source: file {}", path.display())?;
                 writeln!(out, "name: {}", c.name)?;
-                writeln!(out, "token_endpoint_auth_method: {}", c.auth_method.as_str())?;
+                writeln!(
+                    out,
+                    "token_endpoint_auth_method: {}",
+                    c.auth_method.as_str()
+                )?;
                 writeln!(out, "redirect_uris: {}", c.redirect_uris.join(" "))?;
                 let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
                 writeln!(out, "scopes: {}", scopes.join(" "))?;
@@ -255,7 +269,8 @@ pub async fn run_client_command(
                 )?;
             }
         }
-        RegisteredClientCommand::Disable { client_id } | RegisteredClientCommand::Enable { client_id }
+        RegisteredClientCommand::Disable { client_id }
+        | RegisteredClientCommand::Enable { client_id }
             if file_of(&client_id).is_some() =>
         {
             let (path, _) = file_of(&client_id).expect("checked");
@@ -266,7 +281,10 @@ pub async fn run_client_command(
         }
         RegisteredClientCommand::Disable { client_id } => {
             let id = ClientId(client_id.clone());
-            if !storage.set_registered_client_enabled(&id, false, now).await? {
+            if !storage
+                .set_registered_client_enabled(&id, false, now)
+                .await?
+            {
                 bail!("no registered client {client_id:?} (see `idp client list`)");
             }
             let grants = storage.live_grants_of_client(&id).await?;
@@ -295,8 +313,7 @@ pub async fn run_client_command(
                 .create_initial_access_token(&InitialAccessToken {
                     hash: ClientSecretHash::of(&token),
                     created_at: now,
-                    expires_at: expires_in_days
-                        .map(|d| now + time::Duration::days(i64::from(d))),
+                    expires_at: expires_in_days.map(|d| now + time::Duration::days(i64::from(d))),
                 })
                 .await?;
             writeln!(

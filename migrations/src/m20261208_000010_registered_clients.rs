@@ -46,7 +46,9 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(text(InitialAccessTokens::TokenHash).primary_key())
                     .col(timestamp_with_time_zone(InitialAccessTokens::CreatedAt))
-                    .col(timestamp_with_time_zone_null(InitialAccessTokens::ExpiresAt))
+                    .col(timestamp_with_time_zone_null(
+                        InitialAccessTokens::ExpiresAt,
+                    ))
                     .to_owned(),
             )
             .await?;

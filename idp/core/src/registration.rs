@@ -204,7 +204,9 @@ impl RedirectPattern {
             ));
         }
         if host.starts_with('*') && host.len() > 1 && !host[1..].starts_with('.') {
-            return Err(format!("{text:?}: a host wildcard stands for whole labels (*.example.com)"));
+            return Err(format!(
+                "{text:?}: a host wildcard stands for whole labels (*.example.com)"
+            ));
         }
         Ok(Self {
             scheme: scheme.to_owned(),
@@ -406,7 +408,10 @@ fn check_redirect_uris(
     for u in uris {
         let parsed = check_redirect_uri_form(u).map_err(RegistrationError::redirect)?;
         let allowed = (policy.allow_loopback_redirects && is_native_loopback(&parsed))
-            || policy.redirect_uri_patterns.iter().any(|p| p.matches(&parsed));
+            || policy
+                .redirect_uri_patterns
+                .iter()
+                .any(|p| p.matches(&parsed));
         if !allowed {
             return Err(RegistrationError::redirect(format!(
                 "{u:?} is not allowed by this provider's registration policy"
@@ -493,7 +498,10 @@ fn check_scope(scope: &str, policy: &RegistrationPolicy) -> Result<(), Registrat
 /// RFC 7591 §2: the human-readable and URL members are of sane size and
 /// form (they are shown to users on consent and login pages).
 fn check_display_members(m: &ClientMetadata) -> Result<(), RegistrationError> {
-    if m.client_name.as_ref().is_some_and(|n| n.chars().count() > 100 || n.trim().is_empty()) {
+    if m.client_name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 100 || n.trim().is_empty())
+    {
         return Err(RegistrationError::metadata(
             "client_name: 1 to 100 characters",
         ));
@@ -507,12 +515,11 @@ fn check_display_members(m: &ClientMetadata) -> Result<(), RegistrationError> {
         if let Some(v) = v
             && !url::Url::parse(v).is_ok_and(|u| u.scheme() == "https")
         {
-            return Err(RegistrationError::metadata(format!(
-                "{name}: an https URL"
-            )));
+            return Err(RegistrationError::metadata(format!("{name}: an https URL")));
         }
     }
-    if m.redirect_uris.len() > 20 || m.post_logout_redirect_uris.len() > 20 || m.contacts.len() > 10 {
+    if m.redirect_uris.len() > 20 || m.post_logout_redirect_uris.len() > 20 || m.contacts.len() > 10
+    {
         return Err(RegistrationError::metadata("too many values"));
     }
     Ok(())
@@ -520,8 +527,9 @@ fn check_display_members(m: &ClientMetadata) -> Result<(), RegistrationError> {
 
 /// The JSON body of a request (RFC 7591 §3.1), or `invalid_client_metadata`.
 fn json_body(body: &[u8]) -> Result<serde_json::Value, RegistrationError> {
-    serde_json::from_slice(body)
-        .map_err(|_| RegistrationError::metadata("the body must be a JSON object of client metadata"))
+    serde_json::from_slice(body).map_err(|_| {
+        RegistrationError::metadata("the body must be a JSON object of client metadata")
+    })
 }
 
 /// Parses and checks a registration request's metadata against `policy`,
@@ -552,7 +560,11 @@ pub fn parse_metadata(
     m.grant_types.sort();
     m.grant_types.dedup();
     let method = check_auth_method(&m.token_endpoint_auth_method, policy)?;
-    check_grant_types(&m.grant_types, method == TokenEndpointAuthMethod::None, policy)?;
+    check_grant_types(
+        &m.grant_types,
+        method == TokenEndpointAuthMethod::None,
+        policy,
+    )?;
     check_response_types(&m.response_types, &m.grant_types)?;
     check_scope(&m.scope, policy)?;
     check_display_members(&m)?;
@@ -646,6 +658,11 @@ impl Registration {
         }
     }
 
+    /// Where registered clients are stored.
+    pub fn store(&self) -> Arc<dyn RegisteredClientRepo> {
+        self.repo.clone()
+    }
+
     /// How often each node checks for changes made elsewhere.
     pub fn refresh_every(&self) -> std::time::Duration {
         self.refresh_every
@@ -689,7 +706,11 @@ impl Registration {
             .initial_access_token_valid(&ClientSecretHash::of(token), self.clock.now())
             .await
             .map_err(RegistrationError::server)?;
-        if valid { Ok(()) } else { Err(RegistrationError::invalid_token()) }
+        if valid {
+            Ok(())
+        } else {
+            Err(RegistrationError::invalid_token())
+        }
     }
 
     /// `POST /register` (RFC 7591 §3).
@@ -704,8 +725,7 @@ impl Registration {
         self.check_initial_token(policy, initial_token).await?;
         let metadata = parse_metadata(&json_body(body)?, policy)?;
         let now = self.clock.now();
-        let secret = (metadata.token_endpoint_auth_method != "none")
-            .then(crate::random::token);
+        let secret = (metadata.token_endpoint_auth_method != "none").then(crate::random::token);
         let access_token = crate::random::token();
         // The id is random and never a file client's (file clients win
         // anyway, see `ClientRegistry::replace_registered`).
@@ -760,6 +780,11 @@ impl Registration {
     ) -> Result<RegisteredClient, RegistrationError> {
         self.policy()?;
         let token = token.ok_or_else(RegistrationError::invalid_token)?;
+        // A stored registration shadowed by a file client is not managed
+        // here: the id is the file's.
+        if self.clients.is_file_client(id) {
+            return Err(RegistrationError::invalid_token());
+        }
         let found = self
             .repo
             .find_registered_client(&ClientId(id.to_owned()))
@@ -893,7 +918,9 @@ impl Registration {
         let now = self.clock.now();
         let ids = self.repo.live_grants_of_client(client).await?;
         for id in &ids {
-            self.families.revoke_family(*id, now, "client_removed").await?;
+            self.families
+                .revoke_family(*id, now, "client_removed")
+                .await?;
         }
         Ok(ids.len())
     }
@@ -992,18 +1019,51 @@ mod tests {
             }
             parse(v)
         };
-        assert_eq!(r(serde_json::json!({"redirect_uris": ["https://evil.net/cb"]})), Err("invalid_redirect_uri"));
-        assert_eq!(r(serde_json::json!({"redirect_uris": ["https://a.example.com/cb#f"]})), Err("invalid_redirect_uri"));
-        assert_eq!(r(serde_json::json!({"redirect_uris": []})), Err("invalid_redirect_uri"));
+        assert_eq!(
+            r(serde_json::json!({"redirect_uris": ["https://evil.net/cb"]})),
+            Err("invalid_redirect_uri")
+        );
+        assert_eq!(
+            r(serde_json::json!({"redirect_uris": ["https://a.example.com/cb#f"]})),
+            Err("invalid_redirect_uri")
+        );
+        assert_eq!(
+            r(serde_json::json!({"redirect_uris": []})),
+            Err("invalid_redirect_uri")
+        );
         assert!(r(serde_json::json!({"redirect_uris": ["http://127.0.0.1:53123/cb"]})).is_ok());
-        assert_eq!(r(serde_json::json!({"redirect_uris": ["http://localhost:53123/cb"]})), Err("invalid_redirect_uri"));
-        assert_eq!(r(serde_json::json!({"grant_types": ["client_credentials"]})), Err("invalid_client_metadata"));
-        assert_eq!(r(serde_json::json!({"grant_types": ["implicit"]})), Err("invalid_client_metadata"));
-        assert_eq!(r(serde_json::json!({"token_endpoint_auth_method": "client_secret_post"})), Err("invalid_client_metadata"));
-        assert_eq!(r(serde_json::json!({"token_endpoint_auth_method": "private_key_jwt"})), Err("invalid_client_metadata"));
-        assert_eq!(r(serde_json::json!({"scope": "openid admin_api"})), Err("invalid_client_metadata"));
-        assert_eq!(r(serde_json::json!({"response_types": ["token"]})), Err("invalid_client_metadata"));
-        assert_eq!(r(serde_json::json!({"client_uri": "javascript:alert(1)"})), Err("invalid_client_metadata"));
+        assert_eq!(
+            r(serde_json::json!({"redirect_uris": ["http://localhost:53123/cb"]})),
+            Err("invalid_redirect_uri")
+        );
+        assert_eq!(
+            r(serde_json::json!({"grant_types": ["client_credentials"]})),
+            Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            r(serde_json::json!({"grant_types": ["implicit"]})),
+            Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            r(serde_json::json!({"token_endpoint_auth_method": "client_secret_post"})),
+            Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            r(serde_json::json!({"token_endpoint_auth_method": "private_key_jwt"})),
+            Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            r(serde_json::json!({"scope": "openid admin_api"})),
+            Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            r(serde_json::json!({"response_types": ["token"]})),
+            Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            r(serde_json::json!({"client_uri": "javascript:alert(1)"})),
+            Err("invalid_client_metadata")
+        );
         assert!(parse(serde_json::json!([1])).is_err());
     }
 

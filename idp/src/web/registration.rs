@@ -38,7 +38,11 @@ fn no_store(mut res: Response) -> Response {
 /// RFC 7591 §3.2.2 errors; `invalid_token` as RFC 6750 §3.1 (401 with a
 /// `WWW-Authenticate` challenge).
 fn error(e: RegistrationError) -> Response {
-    tracing::info!(error = e.code, detail = e.description.as_str(), "registration refused");
+    tracing::info!(
+        error = e.code,
+        detail = e.description.as_str(),
+        "registration refused"
+    );
     let status = match e.code {
         "invalid_token" => StatusCode::UNAUTHORIZED,
         "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
