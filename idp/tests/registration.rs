@@ -291,6 +291,12 @@ async fn metadata_outside_the_policy_is_refused(app: &TestApp) {
         json!({"client_name": ""}),
         json!({"logo_uri": "javascript:alert(1)"}),
         json!({"redirect_uris": "https://a.example.com/cb"}),
+        json!({"subject_type": "pairwise"}),
+        json!({"sector_identifier_uri": "https://a.example.com/sector.json"}),
+        json!({"jwks_uri": "https://a.example.com/jwks"}),
+        json!({"userinfo_signed_response_alg": "RS256"}),
+        json!({"id_token_signed_response_alg": "none"}),
+        json!({"id_token_signed_response_alg": "HS256"}),
     ] {
         let mut body = json!({"redirect_uris": [REDIRECT]});
         for (k, v) in extra.as_object().unwrap() {
@@ -456,6 +462,50 @@ async fn the_registration_access_token_reads_updates_and_deletes(app: &TestApp) 
     );
 }
 
+/// The display members (OIDC Dynamic plan's `logo_uri`, `policy_uri`,
+/// `tos_uri` modules) are kept and given back, and the flow works.
+async fn display_members_are_kept(app: &TestApp) {
+    let (status, info) = post_register(
+        app,
+        Some(INITIAL_TOKEN),
+        &json!({
+            "redirect_uris": [REDIRECT],
+            "scope": "openid profile email",
+            "grant_types": ["authorization_code"],
+            "logo_uri": "https://cdn.example.com/logo.png",
+            "policy_uri": "https://portal.example.com/privacy",
+            "tos_uri": "https://portal.example.com/terms",
+            "client_uri": "https://portal.example.com/",
+            "contacts": ["ops@example.com"],
+            "id_token_signed_response_alg": "ES256",
+            "subject_type": "public",
+            "unknown_member": "ignored",
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{info}");
+    for k in ["logo_uri", "policy_uri", "tos_uri", "client_uri"] {
+        assert!(info[k].as_str().unwrap().starts_with("https://"), "{k}");
+    }
+    assert_eq!(info["contacts"], json!(["ops@example.com"]));
+    assert!(info.get("unknown_member").is_none());
+    let id = str_of(&info, "client_id");
+    let (status, t) = code_flow(app, id, str_of(&info, "client_secret")).await;
+    assert_eq!(status, 200, "{t}");
+    let id_token = str_of(&t, "id_token");
+    let header: Value = {
+        use base64::Engine;
+        let h = id_token.split('.').next().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header["alg"], "ES256", "id_token_signed_response_alg");
+}
+
 async fn a_registered_client_completes_a_code_flow(app: &TestApp) {
     let info = register(app).await;
     let id = str_of(&info, "client_id");
@@ -597,6 +647,7 @@ matrix_with!(with_token: crate::AppOptions::default(), crate::enabled;
     a_file_client_wins_over_a_registered_client_of_its_id,
     the_registration_access_token_reads_updates_and_deletes,
     a_registered_client_completes_a_code_flow,
+    display_members_are_kept,
     a_deleted_or_disabled_client_is_refused_with_its_refresh_tokens,
 );
 matrix_with!(open_policy: crate::AppOptions::default(), crate::open; an_open_policy_registers_without_a_token);

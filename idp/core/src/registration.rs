@@ -66,6 +66,10 @@ pub struct ClientMetadata {
     pub software_version: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub post_logout_redirect_uris: Vec<String>,
+    /// `RS256` (the default) or `ES256` (OpenID Connect Dynamic Client
+    /// Registration 1.0 §2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 /// A registered client as stored.
@@ -532,6 +536,52 @@ fn json_body(body: &[u8]) -> Result<serde_json::Value, RegistrationError> {
     })
 }
 
+/// Members that ask for something this provider does not do for registered
+/// clients: accepting them silently would leave the client believing it
+/// has them (pairwise subjects, signed or encrypted responses, keys).
+const UNSUPPORTED_MEMBERS: [&str; 9] = [
+    "sector_identifier_uri",
+    "userinfo_signed_response_alg",
+    "userinfo_encrypted_response_alg",
+    "id_token_encrypted_response_alg",
+    "request_object_signing_alg",
+    "request_object_encryption_alg",
+    "jwks",
+    "jwks_uri",
+    "token_endpoint_auth_signing_alg",
+];
+
+/// OpenID Connect Dynamic Client Registration 1.0 §2: what is asked for is
+/// done or refused (`subject_type` public only, `id_token_signed_response_alg`
+/// RS256 or ES256, none of [`UNSUPPORTED_MEMBERS`]).
+fn check_supported_members(
+    body: &serde_json::Value,
+    m: &ClientMetadata,
+) -> Result<(), RegistrationError> {
+    if let Some(member) = UNSUPPORTED_MEMBERS
+        .iter()
+        .find(|k| body.get(**k).is_some_and(|v| !v.is_null()))
+    {
+        return Err(RegistrationError::metadata(format!(
+            "{member}: not supported for registered clients"
+        )));
+    }
+    match body.get("subject_type").and_then(|v| v.as_str()) {
+        None | Some("public") => {}
+        Some(t) => {
+            return Err(RegistrationError::metadata(format!(
+                "subject_type: {t:?} is not supported (public)"
+            )));
+        }
+    }
+    match m.id_token_signed_response_alg.as_deref() {
+        None | Some("RS256" | "ES256") => Ok(()),
+        Some(a) => Err(RegistrationError::metadata(format!(
+            "id_token_signed_response_alg: {a:?} is not supported (RS256, ES256)"
+        ))),
+    }
+}
+
 /// Parses and checks a registration request's metadata against `policy`,
 /// filling RFC 7591 §2's defaults.
 pub fn parse_metadata(
@@ -568,6 +618,7 @@ pub fn parse_metadata(
     check_response_types(&m.response_types, &m.grant_types)?;
     check_scope(&m.scope, policy)?;
     check_display_members(&m)?;
+    check_supported_members(body, &m)?;
     if m.grant_types.iter().any(|g| g == "authorization_code") && m.redirect_uris.is_empty() {
         return Err(RegistrationError::redirect(
             "redirect_uris: at least one is needed for the authorization_code grant",
@@ -609,7 +660,10 @@ pub fn to_client(r: &RegisteredClient, template: &ClientTemplate) -> Client {
             .collect(),
         theme: template.theme.clone(),
         access_token_format: AccessTokenFormat::Jwt,
-        id_token_alg: SigningAlg::RS256,
+        id_token_alg: match m.id_token_signed_response_alg.as_deref() {
+            Some("ES256") => SigningAlg::ES256,
+            _ => SigningAlg::RS256,
+        },
         access_token_alg: SigningAlg::ES256,
         require_pkce: template.require_pkce,
         lifetimes: Lifetimes::default(),
