@@ -446,6 +446,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let themes = crate::theme::Themes::load(cfg.themes_dir.as_deref())
                 .map_err(|e| anyhow!("themes: {e}"))?;
             app::check_clients(&cfg, &clients, &themes)?;
+            crate::registration::policy(&cfg)?;
+            crate::registration::template(&cfg, &clients)?;
             println!(
                 "configuration OK: {} ({} client(s), issuer {})",
                 cfg.source.as_ref().map_or_else(

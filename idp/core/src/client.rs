@@ -247,8 +247,11 @@ impl Client {
 #[derive(Debug, Default, Clone)]
 pub struct ClientRegistry {
     by_id: HashMap<ClientId, Arc<Client>>,
-    registered: Arc<RwLock<Arc<HashMap<ClientId, Arc<Client>>>>>,
+    registered: Arc<RwLock<ClientsById>>,
 }
+
+/// A snapshot of clients by id.
+pub type ClientsById = Arc<HashMap<ClientId, Arc<Client>>>;
 
 impl ClientRegistry {
     pub fn new(clients: impl IntoIterator<Item = Client>) -> Self {
@@ -287,7 +290,7 @@ impl ClientRegistry {
     }
 
     /// The current snapshot of registered clients.
-    pub fn registered_snapshot(&self) -> Arc<HashMap<ClientId, Arc<Client>>> {
+    pub fn registered_snapshot(&self) -> ClientsById {
         self.registered
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

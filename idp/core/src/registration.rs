@@ -456,7 +456,7 @@ fn check_response_types(responses: &[String], grants: &[String]) -> Result<(), R
         )));
     }
     let code = grants.iter().any(|g| g == "authorization_code");
-    if code != !responses.is_empty() {
+    if code == responses.is_empty() {
         return Err(RegistrationError::metadata(
             "response_types: code goes with the authorization_code grant type (RFC 7591 §2.1)",
         ));
@@ -599,10 +599,11 @@ pub fn parse_metadata(
     if m.grant_types.is_empty() {
         m.grant_types = vec!["authorization_code".into()];
     }
-    if m.response_types.is_empty() && body.get("response_types").is_none() {
-        if m.grant_types.iter().any(|g| g == "authorization_code") {
-            m.response_types = vec!["code".into()];
-        }
+    if m.response_types.is_empty()
+        && body.get("response_types").is_none()
+        && m.grant_types.iter().any(|g| g == "authorization_code")
+    {
+        m.response_types = vec!["code".into()];
     }
     if m.scope.trim().is_empty() {
         m.scope = policy.default_scope.join(" ");
