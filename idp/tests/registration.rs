@@ -414,6 +414,17 @@ async fn the_registration_access_token_reads_updates_and_deletes(app: &TestApp) 
     let (status, _) = configuration(app, get.clone(), &id, Some(&token), None).await;
     assert_eq!(status, 401, "the used token was rotated");
 
+    // Two concurrent uses of one token: exactly one wins (the token rotates).
+    let (r1, r2) = tokio::join!(
+        configuration(app, get.clone(), &id, Some(&token2), None),
+        configuration(app, get.clone(), &id, Some(&token2), None),
+    );
+    let mut statuses = [r1.0, r2.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401], "one winner");
+    let winner = if r1.0 == 200 { r1.1 } else { r2.1 };
+    let token2 = str_of(&winner, "registration_access_token").to_owned();
+
     // Update: a full replacement, checked against the policy.
     let put = reqwest::Method::PUT;
     let bad = json!({"client_id": id, "redirect_uris": ["https://evil.net/cb"]});
@@ -673,6 +684,10 @@ async fn a_second_node_sees_a_registration_and_a_deletion(backend: Backend) {
     })
     .await;
     assert_eq!(authorize_status(&b, &id, REDIRECT).await, 200);
+    // A node started later (or restarted) has it from the start.
+    let c = spawn_app_on(&db, backend, AppOptions::default(), enabled).await;
+    assert!(c.state.provider.clients.get(&id).is_some());
+    c.stop().await;
     let (status, _) = configuration(
         &a,
         reqwest::Method::DELETE,
