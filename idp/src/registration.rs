@@ -324,3 +324,78 @@ pub async fn run_client_command(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml_text: &str) -> RegistrationSettings {
+        toml::from_str(toml_text).expect("parses")
+    }
+
+    fn loaded(s: RegistrationSettings) -> LoadedConfig {
+        let mut settings = crate::config::Settings {
+            database_url: Some("sqlite::memory:".into()),
+            ..Default::default()
+        };
+        settings.registration = s;
+        LoadedConfig {
+            settings,
+            source: None,
+            issuer: "http://127.0.0.1:8080".into(),
+            database_url: "sqlite::memory:".into(),
+            clients_dir: None,
+            themes_dir: None,
+            levels: idp_core::assurance::Levels::builtin(),
+        }
+    }
+
+    fn error(s: RegistrationSettings) -> String {
+        match policy(&loaded(s)) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn initial_tokens_are_a_list_or_a_text_of_hashes() {
+        let h1 = ClientSecretHash::of("one").encode();
+        let h2 = ClientSecretHash::of("two").encode();
+        let list = settings(&format!("initial_access_tokens = [\"{h1}\", \"{h2}\"]"));
+        assert_eq!(list.initial_access_tokens, [h1.clone(), h2.clone()]);
+        // What IDP_REGISTRATION__INITIAL_ACCESS_TOKENS_FILE gives: the file's text.
+        let text = settings(&format!("initial_access_tokens = \"{h1}\\n{h2}\\n\""));
+        assert_eq!(text.initial_access_tokens, [h1, h2]);
+    }
+
+    #[test]
+    fn off_by_default_and_each_key_checked() {
+        assert!(
+            policy(&loaded(RegistrationSettings::default()))
+                .unwrap()
+                .is_none()
+        );
+        let on = |extra: &str| settings(&format!("enabled = true\n{extra}"));
+        assert!(policy(&loaded(on(""))).unwrap().is_some());
+        assert!(
+            error(on("initial_access_tokens = [\"plain-token\"]"))
+                .contains("initial_access_tokens[0]")
+        );
+        assert!(
+            error(on("redirect_uri_patterns = [\"http://x.example.com/*\"]"))
+                .contains("redirect_uri_patterns[0]")
+        );
+        assert!(error(on("grant_types = [\"implicit\"]")).contains("grant_types[0]"));
+        assert!(
+            error(on("token_endpoint_auth_methods = [\"private_key_jwt\"]"))
+                .contains("token_endpoint_auth_methods[0]")
+        );
+        assert!(error(on("default_scopes = [\"admin_api\"]")).contains("default_scopes"));
+        assert!(error(on("refresh_secs = 0")).contains("refresh_secs"));
+        let cfg = loaded(on("flows_from = \"nobody\""));
+        let e = template(&cfg, &ClientRegistry::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flows_from"), "{e}");
+    }
+}
