@@ -36,6 +36,9 @@ pub struct AppState {
     pub origin: Arc<String>,
     /// Sends the webhook outbox (its background pass is started by [`serve`]).
     pub webhooks: Arc<crate::webhooks::WebhookDispatcher>,
+    /// Dynamic client registration, and the registered clients' refresh
+    /// (started by [`serve`]).
+    pub registration: Arc<idp_core::registration::Registration>,
 }
 
 /// What the server needs besides configuration; tests replace the clock.
@@ -407,13 +410,32 @@ pub async fn build_state(
             provider.clients.clone(),
             provider.keys.clone(),
         )));
+    let registration = Arc::new(idp_core::registration::Registration::new(
+        storage.clone(),
+        provider.ports.families.clone(),
+        provider.clients.clone(),
+        crate::registration::policy(cfg)?,
+        crate::registration::template(cfg, &provider.clients)?,
+        provider.clock.clone(),
+        cfg.issuer.clone(),
+        std::time::Duration::from_secs(u64::from(cfg.settings.registration.refresh_secs)),
+    ));
+    registration
+        .refresh()
+        .await
+        .map_err(|e| anyhow!("registered clients: {e}"))?;
+    let mut discovery = web::discovery::document(
+        &cfg.issuer,
+        &cfg.levels.values(),
+        &provider.clients.iter().map(|c| &**c).collect::<Vec<_>>(),
+        cfg.settings.require_pushed_authorization_requests,
+    );
+    if registration.enabled() {
+        discovery = web::registration::advertise(&discovery, &cfg.issuer);
+    }
     Ok(AppState {
-        discovery: web::discovery::PublishedJson::new(web::discovery::document(
-            &cfg.issuer,
-            &cfg.levels.values(),
-            &provider.clients.iter().map(|c| &**c).collect::<Vec<_>>(),
-            cfg.settings.require_pushed_authorization_requests,
-        )),
+        registration,
+        discovery: web::discovery::PublishedJson::new(discovery),
         origin: Arc::new(issuer_url.origin().ascii_serialization()),
         secure_cookies: issuer_url.scheme() == "https",
         trust_forwarded_for: cfg.settings.trust_forwarded_for,
@@ -471,11 +493,25 @@ pub fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Running> 
         }
     });
     let webhooks = state.webhooks.clone().spawn();
+    // Registered clients changed on other nodes (or by the command line)
+    // are picked up within one period.
+    let registration = state.registration.clone();
+    let registered = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(registration.refresh_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = registration.refresh().await {
+                tracing::warn!(error = %e, "registered clients refresh failed");
+            }
+        }
+    });
     Ok(Running {
         addr,
         state,
         handle,
-        workers: vec![keys, webhooks],
+        workers: vec![keys, webhooks, registered],
     })
 }
 

@@ -53,7 +53,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Client registration helpers.
+    /// Clients: secrets for client files; list, show, disable registered ones.
     Client {
         #[command(subcommand)]
         command: ClientCommand,
@@ -301,6 +301,8 @@ enum KeysCommand {
 enum ClientCommand {
     /// Generate a client secret and the `secret_hash` line for its client file.
     Secret,
+    #[command(flatten)]
+    Registered(crate::registration::RegisteredClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -416,6 +418,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Client {
+            command: ClientCommand::Registered(command),
+        } => {
+            let out = crate::registration::run_client_command(&load()?, command).await?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -437,6 +446,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let themes = crate::theme::Themes::load(cfg.themes_dir.as_deref())
                 .map_err(|e| anyhow!("themes: {e}"))?;
             app::check_clients(&cfg, &clients, &themes)?;
+            crate::registration::policy(&cfg)?;
+            crate::registration::template(&cfg, &clients)?;
             println!(
                 "configuration OK: {} ({} client(s), issuer {})",
                 cfg.source.as_ref().map_or_else(

@@ -83,6 +83,9 @@ pub struct Settings {
     pub resource_servers: Vec<ResourceServerFile>,
     /// `[token_exchange]`: tokens obtained by token exchange (RFC 8693).
     pub token_exchange: TokenExchangeSettings,
+    /// `[registration]`: dynamic client registration (RFC 7591, RFC 7592),
+    /// off by default (see `config/README.md`).
+    pub registration: crate::registration::RegistrationSettings,
 }
 
 /// `[token_exchange]` of the main configuration file. Who may exchange
@@ -513,6 +516,7 @@ impl Default for Settings {
             upstreams: Vec::new(),
             resource_servers: Vec::new(),
             token_exchange: TokenExchangeSettings::default(),
+            registration: Default::default(),
             assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod logout_channels;
 pub mod notifier;
+pub mod registration;
 pub mod registry;
 pub mod sectors;
 mod theme;

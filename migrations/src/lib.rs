@@ -16,6 +16,7 @@ mod m20261122_000004_webhooks;
 mod m20261203_000005_federation;
 mod m20261207_000006_requested_claims;
 mod m20261207_000007_grant_binding;
+mod m20261208_000010_registered_clients;
 
 /// Applies the migrations in order; `seaql_migrations` records which ran.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_federation::Migration),
             Box::new(m20261207_000006_requested_claims::Migration),
             Box::new(m20261207_000007_grant_binding::Migration),
+            Box::new(m20261208_000010_registered_clients::Migration),
         ]
     }
 }

@@ -390,3 +390,159 @@ async fn accounts_keeps_existing_data__postgres() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// How many migrations come before `name`.
+fn position_of(name: &str) -> usize {
+    Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no migration {name}"))
+}
+
+/// `m20261208_000010_registered_clients` on a database of the previous
+/// schema holding a user and a grant of a client: the grant can be revoked
+/// by client afterwards, registered clients are stored, and the migration
+/// reverts and re-applies leaving the grant alone.
+async fn registered_clients_keeps_existing_grants(url: &str) {
+    use idp_core::client::ClientSecretHash;
+    use idp_core::ports::TokenFamilyRepo;
+    use idp_core::registration::{ClientMetadata, RegisteredClient, RegisteredClientRepo};
+    const NAME: &str = "m20261208_000010_registered_clients";
+    let before = position_of(NAME);
+    let user_id = Uuid::now_v7();
+    let family_id = Uuid::now_v7();
+
+    let db = raw_connection(url).await;
+    Migrator::up(&db, Some(u32::try_from(before).unwrap()))
+        .await
+        .unwrap();
+    assert!(!applied(&db).await.contains(&NAME.to_owned()));
+    insert(
+        &db,
+        "users",
+        &[
+            ("id", user_id.into()),
+            ("customer_id", "ab12345-xyz".into()),
+            ("email", "alice@example.com".into()),
+            ("email_normalized", "alice@example.com".into()),
+            ("email_verified", true.into()),
+            ("status", "active".into()),
+            ("phone_verified", false.into()),
+            ("mfa_required", false.into()),
+            ("created_at", CREATED.into()),
+            ("updated_at", CREATED.into()),
+        ],
+    )
+    .await;
+    insert(
+        &db,
+        "token_families",
+        &[
+            ("id", family_id.into()),
+            ("user_id", user_id.into()),
+            ("client_id", "dcr-portal".into()),
+            ("scope", "openid".into()),
+            ("auth_time", CREATED.into()),
+            ("amr", "[\"pwd\"]".into()),
+            ("created_at", CREATED.into()),
+            ("expires_at", (CREATED + time::Duration::days(30)).into()),
+        ],
+    )
+    .await;
+    db.close().await.unwrap();
+
+    let s = SeaStorage::connect(url).await.unwrap();
+    s.migrate().await.unwrap();
+    let client = ClientId("dcr-portal".into());
+    assert_eq!(
+        s.live_grants_of_client(&client).await.unwrap(),
+        vec![family_id]
+    );
+    assert_eq!(s.registered_clients_version().await.unwrap(), (0, 0));
+    let registered = RegisteredClient {
+        id: client.clone(),
+        metadata: ClientMetadata {
+            redirect_uris: vec!["https://portal.example.com/cb".into()],
+            token_endpoint_auth_method: "client_secret_basic".into(),
+            grant_types: vec!["authorization_code".into()],
+            response_types: vec!["code".into()],
+            scope: "openid".into(),
+            ..ClientMetadata::default()
+        },
+        secret_hash: Some(ClientSecretHash::of("secret")),
+        registration_token_hash: ClientSecretHash::of("token"),
+        enabled: true,
+        created_at: CREATED,
+        updated_at: CREATED,
+    };
+    s.create_registered_client(&registered).await.unwrap();
+    assert!(matches!(
+        s.create_registered_client(&registered).await,
+        Err(RepoError::Conflict(_))
+    ));
+    assert_eq!(
+        s.find_registered_client(&client).await.unwrap(),
+        Some(registered.clone())
+    );
+    assert_eq!(s.registered_clients_version().await.unwrap(), (1, 1));
+    // Writes need the current registration token, and each one counts.
+    let wrong = ClientSecretHash::of("not the token");
+    assert!(
+        !s.replace_registered_client(&registered, &wrong)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.replace_registered_client(&registered, &registered.registration_token_hash)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.registered_clients_version().await.unwrap(), (1, 2));
+    assert!(
+        s.revoke_family(family_id, CREATED, "client_removed")
+            .await
+            .unwrap()
+    );
+    assert!(s.live_grants_of_client(&client).await.unwrap().is_empty());
+    assert!(
+        s.delete_registered_client(&client, &registered.registration_token_hash, CREATED)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.find_registered_client(&client).await.unwrap(), None);
+    assert_eq!(s.registered_clients_version().await.unwrap(), (1, 3));
+    drop(s);
+
+    // Down and up again: the grant stays; the registrations go with the
+    // reverted schema.
+    let db = raw_connection(url).await;
+    Migrator::down(&db, Some(after_first(before)))
+        .await
+        .unwrap();
+    assert!(!applied(&db).await.contains(&NAME.to_owned()));
+    Migrator::up(&db, None).await.unwrap();
+    db.close().await.unwrap();
+    let s = SeaStorage::connect(url).await.unwrap();
+    assert!(s.find_family(family_id).await.unwrap().is_some());
+    assert_eq!(s.list_registered_clients().await.unwrap(), vec![]);
+    assert_eq!(s.registered_clients_version().await.unwrap(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_clients_keeps_existing_grants__sqlite() {
+    let dir = TempDir::new();
+    let url = format!("sqlite://{}?mode=rwc", dir.0.join("idp.db").display());
+    registered_clients_keeps_existing_grants(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_clients_keeps_existing_grants__postgres() {
+    let db = fresh_postgres().await;
+    let url = db.url().to_owned();
+    let outcome =
+        tokio::spawn(async move { registered_clients_keeps_existing_grants(&url).await }).await;
+    db.drop_database().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 
 /// How a client authenticates at the token endpoint.
@@ -262,11 +262,21 @@ impl Client {
     }
 }
 
-/// All registered clients, by id. Built once at start-up.
+/// All clients, by id: those of the client files (built once at start-up)
+/// and those registered through the registration endpoint (RFC 7591), kept
+/// as a snapshot that [`crate::registration::Registration::refresh`]
+/// replaces when the database says they changed. [`Self::get`] stays
+/// synchronous: it reads the file clients, then the current snapshot.
+/// Clones share the snapshot. A file client always wins over a registered
+/// client of the same id.
 #[derive(Debug, Default, Clone)]
 pub struct ClientRegistry {
     by_id: HashMap<ClientId, Arc<Client>>,
+    registered: Arc<RwLock<ClientsById>>,
 }
+
+/// A snapshot of clients by id.
+pub type ClientsById = Arc<HashMap<ClientId, Arc<Client>>>;
 
 impl ClientRegistry {
     pub fn new(clients: impl IntoIterator<Item = Client>) -> Self {
@@ -275,21 +285,63 @@ impl ClientRegistry {
                 .into_iter()
                 .map(|c| (c.id.clone(), Arc::new(c)))
                 .collect(),
+            registered: Arc::default(),
         }
     }
 
+    /// The file client `id`, else the registered client `id` (enabled ones
+    /// only are in the snapshot).
     pub fn get(&self, id: &str) -> Option<Arc<Client>> {
-        self.by_id.get(&ClientId(id.to_owned())).cloned()
+        let key = ClientId(id.to_owned());
+        if let Some(c) = self.by_id.get(&key) {
+            return Some(c.clone());
+        }
+        self.registered_snapshot().get(&key).cloned()
+    }
+
+    /// Whether `id` is a client of the files (or built in).
+    pub fn is_file_client(&self, id: &str) -> bool {
+        self.by_id.contains_key(&ClientId(id.to_owned()))
     }
 
     pub fn insert(&mut self, client: Client) {
         self.by_id.insert(client.id.clone(), Arc::new(client));
     }
 
+    /// The file (and built-in) clients; registered clients are not listed
+    /// (discovery and key retention are decided by the files).
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Client>> {
         self.by_id.values()
     }
 
+    /// The current snapshot of registered clients.
+    pub fn registered_snapshot(&self) -> ClientsById {
+        self.registered
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the registered clients with `clients`, leaving out any whose
+    /// id is a file client's (the file wins); returns the ids left out.
+    pub fn replace_registered(&self, clients: impl IntoIterator<Item = Client>) -> Vec<ClientId> {
+        let mut shadowed = Vec::new();
+        let mut map = HashMap::new();
+        for c in clients {
+            if self.by_id.contains_key(&c.id) {
+                shadowed.push(c.id);
+            } else {
+                map.insert(c.id.clone(), Arc::new(c));
+            }
+        }
+        *self
+            .registered
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(map);
+        shadowed
+    }
+
+    /// File clients (registered ones are counted by the snapshot).
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -38,6 +38,7 @@ pub mod policy;
 pub mod ports;
 pub mod provider;
 pub mod random;
+pub mod registration;
 pub mod request;
 pub mod secret;
 pub mod sessions;

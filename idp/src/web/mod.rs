@@ -10,6 +10,7 @@ pub(crate) mod forms;
 pub mod logout;
 pub mod orgs;
 pub mod recovery;
+pub mod registration;
 pub mod token;
 
 use crate::app::AppState;
@@ -105,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         // Bearer-token JSON API: no cookies, so no Origin check.
         .merge(admin::routes())
+        .merge(registration::routes())
         .route("/introspect", post(token::introspect))
         .route("/assets/{theme}/{*path}", get(asset))
         .route("/healthz", get(healthz))

@@ -8,6 +8,7 @@ mod credentials;
 mod devices;
 mod identities;
 mod orgs;
+mod registered_clients;
 mod signing_keys;
 mod token_families;
 mod users;
