@@ -349,6 +349,7 @@ pub async fn build_state(
         accounts: cfg.settings.accounts.clone(),
         webhooks,
         resource_servers: crate::config::parse_resource_servers(cfg)?,
+        device: crate::config::check_device_settings(cfg.settings.device)?,
     };
     let kek = key_encryption_key(cfg)?;
     let themes = Arc::new(themes);

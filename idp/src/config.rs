@@ -81,6 +81,35 @@ pub struct Settings {
     /// `[[resource_servers]]`: the APIs clients may ask tokens for with the
     /// `resource` parameter (RFC 8707; see `config/README.md`).
     pub resource_servers: Vec<ResourceServerFile>,
+    /// `[device]`: the device authorization grant (RFC 8628; see
+    /// `config/README.md`).
+    pub device: idp_core::oidc::device::DeviceSettings,
+}
+
+/// The checked `[device]` section: every count and duration positive, the
+/// polling interval shorter than the codes' lifetime.
+pub fn check_device_settings(
+    d: idp_core::oidc::device::DeviceSettings,
+) -> anyhow::Result<idp_core::oidc::device::DeviceSettings> {
+    for (name, v) in [
+        ("code_lifetime_secs", d.code_lifetime_secs),
+        ("interval_secs", d.interval_secs),
+        ("user_code_max_failures", d.user_code_max_failures),
+        ("user_code_ip_max_failures", d.user_code_ip_max_failures),
+        (
+            "user_code_global_max_failures",
+            d.user_code_global_max_failures,
+        ),
+        ("user_code_lockout_secs", d.user_code_lockout_secs),
+    ] {
+        if v == 0 {
+            bail!("device.{name}: must be positive");
+        }
+    }
+    if d.interval_secs >= d.code_lifetime_secs {
+        bail!("device.interval_secs: must be shorter than device.code_lifetime_secs");
+    }
+    Ok(d)
 }
 
 /// One `[[resource_servers]]` entry. See `config/README.md`.
@@ -487,6 +516,7 @@ impl Default for Settings {
             webhook_delivery: WebhookDeliverySettings::default(),
             upstreams: Vec::new(),
             resource_servers: Vec::new(),
+            device: Default::default(),
             assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }
@@ -1393,8 +1423,10 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
         );
     }
     let mut grants = (false, false, false);
+    let mut device_code = false;
     for g in &f.grant_types {
         match g.as_str() {
+            idp_core::oidc::device::DEVICE_CODE_GRANT => device_code = true,
             "authorization_code" => grants.0 = true,
             "refresh_token" => grants.1 = true,
             "client_credentials" => grants.2 = true,
@@ -1537,6 +1569,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             dpop_bound: f.dpop_bound_access_tokens || fapi2,
             require_dpop_nonce: f.require_dpop_nonce,
             fapi2,
+            allow_device_code: device_code,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,

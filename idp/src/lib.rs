@@ -7,6 +7,7 @@ pub mod client_jwks;
 pub mod config;
 pub mod demo;
 pub mod notifier;
+pub mod qr;
 pub mod registry;
 mod theme;
 pub mod web;

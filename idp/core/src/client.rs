@@ -162,6 +162,9 @@ pub struct ProtocolSettings {
     /// objects need `exp` and `nbf`, and pushed requests a `redirect_uri`
     /// (FAPI 2.0 Security Profile §5.3 and §5.4).
     pub fapi2: bool,
+    /// The device authorization grant (RFC 8628; `grant_types` names
+    /// `urn:ietf:params:oauth:grant-type:device_code`).
+    pub allow_device_code: bool,
 }
 
 /// Where a client's public keys come from.
@@ -184,6 +187,7 @@ impl Default for ProtocolSettings {
             dpop_bound: false,
             require_dpop_nonce: false,
             fapi2: false,
+            allow_device_code: false,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct ProviderSettings {
     pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
     /// `[[resource_servers]]` (RFC 8707).
     pub resource_servers: Vec<crate::oidc::resources::ResourceServer>,
+    /// `[device]`: the device authorization grant (RFC 8628).
+    pub device: crate::oidc::device::DeviceSettings,
 }
 
 /// Durable storage ports, and the outside systems.
@@ -106,6 +108,8 @@ pub struct Provider {
     pub resources: Arc<crate::oidc::resources::ResourceServers>,
     /// The token endpoint's pipeline.
     pub token_endpoint: Arc<crate::oidc::token_endpoint::TokenEndpoint>,
+    /// The device authorization grant (RFC 8628).
+    pub device_authorizations: Arc<crate::oidc::device::DeviceAuthorizations>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -249,6 +253,20 @@ impl Provider {
                 device_cookie_days: settings.methods.device_cookie_days,
             },
         ));
+        let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
+            &settings.issuer,
+            settings.resource_servers.clone(),
+        ));
+        let device_authorizations = Arc::new(crate::oidc::device::DeviceAuthorizations::new(
+            settings.issuer.clone(),
+            clients.clone(),
+            resources.clone(),
+            Arc::new(crate::oidc::device::StoredDeviceCodes::new(store.clone())),
+            throttle.clone(),
+            settings.device,
+            audit.clone(),
+            clock.clone(),
+        ));
         let authorization = Arc::new(Authorization::new(
             settings.issuer.clone(),
             clients.clone(),
@@ -260,10 +278,7 @@ impl Provider {
             ports.users.clone(),
             audit.clone(),
             clock.clone(),
-        ));
-        let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
-            &settings.issuer,
-            settings.resource_servers.clone(),
+            device_authorizations.clone(),
         ));
         // DPoP nonces every node issues and accepts alike: keyed by the
         // key-encryption key all nodes share.
@@ -376,11 +391,13 @@ impl Provider {
             client_auth.clone(),
             dpop.clone(),
             tokens.clone(),
+            device_authorizations.clone(),
         ));
         Ok(Self {
             dpop,
             resources,
             token_endpoint,
+            device_authorizations,
             request_objects,
             settings,
             clients,

@@ -22,12 +22,17 @@
 //!   §6), the resources (RFC 8707 §2.2), then the rotation (RFC 9700
 //!   §4.14.2);
 //! - `client_credentials`: `check_client_credentials_scope` (RFC 6749
-//!   §4.4.2), the resources (RFC 8707 §2).
+//!   §4.4.2), the resources (RFC 8707 §2);
+//! - `urn:ietf:params:oauth:grant-type:device_code`: `check_device_client`
+//!   (RFC 8628 §3.4), `check_device_expiry` and `check_poll_interval`
+//!   (§3.5) of [`super::device`], the resources (RFC 8707 §2.2), then the
+//!   approved authorization's single use.
 //!
 //! No grant repeats a check of the common steps.
 
 use super::authorize::RawParams;
 use super::client_auth::{ClientAuthInput, ClientAuthentication};
+use super::device::DeviceAuthorizations;
 use super::dpop::{DpopProofs, ProofPolicy};
 use super::error::{ErrorCode, OAuthError};
 use super::token::{TokenResponse, Tokens};
@@ -64,6 +69,8 @@ pub enum Grant {
     RefreshToken,
     /// RFC 6749 §4.4.2.
     ClientCredentials,
+    /// RFC 8628 §3.4.
+    DeviceCode,
 }
 
 /// RFC 6749 §5.2: `grant_type` present (`invalid_request`), supported
@@ -77,6 +84,7 @@ pub fn check_grant_type(form: &RawParams, client: &Client) -> Result<Grant, OAut
         Some("authorization_code") => Grant::AuthorizationCode,
         Some("refresh_token") => Grant::RefreshToken,
         Some("client_credentials") => Grant::ClientCredentials,
+        Some(super::device::DEVICE_CODE_GRANT) => Grant::DeviceCode,
         Some(_) => {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -88,6 +96,7 @@ pub fn check_grant_type(form: &RawParams, client: &Client) -> Result<Grant, OAut
         Grant::AuthorizationCode => client.allow_authorization_code,
         Grant::RefreshToken => client.allow_refresh_token,
         Grant::ClientCredentials => !client.is_public() && client.allow_client_credentials,
+        Grant::DeviceCode => client.protocol.allow_device_code,
     };
     if !allowed {
         return Err(OAuthError::new(
@@ -103,6 +112,7 @@ pub struct TokenEndpoint {
     client_auth: Arc<ClientAuthentication>,
     dpop: Arc<DpopProofs>,
     tokens: Arc<Tokens>,
+    device: Arc<DeviceAuthorizations>,
 }
 
 impl TokenEndpoint {
@@ -110,11 +120,13 @@ impl TokenEndpoint {
         client_auth: Arc<ClientAuthentication>,
         dpop: Arc<DpopProofs>,
         tokens: Arc<Tokens>,
+        device: Arc<DeviceAuthorizations>,
     ) -> Self {
         Self {
             client_auth,
             dpop,
             tokens,
+            device,
         }
     }
 
@@ -151,6 +163,12 @@ impl TokenEndpoint {
                 Grant::ClientCredentials => {
                     self.tokens
                         .grant_client_credentials(&client, req.form, jkt)
+                        .await
+                }
+                Grant::DeviceCode => {
+                    let (code, record) = self.device.poll(&client, req.form).await?;
+                    self.tokens
+                        .grant_device_code(&client, code, &record, req.form, jkt)
                         .await
                 }
             }
