@@ -335,7 +335,7 @@ async fn device_sign_in_instructions(
         .provider
         .device_authorizations
         .request(
-            &client,
+            client,
             &idp_core::oidc::authorize::RawParams::new([("scope".to_owned(), scope.to_owned())]),
         )
         .await
