@@ -294,6 +294,11 @@ async fn wrong_user_codes_lock_the_browser(app: &TestApp) {
     assert_eq!(res.status(), 429);
     assert!(res.text().await.unwrap().contains("Too many wrong codes"));
     poll_fails(app, CLI, &device_code, "authorization_pending").await;
+    // Nor does the QR code tell a locked browser whether a code is live.
+    let res = browser
+        .get(&app.url(&format!("/device/qr?user_code={user_code}")))
+        .await;
+    assert_eq!(res.status(), 404);
     // For the lock's window (the device code still lives).
     wait_interval(app, 300);
     let res = browser

@@ -358,13 +358,22 @@ pub(crate) async fn approve(
 }
 
 /// The QR code of `verification_uri_complete` (RFC 8628 §3.3.1), for a
-/// live user code only; an unknown one is a 404 after the same look-up.
+/// live user code only: an unknown one is a 404 after the same reads, and
+/// counts as a wrong guess (a locked browser or address gets 404s).
 #[tracing::instrument(skip_all)]
-pub(crate) async fn qr(State(state): State<AppState>, Query(q): Query<CodeQuery>) -> Response {
+pub(crate) async fn qr(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    peer: Peer,
+    Query(q): Query<CodeQuery>,
+) -> Response {
     let d = &state.provider.device_authorizations;
     let typed = q.user_code.unwrap_or_default();
     let code = idp_core::oidc::device::UserCode::parse(&typed);
-    let live = d.is_live(&typed).await;
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned());
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    let live = d.is_live(&typed, browser.as_deref(), &meta).await;
     match (code, live) {
         (Some(code), Ok(true)) => {
             let url = d.verification_uri_complete(&code.display());

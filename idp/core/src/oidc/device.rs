@@ -516,10 +516,12 @@ impl DeviceAuthorizations {
         code: &UserCode,
         browser: Option<&TokenHash>,
     ) -> Result<Option<(String, DeviceRecord)>, CoreError> {
-        let Some(id) = self.store.find_id_by_user_code(&code.hash()).await? else {
-            return Ok(None);
-        };
-        let Some(record) = self.store.find(&id).await? else {
+        // A known code and an unknown one cost the same two reads: the
+        // answer's timing does not tell them apart.
+        let id = self.store.find_id_by_user_code(&code.hash()).await?;
+        let known = id.is_some();
+        let id = id.unwrap_or_else(|| "-".to_owned());
+        let Some(record) = self.store.find(&id).await?.filter(|_| known) else {
             return Ok(None);
         };
         let usable = match (&record.state, browser) {
@@ -530,13 +532,43 @@ impl DeviceAuthorizations {
         Ok((usable && self.now() < record.expires_at).then_some((id, record)))
     }
 
-    /// Whether a user code names a live authorization (the QR code). Not
-    /// throttled, and says nothing of whose it is.
-    pub async fn is_live(&self, typed: &str) -> Result<bool, CoreError> {
-        match UserCode::parse(typed) {
-            Some(code) => Ok(self.live(&code, None).await?.is_some()),
-            None => Ok(false),
+    /// Whether a user code names a live pending authorization (the QR
+    /// code): counted as a guess like a typed code (the answer tells a live
+    /// code from another), and says nothing of whose it is.
+    pub async fn is_live(
+        &self,
+        typed: &str,
+        browser: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<bool, CoreError> {
+        let ticket = match self.throttle.attempt(self.guesses(browser, meta)).await? {
+            Attempt::Allowed(t) => t,
+            Attempt::Locked { .. } => return Ok(false),
+        };
+        let live = match UserCode::parse(typed) {
+            Some(code) => self.live(&code, None).await?.is_some(),
+            None => false,
+        };
+        if live {
+            self.throttle.succeeded(ticket).await?;
+        } else {
+            self.throttle.failed(ticket);
         }
+        Ok(live)
+    }
+
+    fn guesses(&self, browser: Option<&str>, meta: &RequestMeta) -> Vec<crate::throttle::Bucket> {
+        let s = &self.settings;
+        Throttle::device_user_code(
+            browser,
+            meta.ip.as_deref(),
+            [
+                s.user_code_max_failures,
+                s.user_code_ip_max_failures,
+                s.user_code_global_max_failures,
+            ],
+            Duration::from_secs(u64::from(s.user_code_lockout_secs)),
+        )
     }
 
     /// A user code typed in a browser (RFC 8628 §3.3, §5.1): every try is
@@ -549,17 +581,7 @@ impl DeviceAuthorizations {
         browser: &str,
         meta: &RequestMeta,
     ) -> Result<UserCodeLookup, CoreError> {
-        let s = &self.settings;
-        let buckets = Throttle::device_user_code(
-            browser,
-            meta.ip.as_deref(),
-            [
-                s.user_code_max_failures,
-                s.user_code_ip_max_failures,
-                s.user_code_global_max_failures,
-            ],
-            Duration::from_secs(u64::from(s.user_code_lockout_secs)),
-        );
+        let buckets = self.guesses(Some(browser), meta);
         let ticket = match self.throttle.attempt(buckets).await? {
             Attempt::Allowed(t) => t,
             Attempt::Locked { until } => return Ok(UserCodeLookup::Locked { until }),

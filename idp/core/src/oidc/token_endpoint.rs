@@ -260,6 +260,14 @@ mod tests {
                 .code,
             ErrorCode::UnauthorizedClient
         );
+        // The device grant only for a client whose file allows it.
+        let device = form(crate::oidc::device::DEVICE_CODE_GRANT);
+        assert_eq!(
+            check_grant_type(&device, &c).unwrap_err().code,
+            ErrorCode::UnauthorizedClient
+        );
+        c.protocol.allow_device_code = true;
+        assert_eq!(check_grant_type(&device, &c).unwrap(), Grant::DeviceCode);
         // A public client never gets client credentials.
         let mut public = crate::oidc::authorize::tests::client(true);
         public.allow_client_credentials = true;
