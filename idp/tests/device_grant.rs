@@ -460,6 +460,33 @@ async fn a_client_without_the_grant_is_refused(app: &TestApp) {
         (401, Some("invalid_client"))
     );
     poll_fails(app, CLI, "not-a-device-code", "invalid_grant").await;
+
+    // Another device client presenting CLI's code learns nothing and
+    // changes nothing: CLI's first poll is still on time.
+    let (device_code, user_code) = start(app, CLI).await;
+    poll_fails(app, CLI_MFA, &device_code, "invalid_grant").await;
+    poll_fails(app, CLI, &device_code, "authorization_pending").await;
+    // Hostile user codes: refused as wrong, the right one still works.
+    let browser = Browser::new();
+    let page = browser.get(&app.url("/device")).await.text().await.unwrap();
+    let long = "B".repeat(10_000);
+    for hostile in [long.as_str(), "BCDF-GHJK\u{0}", "<script>"] {
+        let res = browser.submit(app, &page, &[("user_code", hostile)]).await;
+        assert_eq!(res.status(), 400);
+        let html = res.text().await.unwrap();
+        assert!(!html.contains("<script>"), "escaped");
+    }
+    let res = type_code(app, &browser, &user_code).await;
+    assert_eq!(res.status(), 200);
+    // A form without the CSRF token is refused.
+    let res = reqwest::Client::new()
+        .post(app.url("/device"))
+        .header("origin", &app.issuer)
+        .form(&[("user_code", user_code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
 }
 
 async fn the_qr_code_holds_the_complete_link(app: &TestApp) {
