@@ -424,6 +424,32 @@ async fn an_approved_code_gives_tokens_once(app: &TestApp) {
     assert_eq!(loser["error"], "invalid_grant");
 }
 
+async fn two_browsers_confirming_one_code_have_one_winner(app: &TestApp) {
+    let (_, user_code) = start(app, CLI).await;
+    let (a, b) = (Browser::new(), Browser::new());
+    // Both saw the pending request; both confirm at once.
+    let mut pages = Vec::new();
+    for browser in [&a, &b] {
+        let res = type_code(app, browser, &user_code).await;
+        assert_eq!(res.status(), 200);
+        pages.push(res.text().await.unwrap());
+    }
+    let (ra, rb) = tokio::join!(a.submit(app, &pages[0], &[]), b.submit(app, &pages[1], &[]));
+    let mut statuses = [ra.status().as_u16(), rb.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [303, 400], "exactly one browser claims the code");
+    let (winner, page, loser) = if ra.status() == 303 {
+        (&a, &pages[0], &b)
+    } else {
+        (&b, &pages[1], &a)
+    };
+    // The winner may confirm again (back button); the loser may not.
+    let res = winner.submit(app, page, &[]).await;
+    assert_eq!(res.status(), 303);
+    let res = type_code(app, loser, &user_code).await;
+    assert_eq!(res.status(), 400);
+}
+
 async fn a_client_without_the_grant_is_refused(app: &TestApp) {
     let res = reqwest::Client::new()
         .post(app.url("/device_authorization"))
@@ -543,6 +569,7 @@ matrix_with!(device: crate::options(), |_| {};
     a_weaker_session_steps_up,
     a_denied_device_gets_access_denied,
     an_approved_code_gives_tokens_once,
+    two_browsers_confirming_one_code_have_one_winner,
     a_client_without_the_grant_is_refused,
     the_qr_code_holds_the_complete_link,
     discovery_names_the_device_endpoint,
