@@ -1902,6 +1902,47 @@ mod tests {
     }
 
     #[test]
+    fn the_device_grant_is_enabled_per_client_and_its_settings_checked() {
+        let grant = idp_core::oidc::device::DEVICE_CODE_GRANT;
+        let c = file(&format!("grant_types = [\"{grant}\", \"refresh_token\"]")).unwrap();
+        assert!(c.protocol.allow_device_code && c.allow_refresh_token);
+        assert!(!c.allow_authorization_code, "only the grants named");
+        assert!(
+            !file("").unwrap().protocol.allow_device_code,
+            "off by default"
+        );
+        let d = idp_core::oidc::device::DeviceSettings::default();
+        assert_eq!((d.code_lifetime_secs, d.interval_secs), (600, 5));
+        assert!(check_device_settings(d).is_ok());
+        for (bad, field) in [
+            (
+                idp_core::oidc::device::DeviceSettings {
+                    interval_secs: 0,
+                    ..d
+                },
+                "device.interval_secs",
+            ),
+            (
+                idp_core::oidc::device::DeviceSettings {
+                    interval_secs: 600,
+                    ..d
+                },
+                "device.interval_secs",
+            ),
+            (
+                idp_core::oidc::device::DeviceSettings {
+                    user_code_max_failures: 0,
+                    ..d
+                },
+                "device.user_code_max_failures",
+            ),
+        ] {
+            let e = check_device_settings(bad).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{e}");
+        }
+    }
+
+    #[test]
     fn resource_servers_are_checked() {
         for (text, field) in [
             (
