@@ -550,7 +550,9 @@ impl DeviceAuthorizations {
             None => false,
         };
         if live {
-            self.throttle.succeeded(ticket).await?;
+            // Not a guess after all; but showing a code's QR does not clear
+            // a browser's count of wrong ones either.
+            self.throttle.refund(ticket).await?;
         } else {
             self.throttle.failed(ticket);
         }
