@@ -260,7 +260,8 @@ function usesSecretHash(c) {
   return !['private_key_jwt', 'client_secret_jwt'].includes(c.settings?.token_endpoint_auth_method);
 }
 
-// A client file body. `flows` is a list of step lists (first is the default).
+// A client file body. `flows` is a list of step lists (first is the default);
+// `grantTypes` replaces the default grant types.
 // `settings`: more top-level keys of the client file, as config/README.md
 // spells them ({token_endpoint_auth_method, jwks (an object, written as an
 // inline table, or its JSON text), response_modes, dpop_bound_access_tokens,
@@ -274,7 +275,9 @@ function clientToml(c) {
     `redirect_uris = ["${c.redirectUri}"]`,
     `post_logout_redirect_uris = ["${c.postLogoutRedirectUri}"]`,
     // Unless `settings` names its own (e.g. with token exchange).
-    ...(c.settings?.grant_types ? [] : ['grant_types = ["authorization_code", "refresh_token"]']),
+    ...(c.settings?.grant_types
+      ? []
+      : [`grant_types = ${JSON.stringify(c.grantTypes || ['authorization_code', 'refresh_token'])}`]),
     'scopes = ["openid", "profile", "email"]',
     'require_pkce = true',
     ...Object.entries(c.settings || {}).map(([k, v]) => `${k} = ${tomlValue(v)}`),

@@ -378,6 +378,7 @@ pub async fn build_state(
         webhooks,
         resource_servers: crate::config::parse_resource_servers(cfg)?,
         token_exchange_max_secs: cfg.settings.token_exchange.max_token_secs,
+        device: crate::config::check_device_settings(cfg.settings.device)?,
     };
     let kek = key_encryption_key(cfg)?;
     let themes = Arc::new(themes);

@@ -86,6 +86,9 @@ pub struct Settings {
     /// `[registration]`: dynamic client registration (RFC 7591, RFC 7592),
     /// off by default (see `config/README.md`).
     pub registration: crate::registration::RegistrationSettings,
+    /// `[device]`: the device authorization grant (RFC 8628; see
+    /// `config/README.md`).
+    pub device: idp_core::oidc::device::DeviceSettings,
 }
 
 /// `[token_exchange]` of the main configuration file. Who may exchange
@@ -104,6 +107,32 @@ impl Default for TokenExchangeSettings {
             max_token_secs: 300,
         }
     }
+}
+
+/// The checked `[device]` section: every count and duration positive, the
+/// polling interval shorter than the codes' lifetime.
+pub fn check_device_settings(
+    d: idp_core::oidc::device::DeviceSettings,
+) -> anyhow::Result<idp_core::oidc::device::DeviceSettings> {
+    for (name, v) in [
+        ("code_lifetime_secs", d.code_lifetime_secs),
+        ("interval_secs", d.interval_secs),
+        ("user_code_max_failures", d.user_code_max_failures),
+        ("user_code_ip_max_failures", d.user_code_ip_max_failures),
+        (
+            "user_code_global_max_failures",
+            d.user_code_global_max_failures,
+        ),
+        ("user_code_lockout_secs", d.user_code_lockout_secs),
+    ] {
+        if v == 0 {
+            bail!("device.{name}: must be positive");
+        }
+    }
+    if d.interval_secs >= d.code_lifetime_secs {
+        bail!("device.interval_secs: must be shorter than device.code_lifetime_secs");
+    }
+    Ok(d)
 }
 
 /// One `[[resource_servers]]` entry. See `config/README.md`.
@@ -517,6 +546,7 @@ impl Default for Settings {
             resource_servers: Vec::new(),
             token_exchange: TokenExchangeSettings::default(),
             registration: Default::default(),
+            device: Default::default(),
             assurance_levels: idp_core::assurance::Levels::builtin_specs(),
         }
     }
@@ -1447,8 +1477,10 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
     }
     let mut grants = (false, false, false);
     let mut token_exchange = false;
+    let mut device_code = false;
     for g in &f.grant_types {
         match g.as_str() {
+            idp_core::oidc::device::DEVICE_CODE_GRANT => device_code = true,
             "authorization_code" => grants.0 = true,
             "refresh_token" => grants.1 = true,
             "client_credentials" => grants.2 = true,
@@ -1602,6 +1634,7 @@ pub fn parse_client(f: ClientFile, levels: &Levels) -> anyhow::Result<Client> {
             logout,
             token_exchange,
             pairwise,
+            allow_device_code: device_code,
         },
         lifetimes: Lifetimes {
             authorization_code: l.authorization_code_secs,
@@ -1994,6 +2027,47 @@ mod tests {
         ))
         .unwrap();
         assert!(c.protocol.require_dpop_nonce);
+    }
+
+    #[test]
+    fn the_device_grant_is_enabled_per_client_and_its_settings_checked() {
+        let grant = idp_core::oidc::device::DEVICE_CODE_GRANT;
+        let c = file(&format!("grant_types = [\"{grant}\", \"refresh_token\"]")).unwrap();
+        assert!(c.protocol.allow_device_code && c.allow_refresh_token);
+        assert!(!c.allow_authorization_code, "only the grants named");
+        assert!(
+            !file("").unwrap().protocol.allow_device_code,
+            "off by default"
+        );
+        let d = idp_core::oidc::device::DeviceSettings::default();
+        assert_eq!((d.code_lifetime_secs, d.interval_secs), (600, 5));
+        assert!(check_device_settings(d).is_ok());
+        for (bad, field) in [
+            (
+                idp_core::oidc::device::DeviceSettings {
+                    interval_secs: 0,
+                    ..d
+                },
+                "device.interval_secs",
+            ),
+            (
+                idp_core::oidc::device::DeviceSettings {
+                    interval_secs: 600,
+                    ..d
+                },
+                "device.interval_secs",
+            ),
+            (
+                idp_core::oidc::device::DeviceSettings {
+                    user_code_max_failures: 0,
+                    ..d
+                },
+                "device.user_code_max_failures",
+            ),
+        ] {
+            let e = check_device_settings(bad).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{e}");
+        }
     }
 
     #[test]

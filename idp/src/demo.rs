@@ -275,6 +275,7 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
     };
     let state = app::build_state(&cfg, clients, overrides).await?;
     let (user, password) = demo_account(&state, DEMO_EMAIL, "Demo User").await?;
+    let device_instructions = device_sign_in_instructions(&state, &cfg.issuer).await?;
     let partner = start_partner_sso(&cfg).await?;
     let listener = tokio::net::TcpListener::bind(cfg.settings.listen)
         .await
@@ -329,6 +330,10 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
             println!("    {email:<22} {password}   {what}");
         }
     }
+    if let Some(text) = &device_instructions {
+        println!();
+        print!("{text}");
+    }
     println!();
     println!("  Open {rp_base}/ and sign in with");
     println!("    email:               {DEMO_EMAIL}");
@@ -345,6 +350,79 @@ pub async fn run(cfg: LoadedConfig, rp_port: u16) -> anyhow::Result<()> {
         p.running.stop();
     }
     Ok(())
+}
+
+/// How to try device sign-in (RFC 8628) with `curl`, for the first client
+/// allowed the device grant (`cloud-cli` in the repository's
+/// configuration): the two commands, and one device authorization started
+/// now, with its QR code, for trying it right away. `None` when no client
+/// may use the grant.
+async fn device_sign_in_instructions(
+    state: &app::AppState,
+    issuer: &str,
+) -> anyhow::Result<Option<String>> {
+    use std::fmt::Write as _;
+    let Some(client) = state
+        .provider
+        .clients
+        .iter()
+        .find(|c| c.protocol.allow_device_code && c.is_public())
+    else {
+        return Ok(None);
+    };
+    let scope = "openid profile offline_access";
+    let started = state
+        .provider
+        .device_authorizations
+        .request(
+            client,
+            &idp_core::oidc::authorize::RawParams::new([("scope".to_owned(), scope.to_owned())]),
+        )
+        .await
+        .map_err(|e| anyhow!("the demo's device authorization: {e}"))?;
+    let id = &client.id;
+    let grant = idp_core::oidc::device::DEVICE_CODE_GRANT;
+    let mut t = String::new();
+    writeln!(
+        t,
+        "  Device sign-in for a command-line tool ({id}, RFC 8628), with curl:"
+    )?;
+    writeln!(
+        t,
+        "    curl -s -d client_id={id} -d 'scope={scope}' {issuer}/device_authorization"
+    )?;
+    writeln!(
+        t,
+        "    curl -s -d client_id={id} -d grant_type={grant} -d device_code=DEVICE_CODE {issuer}/token"
+    )?;
+    writeln!(
+        t,
+        "  One is started (valid {} minutes): open {} and type {},",
+        started.expires_in / 60,
+        started.verification_uri,
+        started.user_code
+    )?;
+    writeln!(
+        t,
+        "  or scan this code ({}):",
+        started.verification_uri_complete
+    )?;
+    if let Some(qr) = crate::qr::terminal(&started.verification_uri_complete) {
+        for line in qr.lines() {
+            writeln!(t, "    {line}")?;
+        }
+    }
+    writeln!(
+        t,
+        "  then poll (every {} s) until the tokens come:",
+        started.interval
+    )?;
+    writeln!(
+        t,
+        "    curl -s -d client_id={id} -d grant_type={grant} -d device_code={} {issuer}/token",
+        started.device_code
+    )?;
+    Ok(Some(t))
 }
 
 /// Creates the account `email` with a fresh random password, or gives it a

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod logout_channels;
 pub mod notifier;
 pub mod registration;
+pub mod qr;
 pub mod registry;
 pub mod sectors;
 mod theme;

@@ -747,6 +747,10 @@ mod tests {
     /// Message ids handlers pass in the context (`error`, `title`, `message`), which a
     /// scan of the templates cannot see.
     const IDS_PASSED_BY_HANDLERS: &[&str] = &[
+        // The user-code page (web/device.rs): its error pages.
+        "device.title",
+        "device.error.locked",
+        "device.error.expired",
         // Login callbacks (web/authorize.rs): a link opened elsewhere, or spent.
         "error.opened_elsewhere",
         "error.link_expired",
@@ -980,6 +984,21 @@ mod tests {
                 ],
                 continue_url => "https://marketplace.example/?state=a\"b",
             },
+            "device.html" => context! {
+                action => "/device",
+                csrf => "csrf-token",
+                user_code => "BCDF-GHJK",
+                error => "device.error.unknown_code",
+            },
+            "device_confirm.html" => context! {
+                action => "/device/approve",
+                csrf => "csrf-token",
+                request => "req-1",
+                client_name => "Cloud CLI",
+                scopes => vec!["openid", "offline_access"],
+                signed_in => true,
+            },
+            "device_done.html" => context! { approved => true, client_name => "Cloud CLI" },
             "demo_home.html" => context! {
                 account_url => "http://127.0.0.1:8080/account",
                 login_url => "/login",
@@ -1517,6 +1536,20 @@ mod tests {
                 ">Se déconnecter</button>",
                 "Demande envoyée par Marketplace.",
             ],
+            ("device.html", Locale::En) => &[
+                r#"value="BCDF-GHJK""#,
+                "This code is wrong, has expired or was already used.",
+            ],
+            ("device.html", Locale::Fr) => &["Connecter un appareil"],
+            ("device_confirm.html", Locale::En) => &[
+                "A device wants to sign in to Cloud CLI with your account.",
+                "<code>offline_access</code>",
+                r#"name="decision" value="approve""#,
+                r#"name="decision" value="deny""#,
+            ],
+            ("device_confirm.html", Locale::Fr) => &["Autoriser cet appareil\u{a0}?"],
+            ("device_done.html", Locale::En) => &["You may return to your device."],
+            ("device_done.html", Locale::Fr) => &["Vous pouvez retourner à votre appareil."],
             ("logged_out.html", Locale::En) => &["You are signed out."],
             ("logged_out.html", Locale::Fr) => &["Votre session est fermée."],
             ("logout_channels.html", Locale::En) => &[

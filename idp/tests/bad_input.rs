@@ -627,12 +627,7 @@ async fn malformed_token_requests_are_refused_and_leave_the_code_redeemable(app:
     assert_oauth_error(status, &body, 400, "invalid_request");
 
     // Unknown grant types.
-    for gt in [
-        "password",
-        "urn:foo",
-        "implicit",
-        "urn:ietf:params:oauth:grant-type:device_code",
-    ] {
+    for gt in ["password", "urn:foo", "implicit"] {
         let mut f = grant.to_vec();
         f[0] = ("grant_type", gt);
         f.push(("username", "alice@example.com"));
@@ -640,6 +635,11 @@ async fn malformed_token_requests_are_refused_and_leave_the_code_redeemable(app:
         let (status, body) = token_request(app, "conf", &f).await;
         assert_oauth_error(status, &body, 400, "unsupported_grant_type");
     }
+    // A supported grant this client's file does not allow (RFC 8628).
+    let mut f = grant.to_vec();
+    f[0] = ("grant_type", "urn:ietf:params:oauth:grant-type:device_code");
+    let (status, body) = token_request(app, "conf", &f).await;
+    assert_oauth_error(status, &body, 400, "unauthorized_client");
 
     // 100 KiB: over the 64 KiB limit.
     let mut big = grant.to_vec();

@@ -298,7 +298,7 @@ fn config_check_accepts_the_repository_configuration() {
     let config = repo.join("config/idp.toml");
     let out = ws.idp_with_config(&config, &["config", "check"], None).ok();
     assert!(out.contains("configuration OK"), "{out}");
-    assert!(out.contains("5 client(s)"), "{out}");
+    assert!(out.contains("6 client(s)"), "{out}");
     assert!(
         !ws.data_dir().exists() && !ws.dir.join("data").exists(),
         "a check writes nothing"

@@ -500,6 +500,43 @@ async fn the_example_portals_run_their_flows_in_the_demo() {
     let issuer = format!("http://localhost:{idp_port}");
     let outbox = Outbox::new(dir.0.join("data/outbox"));
 
+    // Device sign-in for the console's command-line tool: the two curl
+    // commands, and a device authorization started, with its QR code and
+    // the poll of its device code, which answers as a device's would.
+    assert!(
+        printed.contains(&format!(
+            "curl -s -d client_id=cloud-cli -d 'scope=openid profile offline_access' {issuer}/device_authorization"
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains('▀') || printed.contains('▄'),
+        "a QR code: {printed}"
+    );
+    let poll = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("curl") && l.contains("device_code=") && !l.contains("DEVICE_CODE"))
+        .unwrap_or_else(|| panic!("a poll command: {printed}"));
+    let device_code = poll
+        .split("device_code=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{idp_port}/token"))
+        .form(&[
+            ("client_id", "cloud-cli"),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "authorization_pending");
+
     for (portal, brand) in [
         ("marketplace", "Orchardly Market"),
         ("customer-space", "Lanternhouse"),

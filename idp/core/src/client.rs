@@ -172,6 +172,9 @@ pub struct ProtocolSettings {
     /// it sees is derived from its sector (see [`crate::oidc::subjects`]);
     /// `None`: the public (internal) user id.
     pub pairwise: Option<PairwiseSubject>,
+    /// The device authorization grant (RFC 8628; `grant_types` names
+    /// `urn:ietf:params:oauth:grant-type:device_code`).
+    pub allow_device_code: bool,
 }
 
 /// A pairwise client's sector (OpenID Connect Core §8.1).
@@ -209,6 +212,7 @@ impl Default for ProtocolSettings {
             logout: Default::default(),
             token_exchange: false,
             pairwise: None,
+            allow_device_code: false,
         }
     }
 }

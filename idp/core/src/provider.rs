@@ -55,6 +55,8 @@ pub struct ProviderSettings {
     /// Tokens obtained by token exchange (RFC 8693) live at most this long
     /// (`[token_exchange] max_token_secs`).
     pub token_exchange_max_secs: u32,
+    /// `[device]`: the device authorization grant (RFC 8628).
+    pub device: crate::oidc::device::DeviceSettings,
 }
 
 /// Durable storage ports, and the outside systems.
@@ -112,6 +114,8 @@ pub struct Provider {
     /// The `sub` each client sees (pairwise or public, OIDC Core §8): for
     /// anything else that names a user to a client (logout tokens...).
     pub subjects: Arc<crate::oidc::subjects::Subjects>,
+    /// The device authorization grant (RFC 8628).
+    pub device_authorizations: Arc<crate::oidc::device::DeviceAuthorizations>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -267,6 +271,20 @@ impl Provider {
         // Pairwise subjects (OIDC Core §8.1), the same on every node: the
         // salt is derived from the key-encryption key all nodes share.
         let subjects = Arc::new(crate::oidc::subjects::Subjects::from_kek(&kek));
+        let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
+            &settings.issuer,
+            settings.resource_servers.clone(),
+        ));
+        let device_authorizations = Arc::new(crate::oidc::device::DeviceAuthorizations::new(
+            settings.issuer.clone(),
+            clients.clone(),
+            resources.clone(),
+            Arc::new(crate::oidc::device::StoredDeviceCodes::new(store.clone())),
+            throttle.clone(),
+            settings.device,
+            audit.clone(),
+            clock.clone(),
+        ));
         let authorization = Arc::new(Authorization::new(
             settings.issuer.clone(),
             clients.clone(),
@@ -279,10 +297,7 @@ impl Provider {
             audit.clone(),
             clock.clone(),
             subjects.clone(),
-        ));
-        let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
-            &settings.issuer,
-            settings.resource_servers.clone(),
+            device_authorizations.clone(),
         ));
         // DPoP nonces every node issues and accepts alike: keyed by the
         // key-encryption key all nodes share.
@@ -397,11 +412,13 @@ impl Provider {
             client_auth.clone(),
             dpop.clone(),
             tokens.clone(),
+            device_authorizations.clone(),
         ));
         Ok(Self {
             dpop,
             resources,
             token_endpoint,
+            device_authorizations,
             request_objects,
             settings,
             clients,

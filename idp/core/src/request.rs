@@ -43,6 +43,11 @@ pub struct AuthorizeRequest {
     /// sent to the PAR endpoint; RFC 9449 §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// The device authorization (RFC 8628) this login is for: its record's
+    /// id. Such a login ends at the user-code page's approval, never in a
+    /// code sent to a redirect URI (see `oidc::device`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl AuthorizeRequest {

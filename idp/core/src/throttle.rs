@@ -271,6 +271,43 @@ impl Throttle {
         }
     }
 
+    /// Guesses of device user codes (RFC 8628 §5.1): per browser when it is
+    /// known (cleared by a right code), per client IP, and across the whole
+    /// provider, each in a window of `window`.
+    pub fn device_user_code(
+        browser: Option<&str>,
+        ip: Option<&str>,
+        [max, ip_max, global_max]: [u32; 3],
+        window: Duration,
+    ) -> Vec<Bucket> {
+        let browser = browser.map(|b| Bucket {
+            key: format!("device_guess:browser:{}", TokenHash::of(b).as_str()),
+            max,
+            window,
+            per_account: true,
+        });
+        browser
+            .into_iter()
+            .chain([
+                Bucket {
+                    key: format!(
+                        "device_guess:ip:{}",
+                        ip.map_or_else(|| "-".to_owned(), ip_group)
+                    ),
+                    max: ip_max,
+                    window,
+                    per_account: false,
+                },
+                Bucket {
+                    key: "device_guess:all".to_owned(),
+                    max: global_max,
+                    window,
+                    per_account: false,
+                },
+            ])
+            .collect()
+    }
+
     /// Counts an attempt in every bucket at once; refuses (and gives it back)
     /// when one of them is past its limit.
     pub async fn attempt(&self, buckets: Vec<Bucket>) -> Result<Attempt, StoreError> {

@@ -114,6 +114,13 @@ pub fn document(
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
     });
+    // RFC 8628 §4: only when a client may use the device grant.
+    if clients.clone().any(|c| c.protocol.allow_device_code) {
+        doc["device_authorization_endpoint"] = json!(format!("{issuer}/device_authorization"));
+        if let Some(grants) = doc["grant_types_supported"].as_array_mut() {
+            grants.push(json!(idp_core::oidc::device::DEVICE_CODE_GRANT));
+        }
+    }
     if !auth_algs.is_empty() {
         for endpoint in ["token", "revocation", "introspection"] {
             doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")] =

@@ -5,6 +5,7 @@ pub mod account;
 pub mod account_devices;
 pub mod admin;
 pub mod authorize;
+pub mod device;
 pub mod discovery;
 pub(crate) mod forms;
 pub mod logout;
@@ -66,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks", get(discovery::jwks))
         .route("/token", post(token::token))
         .route("/par", post(token::pushed_authorization_request))
+        .route("/device_authorization", post(device::device_authorization))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/revoke", post(token::revoke))
         .layer(cors);
@@ -97,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orgs::routes())
         .merge(account::routes())
         .merge(account_devices::routes())
+        .merge(device::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_origin,

@@ -69,7 +69,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Parses a form body; the content type must be a form (RFC 6749 §3.2).
-fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<RawParams, OAuthError> {
+pub(crate) fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<RawParams, OAuthError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1457,6 +1457,7 @@ impl FlowRunner {
             claims: Default::default(),
             resources: Vec::new(),
             dpop_jkt: None,
+            device: None,
         };
         let from = StartFrom { session, key, user };
         let started = self

@@ -64,6 +64,8 @@ pub struct Authorization {
     clock: SharedClock,
     /// The `sub` each client sees (an `id_token_hint`'s may be pairwise).
     subjects: Arc<super::subjects::Subjects>,
+    /// Device authorizations (RFC 8628) a login may be for.
+    device: Arc<super::device::DeviceAuthorizations>,
 }
 
 impl Authorization {
@@ -80,6 +82,7 @@ impl Authorization {
         audit_log: Audit,
         clock: SharedClock,
         subjects: Arc<super::subjects::Subjects>,
+        device: Arc<super::device::DeviceAuthorizations>,
     ) -> Self {
         Self {
             issuer,
@@ -93,6 +96,7 @@ impl Authorization {
             audit_log,
             clock,
             subjects,
+            device,
         }
     }
 
@@ -246,7 +250,10 @@ impl Authorization {
             acr: &c.acr,
             amr,
         };
-        let response = self.issue_code(&client, &c.request, &grant).await?;
+        let response = match &c.request.device {
+            Some(id) => self.device_authenticated(id, &grant).await?,
+            None => self.issue_code(&client, &c.request, &grant).await?,
+        };
         let now = self.clock.now().unix_timestamp();
         Ok(Finished {
             response,
@@ -279,6 +286,35 @@ impl Authorization {
             _ => false,
         };
         aud_ok.then(|| claims.get("sub")?.as_str().map(str::to_owned))?
+    }
+
+    /// A login for a device authorization (RFC 8628) completed: no code,
+    /// the grant awaits the user's approval on the user-code page.
+    async fn device_authenticated(
+        &self,
+        id: &str,
+        grant: &Grant<'_>,
+    ) -> Result<AuthorizationResponse, CoreError> {
+        self.device
+            .authenticated(
+                id,
+                super::device::DeviceGrant {
+                    user_id: grant.user.id,
+                    sid: grant.sid.to_owned(),
+                    auth_time: grant.auth_time,
+                    acr: grant.acr.to_owned(),
+                    amr: grant.amr.clone(),
+                },
+            )
+            .await?;
+        // Whether or not it still awaited this (expired meanwhile), the
+        // page says what it finds.
+        response::build(
+            &format!("{}/approve", self.device.verification_uri()),
+            vec![("request".to_owned(), id.to_owned())],
+            ResponseMode::Query,
+            None,
+        )
     }
 
     /// Stores a fresh code for this request and grant; returns the response.

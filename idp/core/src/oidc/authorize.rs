@@ -158,12 +158,13 @@ pub fn check_authorize_request(
             claims,
             resources,
             dpop_jkt,
+            device: None,
         },
     ))
 }
 
 /// The `acr_values` parameter, in order (OpenID Connect Core §3.1.2.1).
-fn acr_values(params: &RawParams) -> Vec<String> {
+pub(crate) fn acr_values(params: &RawParams) -> Vec<String> {
     params
         .get("acr_values")
         .map(|v| {

@@ -35,6 +35,12 @@ pub enum ErrorCode {
     UseDpopNonce,
     /// RFC 8707 §2.
     InvalidTarget,
+    /// RFC 8628 §3.5: the user has not finished at the user-code page.
+    AuthorizationPending,
+    /// RFC 8628 §3.5: polling faster than the interval.
+    SlowDown,
+    /// RFC 8628 §3.5: the device code expired.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -62,6 +68,9 @@ impl ErrorCode {
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
             Self::InvalidTarget => "invalid_target",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
         }
     }
 }

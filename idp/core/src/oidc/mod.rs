@@ -11,6 +11,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod client_jwt;
 pub mod codes;
+pub mod device;
 pub mod dpop;
 pub mod error;
 pub mod logout;

@@ -132,6 +132,10 @@ pub use exchange::{
     check_requested_token_type, check_subject_party, check_token_key, check_token_type,
 };
 
+/// A written grant: its user, their organizations (when the ID token
+/// carries them) and the first refresh token.
+type OpenedFamily = (User, Option<Vec<(Organization, Vec<Role>)>>, Option<String>);
+
 /// The grant a code starts, derived from the code so that a replay can
 /// revoke it without the (already consumed) code record.
 fn family_id_for_code(code: &str) -> Uuid {
@@ -303,6 +307,52 @@ impl Tokens {
             // Expired between the read and now.
             return Err(invalid());
         }
+        let (user, organizations, refresh) = self
+            .open_family(client, &record, family_id, jkt, now)
+            .await?;
+        let facts = GrantFacts {
+            client,
+            user: &user,
+            organizations: organizations.as_deref(),
+            scope: &record.scope,
+            sid: Some(&record.sid),
+            auth_time: record.auth_time,
+            acr: Some(&record.acr),
+            amr: &record.amr,
+            family_id: Some(family_id),
+            nonce: record.nonce.as_deref(),
+            claims: &record.claims,
+            jkt,
+            resources: &resources,
+        };
+        let replayed = self
+            .codes
+            .is_replayed(code)
+            .await
+            .map_err(CoreError::from)?;
+        if replayed {
+            self.families
+                .revoke_family(family_id, now, "code_reuse")
+                .await
+                .map_err(CoreError::from)?;
+        }
+        let response = self.mint(&facts, refresh).await?;
+        self.touch_client(&client.id, now).await?;
+        Ok(response)
+    }
+
+    /// A user's grant written from what a code (or an approved device
+    /// authorization) stands for: its family, the first refresh token when
+    /// the client may have them, and the user read in the same transaction
+    /// (refused when no longer active).
+    async fn open_family(
+        &self,
+        client: &Client,
+        record: &CodeRecord,
+        family_id: Uuid,
+        jkt: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<OpenedFamily, OAuthError> {
         let refresh = if client.allow_refresh_token {
             Some(crate::random::token())
         } else {
@@ -354,6 +404,32 @@ impl Tokens {
             .await
             .map_err(CoreError::from)?
             .ok_or_else(|| OAuthError::invalid_grant("the account is not active"))?;
+        Ok((user, organizations, refresh))
+    }
+
+    /// The device code grant (RFC 8628 §3.4, §3.5), for a client the
+    /// pipeline authenticated and allowed this grant: the poll's checks
+    /// are [`super::device::DeviceAuthorizations::poll`]'s; an approved
+    /// authorization is used up there, and its tokens are issued as for a
+    /// code (ID token with `sid`, `acr`, `amr`, `auth_time`; a refresh
+    /// token when the client may have them), for the resources it was for
+    /// (RFC 8707 §2.2).
+    pub(crate) async fn grant_device_code(
+        &self,
+        client: &Client,
+        device_code: &str,
+        record: &CodeRecord,
+        form: &RawParams,
+        jkt: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.clock.now();
+        let resources = self
+            .resources
+            .narrow(client, &record.resources, form.resources())?;
+        let family_id = family_id_for_code(device_code);
+        let (user, organizations, refresh) = self
+            .open_family(client, record, family_id, jkt, now)
+            .await?;
         let facts = GrantFacts {
             client,
             user: &user,
@@ -364,22 +440,11 @@ impl Tokens {
             acr: Some(&record.acr),
             amr: &record.amr,
             family_id: Some(family_id),
-            nonce: record.nonce.as_deref(),
+            nonce: None,
             claims: &record.claims,
             jkt,
             resources: &resources,
         };
-        let replayed = self
-            .codes
-            .is_replayed(code)
-            .await
-            .map_err(CoreError::from)?;
-        if replayed {
-            self.families
-                .revoke_family(family_id, now, "code_reuse")
-                .await
-                .map_err(CoreError::from)?;
-        }
         let response = self.mint(&facts, refresh).await?;
         self.touch_client(&client.id, now).await?;
         Ok(response)

@@ -23,12 +23,17 @@
 //!   §4.14.2);
 //! - `client_credentials`: `check_client_credentials_scope` (RFC 6749
 //!   §4.4.2), the resources (RFC 8707 §2);
-//! - token exchange (RFC 8693): see [`super::token`]'s `exchange` module.
+//! - token exchange (RFC 8693): see [`super::token`]'s `exchange` module;
+//! - `urn:ietf:params:oauth:grant-type:device_code`: `check_device_client`
+//!   (RFC 8628 §3.4), `check_device_expiry` and `check_poll_interval`
+//!   (§3.5) of [`super::device`], the resources (RFC 8707 §2.2), then the
+//!   approved authorization's single use.
 //!
 //! No grant repeats a check of the common steps.
 
 use super::authorize::RawParams;
 use super::client_auth::{ClientAuthInput, ClientAuthentication};
+use super::device::DeviceAuthorizations;
 use super::dpop::{DpopProofs, ProofPolicy};
 use super::error::{ErrorCode, OAuthError};
 use super::token::{TokenResponse, Tokens};
@@ -67,6 +72,8 @@ pub enum Grant {
     ClientCredentials,
     /// RFC 8693 §2.1.
     TokenExchange,
+    /// RFC 8628 §3.4.
+    DeviceCode,
 }
 
 /// RFC 6749 §5.2: `grant_type` present (`invalid_request`), supported
@@ -81,6 +88,7 @@ pub fn check_grant_type(form: &RawParams, client: &Client) -> Result<Grant, OAut
         Some("refresh_token") => Grant::RefreshToken,
         Some("client_credentials") => Grant::ClientCredentials,
         Some(super::token::TOKEN_EXCHANGE) => Grant::TokenExchange,
+        Some(super::device::DEVICE_CODE_GRANT) => Grant::DeviceCode,
         Some(_) => {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -93,6 +101,7 @@ pub fn check_grant_type(form: &RawParams, client: &Client) -> Result<Grant, OAut
         Grant::RefreshToken => client.allow_refresh_token,
         Grant::ClientCredentials => !client.is_public() && client.allow_client_credentials,
         Grant::TokenExchange => !client.is_public() && client.protocol.token_exchange,
+        Grant::DeviceCode => client.protocol.allow_device_code,
     };
     if !allowed {
         return Err(OAuthError::new(
@@ -108,6 +117,7 @@ pub struct TokenEndpoint {
     client_auth: Arc<ClientAuthentication>,
     dpop: Arc<DpopProofs>,
     tokens: Arc<Tokens>,
+    device: Arc<DeviceAuthorizations>,
 }
 
 impl TokenEndpoint {
@@ -115,11 +125,13 @@ impl TokenEndpoint {
         client_auth: Arc<ClientAuthentication>,
         dpop: Arc<DpopProofs>,
         tokens: Arc<Tokens>,
+        device: Arc<DeviceAuthorizations>,
     ) -> Self {
         Self {
             client_auth,
             dpop,
             tokens,
+            device,
         }
     }
 
@@ -161,6 +173,12 @@ impl TokenEndpoint {
                 Grant::TokenExchange => {
                     self.tokens
                         .grant_token_exchange(&client, req.form, req.meta, jkt)
+                        .await
+                }
+                Grant::DeviceCode => {
+                    let (code, record) = self.device.poll(&client, req.form).await?;
+                    self.tokens
+                        .grant_device_code(&client, code, &record, req.form, jkt)
                         .await
                 }
             }
@@ -252,6 +270,14 @@ mod tests {
                 .code,
             ErrorCode::UnauthorizedClient
         );
+        // The device grant only for a client whose file allows it.
+        let device = form(crate::oidc::device::DEVICE_CODE_GRANT);
+        assert_eq!(
+            check_grant_type(&device, &c).unwrap_err().code,
+            ErrorCode::UnauthorizedClient
+        );
+        c.protocol.allow_device_code = true;
+        assert_eq!(check_grant_type(&device, &c).unwrap(), Grant::DeviceCode);
         // A public client never gets client credentials, nor exchanges.
         let mut public = crate::oidc::authorize::tests::client(true);
         public.allow_client_credentials = true;
