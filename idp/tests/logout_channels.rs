@@ -119,12 +119,18 @@ fn backchannel_portal(id: &str, base: &str, session_required: bool, alg: Signing
 }
 
 /// marketplace and customer-space (ES256, `sid` required), cloud-console
-/// (RS256, `sub` only).
+/// (RS256, `sid` not required, pairwise subjects).
 fn portals(base: &str) -> Vec<Client> {
+    let mut console = backchannel_portal(PORTALS[2], base, false, SigningAlg::RS256);
+    console.protocol.pairwise = Some(idp_core::client::PairwiseSubject {
+        sector: "console.example".into(),
+        sector_identifier_uri: None,
+        declared_in: "test".into(),
+    });
     vec![
         backchannel_portal(PORTALS[0], base, true, SigningAlg::ES256),
         backchannel_portal(PORTALS[1], base, true, SigningAlg::ES256),
-        backchannel_portal(PORTALS[2], base, false, SigningAlg::RS256),
+        console,
     ]
 }
 
@@ -249,6 +255,7 @@ async fn logout_at_one_portal_reaches_the_others(backend: Backend) {
         sign_in_at(&app, &browser, PORTALS[2])
     );
     let id_tokens = [market, a.1, b.1];
+    assert_ne!(id_tokens[2]["sub"], id_tokens[0]["sub"], "pairwise");
     let sid = id_tokens[0]["sid"].as_str().unwrap().to_owned();
     for t in &id_tokens {
         assert_eq!(t["sid"], sid, "one sid across the session's ID tokens");
@@ -280,7 +287,9 @@ async fn logout_at_one_portal_reaches_the_others(backend: Backend) {
         assert_eq!(r.content_type, "application/x-www-form-urlencoded");
         let (header, claims) = verified(&app, &r.token).await;
         assert_logout_token(&app, &header, &claims, &r.portal);
-        assert_eq!(claims["sub"], id_tokens[0]["sub"]);
+        // The user as this portal knows them (the pairwise one too).
+        let i = PORTALS.iter().position(|p| *p == r.portal).unwrap();
+        assert_eq!(claims["sub"], id_tokens[i]["sub"], "{claims}");
         assert_eq!(claims["iat"], app.clock.now().unix_timestamp());
         // Signed with the portal's ID token algorithm; the ended session's
         // sid even for the portal that did not require it (without it the

@@ -212,6 +212,9 @@ impl Provider {
             clock.clone(),
         ));
         let flows: Arc<dyn FlowStore> = Arc::new(StoredFlows::new(store.clone()));
+        // Pairwise subjects (OIDC Core §8.1), the same on every node: the
+        // salt is derived from the key-encryption key all nodes share.
+        let subjects = Arc::new(crate::oidc::subjects::Subjects::from_kek(&kek));
         let sessions = Arc::new(
             Sessions::new(
                 Arc::new(StoredSessions::new(store.clone())),
@@ -223,6 +226,7 @@ impl Provider {
             .with_end_listener(Arc::new(
                 crate::oidc::logout_channels::SingleLogout::new(
                     clients.clone(),
+                    subjects.clone(),
                     ports.webhooks.clone(),
                     clock.clone(),
                 ),
@@ -268,9 +272,6 @@ impl Provider {
                 device_cookie_days: settings.methods.device_cookie_days,
             },
         ));
-        // Pairwise subjects (OIDC Core §8.1), the same on every node: the
-        // salt is derived from the key-encryption key all nodes share.
-        let subjects = Arc::new(crate::oidc::subjects::Subjects::from_kek(&kek));
         let resources = Arc::new(crate::oidc::resources::ResourceServers::new(
             &settings.issuer,
             settings.resource_servers.clone(),

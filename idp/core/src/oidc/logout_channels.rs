@@ -72,15 +72,16 @@ pub struct PendingLogoutToken {
 }
 
 impl PendingLogoutToken {
-    /// The token for `client` about `ended`. `sid` is always there, even
+    /// The token for `client` about `ended`, `sub` being the user as
+    /// the client knows them (`subject`: pairwise or public). `sid` is always there, even
     /// when the client did not ask for it
     /// (`backchannel_logout_session_required`): one session ended, and a
     /// token without `sid` would tell the portal to end every session of
     /// the user (§2.4), including ones still alive at the provider.
-    pub fn for_client(_client: &Client, ended: &EndedSession) -> Self {
+    pub fn for_client(subject: String, ended: &EndedSession) -> Self {
         Self {
             jti: Uuid::new_v4().to_string(),
-            sub: ended.user_id.to_string(),
+            sub: subject,
             sid: Some(ended.sid.clone()),
         }
     }
@@ -129,6 +130,7 @@ pub fn frontchannel_url(client: &Client, issuer: &str, sid: &str) -> Option<Stri
 /// registered a `backchannel_logout_uri`.
 pub struct SingleLogout {
     clients: Arc<ClientRegistry>,
+    subjects: Arc<super::subjects::Subjects>,
     outbox: Arc<dyn WebhookRepo>,
     clock: SharedClock,
 }
@@ -136,11 +138,13 @@ pub struct SingleLogout {
 impl SingleLogout {
     pub fn new(
         clients: Arc<ClientRegistry>,
+        subjects: Arc<super::subjects::Subjects>,
         outbox: Arc<dyn WebhookRepo>,
         clock: SharedClock,
     ) -> Self {
         Self {
             clients,
+            subjects,
             outbox,
             clock,
         }
@@ -156,7 +160,8 @@ impl SingleLogout {
             .filter_map(|id| self.clients.get(id))
             .filter_map(|c| {
                 let url = c.protocol.logout.backchannel_uri.clone()?;
-                let pending = PendingLogoutToken::for_client(&c, ended);
+                let pending =
+                    PendingLogoutToken::for_client(self.subjects.sub(&c, ended.user_id), ended);
                 Some(WebhookDelivery {
                     id: Uuid::now_v7(),
                     event_id,
