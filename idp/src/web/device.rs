@@ -6,15 +6,15 @@
 use super::forms::{browser, csrf_ok, csrf_token};
 use super::token::{ApiError, authenticated, form_params};
 use super::{
-    BROWSER_COOKIE, DEVICE_COOKIE, Peer, SESSION_COOKIE, error_page, locale, page, peer_addr,
-    request_meta, see_other,
+    BROWSER_COOKIE, DEVICE_COOKIE, Peer, SESSION_COOKIE, error_page, locale, no_store, page,
+    peer_addr, request_meta, see_other,
 };
 use crate::app::AppState;
 use crate::theme::Locale;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
@@ -32,13 +32,6 @@ pub(crate) fn routes() -> axum::Router<AppState> {
         .route("/device/confirm", post(confirm))
         .route("/device/approve", get(approve_page).post(approve))
         .route("/device/qr", get(qr))
-}
-
-fn no_store(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
 }
 
 /// The device authorization endpoint (RFC 8628 §3.1): the client
@@ -113,6 +106,42 @@ pub(crate) async fn code_page(
         .into_response()
 }
 
+/// A posted form of these pages: parsed, its CSRF token checked, and the
+/// browser cookie it must come with; else the page to answer with.
+fn checked_form<F: serde::de::DeserializeOwned + HasCsrf>(
+    state: &AppState,
+    jar: &CookieJar,
+    loc: Locale,
+    body: &[u8],
+) -> Result<(F, String), Box<Response>> {
+    let Ok(form) = serde_urlencoded::from_bytes::<F>(body) else {
+        return Err(Box::new(bad_request(state, loc)));
+    };
+    if !csrf_ok(state, jar, CSRF_PURPOSE, form.csrf()) {
+        return Err(Box::new(csrf_refused(state, loc)));
+    }
+    let Some(b) = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned()) else {
+        return Err(Box::new(csrf_refused(state, loc)));
+    };
+    Ok((form, b))
+}
+
+trait HasCsrf {
+    fn csrf(&self) -> &str;
+}
+
+impl HasCsrf for CodeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl HasCsrf for RequestForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct CodeForm {
     #[serde(default)]
@@ -132,14 +161,9 @@ pub(crate) async fn code_submit(
     body: Bytes,
 ) -> Response {
     let loc = locale(&jar, &headers, None);
-    let Ok(form) = serde_urlencoded::from_bytes::<CodeForm>(&body) else {
-        return bad_request(&state, loc);
-    };
-    if !csrf_ok(&state, &jar, CSRF_PURPOSE, &form.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let Some(b) = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned()) else {
-        return csrf_refused(&state, loc);
+    let (form, b) = match checked_form::<CodeForm>(&state, &jar, loc, &body) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
     };
     let meta = request_meta(&state, &headers, peer_addr(&peer));
     let found = state
@@ -231,14 +255,9 @@ pub(crate) async fn confirm(
     body: Bytes,
 ) -> Response {
     let loc = locale(&jar, &headers, None);
-    let Ok(form) = serde_urlencoded::from_bytes::<RequestForm>(&body) else {
-        return bad_request(&state, loc);
-    };
-    if !csrf_ok(&state, &jar, CSRF_PURPOSE, &form.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let Some(b) = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned()) else {
-        return csrf_refused(&state, loc);
+    let (form, b) = match checked_form::<RequestForm>(&state, &jar, loc, &body) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
     };
     let p = &state.provider;
     let (client, req) = match p.device_authorizations.claim(&form.request, &b).await {
@@ -317,14 +336,9 @@ pub(crate) async fn approve(
     body: Bytes,
 ) -> Response {
     let loc = locale(&jar, &headers, None);
-    let Ok(form) = serde_urlencoded::from_bytes::<RequestForm>(&body) else {
-        return bad_request(&state, loc);
-    };
-    if !csrf_ok(&state, &jar, CSRF_PURPOSE, &form.csrf) {
-        return csrf_refused(&state, loc);
-    }
-    let Some(b) = jar.get(BROWSER_COOKIE).map(|c| c.value().to_owned()) else {
-        return csrf_refused(&state, loc);
+    let (form, b) = match checked_form::<RequestForm>(&state, &jar, loc, &body) {
+        Ok(checked) => checked,
+        Err(page) => return *page,
     };
     let approved = match form.decision.as_str() {
         "approve" => true,

@@ -353,3 +353,18 @@ async fn not_found(State(state): State<AppState>, jar: CookieJar, headers: Heade
         None,
     )
 }
+
+/// An answer that must not be cached: it carries tokens or secrets (RFC 6749
+/// §5.1, RFC 7591 §3.2.1, RFC 8628 §3.2).
+pub(crate) fn no_store(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        axum::http::header::PRAGMA,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    res
+}

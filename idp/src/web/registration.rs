@@ -2,6 +2,7 @@
 //! configuration endpoint (RFC 7592 §2), JSON in and out. Not found unless
 //! `[registration] enabled = true`.
 
+use super::no_store;
 use crate::app::AppState;
 use axum::Json;
 use axum::Router;
@@ -25,14 +26,6 @@ pub fn advertise(doc: &str, issuer: &str) -> String {
     let mut v: serde_json::Value = serde_json::from_str(doc).expect("discovery is JSON");
     v["registration_endpoint"] = json!(format!("{}/register", issuer.trim_end_matches('/')));
     v.to_string()
-}
-
-/// An answer that must not be cached (RFC 7591 §3.2.1: it carries secrets).
-fn no_store(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
 }
 
 /// RFC 7591 §3.2.2 errors; `invalid_token` as RFC 6750 §3.1 (401 with a

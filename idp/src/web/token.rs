@@ -1,6 +1,7 @@
 //! Back-channel endpoints: token, userinfo, introspection, revocation. JSON
 //! out, RFC 6749 §5.2 errors with their status codes.
 
+use super::no_store;
 use super::{Peer, peer_addr, request_meta};
 use crate::app::AppState;
 use axum::Json;
@@ -162,13 +163,6 @@ pub(crate) async fn authenticated(
         .authenticate(&auth)
         .await
         .map_err(|error| ApiError { error, basic_used })
-}
-
-fn no_store(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
 }
 
 #[tracing::instrument(skip_all)]
