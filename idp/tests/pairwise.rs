@@ -95,18 +95,6 @@ fn id_sub(t: &Value) -> String {
         .to_owned()
 }
 
-async fn introspect_as(app: &TestApp, client: &str, token: &str) -> Value {
-    let res = reqwest::Client::new()
-        .post(app.url("/introspect"))
-        .basic_auth(client, Some(SECRET))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 /// One sector, one `sub`; another sector, another; a public client, the
 /// internal id; every token and answer of a client agrees.
 async fn subjects_follow_the_sector(backend: Backend) {

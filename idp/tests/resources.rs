@@ -49,19 +49,6 @@ fn adjust(s: &mut idp::config::Settings) {
     ];
 }
 
-/// Introspection of `token` as `client`.
-async fn introspect_as(app: &TestApp, client: &str, token: &str) -> Value {
-    let res = reqwest::Client::new()
-        .post(app.url("/introspect"))
-        .basic_auth(client, Some(SECRET))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 /// A code for `client` with `resource` values (and PKCE): (code, verifier).
 async fn code_with(app: &TestApp, client: &str, resources: &[&str]) -> (String, String) {
     let (verifier, challenge) = pkce();

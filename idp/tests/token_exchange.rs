@@ -102,18 +102,6 @@ async fn exchange(
     token_request(app, client, &form).await
 }
 
-async fn introspect_as(app: &TestApp, client: &str, token: &str) -> Value {
-    let res = reqwest::Client::new()
-        .post(app.url("/introspect"))
-        .basic_auth(client, Some(SECRET))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 fn error_of(answer: &(u16, Value)) -> (u16, Option<&str>) {
     (answer.0, answer.1["error"].as_str())
 }

@@ -598,9 +598,15 @@ pub fn authorize_url(
 /// `/introspect` of `token`, authenticated as the test client `conf`;
 /// asserts a 200 and returns the JSON answer.
 pub async fn introspect(app: &TestApp, token: &str) -> serde_json::Value {
+    introspect_as(app, "conf", token).await
+}
+
+/// Introspection of `token` as `client` (authenticated with the test
+/// secret).
+pub async fn introspect_as(app: &TestApp, client: &str, token: &str) -> serde_json::Value {
     let res = reqwest::Client::new()
         .post(app.url("/introspect"))
-        .basic_auth("conf", Some(SECRET))
+        .basic_auth(client, Some(SECRET))
         .form(&[("token", token)])
         .send()
         .await
