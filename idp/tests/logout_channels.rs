@@ -610,9 +610,92 @@ fn client_file_keys_are_checked() {
     );
 }
 
+/// The operator ends every session of a user through the admin API: the
+/// portals of both of them get a logout token with their session's `sid`,
+/// the grants stop working, another user's session lives on, and neither a
+/// portal's token nor an unknown user gets anywhere.
+async fn an_operator_ends_a_users_sessions(backend: Backend) {
+    let (receiver, base) = spawn_receiver(200).await;
+    let mut clients = portals(&base);
+    let mut ops = client_with_flows("ops", FLOW);
+    ops.account.platform_admin = true;
+    clients.push(ops);
+    let app = spawn_app_adjusted(backend, options(clients), manual_passes).await;
+    let (a, b) = (Browser::new(), Browser::new());
+    let (_, claims_a) = sign_in_at(&app, &a, PORTALS[0]).await;
+    let (_, claims_b) = sign_in_at(&app, &b, PORTALS[1]).await;
+    assert_ne!(claims_a["sid"], claims_b["sid"]);
+    let user = claims_a["sub"].as_str().unwrap().to_owned();
+    let revoke = |token: String, user: String| {
+        let url = app.url(&format!("/admin/api/users/{user}/sessions/revoke"));
+        async move {
+            let res = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // A portal's own client-credentials token is not an operator's.
+    let (status, body) = support::token_request(
+        &app,
+        PORTALS[0],
+        &[("grant_type", "client_credentials"), ("scope", "admin_api")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let portal_token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(revoke(portal_token, user.clone()).await.0, 403);
+    assert_eq!(app.state.webhooks.run_once().await.unwrap().attempted(), 0);
+
+    let (status, body) = support::token_request(
+        &app,
+        "ops",
+        &[("grant_type", "client_credentials"), ("scope", "admin_api")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ops_token = body["access_token"].as_str().unwrap().to_owned();
+    let unknown = "00000000-0000-7000-8000-000000000000".to_owned();
+    assert_eq!(revoke(ops_token.clone(), unknown).await.0, 404);
+    let (status, body) = revoke(ops_token.clone(), user.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sessions_ended"], 2);
+
+    let pass = app.state.webhooks.run_once().await.unwrap();
+    assert_eq!(pass.delivered, 2);
+    let mut got = receiver.accepted();
+    got.sort_by(|x, y| x.portal.cmp(&y.portal));
+    assert_eq!(
+        got.iter().map(|r| r.portal.as_str()).collect::<Vec<_>>(),
+        [PORTALS[1], PORTALS[0]]
+    );
+    for (r, claims) in got.iter().zip([&claims_b, &claims_a]) {
+        let (header, c) = verified(&app, &r.token).await;
+        assert_logout_token(&app, &header, &c, &r.portal);
+        assert_eq!(c["sid"], claims["sid"]);
+    }
+    // Both browsers sign in again; a second revocation has nothing to end.
+    for browser in [&a, &b] {
+        let url = authorize_url(&app, PORTALS[0], None, &[]);
+        let (res, _) = browser.follow(&app, &url).await;
+        assert_eq!(res.status(), 200, "the login page again");
+    }
+    let (status, body) = revoke(ops_token, user).await;
+    assert_eq!(
+        (status, body["sessions_ended"].clone()),
+        (200, serde_json::json!(0))
+    );
+    app.cleanup().await;
+}
+
 on_both_backends!(
     logout_at_one_portal_reaches_the_others,
     receiver_down_then_up_across_a_restart,
     signing_out_other_sessions_from_the_account_page,
     front_channel_logout_frames_the_portals,
+    an_operator_ends_a_users_sessions,
 );

@@ -538,12 +538,40 @@ impl Sessions {
         current_sid: &str,
         meta: &RequestMeta,
     ) -> Result<usize, CoreError> {
+        self.end_sessions(user, Some(current_sid), "user", meta)
+            .await
+    }
+
+    /// Ends every session of the user (an operator's revocation: `by` says
+    /// who, in the audit log), revokes the grants issued from them, and
+    /// tells their portals (back-channel logout). The number ended.
+    pub async fn end_all(
+        &self,
+        user: UserId,
+        by: &str,
+        meta: &RequestMeta,
+    ) -> Result<usize, CoreError> {
+        self.end_sessions(user, None, by, meta).await
+    }
+
+    async fn end_sessions(
+        &self,
+        user: UserId,
+        keep_sid: Option<&str>,
+        by: &str,
+        meta: &RequestMeta,
+    ) -> Result<usize, CoreError> {
         let others: Vec<SessionEntry> = self
             .list(user)
             .await?
             .into_iter()
-            .filter(|e| e.sid != current_sid)
+            .filter(|e| Some(e.sid.as_str()) != keep_sid)
             .collect();
+        let reason = if by == "user" {
+            "signed_out_by_user"
+        } else {
+            "revoked_by_operator"
+        };
         let now = self.clock.now();
         for e in &others {
             self.store
@@ -551,7 +579,7 @@ impl Sessions {
                 .await?;
             let grants = self
                 .families
-                .revoke_families_of_session(&e.sid, now, "signed_out_by_user")
+                .revoke_families_of_session(&e.sid, now, reason)
                 .await?
                 .len();
             self.audit
@@ -560,7 +588,7 @@ impl Sessions {
                     Some(user),
                     None,
                     meta,
-                    serde_json::json!({"sid": e.sid, "grants_revoked": grants, "by": "user"}),
+                    serde_json::json!({"sid": e.sid, "grants_revoked": grants, "by": by}),
                 )
                 .await;
             self.ended(&e.sid, user, meta).await?;

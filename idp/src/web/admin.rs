@@ -5,7 +5,8 @@
 //! - the platform operator: a `client_credentials` token of a client with
 //!   `[account] platform_admin = true`; lists, validates and rejects
 //!   organizations;
-//!   and links or unlinks accounts to upstream identities;
+//!   links or unlinks accounts to upstream identities; and ends a user's
+//!   sessions (their portals hear of it by back-channel logout);
 //! - members of an organization, with a token obtained by signing in; what
 //!   they may do is decided by the core from their roles in *that*
 //!   organization (see `idp_core::accounts::orgs::OrgAction`).
@@ -63,6 +64,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/api/users/{user_id}/identities/{upstream}",
             axum::routing::delete(unlink_identity),
+        )
+        .route(
+            "/admin/api/users/{user_id}/sessions/revoke",
+            post(revoke_sessions),
         )
 }
 
@@ -763,4 +768,28 @@ async fn unlink_identity(
             UnlinkError::Core(e) => internal(&e),
         })?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The operator ends every session of a user (a stolen laptop, a support
+/// call): the grants issued from them are revoked and each portal of each
+/// session gets a back-channel logout token. `{"sessions_ended": n}`.
+async fn revoke_sessions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(user_id): Path<String>,
+) -> ApiResult {
+    let op = operator(&state, &headers).await?;
+    let user = account_of(&state, &user_id).await?;
+    let by = match &op.client_id {
+        Some(c) => format!("operator:{}", c.0),
+        None => "operator".to_owned(),
+    };
+    let n = state
+        .provider
+        .sessions
+        .end_all(user.id, &by, &meta(&state, &headers, &peer))
+        .await
+        .map_err(|e| internal(&e))?;
+    ok(json!({"user_id": user.id, "sessions_ended": n}))
 }
