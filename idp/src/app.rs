@@ -420,6 +420,7 @@ pub async fn build_state(
         provider.clock.clone(),
         cfg.issuer.clone(),
         std::time::Duration::from_secs(u64::from(cfg.settings.registration.refresh_secs)),
+        provider.throttle.clone(),
     ));
     registration
         .refresh()

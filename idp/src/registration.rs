@@ -49,6 +49,8 @@ pub struct RegistrationSettings {
     /// changed or deleted on other nodes (seconds): the bound on how long a
     /// deleted client keeps working on another node.
     pub refresh_secs: u32,
+    /// `POST /register` requests one client IP may make per hour.
+    pub max_per_ip_per_hour: u32,
 }
 
 impl Default for RegistrationSettings {
@@ -66,6 +68,7 @@ impl Default for RegistrationSettings {
             flows_from: None,
             require_pkce: true,
             refresh_secs: 5,
+            max_per_ip_per_hour: 20,
         }
     }
 }
@@ -88,6 +91,9 @@ pub fn policy(cfg: &LoadedConfig) -> anyhow::Result<Option<RegistrationPolicy>> 
     let s = &cfg.settings.registration;
     if s.refresh_secs == 0 || s.refresh_secs > 300 {
         bail!("registration.refresh_secs: between 1 and 300");
+    }
+    if s.max_per_ip_per_hour == 0 {
+        bail!("registration.max_per_ip_per_hour: must be positive");
     }
     if !s.enabled {
         return Ok(None);
@@ -136,6 +142,7 @@ pub fn policy(cfg: &LoadedConfig) -> anyhow::Result<Option<RegistrationPolicy>> 
         auth_methods: s.token_endpoint_auth_methods.iter().cloned().collect(),
         scopes,
         default_scope: s.default_scopes.clone(),
+        max_per_ip_per_hour: s.max_per_ip_per_hour,
     }))
 }
 

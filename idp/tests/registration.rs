@@ -30,6 +30,12 @@ fn open(s: &mut Settings) {
     s.registration.open = true;
 }
 
+/// An open policy allowing 3 registrations per address and hour.
+fn open_limited(s: &mut Settings) {
+    open(s);
+    s.registration.max_per_ip_per_hour = 3;
+}
+
 async fn post_register(app: &TestApp, token: Option<&str>, body: &Value) -> (u16, Value) {
     let mut req = reqwest::Client::new().post(app.url("/register")).json(body);
     if let Some(t) = token {
@@ -651,6 +657,37 @@ async fn registration_is_off_by_default(app: &TestApp) {
     assert_eq!(status, 404);
 }
 
+/// Even an open policy cannot fill the database from one address: past
+/// `max_per_ip_per_hour` requests (refused ones count too) the answer is
+/// 429 with `Retry-After`, and nothing is stored.
+async fn registrations_from_one_address_are_limited(app: &TestApp) {
+    let body = json!({"redirect_uris": ["http://127.0.0.1:53124/callback"], "token_endpoint_auth_method": "none"});
+    let (status, _) = post_register(app, Some("wrong"), &body).await;
+    assert_eq!(status, 401, "a refused request counts");
+    for _ in 0..2 {
+        let (status, info) = post_register(app, None, &body).await;
+        assert_eq!(status, 201, "{info}");
+    }
+    let before = registered_count(app).await;
+    let res = reqwest::Client::new()
+        .post(app.url("/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(e["error"], "temporarily_unavailable");
+    assert_eq!(registered_count(app).await, before, "nothing stored");
+}
+
 matrix_with!(with_token: crate::AppOptions::default(), crate::enabled;
     registration_needs_the_initial_token,
     redirect_uris_outside_the_policy_are_refused,
@@ -663,6 +700,7 @@ matrix_with!(with_token: crate::AppOptions::default(), crate::enabled;
 );
 matrix_with!(open_policy: crate::AppOptions::default(), crate::open; an_open_policy_registers_without_a_token);
 matrix_with!(off: crate::AppOptions::default(), |_| {}; registration_is_off_by_default);
+matrix_with!(limited: crate::AppOptions::default(), crate::open_limited; registrations_from_one_address_are_limited);
 
 // ------------------------------------------------------- two nodes, the CLI
 

@@ -116,6 +116,9 @@ pub struct Provider {
     pub subjects: Arc<crate::oidc::subjects::Subjects>,
     /// The device authorization grant (RFC 8628).
     pub device_authorizations: Arc<crate::oidc::device::DeviceAuthorizations>,
+    /// Counters of guesses and of things that cost (codes sent,
+    /// registrations).
+    pub throttle: Arc<Throttle>,
     /// Pushed authorization requests and request objects.
     pub request_objects: Arc<crate::oidc::pushed::RequestObjects>,
     /// The account journeys.
@@ -382,7 +385,7 @@ impl Provider {
             store.clone(),
             hasher,
             clock.clone(),
-            throttle,
+            throttle.clone(),
             notifier,
             links,
             creator,
@@ -420,6 +423,7 @@ impl Provider {
             resources,
             token_endpoint,
             device_authorizations,
+            throttle,
             request_objects,
             settings,
             clients,

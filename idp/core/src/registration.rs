@@ -292,6 +292,8 @@ pub struct RegistrationPolicy {
     pub scopes: BTreeSet<String>,
     /// Given when a registration names no `scope`.
     pub default_scope: Vec<String>,
+    /// `POST /register` requests one client IP may make per hour.
+    pub max_per_ip_per_hour: u32,
 }
 
 /// The grant types a registered client may have.
@@ -308,6 +310,8 @@ pub struct RegistrationError {
     /// `invalid_request`, `server_error`.
     pub code: &'static str,
     pub description: String,
+    /// `temporarily_unavailable`: seconds until a new request may pass.
+    pub retry_after: Option<u64>,
 }
 
 impl RegistrationError {
@@ -315,18 +319,29 @@ impl RegistrationError {
         Self {
             code: "invalid_token",
             description: "the access token is missing, invalid or expired".into(),
+            retry_after: None,
         }
     }
     fn metadata(d: impl Into<String>) -> Self {
         Self {
             code: "invalid_client_metadata",
             description: d.into(),
+            retry_after: None,
         }
     }
     fn redirect(d: impl Into<String>) -> Self {
         Self {
             code: "invalid_redirect_uri",
             description: d.into(),
+            retry_after: None,
+        }
+    }
+    /// Too many registrations from one address (`429`, `Retry-After`).
+    fn throttled(retry_after: u64) -> Self {
+        Self {
+            code: "temporarily_unavailable",
+            description: "too many registrations from this address".into(),
+            retry_after: Some(retry_after),
         }
     }
     fn server(e: RepoError) -> Self {
@@ -334,6 +349,7 @@ impl RegistrationError {
         Self {
             code: "server_error",
             description: "the registration could not be stored".into(),
+            retry_after: None,
         }
     }
 }
@@ -370,6 +386,7 @@ pub struct Registration {
     /// not race an older snapshot over a newer one.
     loaded: tokio::sync::Mutex<Option<(i64, i64)>>,
     refresh_every: std::time::Duration,
+    throttle: Arc<crate::throttle::Throttle>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -699,6 +716,7 @@ impl Registration {
         clock: SharedClock,
         issuer: String,
         refresh_every: std::time::Duration,
+        throttle: Arc<crate::throttle::Throttle>,
     ) -> Self {
         Self {
             repo,
@@ -710,6 +728,7 @@ impl Registration {
             issuer,
             loaded: tokio::sync::Mutex::new(None),
             refresh_every,
+            throttle,
         }
     }
 
@@ -732,6 +751,7 @@ impl Registration {
         self.policy.as_ref().ok_or_else(|| RegistrationError {
             code: "invalid_request",
             description: "client registration is not enabled".into(),
+            retry_after: None,
         })
     }
 
@@ -768,13 +788,38 @@ impl Registration {
         }
     }
 
+    /// Registrations per client IP and hour (every request counts, refused
+    /// ones too: they cost a token check and may be a guess of one).
+    async fn check_registration_rate(
+        &self,
+        policy: &RegistrationPolicy,
+        ip: Option<&str>,
+    ) -> Result<(), RegistrationError> {
+        let bucket = crate::throttle::Throttle::registrations(ip, policy.max_per_ip_per_hour);
+        let within = self.throttle.spend(bucket.clone()).await.map_err(|e| {
+            tracing::error!(error = %e, "registration counter failed");
+            RegistrationError {
+                code: "server_error",
+                description: "the registration could not be counted".into(),
+                retry_after: None,
+            }
+        })?;
+        if within {
+            return Ok(());
+        }
+        let retry = self.throttle.retry_after(&bucket).await.unwrap_or(3600);
+        Err(RegistrationError::throttled(retry))
+    }
+
     /// `POST /register` (RFC 7591 §3).
     pub async fn register(
         &self,
         initial_token: Option<&str>,
         body: &[u8],
+        ip: Option<&str>,
     ) -> Result<ClientInformation, RegistrationError> {
         let policy = self.policy()?;
+        self.check_registration_rate(policy, ip).await?;
         // The token first: an unauthorized caller learns nothing of what
         // would be accepted.
         self.check_initial_token(policy, initial_token).await?;
@@ -900,6 +945,7 @@ impl Registration {
             return Err(RegistrationError {
                 code: "invalid_request",
                 description: "client_id: must be the client's own (RFC 7592 §2.2)".into(),
+                retry_after: None,
             });
         }
         for member in [
@@ -912,6 +958,7 @@ impl Registration {
                 return Err(RegistrationError {
                     code: "invalid_request",
                     description: format!("{member}: must not be sent (RFC 7592 §2.2)"),
+                    retry_after: None,
                 });
             }
         }
@@ -924,6 +971,7 @@ impl Registration {
                 return Err(RegistrationError {
                     code: "invalid_request",
                     description: "client_secret: not the client's secret (RFC 7592 §2.2)".into(),
+                    retry_after: None,
                 });
             }
         }
@@ -1030,6 +1078,7 @@ mod tests {
             auth_methods: ["client_secret_basic", "none"].map(String::from).into(),
             scopes: ["openid", "profile", "email"].map(String::from).into(),
             default_scope: vec!["openid".into()],
+            max_per_ip_per_hour: 20,
         }
     }
 

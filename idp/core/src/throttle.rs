@@ -248,6 +248,21 @@ impl Throttle {
         }
     }
 
+    /// The bucket of client registrations (RFC 7591 `POST /register`) from
+    /// one client IP, per hour: registration creates rows, so even an open
+    /// policy cannot fill the database from one address.
+    pub fn registrations(ip: Option<&str>, max: u32) -> Bucket {
+        Bucket {
+            key: format!(
+                "register_ip:{}",
+                ip.map_or_else(|| "-".to_owned(), ip_group)
+            ),
+            max,
+            window: Duration::from_secs(3600),
+            per_account: false,
+        }
+    }
+
     /// The bucket of recovery emails to one target (as typed).
     pub fn recovery_target(target: &str, max: u32, window: Duration) -> Bucket {
         Bucket {

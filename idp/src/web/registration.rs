@@ -2,7 +2,7 @@
 //! configuration endpoint (RFC 7592 §2), JSON in and out. Not found unless
 //! `[registration] enabled = true`.
 
-use super::no_store;
+use super::{Peer, no_store, peer_addr, request_meta};
 use crate::app::AppState;
 use axum::Json;
 use axum::Router;
@@ -38,6 +38,7 @@ fn error(e: RegistrationError) -> Response {
     );
     let status = match e.code {
         "invalid_token" => StatusCode::UNAUTHORIZED,
+        "temporarily_unavailable" => StatusCode::TOO_MANY_REQUESTS,
         "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -46,6 +47,12 @@ fn error(e: RegistrationError) -> Response {
         Json(json!({"error": e.code, "error_description": e.description})),
     )
         .into_response();
+    if let Some(secs) = e.retry_after {
+        // RFC 9110 §10.2.3.
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     if status == StatusCode::UNAUTHORIZED {
         res.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -67,12 +74,18 @@ fn token(headers: &HeaderMap) -> Option<&str> {
     )
 }
 
-async fn register(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Peer,
+    body: Bytes,
+) -> Response {
     let r = &state.registration;
     if !r.enabled() {
         return not_found();
     }
-    match r.register(token(&headers), &body).await {
+    let meta = request_meta(&state, &headers, peer_addr(&peer));
+    match r.register(token(&headers), &body, meta.ip.as_deref()).await {
         Ok(info) => no_store((StatusCode::CREATED, Json(info)).into_response()),
         Err(e) => error(e),
     }
