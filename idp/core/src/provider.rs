@@ -489,12 +489,41 @@ fn webauthn_settings(issuer: &str) -> Result<WebauthnSettings, CoreError> {
 }
 
 /// How long a retired key stays published: the longest token lifetime of any
-/// client, plus a margin for clock skew.
+/// client, plus a margin for clock skew. Registered clients (RFC 7591), which
+/// come and go while the server runs, get the default lifetimes: those count
+/// too.
 fn keep_published(clients: &ClientRegistry) -> time::Duration {
+    let registered = crate::client::Lifetimes::default();
     let longest = clients
         .iter()
-        .map(|c| c.lifetimes.access_token.max(c.lifetimes.id_token))
+        .map(|c| &c.lifetimes)
+        .chain(std::iter::once(&registered))
+        .map(|l| l.access_token.max(l.id_token))
         .max()
         .unwrap_or(3600);
     time::Duration::seconds(i64::from(longest) + 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// File clients with short lifetimes do not unpublish a retired key
+    /// before a registered client's tokens (default lifetimes) expire; a
+    /// file client with longer ones keeps it longer.
+    #[test]
+    fn retired_keys_outlive_every_clients_tokens() {
+        let mut short = crate::oidc::authorize::tests::client(false);
+        short.lifetimes.access_token = 60;
+        short.lifetimes.id_token = 60;
+        let clients = ClientRegistry::new([short.clone()]);
+        let registered = crate::client::Lifetimes::default().access_token;
+        assert_eq!(
+            keep_published(&clients),
+            time::Duration::seconds(i64::from(registered) + 300)
+        );
+        short.lifetimes.id_token = 7200;
+        let clients = ClientRegistry::new([short]);
+        assert_eq!(keep_published(&clients), time::Duration::seconds(7500));
+    }
 }
