@@ -73,21 +73,6 @@ async fn spawn(backend: Backend) -> TestApp {
     .await
 }
 
-/// Alice signs in at `client` in `browser`: the token response.
-async fn sign_in(app: &TestApp, browser: &Browser, client: &str) -> Value {
-    let (verifier, challenge) = pkce();
-    let to = browser
-        .login(
-            app,
-            &authorize_url(app, client, Some(&challenge), &[]),
-            "alice@example.com",
-            PASSWORD,
-        )
-        .await;
-    let code = query_param(&to, "code").unwrap_or_else(|| panic!("no code: {to}"));
-    exchange_code(app, client, &code, Some(&verifier)).await
-}
-
 fn id_sub(t: &Value) -> String {
     jwt_claims(t["id_token"].as_str().unwrap())["sub"]
         .as_str()
@@ -100,10 +85,10 @@ fn id_sub(t: &Value) -> String {
 async fn subjects_follow_the_sector(backend: Backend) {
     let app = spawn(backend).await;
     let internal = app.user.id.to_string();
-    let a = sign_in(&app, &Browser::new(), "north-a").await;
-    let b = sign_in(&app, &Browser::new(), "north-b").await;
-    let south = sign_in(&app, &Browser::new(), "south").await;
-    let public = sign_in(&app, &Browser::new(), "conf").await;
+    let a = alice_tokens(&app, &Browser::new(), "north-a").await;
+    let b = alice_tokens(&app, &Browser::new(), "north-b").await;
+    let south = alice_tokens(&app, &Browser::new(), "south").await;
+    let public = alice_tokens(&app, &Browser::new(), "conf").await;
     let sub = id_sub(&a);
     assert_eq!(sub, id_sub(&b), "two clients of one sector");
     assert_ne!(sub, id_sub(&south), "another sector");
@@ -209,7 +194,7 @@ async fn subjects_follow_the_sector(backend: Backend) {
 async fn id_token_hints_with_a_pairwise_sub(backend: Backend) {
     let app = spawn(backend).await;
     let browser = Browser::new();
-    let t = sign_in(&app, &browser, "north-a").await;
+    let t = alice_tokens(&app, &browser, "north-a").await;
     let hint = t["id_token"].as_str().unwrap();
     assert_ne!(id_sub(&t), app.user.id.to_string());
     let (_, challenge) = pkce();

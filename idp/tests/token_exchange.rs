@@ -67,21 +67,6 @@ fn adjust(s: &mut idp::config::Settings) {
     ];
 }
 
-/// Alice's tokens at `client` (code flow with PKCE).
-async fn sign_in(app: &TestApp, client: &str) -> Value {
-    let (verifier, challenge) = pkce();
-    let to = Browser::new()
-        .login(
-            app,
-            &authorize_url(app, client, Some(&challenge), &[]),
-            "alice@example.com",
-            PASSWORD,
-        )
-        .await;
-    let code = query_param(&to, "code").unwrap_or_else(|| panic!("no code: {to}"));
-    exchange_code(app, client, &code, Some(&verifier)).await
-}
-
 fn access(t: &Value) -> &str {
     t["access_token"].as_str().expect("an access token")
 }
@@ -110,7 +95,7 @@ fn error_of(answer: &(u16, Value)) -> (u16, Option<&str>) {
 /// for the same user, acting as the portal; the resource server introspects
 /// it and sees the actor; the exchange is audited.
 async fn an_exchange_gives_a_token_for_the_resource_alone(app: &TestApp) {
-    let t = sign_in(app, "portal").await;
+    let t = alice_tokens(app, &Browser::new(), "portal").await;
     let subject = access(&t);
     let (status, x) = exchange(app, "portal", subject, &[("resource", BILLING)]).await;
     assert_eq!(status, 200, "{x}");
@@ -199,7 +184,7 @@ async fn an_exchange_gives_a_token_for_the_resource_alone(app: &TestApp) {
 /// token; it belongs to the subject token's grant, so revoking the grant
 /// stops it too.
 async fn exchanged_tokens_follow_their_subject_token(app: &TestApp) {
-    let t = sign_in(app, "portal").await;
+    let t = alice_tokens(app, &Browser::new(), "portal").await;
     let subject = access(&t);
     let left = jwt_claims(subject)["exp"].as_i64().unwrap() - clock_secs(app) as i64;
     app.clock.advance(time::Duration::seconds(left - 20));
@@ -214,7 +199,7 @@ async fn exchanged_tokens_follow_their_subject_token(app: &TestApp) {
     assert!(c["exp"].as_i64() <= jwt_claims(subject)["exp"].as_i64());
 
     // A new grant: its exchanged token dies with it.
-    let t = sign_in(app, "portal").await;
+    let t = alice_tokens(app, &Browser::new(), "portal").await;
     let (status, x) = exchange(app, "portal", access(&t), &[("resource", BILLING)]).await;
     assert_eq!(status, 200, "{x}");
     assert_eq!(
@@ -244,7 +229,7 @@ async fn exchanged_tokens_follow_their_subject_token(app: &TestApp) {
 /// Opaque access tokens exchange the same way: the exchanging client's
 /// format, the actor kept with the handle.
 async fn opaque_tokens_carry_their_actor(app: &TestApp) {
-    let t = sign_in(app, "backoffice").await;
+    let t = alice_tokens(app, &Browser::new(), "backoffice").await;
     let (status, x) = exchange(app, "backoffice", access(&t), &[("resource", BILLING)]).await;
     assert_eq!(status, 200, "{x}");
     assert_eq!(access(&x).split('.').count(), 1, "an opaque handle");
@@ -262,7 +247,7 @@ async fn opaque_tokens_carry_their_actor(app: &TestApp) {
 /// nests the previous actor (RFC 8693 §4.1); an actor token names the
 /// actor instead of the client.
 async fn actors_nest(app: &TestApp) {
-    let t = sign_in(app, "portal").await;
+    let t = alice_tokens(app, &Browser::new(), "portal").await;
     let (status, first) = exchange(app, "portal", access(&t), &[("resource", BILLING)]).await;
     assert_eq!(status, 200, "{first}");
     // The portal's own token, as the actor of the second exchange.
@@ -390,10 +375,10 @@ async fn bound_subject_tokens_need_their_key(app: &TestApp) {
 
 /// Every refusal, with its error code.
 async fn refusals(app: &TestApp) {
-    let t = sign_in(app, "portal").await;
+    let t = alice_tokens(app, &Browser::new(), "portal").await;
     let subject = access(&t);
     // A client whose file does not allow the grant.
-    let conf = sign_in(app, "conf").await;
+    let conf = alice_tokens(app, &Browser::new(), "conf").await;
     assert_eq!(
         error_of(&exchange(app, "conf", access(&conf), &[("resource", BILLING)]).await),
         (400, Some("unauthorized_client"))
@@ -512,7 +497,7 @@ async fn refusals(app: &TestApp) {
     assert_eq!(error_of(&b), (400, Some("invalid_grant")));
 
     // An expired one.
-    let t = sign_in(app, "portal").await;
+    let t = alice_tokens(app, &Browser::new(), "portal").await;
     app.clock.advance(time::Duration::seconds(601));
     let b = exchange(app, "portal", access(&t), &[("resource", BILLING)]).await;
     assert_eq!(error_of(&b), (400, Some("invalid_grant")));
@@ -541,7 +526,7 @@ async fn discovery_lists_the_grant_only_when_enabled(app: &TestApp) {
             .contains(&json!(EXCHANGE)),
         "{d}"
     );
-    let t = sign_in(app, "conf").await;
+    let t = alice_tokens(app, &Browser::new(), "conf").await;
     let b = exchange(app, "conf", access(&t), &[("resource", BILLING)]).await;
     assert_eq!(error_of(&b), (400, Some("unauthorized_client")));
 }

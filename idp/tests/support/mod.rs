@@ -682,6 +682,23 @@ pub async fn exchange_code(
     t
 }
 
+/// Alice signs in at `client` in `browser` (code flow with PKCE; single
+/// sign-on when the browser has a session that suffices): the token
+/// response.
+pub async fn alice_tokens(app: &TestApp, browser: &Browser, client: &str) -> serde_json::Value {
+    let (verifier, challenge) = pkce();
+    let to = browser
+        .login(
+            app,
+            &authorize_url(app, client, Some(&challenge), &[]),
+            "alice@example.com",
+            PASSWORD,
+        )
+        .await;
+    let code = query_param(&to, "code").unwrap_or_else(|| panic!("no code: {to}"));
+    exchange_code(app, client, &code, Some(&verifier)).await
+}
+
 /// Userinfo by GET with a Bearer header; asserts a 200 and returns the claims.
 pub async fn userinfo(app: &TestApp, access: &str) -> serde_json::Value {
     let res = reqwest::Client::new()
