@@ -356,8 +356,12 @@ impl Authorization {
             resources: req.resources.clone(),
             dpop_jkt: req.dpop_jkt.clone(),
         };
-        // Single logout reaches every client the session issued codes to.
-        self.sessions.add_client(grant.sid, &client.id.0).await?;
+        // Single logout reaches every client the session issued codes to
+        // that has a logout channel; the others are not recorded (a store
+        // round trip saved on their every authorization).
+        if client.protocol.logout.is_listening() {
+            self.sessions.add_client(grant.sid, &client.id.0).await?;
+        }
         self.codes.put(&code, &record, secs(lifetime)).await?;
         let mut params = vec![("code".to_owned(), code)];
         if let Some(s) = &req.state {

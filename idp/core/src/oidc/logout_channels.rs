@@ -52,12 +52,19 @@ pub const ACCEPTED_IAT_SKEW_SECS: i64 = 300;
 pub struct LogoutChannels {
     /// Where logout tokens are POSTed (https, or http on a loopback address).
     pub backchannel_uri: Option<String>,
-    /// Logout tokens carry the session's `sid` (`sub` otherwise only).
+    /// The client asked for `sid` in logout tokens (they always carry it).
     pub backchannel_session_required: bool,
     /// Loaded in an iframe of the logout page.
     pub frontchannel_uri: Option<String>,
     /// The iframe URL carries `iss` and `sid`.
     pub frontchannel_session_required: bool,
+}
+
+impl LogoutChannels {
+    /// The client hears of a session's end (back- or front-channel).
+    pub fn is_listening(&self) -> bool {
+        self.backchannel_uri.is_some() || self.frontchannel_uri.is_some()
+    }
 }
 
 /// What an outbox row of a logout token holds (its `payload`, JSON): the
